@@ -1,0 +1,1 @@
+"""Halton Meter's doctor checks: each module is one plugin registering read-only checks."""

@@ -1,0 +1,183 @@
+"""`$HALTON_METER_HOME/config.toml`, read strictly.
+
+A syntax error, an unknown key or a wrong type stops every command with one line
+(`config.toml:LINE:COL: message`, or the key path) and exit code 2. Nothing silently falls back to a
+default: a typo in a privacy or security setting must never weaken it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from halton_meter.errors import ConfigError
+from halton_meter.paths import Paths
+
+DEFAULT_EDGE_PORT = 8081
+DEFAULT_API_PORT = 8765
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveRule:
+    """`host:port:address:port` — connect to address:port for host:port, keeping Host and SNI."""
+
+    host: str
+    port: int
+    address: str
+    address_port: int
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> ResolveRule:
+        match = re.fullmatch(r"([^:\s\[\]]+):(\d+):(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+)(?::(\d+))?", text)
+        if not match:
+            raise ConfigError(
+                f"{where}: {text!r} is not HOST:PORT:ADDRESS:PORT "
+                "(example: \"api.anthropic.com:443:127.0.0.1:8443\")"
+            )
+        host, port, address, address_port = match.groups()
+        address = address.strip("[]")
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"{where}: {address!r} in {text!r} must be an IP address") from None
+        ports = (int(port), int(address_port or port))
+        if not all(0 < p < 65536 for p in ports):
+            raise ConfigError(f"{where}: ports in {text!r} must be between 1 and 65535")
+        return cls(host.lower(), ports[0], address, ports[1])
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: Paths
+    edge_port: int = DEFAULT_EDGE_PORT
+    api_port: int = DEFAULT_API_PORT
+    upstream_ca_bundle: Path | None = None
+    upstream_resolve: tuple[ResolveRule, ...] = ()
+    shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    source: Path | None = None
+    """The file this came from, or None when no config.toml exists (all defaults)."""
+
+    def plugin_config(self, name: str) -> Mapping[str, Any]:
+        """The `[plugins.<name>]` block, empty when absent. Plugins validate their own block."""
+        return self.plugins.get(name, {})
+
+    def resolve_map(self) -> dict[tuple[str, int], tuple[str, int]]:
+        return {(r.host, r.port): (r.address, r.address_port) for r in self.upstream_resolve}
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema: section -> key -> validator(value, key_path, config_dir) -> python value
+# --------------------------------------------------------------------------------------------------
+
+
+def _port(value: Any, key: str, _: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"config.toml: {key} must be an integer port (0-65535), not {value!r}")
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"config.toml: {key} = {value} is out of range (0-65535; 0 picks a free port)")
+    return value
+
+
+def _existing_file(value: Any, key: str, config_dir: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f'config.toml: {key} must be a file path string, not {value!r}')
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = config_dir / path
+    if not path.is_file():
+        raise ConfigError(f"config.toml: {key} = {value!r}: no such file ({path})")
+    return path
+
+
+def _resolve_rules(value: Any, key: str, _: Path) -> tuple[ResolveRule, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(
+            f'config.toml: {key} must be a list of strings like ["api.anthropic.com:443:127.0.0.1:8443"]'
+        )
+    rules = tuple(ResolveRule.parse(v, f"config.toml: {key}") for v in value)
+    seen: set[tuple[str, int]] = set()
+    for rule in rules:
+        if (rule.host, rule.port) in seen:
+            raise ConfigError(f"config.toml: {key} maps {rule.host}:{rule.port} twice")
+        seen.add((rule.host, rule.port))
+    return rules
+
+
+def _positive_seconds(value: Any, key: str, _: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value > 3600:
+        raise ConfigError(f"config.toml: {key} must be a number of seconds between 0 and 3600, not {value!r}")
+    return float(value)
+
+
+_SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
+    # section: {key: (Config field, validator)}
+    "edge": {"port": ("edge_port", _port)},
+    "api": {"port": ("api_port", _port)},
+    "upstream": {
+        "ca_bundle": ("upstream_ca_bundle", _existing_file),
+        "resolve": ("upstream_resolve", _resolve_rules),
+    },
+    "core": {"shutdown_grace_seconds": ("shutdown_grace_seconds", _positive_seconds)},
+}
+
+
+def _syntax_error(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    message = str(exc)
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if match:
+        line, col = int(match.group(1)), int(match.group(2))
+        message = message[: match.start()]
+    else:
+        message = re.sub(r"\s*\(at end of document\)$", " at end of file", message)
+        lines = text.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+    return ConfigError(f"{path}:{line}:{col}: {message[:1].lower()}{message[1:]}")
+
+
+def load_config(paths: Paths | None = None) -> Config:
+    """Read and validate config.toml. Missing file: defaults. Anything invalid: ConfigError (exit 2)."""
+    paths = paths or Paths.from_env()
+    path = paths.config
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return Config(paths=paths)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror}); check its permissions") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(path, text, exc) from None
+
+    values: dict[str, Any] = {}
+    plugins: dict[str, Mapping[str, Any]] = {}
+    for section, body in data.items():
+        if section == "plugins":
+            if not isinstance(body, dict) or not all(isinstance(v, dict) for v in body.values()):
+                raise ConfigError("config.toml: [plugins] holds one table per plugin, like [plugins.NAME]")
+            plugins = body
+            continue
+        known = _SCHEMA.get(section)
+        if known is None:
+            raise ConfigError(
+                f"config.toml: unknown section [{section}] (known: {', '.join(sorted([*_SCHEMA, 'plugins']))})"
+            )
+        if not isinstance(body, dict):
+            raise ConfigError(f"config.toml: {section} must be a table ([{section}])")
+        for key, value in body.items():
+            if key not in known:
+                raise ConfigError(
+                    f"config.toml: unknown key {section}.{key} (known in [{section}]: {', '.join(sorted(known))})"
+                )
+            field_name, validate = known[key]
+            values[field_name] = validate(value, f"{section}.{key}", path.parent)
+    return Config(paths=paths, plugins=plugins, source=path, **values)

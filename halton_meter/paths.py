@@ -1,0 +1,105 @@
+"""Where Halton Meter keeps its files. Everything lives under one home directory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_ENV = "HALTON_METER_HOME"
+
+
+def default_home() -> Path:
+    configured = os.environ.get(HOME_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".halton-meter"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The file layout under `$HALTON_METER_HOME` (default `~/.halton-meter`)."""
+
+    home: Path
+
+    @classmethod
+    def from_env(cls) -> Paths:
+        return cls(default_home())
+
+    @property
+    def config(self) -> Path:
+        return self.home / "config.toml"
+
+    @property
+    def db(self) -> Path:
+        return self.home / "db.sqlite"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.home / "ca"
+
+    @property
+    def ca_cert(self) -> Path:
+        """Our CA certificate alone (public); what OS trust stores import."""
+        return self.ca_dir / "halton-meter-ca.pem"
+
+    @property
+    def ca_key_and_cert(self) -> Path:
+        """Key plus certificate, in the file name mitmproxy's cert store expects. Mode 0600."""
+        return self.ca_dir / "mitmproxy-ca.pem"
+
+    @property
+    def ca_dhparam(self) -> Path:
+        return self.ca_dir / "mitmproxy-dhparam.pem"
+
+    @property
+    def client_bundle(self) -> Path:
+        """certifi's roots plus our CA: what `run` points SSL_CERT_FILE and friends at."""
+        return self.ca_dir / "client-bundle.pem"
+
+    @property
+    def upstream_trust(self) -> Path:
+        """certifi's roots plus `upstream.ca_bundle`: what the core verifies providers against."""
+        return self.ca_dir / "upstream-trust.pem"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def runtime(self) -> Path:
+        """Written by `serve` once edge, core and API answer: the one source of truth for ports."""
+        return self.home / "runtime.json"
+
+    @property
+    def core_state(self) -> Path:
+        """Written by the core when it listens: its internal port, read by the edge."""
+        return self.run_dir / "core.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) as 0700; tighten an existing directory we own."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a file so readers see either the old or the new content, never half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

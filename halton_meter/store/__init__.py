@@ -1,0 +1,1 @@
+"""SQLite storage: schema and migrations (`schema`), the single writer thread (`writer`), reads (`queries`)."""

@@ -1,0 +1,259 @@
+"""The SQLite schema, its versions and migrations.
+
+The schema version lives in `PRAGMA user_version`. Opening a database:
+
+* no file, or an empty one: create the latest schema;
+* an older version: copy the file with `VACUUM INTO` (a consistent backup beside it), then migrate;
+* a newer version: refuse, naming both versions (never write a schema we do not understand);
+* not a SQLite file: refuse, naming the file and what to do. Nothing is moved or deleted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sqlite3
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
+
+from halton_meter.errors import DatabaseError
+
+metadata = sa.MetaData()
+
+calls = sa.Table(
+    "calls",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("started_at", sa.Text, nullable=False),
+    sa.Column("ended_at", sa.Text),
+    sa.Column("recorded_at", sa.Text, nullable=False),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("endpoint_kind", sa.Text, nullable=False),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("method", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("model", sa.Text),
+    sa.Column("model_requested", sa.Text),
+    sa.Column("streamed", sa.Boolean, nullable=False),
+    sa.Column("status", sa.Integer),
+    sa.Column("complete", sa.Boolean, nullable=False),
+    sa.Column("billable", sa.Boolean, nullable=False),
+    sa.Column("usage_reported", sa.Boolean, nullable=False),
+    sa.Column("estimated", sa.Boolean, nullable=False),
+    sa.Column("input_tokens", sa.Integer, nullable=False),
+    sa.Column("output_tokens", sa.Integer, nullable=False),
+    sa.Column("cache_read_tokens", sa.Integer, nullable=False),
+    sa.Column("cache_write_tokens", sa.Integer, nullable=False),
+    sa.Column("cache_write_1h_tokens", sa.Integer, nullable=False),
+    sa.Column("reasoning_tokens", sa.Integer),
+    sa.Column("error_type", sa.Text),
+    sa.Column("incomplete_reason", sa.Text),
+    sa.Column("cost_nanos", sa.Integer),
+    sa.Column("priced", sa.Boolean, nullable=False),
+    sa.Column("price_source", sa.Text),
+    sa.Column("project", sa.Text, nullable=False),
+    sa.Column("project_source", sa.Text, nullable=False),
+    sa.Column("client", sa.Text),
+    sa.Column("client_process", sa.Text),
+    sa.Column("latency_ms", sa.Float),
+    sa.Column("ttft_ms", sa.Float),
+    sa.Column("provider_request_id", sa.Text),
+    sa.Column("extra", sa.JSON, nullable=False),
+)
+
+gaps = sa.Table(
+    "gaps",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("at", sa.Text, nullable=False),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("project", sa.Text),
+    sa.Column("client", sa.Text),
+    sa.Column("bytes_up", sa.Integer),
+    sa.Column("bytes_down", sa.Integer),
+)
+
+# Each migration takes the database from version N-1 to N. Never edit one that has shipped; add another.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE calls (
+            id TEXT PRIMARY KEY,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            recorded_at TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            endpoint_kind TEXT NOT NULL,
+            host TEXT NOT NULL,
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            model TEXT,
+            model_requested TEXT,
+            streamed INTEGER NOT NULL,
+            status INTEGER,
+            complete INTEGER NOT NULL,
+            billable INTEGER NOT NULL,
+            usage_reported INTEGER NOT NULL,
+            estimated INTEGER NOT NULL DEFAULT 0,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0,
+            reasoning_tokens INTEGER,
+            error_type TEXT,
+            incomplete_reason TEXT,
+            cost_nanos INTEGER,
+            priced INTEGER NOT NULL,
+            price_source TEXT,
+            project TEXT NOT NULL,
+            project_source TEXT NOT NULL,
+            client TEXT,
+            client_process TEXT,
+            latency_ms REAL,
+            ttft_ms REAL,
+            provider_request_id TEXT,
+            extra TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX calls_started_at ON calls (started_at)",
+    ],
+    2: [
+        # Calls that passed through unmetered (core down, queue full): counted, never silently missing.
+        """CREATE TABLE gaps (
+            id TEXT PRIMARY KEY,
+            at TEXT NOT NULL,
+            host TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            project TEXT,
+            client TEXT,
+            bytes_up INTEGER,
+            bytes_down INTEGER
+        )""",
+        "CREATE INDEX gaps_at ON gaps (at)",
+        "CREATE INDEX calls_project_started_at ON calls (project, started_at)",
+    ],
+}
+LATEST_VERSION = max(MIGRATIONS)
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (SQLite would use the umask, often 0644)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        return
+    with path.open("rb") as fh:
+        header = fh.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:
+        raise DatabaseError(
+            f"database {path} is not a valid SQLite file; nothing was moved. Move it aside "
+            f"(mv {path} {path}.corrupt) and Halton Meter will start a new one"
+        )
+
+
+def make_engine(path: Path, *, immediate: bool = False) -> Engine:
+    """An engine on the database file. `immediate`: transactions take the write lock at BEGIN, so a writer
+    never deadlocks upgrading a read lock (SQLite's BEGIN IMMEDIATE)."""
+    engine = sa.create_engine(f"sqlite:///{path}", poolclass=NullPool)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 5000")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _backup(conn: sqlite3.Connection, path: Path, version: int) -> Path:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    backup = path.with_name(f"{path.name}.v{version}-{stamp}.bak")
+    conn.execute("VACUUM INTO ?", (str(backup),))
+    os.chmod(backup, 0o600)
+    return backup
+
+
+def migrate(path: Path) -> Path | None:
+    """Bring the database at `path` to LATEST_VERSION. Returns the backup made, if any."""
+    _prepare_file(path)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc}") from None
+    try:
+        try:
+            version = _version(conn)
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(
+                f"database {path} is not a valid SQLite file ({exc}); nothing was moved. Move it aside "
+                f"(mv {path} {path}.corrupt) and Halton Meter will start a new one"
+            ) from None
+        if version > LATEST_VERSION:
+            raise DatabaseError(
+                f"database {path} has schema version {version}, newer than this Halton Meter understands "
+                f"({LATEST_VERSION}); upgrade halton-meter (pip install -U halton-meter)"
+            )
+        if version == LATEST_VERSION:
+            return None
+        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise DatabaseError(
+                f"database {path} holds tables but was not created by Halton Meter; nothing was changed. "
+                f"Move it aside (mv {path} {path}.foreign) or set HALTON_METER_HOME elsewhere"
+            )
+        backup = _backup(conn, path, version) if version > 0 else None
+        for target in range(version + 1, LATEST_VERSION + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[target]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return backup
+    except sqlite3.OperationalError as exc:
+        raise DatabaseError(f"cannot prepare database {path}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def check_readable(path: Path) -> int:
+    """Read-only: the schema version, or DatabaseError when the file is unusable or too new."""
+    if not path.exists():
+        raise DatabaseError(f"no database at {path} yet; start the meter with `halton-meter serve`",
+                            exit_code=None)
+    with path.open("rb") as fh:
+        if fh.read(len(SQLITE_HEADER)) not in (SQLITE_HEADER, b""):
+            raise DatabaseError(f"database {path} is not a valid SQLite file; move it aside and restart the meter")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        version = _version(conn)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"database {path} is not readable ({exc})") from None
+    finally:
+        conn.close()
+    if version > LATEST_VERSION:
+        raise DatabaseError(
+            f"database {path} has schema version {version}, newer than this Halton Meter ({LATEST_VERSION}); "
+            "upgrade halton-meter"
+        )
+    return version

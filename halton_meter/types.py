@@ -1,0 +1,359 @@
+"""The vocabulary shared by the host and every plugin.
+
+Providers turn bytes into `Usage` and a `ParseOutcome`; the core turns those into a `CallRecord`; the store
+writes records. Checks, init steps, sync targets and attributors are small declarative objects registered
+through the hooks in `halton_meter.hookspecs`.
+
+Token convention (see PROVIDERS.md, "Token convention"): the four buckets `input_tokens`,
+`cache_read_tokens`, `cache_write_tokens` and `output_tokens` are disjoint and together are everything the
+provider billed. `cache_write_1h_tokens` is the part of `cache_write_tokens` written with a 1-hour TTL, and
+`reasoning_tokens` is the part of `output_tokens` spent thinking (None when the provider gave no breakdown).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal, Protocol, runtime_checkable
+
+# --------------------------------------------------------------------------------------------------
+# Usage and parsing
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """What a provider says about one (method, path): the kind of call and whether it can be billed."""
+
+    kind: str
+    """Stable, dotted, lowercase: `messages`, `chat.completions`, `count_tokens`, `other`."""
+    billable: bool
+    """True when a successful call of this kind consumes billable tokens."""
+    inference: bool = True
+    """False for setup, listing and token-counting calls; such calls never carry usage."""
+
+
+@dataclass(slots=True)
+class RequestFacts:
+    """What a provider read from the request (model, whether a stream was asked for)."""
+
+    model_requested: str | None = None
+    stream_requested: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ParseOutcome:
+    """Everything a response parser learned. Built incrementally; read once at the end of the call."""
+
+    usage: Usage = field(default_factory=Usage)
+    usage_reported: bool = False
+    complete: bool = False
+    """The provider delivered its final accounting (whole body, or the stream's terminal event)."""
+    model: str | None = None
+    error_type: str | None = None
+    streamed: bool = False
+    provider_request_id: str | None = None
+    incomplete_reason: str | None = None
+    """Why the numbers may be short: `upstream_truncated`, `stream_error`, `unparsed_oversize`, `parse_error`."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ResponseParser(Protocol):
+    """An incremental, non-blocking parser of one response body.
+
+    `feed` receives decoded body bytes (content-encoding already undone by the host) split at arbitrary
+    boundaries, including inside UTF-8 sequences and between CR and LF. `finish` is called exactly once;
+    `eof` is True when the body ended cleanly and False when it was cut (connection lost, client gone).
+    Parsers must bound their own buffers and must never raise on bad input: they record what they can.
+    """
+
+    def feed(self, data: bytes) -> None: ...
+
+    def finish(self, eof: bool) -> ParseOutcome: ...
+
+
+class Provider:
+    """Base class for provider plugins. Subclass, set the class attributes, implement the three methods.
+
+    Providers are pure: bytes in, facts out. They never do I/O and never block; the core does the I/O and
+    calls them on its event loop.
+    """
+
+    id: str = ""
+    """Registry id, e.g. `provider.anthropic`."""
+    name: str = ""
+    """Value of the record's `provider` field, e.g. `anthropic`."""
+    hosts: tuple[str, ...] = ()
+    """Hosts this provider claims: `api.example.com`, `api.example.com:8443`, or `*.example.com`.
+    Without a port, 443 is meant. Claimed hosts are decrypted by the core; all others are tunnelled."""
+    price_provider_id: str | None = None
+    """The provider id in the price database (genai-prices), or None when calls are never priced."""
+    secret_query_params: tuple[str, ...] = ()
+    """Query parameters carrying credentials; their values are redacted from stored paths."""
+
+    def route(self, method: str, path: str) -> Endpoint | None:
+        """Classify a request path (query string removed). None: not a call this provider meters."""
+        raise NotImplementedError
+
+    def inspect_request(self, endpoint: Endpoint, path: str, body: bytes) -> RequestFacts:
+        """Read the model and streaming intent from the request body (may be empty or not JSON)."""
+        return RequestFacts()
+
+    def response_parser(
+        self, endpoint: Endpoint, request: RequestFacts, status: int, content_type: str
+    ) -> ResponseParser:
+        """Return a fresh parser for this response."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name}: {', '.join(self.hosts)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# The call record
+# --------------------------------------------------------------------------------------------------
+
+PUBLIC_FIELDS: tuple[str, ...] = (
+    "id",
+    "started_at",
+    "ended_at",
+    "provider",
+    "endpoint_kind",
+    "host",
+    "method",
+    "path",
+    "model",
+    "model_requested",
+    "streamed",
+    "status",
+    "complete",
+    "billable",
+    "usage_reported",
+    "estimated",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "error_type",
+    "incomplete_reason",
+    "cost_usd",
+    "priced",
+    "price_source",
+    "project",
+    "project_source",
+    "client",
+    "client_process",
+    "latency_ms",
+    "ttft_ms",
+    "provider_request_id",
+    "extra",
+)
+"""The public names of a call record, in the order `halton-meter calls --json` prints them."""
+
+NANOS_PER_USD = 1_000_000_000
+
+
+def nanos_to_usd(nanos: int | None) -> str | None:
+    """Integer nano-dollars to a decimal string with nine places (exact; no float ever touches money)."""
+    if nanos is None:
+        return None
+    return f"{Decimal(nanos).scaleb(-9):.9f}"
+
+
+@dataclass(slots=True)
+class CallRecord:
+    id: str
+    started_at: str
+    """UTC, ISO 8601 with microseconds and a `Z`: sorts as text."""
+    provider: str
+    endpoint_kind: str
+    host: str
+    method: str
+    path: str
+    """Request path with credentials (`key=`) redacted."""
+    ended_at: str | None = None
+    model: str | None = None
+    model_requested: str | None = None
+    streamed: bool = False
+    status: int | None = None
+    complete: bool = False
+    billable: bool = False
+    usage_reported: bool = False
+    estimated: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int | None = None
+    error_type: str | None = None
+    incomplete_reason: str | None = None
+    cost_nanos: int | None = None
+    priced: bool = False
+    price_source: str | None = None
+    project: str = "unattributed"
+    project_source: str = "none"
+    client: str | None = None
+    client_process: str | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    provider_request_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Not public: what pricing needs but the record does not show.
+    price_provider_id: str | None = None
+
+    @property
+    def cost_usd(self) -> str | None:
+        return nanos_to_usd(self.cost_nanos)
+
+    def usage(self) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+        )
+
+    def to_public(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in PUBLIC_FIELDS}
+
+    def replace(self, **changes: Any) -> CallRecord:
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Attribution
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """What is known about the process on the other end of a proxied connection."""
+
+    pid: int | None = None
+    process_name: str | None = None
+    cwd: str | None = None
+    environ: Mapping[str, str] = field(default_factory=dict)
+    """Only the variables attributors ask for (HALTON_METER_*), never the whole environment."""
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    project: str
+    source: str
+    """Which attributor answered, e.g. `env`, `cwd`."""
+
+
+@dataclass(frozen=True)
+class Attributor:
+    """A project resolver. Attributors run in `requires` order (dependencies first); the first answer wins."""
+
+    id: str
+    resolve: Callable[[ClientInfo], Attribution | None]
+    requires: tuple[str, ...] = ()
+    description: str = ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Doctor checks
+# --------------------------------------------------------------------------------------------------
+
+CheckStatus = Literal["ok", "warn", "error", "skip"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    status: CheckStatus
+    summary: str
+    fix: str | None = None
+    """A copy-paste command or one sentence that repairs the problem (doctors never repair themselves)."""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a check may look at. Checks are read-only."""
+
+    paths: Any
+    config: Any | None
+    config_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    title: str
+    run: Callable[[CheckContext], CheckResult]
+    requires: tuple[str, ...] = ()
+    """Checks whose result this one depends on; it is shown after them."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Init steps, platform installers, sync targets
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InitStep:
+    """One step of `halton-meter init`: `check` is read-only, `apply` idempotent, `undo` reverses `apply`."""
+
+    id: str
+    title: str
+    check: Callable[[Any], bool]
+    apply: Callable[[Any], None]
+    undo: Callable[[Any], None]
+    requires: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformInfo:
+    system: str
+    """`linux`, `darwin` or `windows`."""
+    has_systemd_user: bool = False
+    in_container: bool = False
+
+
+class PlatformInstaller(Protocol):
+    """Services, OS trust and environment for one platform (returned by `halton_platform_installer`)."""
+
+    id: str
+
+    def describe(self) -> str: ...
+
+
+class SyncSink(Protocol):
+    def push(self, records: list[CallRecord]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SyncTarget:
+    """Somewhere rows may be pushed to (a team Postgres, an OTLP collector). Off unless configured."""
+
+    id: str
+    title: str
+    open: Callable[[Mapping[str, Any]], SyncSink]

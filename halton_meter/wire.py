@@ -1,0 +1,346 @@
+"""Generic, incremental readers for response bodies: content decoding, SSE framing, JSON accumulation.
+
+Nothing here knows a provider. Everything is chunk-boundary-agnostic (a body split anywhere, one byte at
+a time, gives the same result) and bounded (no input can grow memory past the caps below).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_DECODED_CAP = 16 * 1024 * 1024
+"""Most decoded bytes we will parse from one body; a decompression bomb stops here."""
+MAX_SSE_EVENT_BYTES = 8 * 1024 * 1024
+"""Largest single SSE event we keep; a bigger one is skipped and counted, the stream keeps parsing."""
+
+
+class DecodeLimitExceeded(Exception):
+    """The decoded body would pass the cap; parsing stops, the client still gets every byte."""
+
+
+class UnsupportedEncoding(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# Content-Encoding
+# --------------------------------------------------------------------------------------------------
+
+
+class _Identity:
+    def decode(self, data: bytes, limit: int) -> bytes:
+        return data
+
+    def flush(self, limit: int) -> bytes:
+        return b""
+
+
+class _Zlib:
+    """gzip (with multiple members) and deflate (zlib-wrapped or raw, detected from the first bytes)."""
+
+    def __init__(self, gzip: bool) -> None:
+        self._gzip = gzip
+        self._obj: Any = zlib.decompressobj(31) if gzip else None
+        self._pending = b""
+
+    def _start_deflate(self, data: bytes) -> bytes:
+        self._pending += data
+        if len(self._pending) < 2:
+            return b""
+        b0, b1 = self._pending[0], self._pending[1]
+        zlib_wrapped = (b0 & 0x0F) == 8 and ((b0 << 8) | b1) % 31 == 0
+        self._obj = zlib.decompressobj(15 if zlib_wrapped else -15)
+        data, self._pending = self._pending, b""
+        return data
+
+    def decode(self, data: bytes, limit: int) -> bytes:
+        if self._obj is None:
+            data = self._start_deflate(data)
+            if self._obj is None:
+                return b""
+        out = bytearray()
+        while data:
+            piece = self._obj.decompress(data, limit - len(out) + 1)
+            out += piece
+            if len(out) > limit:
+                raise DecodeLimitExceeded
+            data = self._obj.unconsumed_tail
+            if self._obj.eof:
+                rest = self._obj.unused_data
+                if self._gzip and rest.lstrip(b"\0"):
+                    self._obj = zlib.decompressobj(31)  # another gzip member follows
+                    data = rest.lstrip(b"\0")
+                else:
+                    break
+        return bytes(out)
+
+    def flush(self, limit: int) -> bytes:
+        if self._obj is None:
+            return b""
+        return self._obj.flush(limit + 1) if limit >= 0 else b""
+
+
+class _Brotli:
+    def __init__(self) -> None:
+        import brotli
+
+        self._obj = brotli.Decompressor()
+
+    def decode(self, data: bytes, limit: int) -> bytes:
+        out = bytearray(self._obj.process(data, output_buffer_limit=limit + 1))
+        while len(out) <= limit and not self._obj.can_accept_more_data() and not self._obj.is_finished():
+            more = self._obj.process(b"", output_buffer_limit=limit - len(out) + 1)
+            if not more:
+                break
+            out += more
+        if len(out) > limit:
+            raise DecodeLimitExceeded
+        return bytes(out)
+
+    def flush(self, limit: int) -> bytes:
+        return b""
+
+
+class _CappedSink:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.limit = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise DecodeLimitExceeded
+        self.chunks.append(bytes(data))
+        return len(data)
+
+
+class _Zstd:
+    def __init__(self) -> None:
+        import zstandard
+
+        self._sink = _CappedSink()
+        self._writer = zstandard.ZstdDecompressor().stream_writer(
+            self._sink, write_size=64 * 1024, closefd=False
+        )
+
+    def decode(self, data: bytes, limit: int) -> bytes:
+        self._sink.limit, self._sink.size, self._sink.chunks = limit, 0, []
+        self._writer.write(data)
+        return b"".join(self._sink.chunks)
+
+    def flush(self, limit: int) -> bytes:
+        return b""
+
+
+def _decoder_for(token: str) -> Any:
+    token = token.strip().lower()
+    if token in ("", "identity"):
+        return _Identity()
+    if token in ("gzip", "x-gzip"):
+        return _Zlib(gzip=True)
+    if token == "deflate":
+        return _Zlib(gzip=False)
+    if token == "br":
+        return _Brotli()
+    if token == "zstd":
+        return _Zstd()
+    raise UnsupportedEncoding(token)
+
+
+class BodyDecoder:
+    """Undo Content-Encoding incrementally, for parsing only, with a hard cap on decoded bytes.
+
+    `decode` returns the decoded bytes for one wire chunk; it raises `DecodeLimitExceeded` once the total
+    would pass `cap` and `UnsupportedEncoding`/`ValueError` for unknown or corrupt encodings.
+    """
+
+    def __init__(self, content_encoding: str | None, cap: int = DEFAULT_DECODED_CAP) -> None:
+        tokens = [t for t in (content_encoding or "").split(",") if t.strip()]
+        # Encodings are listed in the order they were applied; undo them in reverse.
+        self._stages = [_decoder_for(t) for t in reversed(tokens)] or [_Identity()]
+        self._cap = cap
+        self.decoded_bytes = 0
+
+    @property
+    def identity(self) -> bool:
+        return all(isinstance(s, _Identity) for s in self._stages)
+
+    def decode(self, data: bytes) -> bytes:
+        for stage in self._stages:
+            data = stage.decode(data, self._cap - self.decoded_bytes)
+        self.decoded_bytes += len(data)
+        if self.decoded_bytes > self._cap:
+            raise DecodeLimitExceeded
+        return data
+
+    def flush(self) -> bytes:
+        data = b""
+        for stage in self._stages:
+            if data:
+                data = stage.decode(data, self._cap - self.decoded_bytes)
+            data += stage.flush(self._cap - self.decoded_bytes)
+        self.decoded_bytes += len(data)
+        if self.decoded_bytes > self._cap:
+            raise DecodeLimitExceeded
+        return data
+
+
+# --------------------------------------------------------------------------------------------------
+# Server-sent events
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    event: str
+    """The `event:` field, or "message" when absent (WHATWG default)."""
+    data: str
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+class SSEDecoder:
+    """Incremental SSE framing per the WHATWG rules.
+
+    Lines end with CRLF, LF or CR (a CR at the end of a chunk waits to see whether LF follows). Only those
+    bytes split lines, so U+2028/U+2029/NEL inside JSON strings stay intact, and multi-byte UTF-8 split
+    across chunks is reassembled before decoding. Lines starting with `:` are comments. Several `data:`
+    lines join with `\\n`. An event bigger than `max_event_bytes` is skipped and counted in `oversize`.
+    """
+
+    def __init__(self, max_event_bytes: int = MAX_SSE_EVENT_BYTES) -> None:
+        self._buf = bytearray()
+        self._event = ""
+        self._data: list[bytes] = []
+        self._data_size = 0
+        self._skipping = False
+        self._discard_line = False
+        self._max = max_event_bytes
+        self.oversize = 0
+        self.events_seen = 0
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Consume one chunk; return the events it completed (possibly none)."""
+        events: list[SSEEvent] = []
+        if self._discard_line:
+            match = _LINE_END.search(chunk)
+            if match is None:
+                return events
+            self._discard_line = False
+            chunk = chunk[match.start():]  # keep the terminator: it may be the first half of CRLF
+            if chunk[:1] == b"\r" and chunk[1:2] == b"\n":
+                chunk = chunk[2:]
+            else:
+                chunk = chunk[1:]
+        buf = self._buf
+        buf += chunk
+        start = 0
+        for match in _LINE_END.finditer(buf):
+            if match.group() == b"\r" and match.end() == len(buf):
+                break  # maybe the first half of CRLF; wait for the next chunk
+            line = bytes(buf[start : match.start()])
+            start = match.end()
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        del buf[:start]
+        if len(buf) > self._max:
+            # A single line longer than any event we keep: drop it without buffering further.
+            self._skip_current()
+            buf.clear()
+            self._discard_line = True
+        return events
+
+    def _skip_current(self) -> None:
+        if not self._skipping:
+            self.oversize += 1
+        self._skipping = True
+        self._data, self._data_size = [], 0
+
+    def _line(self, line: bytes) -> SSEEvent | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(b":"):
+            return None
+        name, sep, value = line.partition(b":")
+        if sep and value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            if self._skipping:
+                return None
+            self._data_size += len(value) + 1
+            if self._data_size > self._max:
+                self._skip_current()
+                return None
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        return None
+
+    def _dispatch(self) -> SSEEvent | None:
+        data, event, skipping = self._data, self._event, self._skipping
+        self._data, self._data_size, self._event, self._skipping = [], 0, "", False
+        if skipping or not data:
+            return None
+        self.events_seen += 1
+        return SSEEvent(event or "message", b"\n".join(data).decode("utf-8", "replace"))
+
+    def close(self) -> list[SSEEvent]:
+        """End of body: a final line without its terminator still counts, then the pending event."""
+        events: list[SSEEvent] = []
+        if self._buf:
+            line = bytes(self._buf.rstrip(b"\r"))
+            self._buf.clear()
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        event = self._dispatch()
+        if event is not None:
+            events.append(event)
+        return events
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON bodies
+# --------------------------------------------------------------------------------------------------
+
+
+class JSONAccumulator:
+    """Collects a JSON body up to a cap and parses it once at the end."""
+
+    def __init__(self, cap: int = DEFAULT_DECODED_CAP) -> None:
+        self._buf = bytearray()
+        self._cap = cap
+        self.oversize = False
+
+    def feed(self, data: bytes) -> None:
+        if self.oversize:
+            return
+        if len(self._buf) + len(data) > self._cap:
+            self.oversize = True
+            self._buf.clear()
+            return
+        self._buf += data
+
+    def parse(self) -> Any:
+        """The parsed document, or None when empty, oversize or not JSON. Leading blank lines (DeepSeek's
+        keep-alives before a delayed body) are skipped."""
+        if self.oversize or not self._buf.strip():
+            return None
+        try:
+            return json.loads(self._buf)
+        except ValueError:
+            return None
+
+
+def loads_or_none(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None

@@ -1,0 +1,142 @@
+"""The parser skeleton shared by provider plugins: pick SSE or JSON framing from the content type, feed
+events or the parsed body to provider-specific handlers, and never raise on bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from halton_meter.types import Endpoint, ParseOutcome, Provider, RequestFacts
+from halton_meter.wire import JSONAccumulator, SSEDecoder, SSEEvent, loads_or_none
+
+
+def count(value: Any) -> int:
+    """A token count from JSON: non-negative int, anything else (null, string, bool, negative) is 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return max(int(value), 0)
+
+
+def optional_count(value: Any) -> int | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return max(int(value), 0)
+
+
+def dig(obj: Any, *keys: str) -> Any:
+    """obj[k1][k2]…, or None as soon as a level is missing or not a dict."""
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def json_request_facts(body: bytes) -> RequestFacts:
+    """`model` and `stream` from a JSON request body (OpenAI- and Anthropic-style)."""
+    data = loads_or_none(body) if body else None
+    if not isinstance(data, dict):
+        return RequestFacts()
+    model = data.get("model")
+    return RequestFacts(
+        model_requested=model if isinstance(model, str) else None,
+        stream_requested=data.get("stream") is True,
+        extra={"include_usage": dig(data, "stream_options", "include_usage") is True},
+    )
+
+
+def is_event_stream(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+
+
+class BodyParser:
+    """Base response parser. Subclasses implement `on_event` (streams) and `on_document` (whole bodies)."""
+
+    def __init__(self, endpoint: Endpoint, request: RequestFacts, status: int, content_type: str) -> None:
+        self.endpoint = endpoint
+        self.request = request
+        self.status = status
+        self.outcome = ParseOutcome()
+        self._sse: SSEDecoder | None = None
+        self._json: JSONAccumulator | None = None
+        if is_event_stream(content_type):
+            self._sse = SSEDecoder()
+            self.outcome.streamed = True
+        else:
+            self._json = JSONAccumulator()
+
+    def feed(self, data: bytes) -> None:
+        if self._sse is not None:
+            for event in self._sse.feed(data):
+                self._event(event)
+        elif self._json is not None:
+            self._json.feed(data)
+
+    def finish(self, eof: bool) -> ParseOutcome:
+        """`eof`: the body ended as HTTP framing says it should. False: the connection was cut."""
+        outcome = self.outcome
+        if self._sse is not None:
+            if eof:
+                for event in self._sse.close():
+                    self._event(event)
+            if self._sse.oversize:
+                outcome.extra["oversize_events"] = self._sse.oversize
+            if not outcome.complete and outcome.incomplete_reason is None:
+                outcome.incomplete_reason = "upstream_truncated"
+        elif self._json is not None:
+            if self._json.oversize:
+                outcome.incomplete_reason = "unparsed_oversize"
+            elif not eof:
+                outcome.incomplete_reason = "upstream_truncated"
+            else:
+                document = self._json.parse()
+                if document is not None:
+                    self._safe(self.on_document, document)
+                elif self.status < 400 and self.endpoint.inference:
+                    outcome.incomplete_reason = "parse_error"
+                outcome.complete = outcome.incomplete_reason is None
+        return outcome
+
+    def _event(self, event: SSEEvent) -> None:
+        self._safe(self.on_event, event)
+
+    def _safe(self, handler: Any, arg: Any) -> None:
+        try:
+            handler(arg)
+        except Exception as exc:  # a surprising shape must cost one record's detail, never the proxy
+            self.outcome.extra.setdefault("parser_errors", []).append(f"{type(exc).__name__}: {exc}"[:200])
+
+    def on_event(self, event: SSEEvent) -> None:
+        raise NotImplementedError
+
+    def on_document(self, document: Any) -> None:
+        raise NotImplementedError
+
+
+class NoUsageParser(BodyParser):
+    """For endpoints that never carry usage: only the error type (if any) is read."""
+
+    def __init__(self, *args: Any, error_type_of: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._error_type_of = error_type_of
+
+    def on_event(self, event: SSEEvent) -> None:
+        pass
+
+    def on_document(self, document: Any) -> None:
+        if self._error_type_of is not None and self.status >= 400:
+            self.outcome.error_type = self._error_type_of(document)
+
+
+__all__ = [
+    "BodyParser",
+    "Endpoint",
+    "NoUsageParser",
+    "ParseOutcome",
+    "Provider",
+    "RequestFacts",
+    "count",
+    "dig",
+    "is_event_stream",
+    "json_request_facts",
+    "optional_count",
+]

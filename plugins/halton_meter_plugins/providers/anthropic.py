@@ -1,0 +1,175 @@
+"""Anthropic Messages API (`api.anthropic.com`), JSON and SSE.
+
+Usage semantics (PROVIDERS.md §1): `message_start.message.usage` first, then every field that
+`message_delta.usage` carries overrides it (cumulative values, never summed). The 1-hour cache-write split
+exists only in `message_start`. `count_tokens` answers are not usage; batch calls are not live calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from halton_meter import hookimpl
+from halton_meter.types import Endpoint, RequestFacts, ResponseParser, Usage
+from halton_meter.wire import SSEEvent, loads_or_none
+from halton_meter_plugins.providers._common import (
+    BodyParser,
+    NoUsageParser,
+    Provider,
+    count,
+    dig,
+    json_request_facts,
+    optional_count,
+)
+
+MESSAGES = Endpoint("messages", billable=True)
+COUNT_TOKENS = Endpoint("count_tokens", billable=False, inference=False)
+BATCHES = Endpoint("batches", billable=False, inference=False)
+OTHER = Endpoint("other", billable=False, inference=False)
+
+_USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
+def error_type(document: Any) -> str | None:
+    kind = dig(document, "error", "type")
+    return kind if isinstance(kind, str) else None
+
+
+class MessagesParser(BodyParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._raw: dict[str, Any] = {}
+        self._cache_1h = 0
+        self._thinking: int | None = None
+        self._web_search = 0
+        self._saw_delta = False
+
+    # ---- streams ---------------------------------------------------------------------------------
+
+    def on_event(self, event: SSEEvent) -> None:
+        data = loads_or_none(event.data)
+        if not isinstance(data, dict):
+            return
+        kind = data.get("type") or event.event
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self._message_head(message)
+            self._merge_usage(message.get("usage"), first=True)
+        elif kind == "message_delta":
+            self._saw_delta = True
+            self._merge_usage(data.get("usage"), first=False)
+        elif kind == "message_stop":
+            self.outcome.complete = self._saw_delta
+        elif kind == "error":
+            self.outcome.error_type = error_type(data) or "error"
+            self.outcome.incomplete_reason = "stream_error"
+            self.outcome.complete = False
+
+    # ---- whole bodies ----------------------------------------------------------------------------
+
+    def on_document(self, document: Any) -> None:
+        if not isinstance(document, dict):
+            return
+        if document.get("type") == "error" or (self.status >= 400 and "error" in document):
+            self.outcome.error_type = error_type(document) or "error"
+            return
+        self._message_head(document)
+        self._merge_usage(document.get("usage"), first=True)
+
+    # ---- shared ----------------------------------------------------------------------------------
+
+    def _message_head(self, message: Any) -> None:
+        if not isinstance(message, dict):
+            return
+        if isinstance(message.get("model"), str):
+            self.outcome.model = message["model"]
+        if isinstance(message.get("id"), str):
+            self.outcome.provider_request_id = message["id"]
+
+    def _merge_usage(self, usage: Any, first: bool) -> None:
+        if not isinstance(usage, dict):
+            return
+        for name in _USAGE_FIELDS:
+            if usage.get(name) is not None:
+                self._raw[name] = count(usage[name])
+        if first and isinstance(usage.get("cache_creation"), dict):
+            self._cache_1h = count(usage["cache_creation"].get("ephemeral_1h_input_tokens"))
+        thinking = optional_count(dig(usage, "output_tokens_details", "thinking_tokens"))
+        if thinking is not None:
+            self._thinking = thinking
+        searches = dig(usage, "server_tool_use", "web_search_requests")
+        if searches is not None:
+            self._web_search = count(searches)
+        if isinstance(usage.get("service_tier"), str):
+            self.outcome.extra["service_tier"] = usage["service_tier"]
+        self.outcome.usage_reported = True
+        cache_write = self._raw.get("cache_creation_input_tokens", 0)
+        self.outcome.usage = Usage(
+            input_tokens=self._raw.get("input_tokens", 0),
+            output_tokens=self._raw.get("output_tokens", 0),
+            cache_read_tokens=self._raw.get("cache_read_input_tokens", 0),
+            cache_write_tokens=cache_write,
+            cache_write_1h_tokens=min(self._cache_1h, cache_write),
+            reasoning_tokens=self._thinking,
+        )
+        if self._web_search:
+            self.outcome.extra["web_search_requests"] = self._web_search
+
+
+class CountTokensParser(NoUsageParser):
+    def on_document(self, document: Any) -> None:
+        super().on_document(document)
+        if isinstance(document, dict) and document.get("input_tokens") is not None:
+            self.outcome.extra["counted_input_tokens"] = count(document["input_tokens"])
+
+
+class AnthropicCompatibleProvider(Provider):
+    """Any host speaking the Anthropic Messages format; subclass or instantiate with other hosts."""
+
+    path_prefix = "/v1"
+
+    def __init__(
+        self,
+        id: str = "provider.anthropic",
+        name: str = "anthropic",
+        hosts: tuple[str, ...] = ("api.anthropic.com",),
+        price_provider_id: str | None = "anthropic",
+        path_prefix: str = "/v1",
+    ) -> None:
+        self.id, self.name, self.hosts = id, name, hosts
+        self.price_provider_id = price_provider_id
+        self.path_prefix = path_prefix.rstrip("/")
+
+    def route(self, method: str, path: str) -> Endpoint | None:
+        if not path.startswith(self.path_prefix + "/"):
+            return OTHER
+        rest = path[len(self.path_prefix) :].rstrip("/")
+        if rest == "/messages" and method == "POST":
+            return MESSAGES
+        if rest == "/messages/count_tokens":
+            return COUNT_TOKENS
+        if rest.startswith("/messages/batches"):
+            return BATCHES
+        return OTHER
+
+    def inspect_request(self, endpoint: Endpoint, path: str, body: bytes) -> RequestFacts:
+        return json_request_facts(body)
+
+    def response_parser(
+        self, endpoint: Endpoint, request: RequestFacts, status: int, content_type: str
+    ) -> ResponseParser:
+        if endpoint is MESSAGES:
+            return MessagesParser(endpoint, request, status, content_type)
+        if endpoint is COUNT_TOKENS:
+            return CountTokensParser(endpoint, request, status, content_type, error_type_of=error_type)
+        return NoUsageParser(endpoint, request, status, content_type, error_type_of=error_type)
+
+
+@hookimpl
+def halton_register_providers(register: Any) -> None:
+    register(AnthropicCompatibleProvider())
