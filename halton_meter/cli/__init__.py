@@ -1,0 +1,95 @@
+"""The `halton-meter` command line: one module per command, loaded only when that command runs.
+
+`main` is the only place exceptions turn into exit codes: a `HaltonError` prints its one line, click's
+usage errors print theirs (exit 2), and anything else is a bug — one line naming the crash log, exit 70.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from halton_meter import __version__
+from halton_meter.errors import EXIT_CODE_HELP, ExitCode, HaltonError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module, one-line help shown in `--help` without importing the module)
+    "serve": ("halton_meter.cli.serve", "Run the meter (edge, core, API) in the foreground."),
+    "run": ("halton_meter.cli.run", "Run a command with its LLM calls metered."),
+    "calls": ("halton_meter.cli.calls", "List recorded calls."),
+    "report": ("halton_meter.cli.report", "Totals by project and model for a time window."),
+    "plugins": ("halton_meter.cli.plugins", "List loaded plugins and what they provide."),
+}
+
+EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {int(code):>3}  {text}" for code, text in EXIT_CODE_HELP.items())
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(COMMANDS[name][0])
+        return module.command  # type: ignore[no-any-return]
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in sorted(COMMANDS)])
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="halton-meter")
+def cli() -> None:
+    """Halton Meter: know what your AI coding tools cost.
+
+    A local HTTPS proxy that meters every LLM API call your tools make and writes one row per call,
+    with tokens and cost, to a SQLite file on this machine. Data lives in $HALTON_METER_HOME
+    (default ~/.halton-meter).
+    """
+
+
+def _crash_log(exc: BaseException) -> str | None:
+    try:
+        from halton_meter.paths import Paths, ensure_private_dir
+
+        logs = ensure_private_dir(Paths.from_env().logs)
+        path = logs / f"crash-{datetime.datetime.now():%Y%m%d-%H%M%S}.log"
+        path.write_text("".join(traceback.format_exception(exc)))
+        return str(path)
+    except Exception:
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        result: Any = cli.main(args=argv, prog_name="halton-meter", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        code = 130
+    except HaltonError as exc:
+        from halton_meter import terminal
+
+        terminal.error(exc.message)
+        code = int(exc.exit_code)
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        code = 0
+    except Exception as exc:  # a traceback is a bug: say so in one line and keep the details
+        where = _crash_log(exc)
+        detail = f"; details in {where}" if where else ""
+        print(f"halton-meter: internal error: {type(exc).__name__}: {exc}{detail}", file=sys.stderr)
+        code = int(ExitCode.INTERNAL)
+    sys.exit(code)

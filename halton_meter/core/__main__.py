@@ -1,0 +1,5 @@
+import sys
+
+from halton_meter.core.runner import main
+
+sys.exit(main())

@@ -1,0 +1,361 @@
+"""The mitmproxy addon that meters calls: one `FlowMeter` per request, one record per call.
+
+Event flow for a metered request:
+
+* `http_connect`: the edge's CONNECT names the client's address; attribution starts on a worker thread.
+* `requestheaders`: the routing table (built once, no pluggy) picks the provider and endpoint.
+* `request`: the whole request body is here; the provider reads the model and stream intent.
+* `responseheaders`: a parser is chosen and `flow.response.stream` is set to a tee, so every chunk goes
+  to the client as it arrives and a copy goes (decoded, capped) into the parser.
+* `response` (body ended) or `error` (cut, reset, client gone): the record is finalised once and queued
+  for the writer thread.
+
+Nothing here blocks: parsing is incremental and bounded, and all I/O happens on other threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import re
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import structlog
+from mitmproxy import http
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
+
+from halton_meter.attribution import UNATTRIBUTED, AttributionService, client_name
+from halton_meter.core.routing import RoutingTable
+from halton_meter.types import Attribution, CallRecord, ClientInfo, Endpoint, ParseOutcome, Provider, RequestFacts
+from halton_meter.wire import BodyDecoder, DecodeLimitExceeded, UnsupportedEncoding
+
+log = structlog.get_logger("halton_meter.core")
+
+PEER_HEADER = "x-halton-meter-peer"
+"""Set by the edge on its CONNECT to the core: the client's address as the edge saw it."""
+CREDENTIAL_QUERY_PARAMS = frozenset({"key", "api_key", "api-key", "apikey", "access_token", "token"})
+ATTRIBUTION_WAIT_SECONDS = 2.0
+
+
+def utc_iso(ts: float | None = None) -> str:
+    moment = datetime.datetime.fromtimestamp(ts if ts is not None else time.time(), datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def redact_path(path: str, secret_params: frozenset[str]) -> str:
+    """Replace the values of credential-carrying query parameters; keep the rest byte for byte."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+
+    def _redact(match: re.Match[str]) -> str:
+        return f"{match.group(1)}{match.group(2)}=REDACTED" if match.group(2).lower() in secret_params else match.group(0)
+
+    return base + "?" + re.sub(r"(^|&)([^=&]+)=([^&]*)", _redact, query)
+
+
+@dataclass
+class ConnectionInfo:
+    target: tuple[str, int] | None = None
+    attribution: Future[tuple[ClientInfo, Attribution]] | None = None
+
+
+@dataclass
+class FlowMeter:
+    provider: Provider
+    endpoint: Endpoint
+    host: str
+    started_at: str
+    started_mono: float
+    connection: ConnectionInfo
+    facts: RequestFacts = field(default_factory=RequestFacts)
+    sent_mono: float | None = None
+    first_byte_mono: float | None = None
+    parser: object | None = None
+    decoder: BodyDecoder | None = None
+    decode_failure: str | None = None
+    finished: bool = False
+    user_agent: str | None = None
+
+
+class MeterAddon:
+    def __init__(
+        self,
+        routing: RoutingTable,
+        submit: Callable[[CallRecord], bool],
+        attribution: AttributionService,
+        resolve: dict[tuple[str, int], tuple[str, int]] | None = None,
+        on_ready: Callable[[int], None] | None = None,
+    ) -> None:
+        self.routing = routing
+        self.submit = submit
+        self.attribution = attribution
+        self.resolve = resolve or {}
+        self.on_ready = on_ready
+        self.connections: dict[str, ConnectionInfo] = {}
+        self.in_flight = 0
+        self.metered = 0
+        self._pending_submits: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        if self.on_ready is not None:
+            addrs = ctx.master.addons.get("proxyserver").listen_addrs()
+            self.on_ready(addrs[0][1])
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait for in-flight calls (and their records) to finish, up to `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while (self.in_flight or self._pending_submits) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return not self.in_flight and not self._pending_submits
+
+    # ---- connections -------------------------------------------------------------------------------
+
+    def _connection(self, flow: http.HTTPFlow) -> ConnectionInfo:
+        info = self.connections.get(flow.client_conn.id)
+        if info is None:
+            info = self.connections[flow.client_conn.id] = ConnectionInfo()
+        return info
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        info = self._connection(flow)
+        info.target = (flow.request.host.lower(), flow.request.port)
+        peer = _parse_peer(flow.request.headers.get(PEER_HEADER)) or _peer_of(flow)
+        if self.routing.claims(*info.target) and info.attribution is None:
+            info.attribution = self.attribution.lookup(peer)
+
+    def client_disconnected(self, client: object) -> None:
+        self.connections.pop(getattr(client, "id", ""), None)
+
+    def server_connect(self, data: ServerConnectionHookData) -> None:
+        """`upstream.resolve`: connect elsewhere, keeping SNI and Host (host-level, so per connection)."""
+        address = data.server.address
+        if address is None:
+            return
+        target = self.resolve.get((str(address[0]).lower(), address[1]))
+        if target is not None:
+            if not data.server.sni:
+                data.server.sni = str(address[0])
+            data.server.address = target
+
+    # ---- requests ----------------------------------------------------------------------------------
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        info = self._connection(flow)
+        host, port = info.target or (flow.request.pretty_host.lower(), flow.request.port)
+        provider = self.routing.lookup(host, port)
+        if provider is None:
+            return
+        path = flow.request.path.split("?", 1)[0]
+        endpoint = provider.route(flow.request.method, path)
+        if endpoint is None:
+            return
+        if info.attribution is None:
+            info.attribution = self.attribution.lookup(_peer_of(flow))
+        flow.metadata["halton_meter"] = FlowMeter(
+            provider=provider,
+            endpoint=endpoint,
+            host=host if port == 443 else f"{host}:{port}",
+            started_at=utc_iso(),
+            started_mono=time.monotonic(),
+            connection=info,
+            user_agent=flow.request.headers.get("user-agent"),
+        )
+        self.in_flight += 1
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        meter: FlowMeter | None = flow.metadata.get("halton_meter")
+        if meter is None:
+            return
+        body = flow.request.raw_content or b""
+        try:
+            if flow.request.headers.get("content-encoding"):
+                body = flow.request.get_content(strict=False, limit=16 * 1024 * 1024) or b""
+            meter.facts = meter.provider.inspect_request(meter.endpoint, flow.request.path.split("?", 1)[0], body)
+        except Exception as exc:  # a request we cannot read is still forwarded and still recorded
+            meter.facts = RequestFacts()
+            meter.decode_failure = f"request unreadable: {type(exc).__name__}"
+        meter.sent_mono = time.monotonic()
+
+    # ---- responses ---------------------------------------------------------------------------------
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        meter: FlowMeter | None = flow.metadata.get("halton_meter")
+        if meter is None or flow.response is None:
+            return
+        response = flow.response
+        content_type = response.headers.get("content-type", "")
+        try:
+            meter.parser = meter.provider.response_parser(
+                meter.endpoint, meter.facts, response.status_code, content_type
+            )
+            meter.decoder = BodyDecoder(response.headers.get("content-encoding"))
+        except UnsupportedEncoding as exc:
+            meter.decode_failure = f"unsupported content-encoding {exc}"
+        except Exception as exc:
+            meter.decode_failure = f"parser setup failed: {type(exc).__name__}: {exc}"
+        response.stream = self._tee(meter)
+
+    def _tee(self, meter: FlowMeter) -> Callable[[bytes], bytes]:
+        def tee(chunk: bytes) -> bytes:
+            if chunk and meter.first_byte_mono is None:
+                meter.first_byte_mono = time.monotonic()
+            if meter.decode_failure is None and meter.parser is not None and meter.decoder is not None:
+                try:
+                    data = meter.decoder.decode(chunk) if chunk else meter.decoder.flush()
+                    if data:
+                        meter.parser.feed(data)  # type: ignore[attr-defined]
+                except DecodeLimitExceeded:
+                    meter.decode_failure = "unparsed_oversize"
+                except Exception as exc:
+                    meter.decode_failure = f"undecodable body: {type(exc).__name__}"
+            return chunk
+
+        return tee
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finalise(flow, eof=True)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finalise(flow, eof=False)
+
+    # ---- records -----------------------------------------------------------------------------------
+
+    def _finalise(self, flow: http.HTTPFlow, eof: bool) -> None:
+        meter: FlowMeter | None = flow.metadata.get("halton_meter")
+        if meter is None or meter.finished:
+            return
+        meter.finished = True
+        self.in_flight -= 1
+        try:
+            record = self._record(flow, meter, eof)
+        except Exception as exc:  # never lose the call: write what we know
+            log.error("building record failed", error=f"{type(exc).__name__}: {exc}")
+            record = self._degraded_record(flow, meter, f"internal: {type(exc).__name__}")
+        future = meter.connection.attribution
+        if future is None or future.done():
+            self._attach_attribution(record, future)
+            self._submit(record)
+        else:
+            task = asyncio.get_running_loop().create_task(self._submit_when_attributed(record, future))
+            self._pending_submits.add(task)
+            task.add_done_callback(self._pending_submits.discard)
+
+    def _record(self, flow: http.HTTPFlow, meter: FlowMeter, eof: bool) -> CallRecord:
+        now = time.monotonic()
+        response = flow.response
+        outcome = ParseOutcome()
+        if meter.parser is not None:
+            outcome = meter.parser.finish(eof and meter.decode_failure is None)  # type: ignore[attr-defined]
+        incomplete_reason = outcome.incomplete_reason
+        if meter.decode_failure is not None:
+            incomplete_reason = meter.decode_failure if meter.decode_failure == "unparsed_oversize" else "parse_error"
+            outcome.extra["decode_failure"] = meter.decode_failure
+        error_type = outcome.error_type
+        if response is None:
+            error_type = error_type or "network"
+            incomplete_reason = incomplete_reason or "no_response"
+        elif not eof and flow.error is not None:
+            lowered = flow.error.msg.lower()
+            if "client" in lowered:
+                incomplete_reason = "client_disconnected"
+            outcome.extra.setdefault("connection_error", flow.error.msg[:200])
+        if response is not None and response.status_code >= 400 and error_type is None:
+            error_type = f"http_{response.status_code}"
+        sent = meter.sent_mono or meter.started_mono
+        usage = outcome.usage if outcome.usage_reported else None
+        provider = meter.provider
+        return CallRecord(
+            id=str(uuid.uuid4()),
+            started_at=meter.started_at,
+            ended_at=utc_iso(),
+            provider=provider.name,
+            endpoint_kind=meter.endpoint.kind,
+            host=meter.host,
+            method=flow.request.method,
+            path=redact_path(
+                flow.request.path, CREDENTIAL_QUERY_PARAMS | frozenset(p.lower() for p in provider.secret_query_params)
+            ),
+            model=outcome.model or meter.facts.model_requested,
+            model_requested=meter.facts.model_requested,
+            streamed=outcome.streamed,
+            status=response.status_code if response is not None else None,
+            complete=outcome.complete and eof and meter.decode_failure is None,
+            billable=meter.endpoint.billable and outcome.usage_reported,
+            usage_reported=outcome.usage_reported,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            cache_read_tokens=usage.cache_read_tokens if usage else 0,
+            cache_write_tokens=usage.cache_write_tokens if usage else 0,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens if usage else 0,
+            reasoning_tokens=usage.reasoning_tokens if usage else None,
+            error_type=error_type,
+            incomplete_reason=None if outcome.complete and eof and meter.decode_failure is None else incomplete_reason,
+            latency_ms=round((now - sent) * 1000, 3),
+            ttft_ms=(
+                round((meter.first_byte_mono - sent) * 1000, 3)
+                if outcome.streamed and meter.first_byte_mono is not None
+                else None
+            ),
+            client=client_name(meter.user_agent),
+            provider_request_id=outcome.provider_request_id or (response.headers.get("request-id") if response else None),
+            extra=outcome.extra,
+            price_provider_id=provider.price_provider_id,
+        )
+
+    def _degraded_record(self, flow: http.HTTPFlow, meter: FlowMeter, reason: str) -> CallRecord:
+        return CallRecord(
+            id=str(uuid.uuid4()),
+            started_at=meter.started_at,
+            ended_at=utc_iso(),
+            provider=meter.provider.name,
+            endpoint_kind=meter.endpoint.kind,
+            host=meter.host,
+            method=flow.request.method,
+            path=flow.request.path.split("?", 1)[0],
+            status=flow.response.status_code if flow.response is not None else None,
+            incomplete_reason=reason,
+            price_provider_id=meter.provider.price_provider_id,
+        )
+
+    @staticmethod
+    def _attach_attribution(record: CallRecord, future: Future[tuple[ClientInfo, Attribution]] | None) -> None:
+        client, attribution = ClientInfo(), UNATTRIBUTED
+        if future is not None and future.done() and not future.cancelled() and future.exception() is None:
+            client, attribution = future.result()
+        record.project, record.project_source = attribution.project, attribution.source
+        record.client_process = client.process_name
+
+    async def _submit_when_attributed(self, record: CallRecord, future: Future[tuple[ClientInfo, Attribution]]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), ATTRIBUTION_WAIT_SECONDS)
+        except (TimeoutError, Exception):
+            pass
+        self._attach_attribution(record, future)
+        self._submit(record)
+
+    def _submit(self, record: CallRecord) -> None:
+        self.metered += 1
+        self.submit(record)
+
+
+def _peer_of(flow: http.HTTPFlow) -> tuple[str, int] | None:
+    peer = flow.client_conn.peername
+    return (str(peer[0]), int(peer[1])) if peer else None
+
+
+def _parse_peer(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)

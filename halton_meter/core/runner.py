@@ -1,0 +1,140 @@
+"""The core process: mitmproxy plus the meter addon plus the writer thread.
+
+Started by the supervisor (`halton-meter serve`) as `python -m halton_meter.core`. It listens on an
+ephemeral loopback port, writes that port to `run/core.json` for the edge, prints `READY <port>` on stdout,
+and on SIGTERM stops accepting, lets in-flight calls finish (up to `core.shutdown_grace_seconds`), commits
+their records and exits 0. Exit codes: 2 config, 3 database, 1 anything else that stops it starting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+import structlog
+
+from halton_meter.attribution import AttributionService
+from halton_meter.ca import ensure_ca, write_upstream_trust
+from halton_meter.config import Config, load_config
+from halton_meter.core.addon import MeterAddon
+from halton_meter.core.routing import RoutingTable
+from halton_meter.errors import ExitCode, HaltonError
+from halton_meter.host import PluginHost
+from halton_meter.logs import configure_logging
+from halton_meter.paths import ensure_private_dir, write_atomic
+from halton_meter.process import watch_parent
+from halton_meter.store.schema import migrate
+from halton_meter.store.writer import Writer
+
+log = structlog.get_logger("halton_meter.core")
+
+
+def _mitmproxy_addons() -> list[object]:
+    """The few mitmproxy addons a metering proxy needs (not mitmdump's full set: less work per event)."""
+    from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, tlsconfig
+
+    return [
+        core.Core(),
+        proxyserver.Proxyserver(),
+        next_layer.NextLayer(),
+        tlsconfig.TlsConfig(),
+        disable_h2c.DisableH2C(),
+        errorcheck.ErrorCheck(),
+    ]
+
+
+async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
+    from mitmproxy import options
+    from mitmproxy.master import Master
+
+    paths = config.paths
+    upstream_trust = write_upstream_trust(paths, config.upstream_ca_bundle)
+    opts = options.Options(
+        listen_host="127.0.0.1",
+        listen_port=0,
+        confdir=str(paths.ca_dir),
+        ssl_verify_upstream_trusted_ca=str(upstream_trust),
+    )
+    master = Master(opts)
+    attribution = AttributionService(host.registries.attributors.ordered())
+
+    def on_ready(port: int) -> None:
+        ensure_private_dir(paths.run_dir)
+        state = {"port": port, "pid": os.getpid()}
+        write_atomic(paths.core_state, json.dumps(state).encode(), mode=0o600)
+        print(f"READY {port}", flush=True)
+        log.info("core listening", port=port)
+
+    addon = MeterAddon(
+        routing=RoutingTable(host.registries.providers),
+        submit=writer.submit,
+        attribution=attribution,
+        resolve=config.resolve_map(),
+        on_ready=on_ready,
+    )
+    master.addons.add(*_mitmproxy_addons())
+    master.addons.add(addon)
+
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    async def graceful_stop() -> None:
+        log.info("stopping: no new connections; draining in-flight calls", in_flight=addon.in_flight)
+        master.options.update(server=False)
+        drained = await addon.drain(config.shutdown_grace_seconds)
+        if not drained:
+            log.warning("grace period over; cutting remaining calls", in_flight=addon.in_flight)
+        master.shutdown()
+
+    def on_signal() -> None:
+        if not stopping.is_set():
+            stopping.set()
+            loop.create_task(graceful_stop())
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    orphan_watch = loop.create_task(watch_parent(on_signal))
+
+    try:
+        await master.run()
+    finally:
+        orphan_watch.cancel()
+        attribution.close()
+        try:
+            paths.core_state.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return 0
+
+
+def main() -> int:
+    configure_logging("core")
+    logging.getLogger("mitmproxy").setLevel(logging.WARNING)
+    try:
+        config = load_config()
+        ensure_ca(config.paths)
+        migrate(config.paths.db)
+    except HaltonError as exc:
+        print(f"halton-meter core: {exc.message}", file=sys.stderr, flush=True)
+        return int(exc.exit_code)
+    host = PluginHost(config).load()
+    for plugin in host.errors():
+        log.error("plugin failed to load", plugin=plugin.name, error=plugin.error)
+    _ = host.registries  # collect now, so a broken plugin is reported before traffic arrives
+    writer = Writer(config.paths.db, on_committed=lambda r: host.hook.halton_usage_recorded(record=r)).start()
+    try:
+        code = asyncio.run(serve_core(config, host, writer))
+    except HaltonError as exc:
+        print(f"halton-meter core: {exc.message}", file=sys.stderr, flush=True)
+        code = int(exc.exit_code)
+    except Exception:
+        log.exception("core crashed")
+        code = int(ExitCode.INTERNAL)
+    finally:
+        if not writer.close(timeout=config.shutdown_grace_seconds + 5):
+            log.error("some records were not written before exit", stats=vars(writer.stats))
+    return code

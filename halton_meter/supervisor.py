@@ -1,0 +1,265 @@
+"""`halton-meter serve`: the foreground supervisor of the edge and the core, and host of the loopback API.
+
+The supervisor binds the user-visible edge port itself and hands the socket to the edge process, so the
+port never changes while `serve` lives, even when the edge restarts. The core listens on an ephemeral
+internal port it publishes in `run/core.json`. Both children are restarted with exponential backoff if
+they die; while the core is down the edge passes traffic through and counts gaps.
+
+`runtime.json` is written once edge, core and API all answer, and removed on exit: it is the one source
+of truth `run` and other commands read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from halton_meter import __version__
+from halton_meter.api import Api
+from halton_meter.ca import ensure_ca
+from halton_meter.config import Config
+from halton_meter.errors import ExitCode, HaltonError, PortInUseError
+from halton_meter.paths import ensure_private_dir, write_atomic
+from halton_meter.process import PARENT_PID_ENV
+from halton_meter.store.schema import migrate
+
+log = structlog.get_logger("halton_meter.supervisor")
+
+READY_TIMEOUT = 60.0
+BACKOFF_START, BACKOFF_MAX, HEALTHY_RESET = 0.5, 30.0, 60.0
+
+
+def port_holder(port: int) -> str | None:
+    """`PID 1234 (python3)` for the process listening on a local TCP port, when the OS lets us see it."""
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                try:
+                    name = psutil.Process(conn.pid).name()
+                except psutil.Error:
+                    name = "?"
+                return f"PID {conn.pid} ({name})"
+    except Exception:
+        return None
+    return None
+
+
+def bind_loopback(port: int, role: str, flag: str) -> socket.socket:
+    try:
+        return socket.create_server(("127.0.0.1", port), backlog=1024)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            holder = port_holder(port)
+            by = f" by {holder}" if holder else " by another process"
+            raise PortInUseError(
+                f"port {port} ({role}) is in use{by}; stop that process or choose another port with {flag} N"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise PortInUseError(f"not allowed to listen on port {port} ({role}); choose another with {flag} N") from None
+        raise
+
+
+@dataclass
+class Child:
+    """One supervised process. `argv` is run with the current Python; `READY` on stdout means serving."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    pass_fds: tuple[int, ...] = ()
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    last_exit: int | None = None
+    _drain: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def start(self) -> bool:
+        """Start and wait for READY. False when the process exits (or stays silent) first."""
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            env=self.env, pass_fds=self.pass_fds,
+        )
+        self.started_at = time.monotonic()
+        assert self.proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), READY_TIMEOUT)
+        except TimeoutError:
+            line = b""
+        if not line.startswith(b"READY"):
+            if self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+            self.last_exit = await self.proc.wait()
+            return False
+        self._drain = asyncio.get_running_loop().create_task(self._discard_stdout())
+        return True
+
+    async def _discard_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while await self.proc.stdout.readline():
+            pass
+
+    async def stop(self, grace: float) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), grace)
+        except TimeoutError:
+            log.warning("child did not stop in time; killing it", child=self.name)
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+
+
+class Supervisor:
+    def __init__(self, config: Config, edge_port: int, api_port: int, announce: Callable[[dict[str, object]], None]):
+        self.config = config
+        self.paths = config.paths
+        self.edge_port = edge_port
+        self.api_port = api_port
+        self.announce = announce
+        self._stop = asyncio.Event()
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["HALTON_METER_HOME"] = str(self.paths.home)
+        env[PARENT_PID_ENV] = str(os.getpid())
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    async def run(self) -> int:
+        paths = self.paths
+        ensure_private_dir(paths.home)
+        ensure_private_dir(paths.run_dir)
+        lock = _acquire_lock(paths.run_dir / "serve.lock", paths.runtime)
+        try:
+            ensure_ca(paths)
+            migrate(paths.db)
+            edge_sock = bind_loopback(self.edge_port, "edge", "--edge-port")
+            api_sock = bind_loopback(self.api_port, "api", "--api-port")
+            return await self._serve(edge_sock, api_sock)
+        finally:
+            lock.close()
+
+    async def _serve(self, edge_sock: socket.socket, api_sock: socket.socket) -> int:
+        paths = self.paths
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        edge_port, api_port = edge_sock.getsockname()[1], api_sock.getsockname()[1]
+        api = Api(api_port)
+        api_server = await asyncio.start_server(api.handle, sock=api_sock, limit=8 * 1024)
+        env = self._child_env()
+        core = Child("core", ["-m", "halton_meter.core"], env)
+        edge = Child(
+            "edge",
+            ["-m", "halton_meter.edge", "--listen-fd", str(edge_sock.fileno()), "--api-port", str(api_port)],
+            env,
+            pass_fds=(edge_sock.fileno(),),
+        )
+        paths.core_state.unlink(missing_ok=True)
+        try:
+            if not await core.start():
+                return _child_failure(core)
+            if not await edge.start():
+                await core.stop(self.config.shutdown_grace_seconds)
+                return _child_failure(edge)
+            runtime = {
+                "edge_port": edge_port,
+                "api_port": api_port,
+                "ca_cert": str(paths.ca_cert),
+                "client_bundle": str(paths.client_bundle),
+                "pid": os.getpid(),
+                "version": __version__,
+                "db": str(paths.db),
+            }
+            write_atomic(paths.runtime, json.dumps(runtime, indent=2).encode(), mode=0o600)
+            self.announce(runtime)
+            await self._watch([core, edge])
+        finally:
+            log.info("stopping")
+            grace = self.config.shutdown_grace_seconds + 5
+            # Both get SIGTERM together: the edge stops accepting, the core drains calls in flight.
+            await asyncio.gather(core.stop(grace), edge.stop(grace))
+            api_server.close()
+            _remove_runtime(paths.runtime)
+            paths.core_state.unlink(missing_ok=True)
+        return 0
+
+    async def _watch(self, children: list[Child]) -> None:
+        backoff = {c.name: BACKOFF_START for c in children}
+        while not self._stop.is_set():
+            waits = {asyncio.ensure_future(c.proc.wait()): c for c in children if c.proc is not None}
+            stop_wait = asyncio.ensure_future(self._stop.wait())
+            done, _ = await asyncio.wait([*waits, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            for fut in waits:
+                if fut not in done:
+                    fut.cancel()
+            if stop_wait in done:
+                return
+            stop_wait.cancel()
+            for fut in done:
+                child = waits[fut]
+                code = fut.result()
+                if time.monotonic() - child.started_at > HEALTHY_RESET:
+                    backoff[child.name] = BACKOFF_START
+                delay = backoff[child.name]
+                log.error("child exited; restarting", child=child.name, code=code, restart_in_s=delay)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                    return
+                except TimeoutError:
+                    pass
+                backoff[child.name] = min(delay * 2, BACKOFF_MAX)
+                child.restarts += 1
+                if not await child.start():
+                    log.error("child failed to restart", child=child.name, code=child.last_exit)
+
+
+def _child_failure(child: Child) -> int:
+    code = child.last_exit
+    if code in (ExitCode.USAGE, ExitCode.DATABASE, ExitCode.PORT_IN_USE):
+        return int(code)  # the child already printed the one-line reason
+    raise HaltonError(f"the {child.name} process failed to start (exit code {code}); see the messages above")
+
+
+def _acquire_lock(path: Path, runtime: Path):  # type: ignore[no-untyped-def]
+    handle = open(path, "a+")  # noqa: SIM115 - held for the life of serve
+    try:
+        import fcntl
+
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - Windows: the port bind below catches a second instance
+        return handle
+    except OSError:
+        handle.close()
+        pid = "?"
+        with contextlib.suppress(Exception):
+            pid = json.loads(runtime.read_text())["pid"]
+        raise HaltonError(
+            f"halton-meter is already running for {path.parent.parent} (pid {pid}); stop it first (Ctrl-C or kill {pid})"
+        ) from None
+    return handle
+
+
+def _remove_runtime(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        data = json.loads(path.read_text())
+        if data.get("pid") == os.getpid():
+            path.unlink()

@@ -1,0 +1,158 @@
+"""All terminal output. The only module that imports rich.
+
+Honours NO_COLOR and COLUMNS; output written to a pipe has no colour. Errors go to stderr as one line.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from halton_meter.types import CallRecord, nanos_to_usd
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, no_color="NO_COLOR" in os.environ or None)
+
+
+def error(message: str) -> None:
+    console = _console(stderr=True)
+    console.print(Text.assemble(("halton-meter: ", "bold red"), ("error: ", "red"), message), soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    _console(stderr=True).print(Text.assemble(("halton-meter: ", "bold yellow"), ("warning: ", "yellow"), message),
+                                soft_wrap=True)
+
+
+def line(message: str = "", style: str | None = None) -> None:
+    _console().print(Text(message, style=style or ""), soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def money(nanos: int | None) -> str:
+    if nanos is None:
+        return "unpriced"
+    usd = nanos_to_usd(nanos) or "0"
+    whole, _, frac = usd.partition(".")
+    frac = frac[:6] if abs(nanos) >= 10_000 else frac  # show sub-cent amounts in full
+    return f"${whole}.{frac.rstrip('0').ljust(2, '0')}"
+
+
+def tokens(n: int) -> str:
+    return f"{n:,}"
+
+
+def local_time(iso: str) -> str:
+    moment = datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(columns: Sequence[tuple[str, str]], title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+    return table
+
+
+def calls_table(records: Iterable[CallRecord]) -> None:
+    table = _table(
+        [("time", "left"), ("provider", "left"), ("model", "left"), ("in", "right"), ("cache r/w", "right"),
+         ("out", "right"), ("cost", "right"), ("project", "left"), ("status", "left")]
+    )
+    for r in records:
+        status = str(r.status) if r.status is not None else "—"
+        if r.error_type:
+            status += f" {r.error_type}"
+        if not r.complete:
+            status += " (incomplete)"
+        table.add_row(
+            local_time(r.started_at),
+            r.provider,
+            r.model or "—",
+            tokens(r.input_tokens),
+            f"{tokens(r.cache_read_tokens)}/{tokens(r.cache_write_tokens)}",
+            tokens(r.output_tokens),
+            money(r.cost_nanos) if r.billable or r.cost_nanos is None else "—",
+            r.project,
+            status,
+        )
+    _console().print(table)
+
+
+def plugins_table(plugins: Iterable[dict[str, Any]]) -> None:
+    table = _table([("plugin", "left"), ("version", "left"), ("source", "left"), ("status", "left"),
+                    ("provides", "left")])
+    for p in plugins:
+        provides = ", ".join(i for items in p["provides"].values() for i in items) or "—"
+        status = Text(p["status"], style={"ok": "green", "error": "red"}.get(p["status"], "yellow"))
+        table.add_row(p["name"], p["version"], p["source"], status, provides)
+        if p["error"]:
+            table.add_row("", "", "", "", Text(p["error"], style="red"))
+    _console().print(table)
+
+
+def report(data: dict[str, Any]) -> None:
+    console = _console()
+    totals = data["totals"]
+    console.print(
+        Text.assemble(
+            ("Halton Meter report ", "bold"), f"{local_time(data['since'])} → {local_time(data['until'])}"
+        )
+    )
+    if not totals["calls"]:
+        console.print("No calls recorded in this window.")
+        return
+    console.print(
+        f"{totals['calls']:,} calls · {tokens(totals['input_tokens'])} in · "
+        f"{tokens(totals['cache_read_tokens'])} cache read · {tokens(totals['cache_write_tokens'])} cache write · "
+        f"{tokens(totals['output_tokens'])} out · total {_usd_text(totals['cost_usd'])}"
+    )
+    notes = []
+    if totals["unpriced_calls"]:
+        notes.append(f"{totals['unpriced_calls']} call(s) have no price (unknown model): cost above excludes them")
+    if totals["incomplete_calls"]:
+        notes.append(f"{totals['incomplete_calls']} call(s) incomplete (stream cut or error): numbers may be short")
+    if data.get("gaps"):
+        notes.append(f"{data['gaps']} call(s) passed through unmetered while the core was down")
+    for note in notes:
+        console.print(Text("note: " + note, style="yellow"))
+    for key, title in (("by_project", "project"), ("by_model", "model")):
+        table = _table([(title, "left"), ("calls", "right"), ("in", "right"), ("cache r/w", "right"),
+                        ("out", "right"), ("cost", "right")])
+        for row in data[key]:
+            table.add_row(
+                str(row[title]), f"{row['calls']:,}", tokens(row["input_tokens"]),
+                f"{tokens(row['cache_read_tokens'])}/{tokens(row['cache_write_tokens'])}",
+                tokens(row["output_tokens"]), _usd_text(row["cost_usd"]),
+            )
+        console.print()
+        console.print(table)
+
+
+def _usd_text(value: str | None) -> str:
+    if value is None:
+        return "unpriced"
+    from decimal import Decimal
+
+    return money(int(Decimal(value).scaleb(9)))
+
+
+def serving(runtime: dict[str, Any]) -> None:
+    console = _console()
+    console.print(Text("Halton Meter is metering.", style="bold green"))
+    console.print(f"  proxy  127.0.0.1:{runtime['edge_port']}   wrap a command: halton-meter run -- claude")
+    console.print(f"  api    127.0.0.1:{runtime['api_port']}")
+    console.print(f"  data   {runtime['db']}")
+    console.print("Stop with Ctrl-C.")

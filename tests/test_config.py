@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from halton_meter.config import DEFAULT_API_PORT, DEFAULT_EDGE_PORT, ResolveRule, load_config
+from halton_meter.errors import ConfigError, ExitCode
+from halton_meter.paths import Paths
+
+
+def write(paths: Paths, text: str | bytes) -> None:
+    paths.home.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        paths.config.write_bytes(text)
+    else:
+        paths.config.write_text(text)
+
+
+def test_missing_file_gives_defaults(paths: Paths) -> None:
+    config = load_config(paths)
+    assert (config.edge_port, config.api_port, config.source) == (DEFAULT_EDGE_PORT, DEFAULT_API_PORT, None)
+    assert config.upstream_resolve == ()
+
+
+def test_full_config_is_read(paths: Paths, tmp_path: Path) -> None:
+    bundle = tmp_path / "corp.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    write(paths, f'''
+[edge]
+port = 9181
+[api]
+port = 0
+[upstream]
+ca_bundle = "{bundle}"
+resolve = ["api.anthropic.com:443:127.0.0.1:8443", "API.OpenAI.com:443:[::1]:9443", "x.test:443:127.0.0.2"]
+[core]
+shutdown_grace_seconds = 2.5
+[plugins.example]
+anything = "goes"
+''')
+    config = load_config(paths)
+    assert config.edge_port == 9181 and config.api_port == 0
+    assert config.upstream_ca_bundle == bundle
+    assert config.resolve_map() == {
+        ("api.anthropic.com", 443): ("127.0.0.1", 8443),
+        ("api.openai.com", 443): ("::1", 9443),
+        ("x.test", 443): ("127.0.0.2", 443),
+    }
+    assert config.shutdown_grace_seconds == 2.5
+    assert config.plugin_config("example") == {"anything": "goes"}
+    assert config.plugin_config("absent") == {}
+
+
+def test_relative_ca_bundle_is_relative_to_the_config_file(paths: Paths) -> None:
+    write(paths, '[upstream]\nca_bundle = "corp.pem"\n')
+    (paths.home / "corp.pem").write_text("x")
+    assert load_config(paths).upstream_ca_bundle == paths.home / "corp.pem"
+
+
+def test_utf8_bom_is_accepted(paths: Paths) -> None:
+    write(paths, "\ufeff[edge]\nport = 9000\n".encode())
+    assert load_config(paths).edge_port == 9000
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[edge]\nport = abc\n", ":2:8: invalid value"),
+        ("[edge\nport = 1\n", ":1:6: expected ']' at the end of a table declaration"),
+        ('[edge]\nport = "abc', ":2:12: unterminated string at end of file"),
+    ],
+)
+def test_syntax_errors_name_file_line_and_column(paths: Paths, text: str, message: str) -> None:
+    write(paths, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(paths)
+    assert str(info.value) == f"{paths.config}{message}"
+    assert info.value.exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[edge]\nport = "abc"\n', "config.toml: edge.port must be an integer port (0-65535), not 'abc'"),
+        ("[edge]\nport = true\n", "config.toml: edge.port must be an integer port (0-65535), not True"),
+        ("[api]\nport = 70000\n", "config.toml: api.port = 70000 is out of range (0-65535; 0 picks a free port)"),
+        ("[bodys]\nenabled = true\n", "config.toml: unknown section [bodys] (known: api, core, edge, plugins, upstream)"),
+        ("[edge]\nprot = 1\n", "config.toml: unknown key edge.prot (known in [edge]: port)"),
+        ('[upstream]\nresolve = "api.anthropic.com:443:127.0.0.1:1"\n',
+         'config.toml: upstream.resolve must be a list of strings like ["api.anthropic.com:443:127.0.0.1:8443"]'),
+        ('[upstream]\nresolve = ["api.anthropic.com:443"]\n',
+         "config.toml: upstream.resolve: 'api.anthropic.com:443' is not HOST:PORT:ADDRESS:PORT "
+         '(example: "api.anthropic.com:443:127.0.0.1:8443")'),
+        ('[upstream]\nresolve = ["api.anthropic.com:443:example.com:1"]\n',
+         "config.toml: upstream.resolve: 'example.com' in 'api.anthropic.com:443:example.com:1' must be an IP address"),
+        ('[upstream]\nresolve = ["a.test:443:127.0.0.1:1", "A.test:443:127.0.0.1:2"]\n',
+         "config.toml: upstream.resolve maps a.test:443 twice"),
+        ('[upstream]\nca_bundle = "/nonexistent/x.pem"\n',
+         "config.toml: upstream.ca_bundle = '/nonexistent/x.pem': no such file (/nonexistent/x.pem)"),
+        ("edge = 3\n", "config.toml: edge must be a table ([edge])"),
+        ("[core]\nshutdown_grace_seconds = -1\n",
+         "config.toml: core.shutdown_grace_seconds must be a number of seconds between 0 and 3600, not -1"),
+        ("plugins = 1\n", "config.toml: [plugins] holds one table per plugin, like [plugins.NAME]"),
+    ],
+)
+def test_wrong_types_and_unknown_keys_are_errors(paths: Paths, text: str, message: str) -> None:
+    write(paths, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(paths)
+    assert str(info.value) == message
+
+
+def test_non_utf8_file(paths: Paths) -> None:
+    write(paths, b"[edge]\nport = \xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(paths)
+
+
+@pytest.mark.parametrize("command", [["calls"], ["report"], ["plugins"], ["run", "true"], ["serve"]])
+def test_every_command_stops_on_a_bad_config_with_exit_2(paths: Paths, cli, command: list[str]) -> None:
+    write(paths, "[edge]\nport = \n")
+    result = cli(*command)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"halton-meter: error: {paths.config}:2:8: invalid value"
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_resolve_rule_port_range() -> None:
+    with pytest.raises(ConfigError, match="between 1 and 65535"):
+        ResolveRule.parse("a.test:0:127.0.0.1:1", "x")

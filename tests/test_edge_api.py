@@ -1,0 +1,226 @@
+"""The edge's parsing and policy, and the loopback API's defences, exercised over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from halton_meter.api import Api
+from halton_meter.edge import CoreLocator, Edge, Refused, _origin_form, parse_authority
+
+
+@pytest.mark.parametrize(
+    ("authority", "expected"),
+    [("api.anthropic.com:443", ("api.anthropic.com", 443)), ("[::1]:8443", ("::1", 8443)),
+     ("Example.COM.:80", ("example.com", 80))],
+)
+def test_parse_authority(authority, expected) -> None:
+    assert parse_authority(authority) == expected
+
+
+@pytest.mark.parametrize("authority", ["host", "host:0", "host:99999", "::1", "[::1]", ":443", "host:abc", "[::1]443"])
+def test_parse_authority_refuses_bad_targets(authority) -> None:
+    with pytest.raises(Refused) as info:
+        parse_authority(authority)
+    assert info.value.status == 400
+
+
+def test_origin_form_drops_proxy_headers_and_closes() -> None:
+    head = (b"GET http://example.test/a?b=1 HTTP/1.1\r\nHost: example.test\r\nProxy-Connection: keep-alive\r\n"
+            b"Proxy-Authorization: Basic eDp5\r\nAccept: */*\r\n\r\n")
+    assert _origin_form(head, "GET", "/a?b=1") == (
+        b"GET /a?b=1 HTTP/1.1\r\nHost: example.test\r\nAccept: */*\r\nconnection: close\r\n\r\n"
+    )
+
+
+async def _echo_server() -> asyncio.Server:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1024):
+            writer.write(b"echo:" + data)
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(echo, "127.0.0.1", 0)
+
+
+async def _exchange(port: int, payload: bytes, read_until_close: bool = True) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    await writer.drain()
+    try:
+        if read_until_close:
+            return await asyncio.wait_for(reader.read(65536 * 4), 5)
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+
+
+def run_edge_test(tmp_path: Path, scenario, claims=lambda h, p: False) -> object:
+    async def main() -> object:
+        upstream = await _echo_server()
+        upstream_port = upstream.sockets[0].getsockname()[1]
+        edge = Edge(claims=claims, core=CoreLocator(tmp_path / "core.json"),
+                    resolve={("tunnel.test", 443): ("127.0.0.1", upstream_port)}, own_ports={9})
+        server = await asyncio.start_server(edge.handle, "127.0.0.1", 0, limit=16 * 1024)
+        edge.own_ports.add(server.sockets[0].getsockname()[1])
+        try:
+            return await scenario(server.sockets[0].getsockname()[1], edge, upstream_port)
+        finally:
+            server.close()
+            upstream.close()
+
+    return asyncio.run(main())
+
+
+def test_connect_to_other_hosts_is_a_plain_tunnel(tmp_path: Path) -> None:
+    async def scenario(port: int, edge: Edge, upstream_port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"CONNECT tunnel.test:443 HTTP/1.1\r\nHost: tunnel.test:443\r\n\r\n")
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 200 Connection established\r\n\r\n"
+        writer.write(b"\x16\x03\x01 raw bytes, never parsed")
+        assert await asyncio.wait_for(reader.readuntil(b"parsed"), 5) == b"echo:\x16\x03\x01 raw bytes, never parsed"
+        writer.close()
+        assert edge.stats.tunnelled == 1 and edge.stats.metered == 0
+
+    run_edge_test(tmp_path, scenario)
+
+
+def test_claimed_host_with_core_down_passes_through_and_counts_a_gap(tmp_path: Path) -> None:
+    async def scenario(port: int, edge: Edge, upstream_port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"CONNECT tunnel.test:443 HTTP/1.1\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 200")
+        writer.write(b"hi")
+        assert await asyncio.wait_for(reader.readexactly(7), 5) == b"echo:hi"
+        writer.close()
+        assert edge.stats.gaps == 1 and edge.stats.last_gap_reason == "core not running"
+
+    run_edge_test(tmp_path, scenario, claims=lambda h, p: h == "tunnel.test")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"CONNECT 127.0.0.1:9 HTTP/1.1\r\n\r\n", b"403"),  # one of our own ports
+        (b"CONNECT localhost:9 HTTP/1.1\r\n\r\n", b"403"),
+        (b"CONNECT 169.254.169.254:80 HTTP/1.1\r\n\r\n", b"403"),  # cloud metadata
+        (b"CONNECT [fe80::1]:443 HTTP/1.1\r\n\r\n", b"403"),
+        (b"CONNECT 0.0.0.0:443 HTTP/1.1\r\n\r\n", b"403"),
+        (b"GET http://169.254.169.254/latest/meta-data HTTP/1.1\r\n\r\n", b"403"),
+        (b"CONNECT host:0 HTTP/1.1\r\n\r\n", b"400"),
+        (b"CONNECT host:99999 HTTP/1.1\r\n\r\n", b"400"),
+        (b"CONNECT ::1 HTTP/1.1\r\n\r\n", b"400"),
+        (b"CONNECT host HTTP/1.1\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n", b"400"),  # TLS to the proxy port
+        (b"GET http://x.test/ HTTP/1.1\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", b"431"),
+    ],
+)
+def test_refusals_answer_with_a_status_and_the_edge_keeps_serving(tmp_path: Path, request_bytes, status) -> None:
+    async def scenario(port: int, edge: Edge, upstream_port: int) -> None:
+        reply = await _exchange(port, request_bytes)
+        assert reply.split(b" ")[1] == status, reply
+        # and the next client is still served
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"CONNECT tunnel.test:443 HTTP/1.1\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 200")
+        writer.close()
+
+    run_edge_test(tmp_path, scenario)
+
+
+def test_absolute_form_plain_http_is_forwarded_in_origin_form(tmp_path: Path) -> None:
+    async def scenario(port: int, edge: Edge, upstream_port: int) -> None:
+        edge.resolve[("plain.test", 80)] = ("127.0.0.1", upstream_port)
+        reply = await _exchange(port, b"GET http://plain.test/path?q=1 HTTP/1.1\r\nHost: plain.test\r\n"
+                                      b"Proxy-Connection: keep-alive\r\n\r\n")
+        assert reply == b"echo:GET /path?q=1 HTTP/1.1\r\nHost: plain.test\r\nconnection: close\r\n\r\n"
+
+    run_edge_test(tmp_path, scenario)
+
+
+def test_unreachable_upstream_gives_502(tmp_path: Path) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead_port = closed.getsockname()[1]
+    closed.close()
+
+    async def scenario(port: int, edge: Edge, upstream_port: int) -> None:
+        edge.resolve[("dead.test", 443)] = ("127.0.0.1", dead_port)
+        reply = await _exchange(port, b"CONNECT dead.test:443 HTTP/1.1\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 502 Bad Gateway") and b"cannot connect to dead.test:443" in reply
+
+    run_edge_test(tmp_path, scenario)
+
+
+def test_core_locator_follows_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "core.json"
+    locator = CoreLocator(path)
+    assert locator.port() is None
+    path.write_text(json.dumps({"port": 1234}))
+    assert locator.port() == 1234
+    path.write_text("garbage")
+    assert locator.port() is None
+    path.unlink()
+    assert locator.port() is None
+
+
+# ---- API -------------------------------------------------------------------------------------------
+
+
+def api_exchange(request: bytes) -> tuple[int, dict[str, str], dict]:
+    async def main() -> bytes:
+        server = await asyncio.start_server(Api(0).handle, "127.0.0.1", 0, limit=8 * 1024)
+        port = server.sockets[0].getsockname()[1]
+        api_port_fixed = request.replace(b"PORT", str(port).encode())
+        # The Api object checks Host against its own port; rebuild it with the real one.
+        server.close()
+        server = await asyncio.start_server(Api(port).handle, sock=_rebind(port), limit=8 * 1024)
+        try:
+            return await _exchange(port, api_port_fixed)
+        finally:
+            server.close()
+
+    raw = asyncio.run(main())
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split(" ")[1]), headers, json.loads(body)
+
+
+def _rebind(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+@pytest.mark.parametrize("host", [b"127.0.0.1:PORT", b"localhost:PORT", b"[::1]:PORT"])
+def test_health_answers_loopback_hosts_with_version_only(host: bytes) -> None:
+    status, headers, body = api_exchange(b"GET /health HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert status == 200 and set(body) == {"status", "version"} and body["status"] == "ok"
+    assert not any(h.startswith("access-control") for h in headers)
+
+
+@pytest.mark.parametrize("host", [b"evil.example:PORT", b"127.0.0.1:1", b"localhost"])
+def test_foreign_host_headers_are_rejected(host: bytes) -> None:
+    status, _, body = api_exchange(b"GET /health HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert status == 421
+
+
+def test_cors_preflight_gets_no_allow_headers() -> None:
+    status, headers, _ = api_exchange(
+        b"OPTIONS /health HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nOrigin: https://evil.example\r\n"
+        b"Access-Control-Request-Private-Network: true\r\n\r\n"
+    )
+    assert status == 405
+    assert not any(h.startswith("access-control") for h in headers)
+
+
+def test_unknown_endpoint_is_404() -> None:
+    assert api_exchange(b"GET /v1/projects HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\n\r\n")[0] == 404

@@ -1,0 +1,83 @@
+"""Pricing: our disjoint buckets converted correctly for genai-prices; unknown models never cost $0.
+
+Expected amounts are computed here by hand from the providers' published list prices (USD per million
+tokens), so a wrong conversion (for example passing uncached input as genai-prices' total input) fails.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from halton_meter.pricing import Pricer, usd_to_nanos
+from halton_meter.types import CallRecord
+
+
+def rec(**fields) -> CallRecord:
+    base = dict(id=str(uuid.uuid4()), started_at="2026-11-22T10:00:00.000000Z", provider="anthropic",
+                endpoint_kind="messages", host="h", method="POST", path="/", billable=True, usage_reported=True,
+                price_provider_id="anthropic", model="claude-sonnet-4-5-20250929")
+    base.update(fields)
+    return CallRecord(**base)
+
+
+def per_million(**amounts: tuple[int, str]) -> int:
+    total = sum(Decimal(tokens) * Decimal(price) for tokens, price in amounts.values())
+    return usd_to_nanos(total / Decimal(1_000_000))
+
+
+def test_anthropic_all_four_buckets_and_the_1h_write() -> None:
+    # Sonnet 4.5: input $3, output $15, cache read $0.30, 5-minute write $3.75, 1-hour write $6.
+    price = Pricer().price(rec(input_tokens=1000, cache_read_tokens=2000, cache_write_tokens=3000,
+                               cache_write_1h_tokens=1000, output_tokens=500))
+    expected = per_million(i=(1000, "3"), r=(2000, "0.30"), w5=(2000, "3.75"), w1=(1000, "6"), o=(500, "15"))
+    assert price.priced and price.cost_nanos == expected == 24_600_000
+    assert price.source.startswith("genai-prices ")
+
+
+def test_openai_cached_input() -> None:
+    # gpt-4o: input $2.50, cached input $1.25, output $10.
+    price = Pricer().price(rec(provider="openai", price_provider_id="openai", model="gpt-4o-2024-08-06",
+                               input_tokens=800, cache_read_tokens=200, output_tokens=100))
+    assert price.cost_nanos == per_million(i=(800, "2.5"), r=(200, "1.25"), o=(100, "10"))
+
+
+def test_falls_back_to_the_requested_model() -> None:
+    price = Pricer().price(rec(model="zz-gateway-alias", model_requested="claude-sonnet-4-5", input_tokens=100_000))
+    assert price.priced and price.cost_nanos == 300_000_000
+
+
+def test_long_context_tier_sees_the_whole_prompt_including_cache() -> None:
+    # Sonnet 4.5 bills every input token at $6 (not $3) once the prompt exceeds 200k tokens; cached tokens
+    # count toward the threshold, so 150k uncached + 100k cache read is a long-context call.
+    short = Pricer().price(rec(input_tokens=200_000))
+    assert short.cost_nanos == per_million(i=(200_000, "3"))
+    long = Pricer().price(rec(input_tokens=150_000, cache_read_tokens=100_000))
+    assert long.cost_nanos == per_million(i=(150_000, "6"), r=(100_000, "0.60"))
+
+
+def test_unknown_model_is_unpriced_not_zero() -> None:
+    price = Pricer().price(rec(model="totally-new-model", model_requested=None, input_tokens=10))
+    assert (price.cost_nanos, price.priced) == (None, False)
+    assert "totally-new-model" in price.source
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"billable": False, "usage_reported": False}, (0, True, "not billable")),
+        ({"usage_reported": False}, (None, False, "no usage reported")),
+        ({"price_provider_id": None}, (None, False, "no price data for this provider")),
+    ],
+)
+def test_non_billable_and_missing_usage(fields, expected) -> None:
+    price = Pricer().price(rec(**fields))
+    assert (price.cost_nanos, price.priced, price.source) == expected
+
+
+def test_rounding_is_to_the_nearest_nano() -> None:
+    assert usd_to_nanos(Decimal("0.0000000015")) == 2
+    assert usd_to_nanos(Decimal("0.0000000025")) == 2  # half to even
+    assert usd_to_nanos(Decimal("1")) == 1_000_000_000

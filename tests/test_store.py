@@ -1,0 +1,226 @@
+"""SQLite store: migrations, refusal of bad files, the writer's batching, idempotence and retry."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from halton_meter.errors import DatabaseError, ExitCode
+from halton_meter.store.queries import build_report, list_calls, open_reader
+from halton_meter.store.schema import LATEST_VERSION, MIGRATIONS, migrate
+from halton_meter.store.writer import Writer
+from halton_meter.types import CallRecord
+
+
+def record(**fields) -> CallRecord:
+    base = dict(
+        id=str(uuid.uuid4()),
+        started_at="2026-11-22T10:00:00.000000Z",
+        provider="anthropic",
+        endpoint_kind="messages",
+        host="api.anthropic.com",
+        method="POST",
+        path="/v1/messages",
+        model="claude-sonnet-4-5-20250929",
+        model_requested="claude-sonnet-4-5",
+        complete=True,
+        billable=True,
+        usage_reported=True,
+        input_tokens=1000,
+        output_tokens=500,
+        price_provider_id="anthropic",
+        project="alpha",
+        project_source="env",
+    )
+    base.update(fields)
+    return CallRecord(**base)
+
+
+def version(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_fresh_database_is_created_private_in_wal_mode(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    assert migrate(db) is None
+    assert version(db) == LATEST_VERSION
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    assert migrate(db) is None  # idempotent
+
+
+def test_upgrade_from_v1_backs_up_then_migrates_keeping_rows(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for statement in MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO calls (id, started_at, recorded_at, provider, endpoint_kind, host, method, path, streamed,"
+        " complete, billable, usage_reported, priced, project, project_source)"
+        " VALUES ('old', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z', 'openai', 'chat.completions',"
+        " 'api.openai.com', 'POST', '/v1/chat/completions', 0, 1, 1, 1, 1, 'p', 'cwd')"
+    )
+    conn.close()
+    backup = migrate(db)
+    assert backup is not None and backup.exists() and backup.name.startswith("db.sqlite.v1-")
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert version(backup) == 1 and version(db) == LATEST_VERSION
+    [row] = list_calls(open_reader(db))
+    assert row.id == "old" and row.project == "p"
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM gaps").fetchone()[0] == 0
+    conn.close()
+
+
+def test_newer_schema_is_refused_naming_both_versions(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    migrate(db)
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 5}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(DatabaseError) as info:
+        migrate(db)
+    assert f"schema version {LATEST_VERSION + 5}, newer than this Halton Meter understands ({LATEST_VERSION})" in str(info.value)
+    assert info.value.exit_code == ExitCode.DATABASE
+    assert version(db) == LATEST_VERSION + 5  # never downgraded
+
+
+@pytest.mark.parametrize("content", [b"this is not a database at all" * 10, b"SQLite format 3\x00" + b"\xff" * 200])
+def test_corrupt_file_is_refused_and_left_in_place(tmp_path: Path, content: bytes) -> None:
+    db = tmp_path / "db.sqlite"
+    db.write_bytes(content)
+    with pytest.raises(DatabaseError, match="is not a valid SQLite file"):
+        migrate(db)
+    assert db.read_bytes() == content
+
+
+def test_foreign_database_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE something (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(DatabaseError, match="was not created by Halton Meter"):
+        migrate(db)
+
+
+def test_cli_reports_a_corrupt_database_with_exit_3(paths, cli) -> None:
+    paths.home.mkdir()
+    paths.db.write_bytes(b"garbage" * 100)
+    result = cli("calls")
+    assert result.exit_code == 3
+    assert result.stderr.startswith(f"halton-meter: error: database {paths.db} is not a valid SQLite file")
+    assert cli("report").exit_code == 3
+
+
+def test_writer_commits_prices_and_calls_the_hook_after_commit(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    migrate(db)
+    committed: list[tuple[str, int]] = []
+
+    def on_committed(r: CallRecord) -> None:
+        # The row is visible to another connection by the time the hook runs.
+        conn = sqlite3.connect(db)
+        count = conn.execute("SELECT count(*) FROM calls WHERE id = ?", (r.id,)).fetchone()[0]
+        conn.close()
+        committed.append((r.id, count))
+
+    writer = Writer(db, on_committed=on_committed).start()
+    records = [record() for _ in range(700)]  # more than one batch
+    for r in records:
+        assert writer.submit(r)
+    assert writer.close(timeout=30)
+    assert sorted(committed) == sorted((r.id, 1) for r in records)
+    rows = list_calls(open_reader(db))
+    assert len(rows) == 700
+    # claude-sonnet-4-5 list price: $3/MTok in, $15/MTok out → 1000*3 + 500*15 = 10,500 µ$ = 10,500,000 n$.
+    assert {r.cost_nanos for r in rows} == {10_500_000}
+    assert {r.cost_usd for r in rows} == {"0.010500000"}
+    assert writer.stats.batches >= 2
+
+
+def test_writer_is_idempotent_by_uuid(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    migrate(db)
+    writer = Writer(db).start()
+    r = record()
+    writer.submit(r)
+    writer.submit(r.replace(project="changed"))
+    assert writer.close(timeout=10)
+    rows = list_calls(open_reader(db))
+    assert [x.id for x in rows] == [r.id] and rows[0].project == "alpha"
+
+
+def test_writer_waits_out_a_locked_database_without_losing_rows(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    migrate(db)
+    blocker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    blocker.execute("PRAGMA busy_timeout = 0")
+    blocker.execute("BEGIN EXCLUSIVE")
+    writer = Writer(db).start()
+    sent = [record() for _ in range(5)]
+    for r in sent:
+        writer.submit(r)
+    release = threading.Timer(6.5, lambda: blocker.execute("COMMIT"))
+    release.start()
+    try:
+        deadline = time.monotonic() + 30
+        while writer.stats.committed < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        release.join()
+        blocker.close()
+    assert writer.stats.committed == 5
+    assert writer.stats.write_errors >= 1 and "locked" in (writer.stats.last_error or "")
+    assert writer.close(timeout=10)
+    assert len(list_calls(open_reader(db))) == 5
+
+
+def test_full_queue_counts_the_drop(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    migrate(db)
+    writer = Writer(db, max_queue=2)  # not started: nothing drains
+    assert writer.submit(record()) and writer.submit(record())
+    assert not writer.submit(record())
+    assert writer.stats.dropped == 1 and writer.stats.submitted == 2
+
+
+def test_report_totals_and_breakdowns(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    migrate(db)
+    writer = Writer(db).start()
+    writer.submit(record(project="alpha", input_tokens=100, output_tokens=10))
+    writer.submit(record(project="beta", input_tokens=200, output_tokens=20, cache_read_tokens=50))
+    writer.submit(record(project="beta", model="mystery-model-9", model_requested="mystery-model-9",
+                         input_tokens=1, output_tokens=1))
+    writer.submit(record(project="alpha", started_at="2020-01-01T00:00:00.000000Z"))  # outside the window
+    writer.submit(record(project="alpha", billable=False, usage_reported=False, complete=False,
+                         input_tokens=0, output_tokens=0, error_type="overloaded_error"))
+    assert writer.close(timeout=30)
+    report = build_report(open_reader(db), "2026-11-01T00:00:00.000000Z", "2026-12-01T00:00:00.000000Z")
+    data = report.to_json()
+    assert data["totals"]["calls"] == 4
+    assert data["totals"]["input_tokens"] == 301 and data["totals"]["cache_read_tokens"] == 50
+    assert data["totals"]["unpriced_calls"] == 1
+    assert data["totals"]["incomplete_calls"] == 1 and data["totals"]["error_calls"] == 1
+    # 100*3+10*15 = 450 µ$ ; 200*3 + 50*0.3 + 20*15 = 915 µ$ ; mystery unpriced ; error $0
+    assert data["totals"]["cost_usd"] == "0.001365000"
+    by_project = {row["project"]: row for row in data["by_project"]}
+    assert by_project["alpha"]["calls"] == 2 and by_project["alpha"]["cost_usd"] == "0.000450000"
+    assert by_project["beta"]["cost_usd"] == "0.000915000" and by_project["beta"]["unpriced_calls"] == 1
+    assert [row["project"] for row in data["by_project"]] == ["beta", "alpha"]  # by cost, descending
+    assert {row["model"] for row in data["by_model"]} == {"claude-sonnet-4-5-20250929", "mystery-model-9"}
