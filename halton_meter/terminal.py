@@ -59,10 +59,14 @@ def local_time(iso: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _table(columns: Sequence[tuple[str, str]], title: str | None = None) -> Table:
+def _table(columns: Sequence[tuple[str, str]], title: str | None = None, wrap: Sequence[str] = ()) -> Table:
+    """Columns never wrap (numbers and names stay whole) except those in `wrap`, which fold."""
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, box=None, header_style="bold")
     for name, justify in columns:
-        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+        if name in wrap:
+            table.add_column(name, justify=justify, overflow="fold", ratio=1)  # type: ignore[arg-type]
+        else:
+            table.add_column(name, justify=justify, no_wrap=True, min_width=len(name))  # type: ignore[arg-type]
     return table
 
 
@@ -93,9 +97,9 @@ def calls_table(records: Iterable[CallRecord]) -> None:
 
 def plugins_table(plugins: Iterable[dict[str, Any]]) -> None:
     table = _table([("plugin", "left"), ("version", "left"), ("source", "left"), ("status", "left"),
-                    ("provides", "left")])
+                    ("provides", "left")], wrap=("provides",))
     for p in plugins:
-        provides = ", ".join(i for items in p["provides"].values() for i in items) or "—"
+        provides = " ".join(i for items in p["provides"].values() for i in items) or "—"
         status = Text(p["status"], style={"ok": "green", "error": "red"}.get(p["status"], "yellow"))
         table.add_row(p["name"], p["version"], p["source"], status, provides)
         if p["error"]:

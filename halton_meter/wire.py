@@ -155,8 +155,10 @@ def _decoder_for(token: str) -> Any:
 class BodyDecoder:
     """Undo Content-Encoding incrementally, for parsing only, with a hard cap on decoded bytes.
 
-    `decode` returns the decoded bytes for one wire chunk; it raises `DecodeLimitExceeded` once the total
-    would pass `cap` and `UnsupportedEncoding`/`ValueError` for unknown or corrupt encodings.
+    `decode` returns the decoded bytes for one wire chunk. It raises `DecodeLimitExceeded` once the total
+    would pass `cap`, `UnsupportedEncoding` for an unknown coding, and the codec's own error (zlib.error,
+    brotli.error, zstandard.ZstdError) for corrupt input. The cap applies to the final output; stacked
+    intermediate stages are bounded per call by twice that, so memory stays bounded either way.
     """
 
     def __init__(self, content_encoding: str | None, cap: int = DEFAULT_DECODED_CAP) -> None:
@@ -170,9 +172,16 @@ class BodyDecoder:
     def identity(self) -> bool:
         return all(isinstance(s, _Identity) for s in self._stages)
 
+    def _limit(self, index: int) -> int:
+        if index == len(self._stages) - 1:
+            return self._cap - self.decoded_bytes
+        # An intermediate stage yields the next stage's compressed input, which for incompressible data is
+        # a little larger than the final output: bound it per call, generously but still in O(cap).
+        return 2 * self._cap + 64 * 1024
+
     def decode(self, data: bytes) -> bytes:
-        for stage in self._stages:
-            data = stage.decode(data, self._cap - self.decoded_bytes)
+        for index, stage in enumerate(self._stages):
+            data = stage.decode(data, self._limit(index))
         self.decoded_bytes += len(data)
         if self.decoded_bytes > self._cap:
             raise DecodeLimitExceeded
@@ -180,10 +189,10 @@ class BodyDecoder:
 
     def flush(self) -> bytes:
         data = b""
-        for stage in self._stages:
+        for index, stage in enumerate(self._stages):
             if data:
-                data = stage.decode(data, self._cap - self.decoded_bytes)
-            data += stage.flush(self._cap - self.decoded_bytes)
+                data = stage.decode(data, self._limit(index))
+            data += stage.flush(self._limit(index))
         self.decoded_bytes += len(data)
         if self.decoded_bytes > self._cap:
             raise DecodeLimitExceeded
@@ -202,25 +211,32 @@ class SSEEvent:
     data: str
 
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
+_LINE_BREAK = re.compile(rb"[\r\n]")
+_BOM = b"\xef\xbb\xbf"
 
 
 class SSEDecoder:
     """Incremental SSE framing per the WHATWG rules.
 
-    Lines end with CRLF, LF or CR (a CR at the end of a chunk waits to see whether LF follows). Only those
-    bytes split lines, so U+2028/U+2029/NEL inside JSON strings stay intact, and multi-byte UTF-8 split
-    across chunks is reassembled before decoding. Lines starting with `:` are comments. Several `data:`
-    lines join with `\\n`. An event bigger than `max_event_bytes` is skipped and counted in `oversize`.
+    Lines end with CRLF, LF or CR; a CR ending one chunk swallows an LF starting the next. Only those bytes
+    split lines, so U+2028/U+2029/NEL inside JSON strings stay intact, and multi-byte UTF-8 split across
+    chunks is reassembled before decoding. One leading BOM is dropped. Lines starting with `:` are comments.
+    Several `data:` lines join with `\\n`.
+
+    Memory is bounded by `max_event_bytes`: an event whose data would pass it is skipped and counted in
+    `oversize` (the stream keeps parsing), and any other line longer than it is dropped. Both decisions
+    depend only on the bytes, never on how they were chunked.
     """
 
     def __init__(self, max_event_bytes: int = MAX_SSE_EVENT_BYTES) -> None:
         self._buf = bytearray()
+        self._bom_pending: bytes | None = b""
+        self._after_cr = False
+        self._discarding = False
         self._event = ""
         self._data: list[bytes] = []
         self._data_size = 0
         self._skipping = False
-        self._discard_line = False
         self._max = max_event_bytes
         self.oversize = 0
         self.events_seen = 0
@@ -228,34 +244,62 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume one chunk; return the events it completed (possibly none)."""
         events: list[SSEEvent] = []
-        if self._discard_line:
-            match = _LINE_END.search(chunk)
-            if match is None:
+        if self._bom_pending is not None:
+            pending = self._bom_pending + chunk
+            if len(pending) < len(_BOM) and _BOM.startswith(pending):
+                self._bom_pending = pending
                 return events
-            self._discard_line = False
-            chunk = chunk[match.start():]  # keep the terminator: it may be the first half of CRLF
-            if chunk[:1] == b"\r" and chunk[1:2] == b"\n":
-                chunk = chunk[2:]
+            self._bom_pending = None
+            chunk = pending[len(_BOM):] if pending.startswith(_BOM) else pending
+        if not chunk:
+            return events
+        pos, size = 0, len(chunk)
+        if self._after_cr:
+            self._after_cr = False
+            if chunk[0] == 0x0A:
+                pos = 1
+        while pos < size:
+            match = _LINE_BREAK.search(chunk, pos)
+            if match is None:
+                if not self._discarding:
+                    self._buf += chunk[pos:]
+                    self._bound_partial_line()
+                break
+            end = match.start()
+            if self._discarding:
+                self._discarding = False  # the over-long line ends here
             else:
-                chunk = chunk[1:]
-        buf = self._buf
-        buf += chunk
-        start = 0
-        for match in _LINE_END.finditer(buf):
-            if match.group() == b"\r" and match.end() == len(buf):
-                break  # maybe the first half of CRLF; wait for the next chunk
-            line = bytes(buf[start : match.start()])
-            start = match.end()
-            event = self._line(line)
-            if event is not None:
-                events.append(event)
-        del buf[:start]
-        if len(buf) > self._max:
-            # A single line longer than any event we keep: drop it without buffering further.
-            self._skip_current()
-            buf.clear()
-            self._discard_line = True
+                if self._buf:
+                    self._buf += chunk[pos:end]
+                    line = bytes(self._buf)
+                    self._buf.clear()
+                else:
+                    line = chunk[pos:end]
+                event = self._line(line)
+                if event is not None:
+                    events.append(event)
+            if chunk[end] == 0x0D:
+                if end + 1 == size:
+                    self._after_cr = True
+                    pos = size
+                else:
+                    pos = end + 2 if chunk[end + 1] == 0x0A else end + 1
+            else:
+                pos = end + 1
         return events
+
+    def _bound_partial_line(self) -> None:
+        """An unfinished line may not grow past the cap; decide now what the finished line would mean."""
+        buf = self._buf
+        if len(buf) <= self._max:
+            return
+        if buf.startswith(b"data:"):
+            value_len = len(buf) - (6 if buf.startswith(b"data: ") else 5)
+            if self._data_size + value_len + 1 <= self._max:
+                return  # still within the event cap; the buffer is at most the cap plus the field name
+            self._skip_current()
+        self._buf.clear()
+        self._discarding = True
 
     def _skip_current(self) -> None:
         if not self._skipping:
@@ -274,12 +318,12 @@ class SSEDecoder:
         if name == b"data":
             if self._skipping:
                 return None
-            self._data_size += len(value) + 1
-            if self._data_size > self._max:
+            if self._data_size + len(value) + 1 > self._max:
                 self._skip_current()
                 return None
+            self._data_size += len(value) + 1
             self._data.append(value)
-        elif name == b"event":
+        elif name == b"event" and len(line) <= self._max:
             self._event = value.decode("utf-8", "replace")
         return None
 
@@ -294,8 +338,11 @@ class SSEDecoder:
     def close(self) -> list[SSEEvent]:
         """End of body: a final line without its terminator still counts, then the pending event."""
         events: list[SSEEvent] = []
-        if self._buf:
-            line = bytes(self._buf.rstrip(b"\r"))
+        if self._bom_pending:
+            self._bom_pending, pending = None, self._bom_pending
+            events.extend(self.feed(pending))
+        if self._buf and not self._discarding:
+            line = bytes(self._buf)
             self._buf.clear()
             event = self._line(line)
             if event is not None:
