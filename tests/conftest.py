@@ -9,6 +9,8 @@ import pytest
 
 from halton_meter.paths import Paths
 
+pytest_plugins = ["halton_meter.testing.pytest_plugin"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

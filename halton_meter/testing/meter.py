@@ -202,10 +202,14 @@ class MeterProcess:
             time.sleep(0.05)
         raise AssertionError(f"expected {count} call rows within {timeout}s, found {len(rows)}:\n{self.log()[-4000:]}")
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 60.0, cwd: Path | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `halton-meter ARGS` against this meter's home (extra environment as keyword arguments)."""
         result = subprocess.run(
             [sys.executable, "-m", "halton_meter", *args],
             env=meter_env(self.home, **env),
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=timeout,

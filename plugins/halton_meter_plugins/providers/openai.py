@@ -33,8 +33,11 @@ def error_type(document: Any) -> str | None:
     if not isinstance(error, dict):
         return None
     for key in ("code", "type"):
-        if isinstance(error.get(key), str) and error[key]:
-            return error[key]
+        value = error.get(key)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # OpenRouter: {"error": {"code": 502, "message": ...}}
     return "error"
 
 
