@@ -1,8 +1,8 @@
 """Response bodies shaped exactly like the ones Anthropic and OpenAI send, as bytes.
 
 Every token count passed in appears verbatim in the body, in the field the provider uses for it, so a
-test can assert the meter's numbers against its own arguments (see `/work/shared/PROVIDERS.md`, sections
-1, 2 and 13, and the token convention at its end):
+test can assert the meter's numbers against its own arguments. The field semantics follow the providers'
+API references and SDK types (Anthropic Messages API, OpenAI Chat Completions):
 
 * Anthropic: `input_tokens` is the *uncached* input; `cache_write` is `cache_creation_input_tokens` (all
   TTLs), of which `cache_write_1h` is the `ephemeral_1h_input_tokens` part; `cache_read` is

@@ -18,11 +18,13 @@ keeping that name in SNI, certificate check and `Host`:
         [sent] = fake.sent_log                      # the exact body bytes written, with a time per piece
         assert response.content == sent.wire_body
 
+`fake.async_http_client()` is its `AsyncClient` twin; pass either to an SDK as `http_client=`.
+
 A `Reply` scripts one answer: a whole `body`, or `pieces` written one by one (with `Pause`s and `Gate`s
 between them), optionally compressed (`encoding`), framed by length, chunked or connection close, and
-optionally cut short (`cut_after`) by a TCP reset or a clean close. `fake.add()` also takes a callable that
-gets the `Received` request and returns a `Reply` (plain function or coroutine function; it runs on the
-fake's event loop, so it must not block). Unmatched requests get a 404 with a JSON body
+optionally cut short (`cut_after`) by a TCP reset or a clean close. `fake.add()` also takes a callable
+that gets the `Received` request and returns a `Reply` (plain function or coroutine function; it runs on
+the fake's event loop, so it must not block). Unmatched requests get a 404 with the JSON body
 `{"error": {"type": "not_found_error", "message": "no fake reply for METHOD PATH"}}`.
 
 The server speaks HTTP/1.1 only (ALPN offers `http/1.1`), with keep-alive, `Content-Length` and chunked
@@ -513,7 +515,9 @@ def _response_head(reply: Reply, items: list[Piece], framing: Framing | None, ke
 class FakeProvider:
     """An HTTPS (or, with `tls=False`, plain HTTP) server on 127.0.0.1 that plays LLM providers.
 
-    Thread-safe: routes can be added and the logs read from any thread while the server runs.
+    `hosts` (PROVIDER_HOSTS + `extra_hosts`) are the names its certificate covers, `ca` is the
+    `trustme.CA` that issued it, `io_timeout` bounds every read and write. Thread-safe: routes can be
+    added and the logs read from any thread while the server runs.
     """
 
     def __init__(

@@ -1,0 +1,39 @@
+# Two commands on a fresh machine:
+#   make serve   create .venv, install Halton Meter, start metering in the foreground
+#   make test    create .venv, install test dependencies and the contrib example plugin, run the suite
+
+PYTHON ?= python3.12
+# pyenv machines default to an older Python; this selects 3.12 where pyenv provides it and is ignored elsewhere.
+export PYENV_VERSION ?= 3.12.1
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: serve test install install-test clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null || { \
+	  echo "Halton Meter needs Python 3.12 or newer: run 'make PYTHON=/path/to/python3.12 ...'"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml contrib/halton-meter-provider-example/pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e contrib/halton-meter-provider-example
+	@touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+serve: install
+	$(BIN)/halton-meter serve
+
+test: install-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,71 @@
+"""CLI behaviour that needs no running meter: help, version, empty data, argument errors, crash handling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from halton_meter import __version__
+from halton_meter.errors import EXIT_CODE_HELP, ExitCode
+
+
+def test_version(cli) -> None:
+    result = cli("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"halton-meter, version {__version__}"
+
+
+def test_help_lists_commands_and_every_exit_code(cli) -> None:
+    result = cli("--help")
+    assert result.exit_code == 0
+    for command in ("serve", "run", "calls", "report", "plugins"):
+        assert f"  {command} " in result.stdout
+    for code, text in EXIT_CODE_HELP.items():
+        assert f"{int(code):>3}  {text}" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["serve", "run", "calls", "report", "plugins"])
+def test_every_command_has_help(cli, command) -> None:
+    result = cli(command, "--help")
+    assert result.exit_code == 0 and result.stdout.startswith(f"Usage: halton-meter {command}")
+
+
+def test_calls_and_report_before_any_data(cli) -> None:
+    assert cli("calls", "--json").stdout.strip() == "[]"
+    assert "No calls recorded yet" in cli("calls").stdout
+    report = json.loads(cli("report", "--json").stdout)
+    assert report["totals"]["calls"] == 0 and report["by_project"] == [] and report["gaps"] == 0
+    assert "No calls recorded in this window." in cli("report").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["report", "--since", "-1"], "--since '-1' is not a time"),
+        (["report", "--since", "2026-13-01"], "--since '2026-13-01' is not a time"),
+        (["report", "--since", "1d", "--until", "2d"], "--since (1d) must be before --until (2d)"),
+        (["calls", "--limit", "-3"], "Invalid value for '--limit'"),
+        (["nonsense"], "No such command 'nonsense'"),
+        (["run"], "Missing argument"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(cli, args, message) -> None:
+    result = cli(*args)
+    assert result.exit_code == ExitCode.USAGE
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unexpected_exception_is_one_line_with_a_crash_log(cli, monkeypatch, paths) -> None:
+    import halton_meter.cli.calls as calls_module
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(calls_module, "load_config", explode)
+    result = cli("calls")
+    assert result.exit_code == ExitCode.INTERNAL
+    line = result.stderr.strip()
+    assert line.startswith("halton-meter: internal error: RuntimeError: simulated bug; details in ")
+    log = line.rsplit(" ", 1)[1]
+    assert "Traceback" in open(log).read() and log.startswith(str(paths.logs))
