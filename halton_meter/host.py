@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
@@ -74,7 +74,7 @@ class PluginInfo:
         }
 
 
-class Registry(Generic[T]):
+class Registry[T]:
     """Items keyed by id, remembering which plugin registered each."""
 
     def __init__(self, kind: str) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import socket
+import ssl
 import sys
 import textwrap
 import threading
@@ -207,6 +207,21 @@ def test_compressed_json_reaches_the_client_untouched_and_is_metered(meter, fake
     assert raw == fake_provider.sent_log[0].wire_body
     [row] = new_rows(meter, before, 1)
     assert (row["input_tokens"], row["output_tokens"], row["complete"]) == (77, 11, 1)
+
+
+def test_compressed_request_body_is_read_for_the_model(meter, fake_provider) -> None:
+    import zstandard
+
+    fake_provider.add("POST", "/v1/chat/completions", Reply(body=bodies.openai_chat(model="gpt-4o-mini-2024-07-18")))
+    payload = json.dumps({"model": "gpt-4o-mini", "messages": []}).encode()
+    compressed = zstandard.ZstdCompressor().compress(payload)
+    before = len(meter.rows())
+    with meter.client(extra_ca=fake_provider.ca_pem) as client:
+        client.post(f"{OPENAI}/v1/chat/completions", content=compressed,
+                    headers={"content-encoding": "zstd", "content-type": "application/json"})
+    [row] = new_rows(meter, before, 1)
+    assert row["model_requested"] == "gpt-4o-mini"
+    assert fake_provider.requests[0].body == compressed  # forwarded as sent
 
 
 def test_error_responses_are_recorded_unbilled(meter, fake_provider) -> None:

@@ -11,7 +11,7 @@ import pytest
 from halton_meter import hookimpl
 from halton_meter.errors import PluginError
 from halton_meter.host import BUILTIN_PLUGINS, PluginHost, Registry, topological_order
-from halton_meter.types import Attributor, Check, CheckResult
+from halton_meter.types import Attributor, CheckResult
 
 
 def make_dist(root: Path, dist: str, plugins: dict[str, str]) -> None:

@@ -30,7 +30,15 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from halton_meter.attribution import UNATTRIBUTED, AttributionService, client_name
 from halton_meter.core.routing import RoutingTable
-from halton_meter.types import Attribution, CallRecord, ClientInfo, Endpoint, ParseOutcome, Provider, RequestFacts
+from halton_meter.types import (
+    Attribution,
+    CallRecord,
+    ClientInfo,
+    Endpoint,
+    ParseOutcome,
+    Provider,
+    RequestFacts,
+)
 from halton_meter.wire import BodyDecoder, DecodeLimitExceeded, UnsupportedEncoding
 
 log = structlog.get_logger("halton_meter.core")
@@ -78,6 +86,7 @@ class FlowMeter:
     parser: object | None = None
     decoder: BodyDecoder | None = None
     decode_failure: str | None = None
+    request_problem: str | None = None
     finished: bool = False
     user_agent: str | None = None
 
@@ -177,12 +186,14 @@ class MeterAddon:
             return
         body = flow.request.raw_content or b""
         try:
-            if flow.request.headers.get("content-encoding"):
-                body = flow.request.get_content(strict=False, limit=16 * 1024 * 1024) or b""
+            encoding = flow.request.headers.get("content-encoding")
+            if encoding:  # e.g. Codex sends zstd request bodies; decode a copy, capped, for reading only
+                decoder = BodyDecoder(encoding)
+                body = decoder.decode(body) + decoder.flush()
             meter.facts = meter.provider.inspect_request(meter.endpoint, flow.request.path.split("?", 1)[0], body)
         except Exception as exc:  # a request we cannot read is still forwarded and still recorded
             meter.facts = RequestFacts()
-            meter.decode_failure = f"request unreadable: {type(exc).__name__}"
+            meter.request_problem = f"request body unreadable: {type(exc).__name__}"
         meter.sent_mono = time.monotonic()
 
     # ---- responses ---------------------------------------------------------------------------------
@@ -259,6 +270,8 @@ class MeterAddon:
         if meter.decode_failure is not None:
             incomplete_reason = meter.decode_failure if meter.decode_failure == "unparsed_oversize" else "parse_error"
             outcome.extra["decode_failure"] = meter.decode_failure
+        if meter.request_problem is not None:
+            outcome.extra["request_problem"] = meter.request_problem
         error_type = outcome.error_type
         if response is None:
             error_type = error_type or "network"
