@@ -323,6 +323,15 @@ def test_nothing_secret_or_prompt_is_stored(meter) -> None:
         assert canary not in blobs
 
 
+def test_a_second_serve_for_the_same_home_is_refused(meter) -> None:
+    result = meter.cli("serve", "--edge-port", "0", "--api-port", "0", check=False, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"halton-meter: error: halton-meter is already running for {meter.home} (pid {meter.proc.pid}); "
+        f"stop it first (Ctrl-C or kill {meter.proc.pid})"
+    )
+
+
 def test_health_endpoint(meter) -> None:
     response = httpx.get(f"http://127.0.0.1:{meter.api_port}/health", trust_env=False)
     assert response.json()["status"] == "ok"

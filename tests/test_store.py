@@ -125,6 +125,9 @@ def test_cli_reports_a_corrupt_database_with_exit_3(paths, cli) -> None:
     assert result.exit_code == 3
     assert result.stderr.startswith(f"halton-meter: error: database {paths.db} is not a valid SQLite file")
     assert cli("report").exit_code == 3
+    serve = cli("serve", "--edge-port", "0", "--api-port", "0")
+    assert serve.exit_code == 3 and "is not a valid SQLite file" in serve.stderr
+    assert paths.db.read_bytes() == b"garbage" * 100
 
 
 def test_writer_commits_prices_and_calls_the_hook_after_commit(tmp_path: Path) -> None:
