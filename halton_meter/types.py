@@ -49,12 +49,25 @@ class Endpoint:
     """False for setup, listing and token-counting calls; such calls never carry usage."""
 
 
+BILLING_API = "api"
+"""Charged per token at the provider's prices."""
+BILLING_SUBSCRIPTION = "subscription"
+"""Covered by a flat plan (ChatGPT sign-in for Codex, a Claude subscription login, Code Assist quota):
+tokens are counted and priced at list-price equivalent, but nobody is charged per token."""
+
+
 @dataclass(slots=True)
 class RequestFacts:
-    """What a provider read from the request (model, whether a stream was asked for)."""
+    """What a provider read from the request (model, whether a stream was asked for, how it is billed)."""
 
     model_requested: str | None = None
     stream_requested: bool = False
+    billing: str | None = None
+    """Overrides the provider's default billing for this call (e.g. an OAuth subscription login)."""
+    price_provider_id: str | None = None
+    """Overrides the provider's price-database id for this call (e.g. OpenRouter's `vendor/model`)."""
+    usage_injected: bool = False
+    """The request was rewritten to ask for usage the client did not ask for (see `rewrite_request`)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,7 +85,21 @@ class ParseOutcome:
     provider_request_id: str | None = None
     incomplete_reason: str | None = None
     """Why the numbers may be short: `upstream_truncated`, `stream_error`, `unparsed_oversize`, `parse_error`."""
+    estimated: bool = False
+    """The usage is the meter's estimate, not the provider's report (never mixed: one or the other)."""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class StreamRewriter(Protocol):
+    """Changes what the client receives, for the rare documented case where the meter changed the request
+    (an injected `include_usage`): it takes wire chunks and returns what to forward, and `flush` returns
+    whatever is still held when the body ends. It may hold bytes only until the event they belong to is
+    complete; it never holds a complete event."""
+
+    def rewrite(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
 
 
 @runtime_checkable
@@ -108,20 +135,36 @@ class Provider:
     """The provider id in the price database (genai-prices), or None when calls are never priced."""
     secret_query_params: tuple[str, ...] = ()
     """Query parameters carrying credentials; their values are redacted from stored paths."""
+    billing: str = BILLING_API
+    """How calls are paid for by default: `api` (per token) or `subscription`."""
 
     def route(self, method: str, path: str) -> Endpoint | None:
         """Classify a request path (query string removed). None: not a call this provider meters."""
         raise NotImplementedError
 
-    def inspect_request(self, endpoint: Endpoint, path: str, body: bytes) -> RequestFacts:
-        """Read the model and streaming intent from the request body (may be empty or not JSON)."""
+    def inspect_request(
+        self, endpoint: Endpoint, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> RequestFacts:
+        """Read the model, streaming intent and billing from the request. `body` is decoded (may be empty
+        or not JSON); `headers` has lowercase names and may hold credentials: read, never keep them."""
         return RequestFacts()
+
+    def rewrite_request(self, endpoint: Endpoint, request: RequestFacts, body: bytes) -> bytes | None:
+        """A replacement request body, or None to forward the request untouched (the default). Only for
+        documented cases; a provider that rewrites must also undo the effect with `response_rewriter`."""
+        return None
 
     def response_parser(
         self, endpoint: Endpoint, request: RequestFacts, status: int, content_type: str
     ) -> ResponseParser:
         """Return a fresh parser for this response."""
         raise NotImplementedError
+
+    def response_rewriter(
+        self, endpoint: Endpoint, request: RequestFacts, status: int, headers: Mapping[str, str]
+    ) -> StreamRewriter | None:
+        """A rewriter for what the client receives, or None (the default: bytes pass untouched)."""
+        return None
 
     def describe(self) -> str:
         return f"{self.name}: {', '.join(self.hosts)}"
@@ -159,6 +202,7 @@ PUBLIC_FIELDS: tuple[str, ...] = (
     "cost_usd",
     "priced",
     "price_source",
+    "billing",
     "project",
     "project_source",
     "client",
@@ -211,6 +255,8 @@ class CallRecord:
     cost_nanos: int | None = None
     priced: bool = False
     price_source: str | None = None
+    billing: str = BILLING_API
+    """`api` (charged per token) or `subscription` (cost is the list-price equivalent, not a charge)."""
     project: str = "unattributed"
     project_source: str = "none"
     client: str | None = None
@@ -219,8 +265,8 @@ class CallRecord:
     ttft_ms: float | None = None
     provider_request_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    # Not public: what pricing needs but the record does not show.
     price_provider_id: str | None = None
+    """The provider id used to look up prices (not public: an implementation detail of pricing)."""
 
     @property
     def cost_usd(self) -> str | None:

@@ -354,6 +354,102 @@ class SSEDecoder:
 
 
 # --------------------------------------------------------------------------------------------------
+# JSON-array streams (Gemini's streamGenerateContent without alt=sse)
+# --------------------------------------------------------------------------------------------------
+
+_STRUCTURAL = re.compile(rb'[\[\]{}"]')
+_ELEMENT_START = re.compile(rb"[\[{\]]")
+_IN_STRING = re.compile(rb'["\\]')
+
+
+class JSONArrayStream:
+    """Yields each top-level element of a JSON array as it completes: `[{…},\r\n{…}]` written incrementally.
+
+    A scanner tracks nesting and string state across chunks (so a split anywhere, even inside a string or
+    an escape, gives the same elements). An element larger than `max_element_bytes` is skipped and
+    counted in `oversize`; `closed` turns true at the array's closing bracket.
+    """
+
+    def __init__(self, max_element_bytes: int = MAX_SSE_EVENT_BYTES) -> None:
+        self._max = max_element_bytes
+        self._started = False
+        self._depth = 0
+        self._in_string = False
+        self._escape = False
+        self._element = bytearray()
+        self._skipping = False
+        self.closed = False
+        self.oversize = 0
+        self.invalid = 0
+
+    def feed(self, chunk: bytes) -> list[Any]:
+        out: list[Any] = []
+        pos, size = 0, len(chunk)
+        while pos < size and not self.closed:
+            if not self._started:
+                bracket = chunk.find(b"[", pos)
+                if bracket < 0:
+                    return out
+                self._started, pos = True, bracket + 1
+                continue
+            if self._depth == 0:
+                # Between elements: skip commas and whitespace; `]` ends the array; `{` or `[` opens one.
+                match = _ELEMENT_START.search(chunk, pos)
+                if match is None:
+                    return out
+                if match.group() == b"]":
+                    self.closed = True
+                    return out
+                self._depth, pos = 1, match.end()
+                self._element = bytearray(match.group())
+                self._skipping = False
+                continue
+            start = pos
+            while pos < size and self._depth:
+                if self._in_string:
+                    if self._escape:
+                        self._escape, pos = False, pos + 1
+                        continue
+                    match = _IN_STRING.search(chunk, pos)
+                    if match is None:
+                        pos = size
+                        break
+                    pos = match.end()
+                    if match.group() == b"\\":
+                        self._escape = True
+                    else:
+                        self._in_string = False
+                    continue
+                match = _STRUCTURAL.search(chunk, pos)
+                if match is None:
+                    pos = size
+                    break
+                pos = match.end()
+                char = match.group()
+                if char == b'"':
+                    self._in_string = True
+                elif char in (b"{", b"["):
+                    self._depth += 1
+                else:
+                    self._depth -= 1
+            if not self._skipping:
+                self._element += chunk[start:pos]
+                if len(self._element) > self._max:
+                    self._skipping = True
+                    self.oversize += 1
+                    self._element = bytearray()
+            if self._depth == 0:
+                if not self._skipping:
+                    value = loads_or_none(bytes(self._element))
+                    if value is None:
+                        self.invalid += 1
+                    else:
+                        out.append(value)
+                self._element = bytearray()
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
 # JSON bodies
 # --------------------------------------------------------------------------------------------------
 

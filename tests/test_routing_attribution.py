@@ -7,7 +7,7 @@ import os
 import pytest
 
 from halton_meter.attribution import AttributionService, client_name
-from halton_meter.core.addon import CREDENTIAL_QUERY_PARAMS, redact_path
+from halton_meter.core.records import CREDENTIAL_QUERY_PARAMS, redact_path
 from halton_meter.core.routing import RoutingTable, parse_host_pattern
 from halton_meter.errors import PluginError
 from halton_meter.host import PluginHost

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from mitmproxy import http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from halton_meter.attribution import UNATTRIBUTED, AttributionService, client_name
+from halton_meter.core.records import Observed, build_record
 from halton_meter.core.routing import RoutingTable
 from halton_meter.types import (
     Attribution,
@@ -38,6 +38,7 @@ from halton_meter.types import (
     ParseOutcome,
     Provider,
     RequestFacts,
+    StreamRewriter,
 )
 from halton_meter.wire import BodyDecoder, DecodeLimitExceeded, UnsupportedEncoding
 
@@ -45,25 +46,12 @@ log = structlog.get_logger("halton_meter.core")
 
 PEER_HEADER = "x-halton-meter-peer"
 """Set by the edge on its CONNECT to the core: the client's address as the edge saw it."""
-CREDENTIAL_QUERY_PARAMS = frozenset({"key", "api_key", "api-key", "apikey", "access_token", "token"})
 ATTRIBUTION_WAIT_SECONDS = 2.0
 
 
 def utc_iso(ts: float | None = None) -> str:
     moment = datetime.datetime.fromtimestamp(ts if ts is not None else time.time(), datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def redact_path(path: str, secret_params: frozenset[str]) -> str:
-    """Replace the values of credential-carrying query parameters; keep the rest byte for byte."""
-    base, sep, query = path.partition("?")
-    if not sep:
-        return path
-
-    def _redact(match: re.Match[str]) -> str:
-        return f"{match.group(1)}{match.group(2)}=REDACTED" if match.group(2).lower() in secret_params else match.group(0)
-
-    return base + "?" + re.sub(r"(^|&)([^=&]+)=([^&]*)", _redact, query)
 
 
 @dataclass
@@ -85,6 +73,7 @@ class FlowMeter:
     first_byte_mono: float | None = None
     parser: object | None = None
     decoder: BodyDecoder | None = None
+    rewriter: StreamRewriter | None = None
     decode_failure: str | None = None
     request_problem: str | None = None
     finished: bool = False
@@ -185,12 +174,18 @@ class MeterAddon:
         if meter is None:
             return
         body = flow.request.raw_content or b""
+        encoding = flow.request.headers.get("content-encoding")
+        path = flow.request.path.split("?", 1)[0]
         try:
-            encoding = flow.request.headers.get("content-encoding")
             if encoding:  # e.g. Codex sends zstd request bodies; decode a copy, capped, for reading only
                 decoder = BodyDecoder(encoding)
                 body = decoder.decode(body) + decoder.flush()
-            meter.facts = meter.provider.inspect_request(meter.endpoint, flow.request.path.split("?", 1)[0], body)
+            headers = {k.lower(): v for k, v in flow.request.headers.items()}
+            meter.facts = meter.provider.inspect_request(meter.endpoint, path, body, headers)
+            if not encoding:  # never re-encode a client's compressed body just to add a field
+                replacement = meter.provider.rewrite_request(meter.endpoint, meter.facts, body)
+                if replacement is not None:
+                    flow.request.content = replacement
         except Exception as exc:  # a request we cannot read is still forwarded and still recorded
             meter.facts = RequestFacts()
             meter.request_problem = f"request body unreadable: {type(exc).__name__}"
@@ -209,14 +204,21 @@ class MeterAddon:
                 meter.endpoint, meter.facts, response.status_code, content_type
             )
             meter.decoder = BodyDecoder(response.headers.get("content-encoding"))
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            rewriter = meter.provider.response_rewriter(meter.endpoint, meter.facts, response.status_code, headers)
+            if rewriter is not None:
+                if meter.decoder.identity and "content-length" not in headers:
+                    meter.rewriter = rewriter
+                else:  # cannot change bytes of a compressed or length-framed body: forward untouched
+                    meter.facts.extra["rewrite_skipped"] = "compressed or length-framed response"
         except UnsupportedEncoding as exc:
             meter.decode_failure = f"unsupported content-encoding {exc}"
         except Exception as exc:
             meter.decode_failure = f"parser setup failed: {type(exc).__name__}: {exc}"
         response.stream = self._tee(meter)
 
-    def _tee(self, meter: FlowMeter) -> Callable[[bytes], bytes]:
-        def tee(chunk: bytes) -> bytes:
+    def _tee(self, meter: FlowMeter) -> Callable[[bytes], bytes | list[bytes]]:
+        def tee(chunk: bytes) -> bytes | list[bytes]:
             if chunk and meter.first_byte_mono is None:
                 meter.first_byte_mono = time.monotonic()
             if meter.decode_failure is None and meter.parser is not None and meter.decoder is not None:
@@ -228,6 +230,15 @@ class MeterAddon:
                     meter.decode_failure = "unparsed_oversize"
                 except Exception as exc:
                     meter.decode_failure = f"undecodable body: {type(exc).__name__}"
+            if meter.rewriter is not None:
+                try:
+                    out = meter.rewriter.rewrite(chunk) if chunk else meter.rewriter.flush()
+                except Exception as exc:  # a rewriter bug must not corrupt the stream: stop rewriting
+                    log.error("stream rewriter failed; forwarding untouched", error=f"{type(exc).__name__}: {exc}")
+                    meter.rewriter = None
+                    return chunk
+                # An empty list, not b"": an empty chunk must never reach the client's framing.
+                return [out] if out else []
             return chunk
 
         return tee
@@ -266,63 +277,28 @@ class MeterAddon:
         outcome = ParseOutcome()
         if meter.parser is not None:
             outcome = meter.parser.finish(eof and meter.decode_failure is None)  # type: ignore[attr-defined]
-        incomplete_reason = outcome.incomplete_reason
-        if meter.decode_failure is not None:
-            incomplete_reason = meter.decode_failure if meter.decode_failure == "unparsed_oversize" else "parse_error"
-            outcome.extra["decode_failure"] = meter.decode_failure
-        if meter.request_problem is not None:
-            outcome.extra["request_problem"] = meter.request_problem
-        error_type = outcome.error_type
-        if response is None:
-            error_type = error_type or "network"
-            incomplete_reason = incomplete_reason or "no_response"
-        elif not eof and flow.error is not None:
-            lowered = flow.error.msg.lower()
-            if "client" in lowered:
-                incomplete_reason = "client_disconnected"
-            outcome.extra.setdefault("connection_error", flow.error.msg[:200])
-        if response is not None and response.status_code >= 400 and error_type is None:
-            error_type = f"http_{response.status_code}"
+        if meter.facts.extra.get("rewrite_skipped"):
+            outcome.extra["rewrite_skipped"] = meter.facts.extra["rewrite_skipped"]
         sent = meter.sent_mono or meter.started_mono
-        usage = outcome.usage if outcome.usage_reported else None
-        provider = meter.provider
-        return CallRecord(
-            id=str(uuid.uuid4()),
+        error_msg = flow.error.msg if flow.error is not None else None
+        seen = Observed(
+            method=flow.request.method,
+            host=meter.host,
+            path=flow.request.path,
             started_at=meter.started_at,
             ended_at=utc_iso(),
-            provider=provider.name,
-            endpoint_kind=meter.endpoint.kind,
-            host=meter.host,
-            method=flow.request.method,
-            path=redact_path(
-                flow.request.path, CREDENTIAL_QUERY_PARAMS | frozenset(p.lower() for p in provider.secret_query_params)
-            ),
-            model=outcome.model or meter.facts.model_requested,
-            model_requested=meter.facts.model_requested,
-            streamed=outcome.streamed,
             status=response.status_code if response is not None else None,
-            complete=outcome.complete and eof and meter.decode_failure is None,
-            billable=meter.endpoint.billable and outcome.usage_reported,
-            usage_reported=outcome.usage_reported,
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            cache_read_tokens=usage.cache_read_tokens if usage else 0,
-            cache_write_tokens=usage.cache_write_tokens if usage else 0,
-            cache_write_1h_tokens=usage.cache_write_1h_tokens if usage else 0,
-            reasoning_tokens=usage.reasoning_tokens if usage else None,
-            error_type=error_type,
-            incomplete_reason=None if outcome.complete and eof and meter.decode_failure is None else incomplete_reason,
+            eof=eof,
             latency_ms=round((now - sent) * 1000, 3),
-            ttft_ms=(
-                round((meter.first_byte_mono - sent) * 1000, 3)
-                if outcome.streamed and meter.first_byte_mono is not None
-                else None
-            ),
-            client=client_name(meter.user_agent),
-            provider_request_id=outcome.provider_request_id or (response.headers.get("request-id") if response else None),
-            extra=outcome.extra,
-            price_provider_id=provider.price_provider_id,
+            ttft_ms=round((meter.first_byte_mono - sent) * 1000, 3) if meter.first_byte_mono is not None else None,
+            decode_failure=meter.decode_failure,
+            request_problem=meter.request_problem,
+            connection_error=error_msg,
+            client_gone=bool(error_msg and "client" in error_msg.lower()),
+            response_request_id=response.headers.get("request-id") if response is not None else None,
+            user_agent_client=client_name(meter.user_agent),
         )
+        return build_record(meter.provider, meter.endpoint, meter.facts, outcome, seen)
 
     def _degraded_record(self, flow: http.HTTPFlow, meter: FlowMeter, reason: str) -> CallRecord:
         return CallRecord(
@@ -336,7 +312,8 @@ class MeterAddon:
             path=flow.request.path.split("?", 1)[0],
             status=flow.response.status_code if flow.response is not None else None,
             incomplete_reason=reason,
-            price_provider_id=meter.provider.price_provider_id,
+            billing=meter.facts.billing or meter.provider.billing,
+            price_provider_id=meter.facts.price_provider_id or meter.provider.price_provider_id,
         )
 
     @staticmethod

@@ -55,6 +55,8 @@ calls = sa.Table(
     sa.Column("cost_nanos", sa.Integer),
     sa.Column("priced", sa.Boolean, nullable=False),
     sa.Column("price_source", sa.Text),
+    sa.Column("billing", sa.Text, nullable=False),
+    sa.Column("price_provider_id", sa.Text),
     sa.Column("project", sa.Text, nullable=False),
     sa.Column("project_source", sa.Text, nullable=False),
     sa.Column("client", sa.Text),
@@ -135,6 +137,12 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX gaps_at ON gaps (at)",
         "CREATE INDEX calls_project_started_at ON calls (project, started_at)",
+    ],
+    3: [
+        # How a call is paid for (per token, or covered by a subscription), and which price list it uses,
+        # so `reprice` can recompute stored costs.
+        "ALTER TABLE calls ADD COLUMN billing TEXT NOT NULL DEFAULT 'api'",
+        "ALTER TABLE calls ADD COLUMN price_provider_id TEXT",
     ],
 }
 LATEST_VERSION = max(MIGRATIONS)

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlalchemy as sa
 import structlog
 
 from halton_meter.pricing import Pricer
@@ -160,10 +159,10 @@ class Writer:
                 with self._engine.begin() as conn:
                     conn.execute(calls.insert().prefix_with("OR IGNORE"), [row_for(r, recorded_at) for r in batch])
                 break
-            except sa.exc.OperationalError as exc:
+            except Exception as exc:  # BUSY, I/O, disk full, anything: keep the batch and retry
                 self._note_error(exc)
                 if self._stopping.is_set() and delay > 2:
-                    log.error("giving up on a batch at shutdown", rows=len(batch), error=str(exc.orig))
+                    log.error("giving up on a batch at shutdown", rows=len(batch), error=self.stats.last_error)
                     return
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -177,8 +176,8 @@ class Writer:
                     self.stats.hook_errors += 1
                     log.error("usage_recorded hook failed", error=f"{type(exc).__name__}: {exc}")
 
-    def _note_error(self, exc: sa.exc.OperationalError) -> None:
-        message = str(exc.orig)
+    def _note_error(self, exc: Exception) -> None:
+        message = str(getattr(exc, "orig", None) or exc)
         self.stats.write_errors += 1
         self.stats.last_error = message
         self.stats.last_error_at = time.time()

@@ -7,10 +7,11 @@ exists only in `message_start`. `count_tokens` answers are not usage; batch call
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from halton_meter import hookimpl
-from halton_meter.types import Endpoint, RequestFacts, ResponseParser, Usage
+from halton_meter.types import BILLING_SUBSCRIPTION, Endpoint, RequestFacts, ResponseParser, Usage
 from halton_meter.wire import SSEEvent, loads_or_none
 from halton_meter_plugins.providers._common import (
     BodyParser,
@@ -157,8 +158,16 @@ class AnthropicCompatibleProvider(Provider):
             return BATCHES
         return OTHER
 
-    def inspect_request(self, endpoint: Endpoint, path: str, body: bytes) -> RequestFacts:
-        return json_request_facts(body)
+    def inspect_request(
+        self, endpoint: Endpoint, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> RequestFacts:
+        facts = json_request_facts(body)
+        # Claude Code signed in with a Claude subscription authenticates with an OAuth access token
+        # (`sk-ant-oat…`), not an API key: those tokens are covered by the plan, not charged per token.
+        authorization = (headers or {}).get("authorization", "")
+        if authorization.startswith("Bearer sk-ant-oat"):
+            facts.billing = BILLING_SUBSCRIPTION
+        return facts
 
     def response_parser(
         self, endpoint: Endpoint, request: RequestFacts, status: int, content_type: str

@@ -9,6 +9,7 @@ totals: the last one seen wins, none is ever added to another.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from halton_meter import hookimpl
@@ -55,9 +56,19 @@ def chat_usage(usage: dict[str, Any]) -> Usage:
 
 
 class ChatParser(BodyParser):
+    """Chat Completions, JSON and SSE. Vendors with their own usage fields subclass and override
+    `usage_from` (how a usage object maps to buckets) and `usage_in` (where a chunk carries usage)."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._finished = False
+        self.finish_seen = False
+
+    def usage_from(self, usage: dict[str, Any]) -> Usage:
+        return chat_usage(usage)
+
+    def usage_in(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        usage = chunk.get("usage")
+        return usage if isinstance(usage, dict) else None
 
     def on_event(self, event: SSEEvent) -> None:
         if event.data.strip() == "[DONE]":
@@ -70,12 +81,17 @@ class ChatParser(BodyParser):
             self.outcome.error_type = error_type(chunk)
             self.outcome.incomplete_reason = "stream_error"
             return
+        self.on_chunk(chunk)
+
+    def on_chunk(self, chunk: dict[str, Any]) -> None:
+        """One parsed stream chunk (not an error, not [DONE])."""
         self._head(chunk)
         for choice in chunk.get("choices") or ():
             if isinstance(choice, dict) and choice.get("finish_reason"):
-                self._finished = True
-        if isinstance(chunk.get("usage"), dict):
-            self._usage(chunk["usage"])
+                self.finish_seen = True
+        usage = self.usage_in(chunk)
+        if usage is not None:
+            self._usage(usage)
 
     def on_document(self, document: Any) -> None:
         if not isinstance(document, dict):
@@ -84,8 +100,9 @@ class ChatParser(BodyParser):
             self.outcome.error_type = error_type(document)
             return
         self._head(document)
-        if isinstance(document.get("usage"), dict):
-            self._usage(document["usage"])
+        usage = self.usage_in(document)
+        if usage is not None:
+            self._usage(usage)
 
     def _head(self, chunk: dict[str, Any]) -> None:
         if self.outcome.model is None and isinstance(chunk.get("model"), str):
@@ -96,7 +113,8 @@ class ChatParser(BodyParser):
             self.outcome.extra["service_tier"] = chunk["service_tier"]
 
     def _usage(self, usage: dict[str, Any]) -> None:
-        self.outcome.usage = chat_usage(usage)
+        # Cumulative: a later usage object replaces an earlier one, it is never added to it.
+        self.outcome.usage = self.usage_from(usage)
         self.outcome.usage_reported = True
 
 
@@ -124,7 +142,9 @@ class OpenAICompatibleProvider(Provider):
             return CHAT
         return OTHER
 
-    def inspect_request(self, endpoint: Endpoint, path: str, body: bytes) -> RequestFacts:
+    def inspect_request(
+        self, endpoint: Endpoint, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> RequestFacts:
         return json_request_facts(body)
 
     def response_parser(

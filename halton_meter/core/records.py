@@ -1,0 +1,118 @@
+"""From what a provider's parser learned to a call record: the one place the record rules live.
+
+Pure: the addon calls it with what it observed on the wire; tests call it with fixtures, so a corpus
+case fed straight to a parser and the same case replayed through the proxy must give the same record.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from halton_meter.types import CallRecord, Endpoint, ParseOutcome, Provider, RequestFacts
+
+CREDENTIAL_QUERY_PARAMS = frozenset({"key", "api_key", "api-key", "apikey", "access_token", "token"})
+
+
+def redact_path(path: str, secret_params: frozenset[str] = CREDENTIAL_QUERY_PARAMS) -> str:
+    """Replace the values of credential-carrying query parameters; keep the rest byte for byte."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+
+    def _redact(match: re.Match[str]) -> str:
+        if match.group(2).lower() in secret_params:
+            return f"{match.group(1)}{match.group(2)}=REDACTED"
+        return match.group(0)
+
+    return base + "?" + re.sub(r"(^|&)([^=&]+)=([^&]*)", _redact, query)
+
+
+@dataclass(slots=True)
+class Observed:
+    """What the core saw of one call, besides the parser's outcome."""
+
+    method: str
+    host: str
+    path: str
+    started_at: str
+    ended_at: str
+    status: int | None
+    eof: bool
+    """The response body ended as its framing said it should."""
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    decode_failure: str | None = None
+    """`unparsed_oversize`, or why the body could not be decoded for parsing."""
+    request_problem: str | None = None
+    connection_error: str | None = None
+    client_gone: bool = False
+    response_request_id: str | None = None
+    user_agent_client: str | None = None
+
+
+def build_record(
+    provider: Provider, endpoint: Endpoint, facts: RequestFacts, outcome: ParseOutcome, seen: Observed
+) -> CallRecord:
+    extra = dict(outcome.extra)
+    complete = outcome.complete and seen.eof and seen.decode_failure is None
+    incomplete_reason = outcome.incomplete_reason
+    if seen.decode_failure is not None:
+        incomplete_reason = "unparsed_oversize" if seen.decode_failure == "unparsed_oversize" else "parse_error"
+        extra["decode_failure"] = seen.decode_failure
+    if seen.request_problem is not None:
+        extra["request_problem"] = seen.request_problem
+    error_type = outcome.error_type
+    if seen.status is None:
+        error_type = error_type or "network"
+        incomplete_reason = incomplete_reason or "no_response"
+    elif not seen.eof:
+        if seen.client_gone:
+            incomplete_reason = "client_disconnected"
+        if seen.connection_error:
+            extra.setdefault("connection_error", seen.connection_error[:200])
+    if seen.status is not None and seen.status >= 400 and error_type is None:
+        error_type = f"http_{seen.status}"
+    if complete:
+        incomplete_reason = None
+    usage = outcome.usage if outcome.usage_reported else None
+    # Billable: this kind of call costs tokens and either usage was reported or the call succeeded
+    # (a success without usage is billable with unknown cost, never a silent $0).
+    succeeded = seen.status is not None and seen.status < 400 and outcome.error_type is None
+    billable = endpoint.billable and (outcome.usage_reported or succeeded)
+    if facts.usage_injected:
+        extra["usage_injected"] = True
+    return CallRecord(
+        id=str(uuid.uuid4()),
+        started_at=seen.started_at,
+        ended_at=seen.ended_at,
+        provider=provider.name,
+        endpoint_kind=endpoint.kind,
+        host=seen.host,
+        method=seen.method,
+        path=redact_path(seen.path, CREDENTIAL_QUERY_PARAMS | {p.lower() for p in provider.secret_query_params}),
+        model=outcome.model or facts.model_requested,
+        model_requested=facts.model_requested,
+        streamed=outcome.streamed,
+        status=seen.status,
+        complete=complete,
+        billable=billable,
+        usage_reported=outcome.usage_reported,
+        estimated=outcome.estimated,
+        input_tokens=usage.input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        cache_read_tokens=usage.cache_read_tokens if usage else 0,
+        cache_write_tokens=usage.cache_write_tokens if usage else 0,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens if usage else 0,
+        reasoning_tokens=usage.reasoning_tokens if usage else None,
+        error_type=error_type,
+        incomplete_reason=incomplete_reason,
+        billing=facts.billing or provider.billing,
+        latency_ms=seen.latency_ms,
+        ttft_ms=seen.ttft_ms if outcome.streamed else None,
+        client=seen.user_agent_client,
+        provider_request_id=outcome.provider_request_id or seen.response_request_id,
+        extra=extra,
+        price_provider_id=facts.price_provider_id or provider.price_provider_id,
+    )
