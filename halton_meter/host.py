@@ -31,6 +31,14 @@ ALLOW_ENV = "HALTON_METER_PLUGINS"
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("anthropic", "halton_meter_plugins.providers.anthropic"),
     ("openai", "halton_meter_plugins.providers.openai"),
+    ("codex", "halton_meter_plugins.providers.codex"),
+    ("gemini", "halton_meter_plugins.providers.gemini"),
+    ("code-assist", "halton_meter_plugins.providers.code_assist"),
+    ("xai", "halton_meter_plugins.providers.xai"),
+    ("groq", "halton_meter_plugins.providers.groq"),
+    ("deepseek", "halton_meter_plugins.providers.deepseek"),
+    ("mistral", "halton_meter_plugins.providers.mistral"),
+    ("openrouter", "halton_meter_plugins.providers.openrouter"),
     ("attributors", "halton_meter_plugins.attributors"),
     ("checks.basics", "halton_meter_checks.basics"),
 )

@@ -38,6 +38,9 @@ def usd_to_nanos(amount: Decimal) -> int:
 class Pricer:
     """Prices records. Call from a worker thread: the first lookup loads the price data (~50 ms)."""
 
+    def __init__(self, config: object | None = None) -> None:
+        self.config = config
+
     def price(self, record: CallRecord) -> Price:
         if not record.billable:
             return Price(0, True, "not billable")

@@ -1,0 +1,1 @@
+"""code_assist provider plugin (being written)."""

@@ -1,0 +1,1 @@
+"""codex provider plugin (being written)."""

@@ -1,0 +1,1 @@
+"""deepseek provider plugin (being written)."""

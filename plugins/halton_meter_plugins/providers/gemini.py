@@ -1,0 +1,1 @@
+"""gemini provider plugin (being written)."""

@@ -1,0 +1,1 @@
+"""groq provider plugin (being written)."""

@@ -1,0 +1,1 @@
+"""mistral provider plugin (being written)."""

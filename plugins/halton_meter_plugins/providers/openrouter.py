@@ -1,0 +1,1 @@
+"""openrouter provider plugin (being written)."""

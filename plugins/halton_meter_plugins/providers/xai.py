@@ -1,0 +1,1 @@
+"""xai provider plugin (being written)."""
