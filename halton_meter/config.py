@@ -12,6 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,35 @@ class ResolveRule:
         return cls(host.lower(), ports[0], address, ports[1])
 
 
+PRICE_KEYS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
+
+
+@dataclass(frozen=True, slots=True)
+class PriceOverride:
+    """Local prices for one (provider, model), USD per million tokens. Missing cache prices fall back:
+    cache_read and cache_write to input, cache_write_1h to cache_write."""
+
+    input: Decimal
+    output: Decimal
+    cache_read: Decimal | None = None
+    cache_write: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+    where: str = ""
+    """The config key it came from, e.g. `prices.anthropic."claude-sonnet-4-5"` (shown as price source)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompatibleEndpoint:
+    """A user-declared host speaking a known wire format (`[[compatible]]`)."""
+
+    name: str
+    hosts: tuple[str, ...]
+    format: str
+    path_prefix: str = "/v1"
+    price_as: str | None = None
+    billing: str = "api"
+
+
 @dataclass(frozen=True)
 class Config:
     paths: Paths
@@ -61,6 +91,9 @@ class Config:
     upstream_resolve: tuple[ResolveRule, ...] = ()
     shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    prices: Mapping[tuple[str, str], PriceOverride] = field(default_factory=dict)
+    """Local price overrides keyed by (provider, model); model `*` covers every model of a provider."""
+    compatible: tuple[CompatibleEndpoint, ...] = ()
     source: Path | None = None
     """The file this came from, or None when no config.toml exists (all defaults)."""
 
@@ -161,6 +194,12 @@ def load_config(paths: Paths | None = None) -> Config:
     values: dict[str, Any] = {}
     plugins: dict[str, Mapping[str, Any]] = {}
     for section, body in data.items():
+        if section == "prices":
+            values["prices"] = _price_overrides(body)
+            continue
+        if section == "compatible":
+            values["compatible"] = _compatible_endpoints(body)
+            continue
         if section == "plugins":
             if not isinstance(body, dict) or not all(isinstance(v, dict) for v in body.values()):
                 raise ConfigError("config.toml: [plugins] holds one table per plugin, like [plugins.NAME]")
@@ -169,7 +208,8 @@ def load_config(paths: Paths | None = None) -> Config:
         known = _SCHEMA.get(section)
         if known is None:
             raise ConfigError(
-                f"config.toml: unknown section [{section}] (known: {', '.join(sorted([*_SCHEMA, 'plugins']))})"
+                f"config.toml: unknown section [{section}] "
+                f"(known: {', '.join(sorted([*_SCHEMA, 'compatible', 'plugins', 'prices']))})"
             )
         if not isinstance(body, dict):
             raise ConfigError(f"config.toml: {section} must be a table ([{section}])")
@@ -181,3 +221,82 @@ def load_config(paths: Paths | None = None) -> Config:
             field_name, validate = known[key]
             values[field_name] = validate(value, f"{section}.{key}", path.parent)
     return Config(paths=paths, plugins=plugins, source=path, **values)
+
+
+def _price(value: Any, key: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"config.toml: {key} must be a price in USD per million tokens, not {value!r}")
+    try:
+        price = Decimal(str(value))
+    except InvalidOperation:
+        raise ConfigError(f"config.toml: {key} must be a price in USD per million tokens, not {value!r}") from None
+    if not price.is_finite() or price < 0:
+        raise ConfigError(f"config.toml: {key} must be a non-negative price in USD per million tokens")
+    return price
+
+
+def _price_overrides(body: Any) -> dict[tuple[str, str], PriceOverride]:
+    """`[prices.PROVIDER."MODEL"]` tables: input and output required, cache prices optional."""
+    example = '[prices.anthropic."claude-sonnet-4-5"] with input = 3.0 and output = 15.0'
+    if not isinstance(body, dict):
+        raise ConfigError(f"config.toml: [prices] holds one table per provider and model, like {example}")
+    overrides: dict[tuple[str, str], PriceOverride] = {}
+    for provider, models in body.items():
+        if not isinstance(models, dict) or not all(isinstance(m, dict) for m in models.values()):
+            raise ConfigError(f"config.toml: [prices.{provider}] must hold one table per model, like {example}")
+        for model, prices in models.items():
+            where = f'prices.{provider}."{model}"'
+            unknown = sorted(set(prices) - set(PRICE_KEYS))
+            if unknown:
+                raise ConfigError(
+                    f"config.toml: unknown key {where}.{unknown[0]} (known: {', '.join(PRICE_KEYS)}; USD per million tokens)"
+                )
+            missing = [k for k in ("input", "output") if k not in prices]
+            if missing:
+                raise ConfigError(f"config.toml: {where} needs {' and '.join(missing)} (USD per million tokens)")
+            parsed = {k: _price(v, f"{where}.{k}") for k, v in prices.items()}
+            overrides[(provider.lower(), model.lower())] = PriceOverride(where=where, **parsed)
+    return overrides
+
+
+_ENDPOINT_KEYS = {"name", "hosts", "format", "path_prefix", "price_as", "billing"}
+ENDPOINT_FORMATS = ("openai", "anthropic")
+
+
+def _compatible_endpoints(body: Any) -> tuple[CompatibleEndpoint, ...]:
+    """`[[compatible]]` tables: a name, the hosts, and the wire format they speak."""
+    if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
+        raise ConfigError(
+            'config.toml: compatible endpoints are [[compatible]] tables with name, hosts and format '
+            '(e.g. name = "corp-gateway", hosts = ["llm.corp.example"], format = "openai")'
+        )
+    endpoints = []
+    for index, item in enumerate(body):
+        where = f"compatible[{index}]"
+        unknown = sorted(set(item) - _ENDPOINT_KEYS)
+        if unknown:
+            raise ConfigError(f"config.toml: unknown key {where}.{unknown[0]} (known: {', '.join(sorted(_ENDPOINT_KEYS))})")
+        name = item.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
+            raise ConfigError(f"config.toml: {where}.name must be a lowercase name like \"corp-gateway\"")
+        hosts = item.get("hosts")
+        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and h.strip() for h in hosts):
+            raise ConfigError(f'config.toml: {where}.hosts must be a non-empty list like ["llm.corp.example"]')
+        fmt = item.get("format")
+        if fmt not in ENDPOINT_FORMATS:
+            raise ConfigError(f"config.toml: {where}.format must be one of {', '.join(ENDPOINT_FORMATS)}, not {fmt!r}")
+        prefix = item.get("path_prefix", "/v1")
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ConfigError(f'config.toml: {where}.path_prefix must be a path like "/v1"')
+        price_as = item.get("price_as")
+        if price_as is not None and not isinstance(price_as, str):
+            raise ConfigError(f"config.toml: {where}.price_as must be a price-list provider id like \"openai\"")
+        billing = item.get("billing", "api")
+        if billing not in ("api", "subscription"):
+            raise ConfigError(f"config.toml: {where}.billing must be api or subscription, not {billing!r}")
+        endpoints.append(CompatibleEndpoint(name, tuple(h.strip().lower() for h in hosts), fmt, prefix, price_as, billing))
+    names = [e.name for e in endpoints]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"config.toml: two [[compatible]] endpoints are named {name!r}")
+    return tuple(endpoints)

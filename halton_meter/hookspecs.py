@@ -68,8 +68,11 @@ def halton_configure(config: Config) -> None:
 
 
 @hookspec
-def halton_register_providers(register: Callable[[Provider], None]) -> None:
+def halton_register_providers(register: Callable[[Provider], None], config: Config | None) -> None:
     """Register provider parsers: `register(provider)` with a `halton_meter.types.Provider`.
+
+    `config` is the validated configuration (None when the caller has none, e.g. some tests), so a plugin
+    can register providers the user declared (`[[compatible]]` endpoints) without global state.
 
     Called once when a process builds its routing table (the edge, to know which hosts to send to the
     core; the core, to route host/path to a parser). A provider claims hosts and classifies paths; its
@@ -104,7 +107,7 @@ def halton_register_sync_targets(register: Callable[[SyncTarget], None]) -> None
 
 
 @hookspec
-def halton_register_attributors(register: Callable[[Attributor], None]) -> None:
+def halton_register_attributors(register: Callable[[Attributor], None], config: Config | None) -> None:
     """Register project resolvers: `register(attributor)` with a `halton_meter.types.Attributor`.
 
     Called once in the core at start. Attributors run per connection (not per request) in `requires`

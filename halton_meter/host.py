@@ -39,6 +39,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("deepseek", "halton_meter_plugins.providers.deepseek"),
     ("mistral", "halton_meter_plugins.providers.mistral"),
     ("openrouter", "halton_meter_plugins.providers.openrouter"),
+    ("compatible", "halton_meter_plugins.providers.compatible"),
     ("attributors", "halton_meter_plugins.attributors"),
     ("checks.basics", "halton_meter_checks.basics"),
 )
@@ -274,8 +275,9 @@ class PluginHost:
                 def register(item: Any, _owner: str = impl.plugin_name, _registry: Registry[Any] = registry) -> None:
                     _registry.add(item, _owner)
 
+                arguments = {"register": register, "config": self.config}
                 try:
-                    impl.function(*[{"register": register}[arg] for arg in impl.argnames])
+                    impl.function(*[arguments[arg] for arg in impl.argnames])
                 except Exception as exc:
                     info.status = "error"
                     info.error = f"{hook_name} failed: {type(exc).__name__}: {exc}"

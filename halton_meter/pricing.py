@@ -1,8 +1,11 @@
-"""Cost of a call from its usage, via the `genai-prices` database bundled with the package (no network).
+"""Cost of a call from its usage: local overrides first, else the `genai-prices` database bundled with the
+package (no network, ever: we never call its updater).
 
 Conversion to genai-prices' convention: its `input_tokens` is the *whole* prompt (uncached + cache reads +
-cache writes) and its `cache_write_tokens` includes the 1-hour part; ours are disjoint buckets, so we add
-them back up here. Long-context tiers therefore see the full prompt size, as the providers bill them.
+cache writes) and its `cache_write_tokens` includes the 1-hour part; ours are disjoint buckets, so they are
+added back up here. Long-context tiers therefore see the full prompt size, as providers bill them. The
+response's service tier (`flex`, `priority`, batch processing) selects genai-prices' price variants, and
+per-request extras (web searches) are priced too.
 
 Money is integer nano-dollars. An unknown model is never $0: cost is None and `priced` is false.
 """
@@ -10,11 +13,17 @@ Money is integer nano-dollars. An unknown model is never $0: cost is None and `p
 from __future__ import annotations
 
 import datetime
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
+from typing import Any
 
 from halton_meter.types import NANOS_PER_USD, CallRecord
+
+_TIER_CONTEXT = {"flex", "priority", "default", "fast"}
+MILLION = Decimal(1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,48 +33,152 @@ class Price:
     source: str
 
 
+@dataclass(frozen=True, slots=True)
+class PriceSheet:
+    """What the meter charges for one model, per million tokens (for `halton-meter prices`)."""
+
+    provider: str
+    model: str
+    source: str
+    input: Any
+    output: Any
+    cache_read: Any = None
+    cache_write: Any = None
+    cache_write_1h: Any = None
+    web_searches_per_thousand: Any = None
+    variants: tuple[str, ...] = ()
+
+
 @lru_cache(maxsize=1)
-def _genai_prices_version() -> str:
+def genai_prices_version() -> str:
     from importlib.metadata import version
 
-    return version("genai-prices")
+    return f"genai-prices {version('genai-prices')}"
 
 
 def usd_to_nanos(amount: Decimal) -> int:
     return int((amount * NANOS_PER_USD).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
+_DATE_SUFFIX = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2})$")
+
+
+def model_candidates(*models: str | None) -> Iterator[str]:
+    """Names to try for a price, most specific first: as sent, without a `models/` prefix, without a
+    `vendor/` prefix (OpenRouter-style ids, gateways), and without a snapshot date (`-20250929`,
+    `-2024-08-06`), so an override written for an alias also covers its dated snapshots."""
+    seen: set[str] = set()
+    for model in models:
+        if not model:
+            continue
+        bare = model.removeprefix("models/").rsplit("/", 1)[-1]
+        for candidate in (model, model.removeprefix("models/"), bare, _DATE_SUFFIX.sub("", bare)):
+            if candidate and candidate not in seen:
+                seen.add(candidate)
+                yield candidate
+
+
+def price_context(extra: Mapping[str, Any]) -> dict[str, str] | None:
+    tier = extra.get("service_tier")
+    if tier == "batch":
+        return {"processing": "batch"}
+    if isinstance(tier, str) and tier in _TIER_CONTEXT:
+        return {"service_tier": tier}
+    return None
+
+
 class Pricer:
     """Prices records. Call from a worker thread: the first lookup loads the price data (~50 ms)."""
 
-    def __init__(self, config: object | None = None) -> None:
-        self.config = config
+    def __init__(self, config: Any | None = None) -> None:
+        self.overrides: Mapping[tuple[str, str], Any] = getattr(config, "prices", None) or {}
+
+    def override_for(self, provider: str, *models: str | None) -> Any | None:
+        for model in [*model_candidates(*models), "*"]:
+            found = self.overrides.get((provider.lower(), model.lower()))
+            if found is not None:
+                return found
+        return None
 
     def price(self, record: CallRecord) -> Price:
         if not record.billable:
             return Price(0, True, "not billable")
-        if not record.usage_reported:
+        if not record.usage_reported and not record.estimated:
             return Price(None, False, "no usage reported")
-        model = record.model or record.model_requested
-        if not record.price_provider_id or not model:
+        override = self.override_for(record.provider, record.model, record.model_requested)
+        if override is not None:
+            return Price(usd_to_nanos(_override_cost(record, override)), True, f"config {override.where}")
+        if not record.price_provider_id or not (record.model or record.model_requested):
             return Price(None, False, "no price data for this provider")
         from genai_prices import Usage, calc_price
 
-        usage = Usage(
-            input_tokens=record.input_tokens + record.cache_read_tokens + record.cache_write_tokens,
-            cache_read_tokens=record.cache_read_tokens,
-            cache_write_tokens=record.cache_write_tokens,
-            cache_write_1h_tokens=record.cache_write_1h_tokens,
-            output_tokens=record.output_tokens,
-        )
+        usage_fields: dict[str, int] = {
+            "input_tokens": record.input_tokens + record.cache_read_tokens + record.cache_write_tokens,
+            "cache_read_tokens": record.cache_read_tokens,
+            "cache_write_tokens": record.cache_write_tokens,
+            "cache_write_1h_tokens": record.cache_write_1h_tokens,
+            "output_tokens": record.output_tokens,
+        }
+        searches = record.extra.get("web_search_requests")
+        if isinstance(searches, int) and searches > 0:
+            usage_fields["web_searches"] = searches
+        usage = Usage(**usage_fields)
         when = datetime.datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
-        source = f"genai-prices {_genai_prices_version()}"
-        for candidate in dict.fromkeys(m for m in (record.model, record.model_requested) if m):
+        context = price_context(record.extra)
+        for candidate in model_candidates(record.model, record.model_requested):
             try:
-                calc = calc_price(
-                    usage, candidate, provider_id=record.price_provider_id, genai_request_timestamp=when
-                )
+                calc = calc_price(usage, candidate, provider_id=record.price_provider_id,
+                                  genai_request_timestamp=when, price_context=context)
             except LookupError:
                 continue
-            return Price(usd_to_nanos(calc.total_price), True, source)
-        return Price(None, False, f"unknown model {model!r} in {source}")
+            return Price(usd_to_nanos(calc.total_price), True, genai_prices_version())
+        model = record.model or record.model_requested
+        return Price(None, False, f"unknown model {model!r} in {genai_prices_version()}")
+
+    def sheet(self, provider: str, price_provider_id: str | None, model: str,
+              when: datetime.datetime | None = None, context: dict[str, str] | None = None) -> PriceSheet | None:
+        """Per-million prices the meter would use for `model`, or None when it has none."""
+        override = self.override_for(provider, model)
+        if override is not None:
+            cache_write = override.cache_write if override.cache_write is not None else override.input
+            return PriceSheet(
+                provider, model, f"config {override.where}", override.input, override.output,
+                override.cache_read if override.cache_read is not None else override.input, cache_write,
+                override.cache_write_1h if override.cache_write_1h is not None else cache_write,
+            )
+        if not price_provider_id:
+            return None
+        from genai_prices import data_snapshot
+
+        when = when or datetime.datetime.now(datetime.UTC)
+        for candidate in model_candidates(model):
+            try:
+                _, info = data_snapshot.get_snapshot().find_provider_model(candidate, None, price_provider_id, None)
+            except LookupError:
+                continue
+            prices = info.get_prices(when, context)
+            values = prices.__dict__
+            variants = tuple(
+                ", ".join(f"{k}={v}" for k, v in variant.when.items()) for variant in info.price_variants or ()
+            )
+            return PriceSheet(
+                provider, info.id, genai_prices_version(), values.get("input_mtok"), values.get("output_mtok"),
+                values.get("cache_read_mtok"), values.get("cache_write_mtok"), values.get("cache_write_1h_mtok"),
+                values.get("web_searches_kcount"), variants,
+            )
+        return None
+
+
+def _override_cost(record: CallRecord, override: Any) -> Decimal:
+    cache_read = override.cache_read if override.cache_read is not None else override.input
+    cache_write = override.cache_write if override.cache_write is not None else override.input
+    cache_write_1h = override.cache_write_1h if override.cache_write_1h is not None else cache_write
+    five_minute = record.cache_write_tokens - record.cache_write_1h_tokens
+    total = (
+        record.input_tokens * override.input
+        + record.cache_read_tokens * cache_read
+        + five_minute * cache_write
+        + record.cache_write_1h_tokens * cache_write_1h
+        + record.output_tokens * override.output
+    )
+    return total / MILLION

@@ -124,8 +124,18 @@ def report(data: dict[str, Any]) -> None:
         f"{tokens(totals['output_tokens'])} out · total {_usd_text(totals['cost_usd'])}"
     )
     notes = []
+    if totals["subscription_calls"]:
+        notes.append(
+            f"{totals['subscription_calls']} call(s) were covered by a subscription (ChatGPT, Claude or Code Assist "
+            f"sign-in): {_usd_text(totals['subscription_list_price_usd'])} at list prices, not charged per token "
+            "and not in the total"
+        )
     if totals["unpriced_calls"]:
-        notes.append(f"{totals['unpriced_calls']} call(s) have no price (unknown model): cost above excludes them")
+        notes.append(
+            f"{totals['unpriced_calls']} call(s) unpriced (unknown model or no usage reported): the total excludes them"
+        )
+    if totals["estimated_calls"]:
+        notes.append(f"{totals['estimated_calls']} call(s) have estimated tokens (the provider reported none)")
     if totals["incomplete_calls"]:
         notes.append(f"{totals['incomplete_calls']} call(s) incomplete (stream cut or error): numbers may be short")
     if data.get("gaps"):
@@ -160,3 +170,62 @@ def serving(runtime: dict[str, Any]) -> None:
     console.print(f"  api    127.0.0.1:{runtime['api_port']}")
     console.print(f"  data   {runtime['db']}")
     console.print("Stop with Ctrl-C.")
+
+
+def _per_million(value: Any) -> str:
+    """A per-million price, with long-context tiers: `$3 (>200k: $6)`."""
+    if value is None:
+        return "—"
+    base = getattr(value, "base", value)
+    text = f"${base.normalize():f}" if hasattr(base, "normalize") else f"${base}"
+    for tier in getattr(value, "tiers", None) or ():
+        text += f" (>{tier.start // 1000}k: ${tier.price.normalize():f})"
+    return text
+
+
+def sheet_json(sheet: Any) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if value is None:
+            return None
+        if hasattr(value, "base"):
+            return {"base": str(value.base), "tiers": [{"above": t.start, "price": str(t.price)} for t in value.tiers]}
+        return str(value)
+
+    return {
+        "provider": sheet.provider, "model": sheet.model, "source": sheet.source,
+        "per_million_tokens": {k: plain(getattr(sheet, k)) for k in
+                               ("input", "cache_read", "cache_write", "cache_write_1h", "output")},
+        "web_searches_per_thousand": plain(sheet.web_searches_per_thousand),
+        "variants": list(sheet.variants),
+    }
+
+
+def price_sheets(sheets: Iterable[Any]) -> None:
+    console = _console()
+    for sheet in sheets:
+        console.print(Text.assemble((f"{sheet.provider} · {sheet.model}", "bold"), f"   from {sheet.source}"))
+        table = _table([("per 1M tokens", "left"), ("price", "left")], wrap=("price",))
+        for label, key in (("input", "input"), ("cache read", "cache_read"), ("cache write (5 min)", "cache_write"),
+                           ("cache write (1 h)", "cache_write_1h"), ("output (incl. reasoning)", "output")):
+            table.add_row(label, _per_million(getattr(sheet, key)))
+        if sheet.web_searches_per_thousand is not None:
+            table.add_row("web searches, per 1,000", _per_million(sheet.web_searches_per_thousand))
+        console.print(table)
+        if sheet.variants:
+            console.print(f"  price variants: {'; '.join(sheet.variants)}")
+        console.print()
+
+
+def reprice(data: dict[str, Any]) -> None:
+    console = _console()
+    mode = "dry run: nothing written" if data["dry_run"] else ("written" if data["written"] else "nothing to write")
+    console.print(Text.assemble(("Repriced ", "bold"), f"{data['examined']:,} calls "
+                                f"{local_time(data['since'])} → {local_time(data['until'])} ({mode})"))
+    console.print(f"  changed: {data['changed']:,} · now priced: {data['newly_priced']:,} · "
+                  f"now unpriced: {data['newly_unpriced']:,}")
+    console.print(f"  total: {_usd_text(data['before_usd'])} → {_usd_text(data['after_usd'])}")
+    if data["by_model"]:
+        table = _table([("model", "left"), ("calls", "right"), ("before", "right"), ("after", "right")])
+        for row in data["by_model"][:20]:
+            table.add_row(row["model"], f"{row['calls']:,}", _usd_text(row["before_usd"]), _usd_text(row["after_usd"]))
+        console.print(table)

@@ -81,3 +81,104 @@ def test_rounding_is_to_the_nearest_nano() -> None:
     assert usd_to_nanos(Decimal("0.0000000015")) == 2
     assert usd_to_nanos(Decimal("0.0000000025")) == 2  # half to even
     assert usd_to_nanos(Decimal("1")) == 1_000_000_000
+
+
+# ---- service tiers, extras, normalisation, overrides -------------------------------------------------
+
+
+def test_service_tier_selects_the_price_variant() -> None:
+    # gpt-4o priority tier (from 2026-10-12): $4.25 in, $2.125 cached, $17 out; batch: $1.25 / $5.
+    base = dict(provider="openai", price_provider_id="openai", model="gpt-4o-2024-08-06",
+                input_tokens=1000, cache_read_tokens=1000, output_tokens=1000)
+    assert Pricer().price(rec(**base, extra={"service_tier": "priority"})).cost_nanos == per_million(
+        i=(1000, "4.25"), r=(1000, "2.125"), o=(1000, "17"))
+    assert Pricer().price(rec(**base, extra={"service_tier": "default"})).cost_nanos == per_million(
+        i=(1000, "2.5"), r=(1000, "1.25"), o=(1000, "10"))
+    batch = Pricer().price(rec(**{**base, "cache_read_tokens": 0}, extra={"service_tier": "batch"}))
+    assert batch.cost_nanos == per_million(i=(1000, "1.25"), o=(1000, "5"))
+
+
+def test_web_searches_are_charged_per_request() -> None:
+    # Anthropic web search: $10 per 1,000 searches, on top of tokens.
+    price = Pricer().price(rec(input_tokens=1000, output_tokens=100, extra={"web_search_requests": 3}))
+    assert price.cost_nanos == per_million(i=(1000, "3"), o=(100, "15")) + 3 * 10_000_000
+
+
+@pytest.mark.parametrize(
+    ("provider_id", "model", "per_m_in"),
+    [("google", "models/gemini-2.5-flash", "0.30"), ("anthropic", "anthropic/claude-sonnet-4-5", "3")],
+)
+def test_model_ids_are_normalised(provider_id, model, per_m_in) -> None:
+    price = Pricer().price(rec(price_provider_id=provider_id, model=model, model_requested=None, input_tokens=1000))
+    assert price.priced and price.cost_nanos == per_million(i=(1000, per_m_in))
+
+
+def test_estimated_usage_is_priced_and_stays_marked() -> None:
+    record = rec(usage_reported=False, estimated=True, input_tokens=1000, output_tokens=10)
+    assert Pricer().price(record).cost_nanos == per_million(i=(1000, "3"), o=(10, "15"))
+
+
+class _Config:
+    def __init__(self, text: str, tmp_path) -> None:
+        from halton_meter.config import load_config
+        from halton_meter.paths import Paths
+
+        home = tmp_path / "cfg"
+        home.mkdir()
+        (home / "config.toml").write_text(text)
+        self.loaded = load_config(Paths(home))
+
+
+def test_config_overrides_use_the_same_bucket_maths(tmp_path) -> None:
+    config = _Config('''
+[prices.anthropic."claude-sonnet-4-5"]
+input = 2
+output = 10
+cache_read = 0.2
+cache_write = 2.5
+cache_write_1h = 4
+[prices.corp-gateway."*"]
+input = 0.5
+output = "1.5"
+''', tmp_path).loaded
+    pricer = Pricer(config)
+    price = pricer.price(rec(model="claude-sonnet-4-5-20250929", model_requested="claude-sonnet-4-5",
+                             input_tokens=1000, cache_read_tokens=2000, cache_write_tokens=3000,
+                             cache_write_1h_tokens=1000, output_tokens=500))
+    assert price.source == 'config prices.anthropic."claude-sonnet-4-5"'
+    assert price.cost_nanos == per_million(i=(1000, "2"), r=(2000, "0.2"), w5=(2000, "2.5"), w1=(1000, "4"),
+                                           o=(500, "10"))
+    # Wildcard model, and missing cache prices fall back to the input price.
+    gateway = pricer.price(rec(provider="corp-gateway", price_provider_id=None, model="llama-3.3-70b",
+                               input_tokens=1000, cache_read_tokens=1000, output_tokens=1000))
+    assert gateway.cost_nanos == per_million(i=(2000, "0.5"), o=(1000, "1.5"))
+    assert gateway.source == 'config prices.corp-gateway."*"'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[prices.anthropic."m"]\ninput = 1\n', 'config.toml: prices.anthropic."m" needs output (USD per million tokens)'),
+        ('[prices.anthropic."m"]\ninput = 1\noutput = -2\n',
+         'config.toml: prices.anthropic."m".output must be a non-negative price in USD per million tokens'),
+        ('[prices.anthropic."m"]\ninput = 1\noutput = 2\ncache = 1\n',
+         'config.toml: unknown key prices.anthropic."m".cache (known: input, output, cache_read, cache_write, '
+         'cache_write_1h; USD per million tokens)'),
+        ('[prices.anthropic]\ninput = 1\n',
+         'config.toml: [prices.anthropic] must hold one table per model, like [prices.anthropic."claude-sonnet-4-5"] '
+         'with input = 3.0 and output = 15.0'),
+    ],
+)
+def test_bad_price_overrides_are_config_errors(tmp_path, text, message) -> None:
+    from halton_meter.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        _Config(text, tmp_path)
+    assert str(info.value) == message
+
+
+def test_price_sheet_for_the_prices_command() -> None:
+    sheet = Pricer().sheet("anthropic", "anthropic", "claude-sonnet-4-5-20250929")
+    assert sheet is not None and sheet.model == "claude-sonnet-4-5"
+    assert sheet.input.base == Decimal("3") and sheet.cache_write_1h.base == Decimal("6")
+    assert Pricer().sheet("anthropic", "anthropic", "no-such-model") is None

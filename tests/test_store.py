@@ -227,3 +227,18 @@ def test_report_totals_and_breakdowns(tmp_path: Path) -> None:
     assert by_project["beta"]["cost_usd"] == "0.000915000" and by_project["beta"]["unpriced_calls"] == 1
     assert [row["project"] for row in data["by_project"]] == ["beta", "alpha"]  # by cost, descending
     assert {row["model"] for row in data["by_model"]} == {"claude-sonnet-4-5-20250929", "mystery-model-9"}
+
+
+def test_report_keeps_subscription_traffic_apart(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    migrate(db)
+    writer = Writer(db).start()
+    writer.submit(record(project="p", input_tokens=1000, output_tokens=0))  # $0.003 charged
+    writer.submit(record(project="p", billing="subscription", input_tokens=0, output_tokens=1000))  # $0.015 list
+    writer.submit(record(project="p", estimated=True, usage_reported=False, input_tokens=100, output_tokens=0))
+    assert writer.close(timeout=30)
+    totals = build_report(open_reader(db), "2026-11-01T00:00:00.000000Z", "2026-12-01T00:00:00.000000Z").to_json()["totals"]
+    assert totals["cost_usd"] == "0.003300000"  # 1000 + 100 estimated input tokens at $3/MTok
+    assert totals["subscription_calls"] == 1
+    assert totals["subscription_list_price_usd"] == "0.015000000"
+    assert totals["estimated_calls"] == 1 and totals["unpriced_calls"] == 0

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calls": ("halton_meter.cli.calls", "List recorded calls."),
     "report": ("halton_meter.cli.report", "Totals by project and model for a time window."),
     "plugins": ("halton_meter.cli.plugins", "List loaded plugins and what they provide."),
+    "prices": ("halton_meter.cli.prices", "Show what the meter charges for a model, and the price source."),
+    "reprice": ("halton_meter.cli.reprice", "Recompute stored costs with current prices; report changes."),
 }
 
 EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {int(code):>3}  {text}" for code, text in EXIT_CODE_HELP.items())

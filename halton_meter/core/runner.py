@@ -26,6 +26,7 @@ from halton_meter.errors import ExitCode, HaltonError
 from halton_meter.host import PluginHost
 from halton_meter.logs import configure_logging
 from halton_meter.paths import ensure_private_dir, write_atomic
+from halton_meter.pricing import Pricer
 from halton_meter.process import watch_parent
 from halton_meter.store.schema import migrate
 from halton_meter.store.writer import Writer
@@ -125,7 +126,9 @@ def main() -> int:
     for plugin in host.errors():
         log.error("plugin failed to load", plugin=plugin.name, error=plugin.error)
     _ = host.registries  # collect now, so a broken plugin is reported before traffic arrives
-    writer = Writer(config.paths.db, on_committed=lambda r: host.hook.halton_usage_recorded(record=r)).start()
+    writer = Writer(
+        config.paths.db, on_committed=lambda r: host.hook.halton_usage_recorded(record=r), pricer=Pricer(config)
+    ).start()
     try:
         code = asyncio.run(serve_core(config, host, writer))
     except HaltonError as exc:

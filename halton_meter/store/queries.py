@@ -44,8 +44,13 @@ class Totals:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     cost_nanos: int = 0
+    """Charged per token (billing `api`)."""
+    subscription_calls: int = 0
+    subscription_cost_nanos: int = 0
+    """List-price equivalent of calls covered by a subscription: shown, never counted as charged."""
     unpriced: int = 0
-    """Billable calls with usage whose model has no price: their cost is unknown, not zero."""
+    """Billable calls whose cost is unknown (no price for the model, or no usage reported), never zero."""
+    estimated: int = 0
     incomplete: int = 0
     errors: int = 0
     avg_latency_ms: float | None = None
@@ -59,7 +64,10 @@ class Totals:
             "cache_write_tokens": self.cache_write_tokens,
             "reasoning_tokens": self.reasoning_tokens,
             "cost_usd": nanos_to_usd(self.cost_nanos),
+            "subscription_calls": self.subscription_calls,
+            "subscription_list_price_usd": nanos_to_usd(self.subscription_cost_nanos),
             "unpriced_calls": self.unpriced,
+            "estimated_calls": self.estimated,
             "incomplete_calls": self.incomplete,
             "error_calls": self.errors,
             "avg_latency_ms": None if self.avg_latency_ms is None else round(self.avg_latency_ms, 1),
@@ -95,10 +103,15 @@ def _aggregates() -> list[sa.ColumnElement[Any]]:
         sa.func.coalesce(sa.func.sum(c.cache_read_tokens), 0).label("cache_read_tokens"),
         sa.func.coalesce(sa.func.sum(c.cache_write_tokens), 0).label("cache_write_tokens"),
         sa.func.coalesce(sa.func.sum(c.reasoning_tokens), 0).label("reasoning_tokens"),
-        sa.func.coalesce(sa.func.sum(c.cost_nanos), 0).label("cost_nanos"),
-        sa.func.sum(sa.case((sa.and_(c.billable, c.usage_reported, sa.not_(c.priced)), 1), else_=0)).label(
-            "unpriced"
+        sa.func.coalesce(sa.func.sum(sa.case((c.billing == "subscription", 0), else_=c.cost_nanos)), 0).label(
+            "cost_nanos"
         ),
+        sa.func.sum(sa.case((c.billing == "subscription", 1), else_=0)).label("subscription_calls"),
+        sa.func.coalesce(sa.func.sum(sa.case((c.billing == "subscription", c.cost_nanos), else_=0)), 0).label(
+            "subscription_cost_nanos"
+        ),
+        sa.func.sum(sa.case((sa.and_(c.billable, sa.not_(c.priced)), 1), else_=0)).label("unpriced"),
+        sa.func.sum(sa.case((c.estimated, 1), else_=0)).label("estimated"),
         sa.func.sum(sa.case((sa.not_(c.complete), 1), else_=0)).label("incomplete"),
         sa.func.sum(sa.case((c.error_type.is_not(None), 1), else_=0)).label("errors"),
         sa.func.avg(c.latency_ms).label("avg_latency_ms"),
@@ -115,7 +128,10 @@ def _totals(row: sa.Row[Any]) -> Totals:
         cache_write_tokens=m["cache_write_tokens"],
         reasoning_tokens=m["reasoning_tokens"],
         cost_nanos=m["cost_nanos"],
+        subscription_calls=m["subscription_calls"] or 0,
+        subscription_cost_nanos=m["subscription_cost_nanos"],
         unpriced=m["unpriced"] or 0,
+        estimated=m["estimated"] or 0,
         incomplete=m["incomplete"] or 0,
         errors=m["errors"] or 0,
         avg_latency_ms=m["avg_latency_ms"],

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import datetime
+
+import click
+
+from halton_meter.config import load_config
+from halton_meter.timewindow import parse_moment
+
+
+@click.command("reprice")
+@click.option("--since", default="30d", show_default=True, help="Start of the window (7d, 24h, 2026-11-01, ISO time).")
+@click.option("--until", default=None, help="End of the window (default: now).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def command(since: str, until: str | None, dry_run: bool, as_json: bool) -> None:
+    """Recompute stored costs with the current prices and overrides, and report what changed.
+
+    Use after editing [prices] in config.toml or upgrading the price data. Token counts never change;
+    only cost, priced and price source do.
+    """
+    from halton_meter import terminal
+    from halton_meter.host import PluginHost
+    from halton_meter.pricing import Pricer
+    from halton_meter.store.queries import open_reader
+    from halton_meter.store.reprice import RepriceResult, reprice
+    from halton_meter.store.schema import make_engine
+
+    config = load_config()
+    now = datetime.datetime.now(datetime.UTC)
+    start = parse_moment(since, now, "--since")
+    end = parse_moment(until, now, "--until") if until else now
+    if start >= end:
+        raise click.UsageError(f"--since ({since}) must be before --until ({until or 'now'})")
+    window = [m.strftime("%Y-%m-%dT%H:%M:%S.%fZ") for m in (start, end)]
+    result = RepriceResult()
+    if config.paths.db.exists():
+        read = open_reader(config.paths.db)
+        providers = PluginHost(config).load().registries.providers
+        price_ids = {p.name: p.price_provider_id for p in providers}
+        write = None if dry_run else make_engine(config.paths.db, immediate=True)
+        result = reprice(read, write, Pricer(config), window[0], window[1], price_ids)
+    data = result.to_json()
+    data.update({"since": window[0], "until": window[1], "dry_run": dry_run})
+    if as_json:
+        terminal.print_json(data)
+    else:
+        terminal.reprice(data)
