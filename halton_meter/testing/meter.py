@@ -25,6 +25,8 @@ from typing import Any
 from halton_meter.types import PUBLIC_FIELDS
 
 START_TIMEOUT = 60.0
+STARTED: list[MeterProcess] = []
+"""Every meter started in this process, so a final check can search all their files (secrets at rest)."""
 
 
 def write_config(home: Path, *, ca_bundle: Path | None = None, resolve: Iterable[str] = (), extra: str = "") -> Path:
@@ -89,6 +91,7 @@ class MeterProcess:
         )
         log.close()
         meter = cls(home, proc, log_path)
+        STARTED.append(meter)
         meter._wait_ready()
         return meter
 
@@ -124,6 +127,13 @@ class MeterProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def files_at_rest(self) -> list[Path]:
+        """Everything this meter may have written: its home (database, WAL, spool, logs) and its output."""
+        found = [p for p in self.home.rglob("*") if p.is_file()]
+        if self.log_path.exists():
+            found.append(self.log_path)
+        return found
 
     def log(self) -> str:
         try:

@@ -151,3 +151,35 @@ CASES = [
         expect=dict(endpoint_kind="batches", billable=False, usage_reported=False, cost_nanos=0),
     ),
 ]
+
+
+def _batch_line(custom_id: str, result: dict) -> bytes:
+    import json
+
+    return json.dumps({"custom_id": custom_id, "result": result}, separators=(",", ":")).encode() + b"\n"
+
+
+_BATCH_OK = {"type": "succeeded", "message": {"id": "msg_b1", "type": "message", "model": MODEL, "role": "assistant",
+             "content": [], "usage": {"input_tokens": 100, "output_tokens": 20, "cache_read_input_tokens": 0,
+                                      "cache_creation_input_tokens": 0, "service_tier": "batch"}}}
+
+CASES += [
+    Case(
+        name="anthropic/batch-results-jsonl-informational",
+        host=HOST, path="/v1/messages/batches/msgbatch_01/results", method="GET", request=None,
+        content_type="application/binary",
+        response=[_batch_line("a", _BATCH_OK), _batch_line("b", _BATCH_OK),
+                  _batch_line("c", {"type": "errored", "error": {"type": "invalid_request"}})],
+        expect=dict(endpoint_kind="batches.results", billable=False, usage_reported=False, cost_nanos=0,
+                    extra={"batch_usage": {"requests": 3, "succeeded": 2, "input_tokens": 200, "output_tokens": 40,
+                                           "cache_read_tokens": 0, "cache_write_tokens": 0}}),
+    ),
+    Case(
+        name="anthropic/web-search-and-fetch",
+        host=HOST, path="/v1/messages", request=REQUEST,
+        response=message(inp=5000, out=400, server_tool_use={"web_search_requests": 2, "web_fetch_requests": 1}),
+        expect=dict(input_tokens=5000, output_tokens=400,
+                    extra={"service_tier": "standard", "web_search_requests": 2, "web_fetch_requests": 1},
+                    cost_nanos=per_million((5000, "3"), (400, "15")) + 2 * 10_000_000),
+    ),
+]

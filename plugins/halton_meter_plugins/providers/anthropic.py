@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from halton_meter import hookimpl
-from halton_meter.types import BILLING_SUBSCRIPTION, Endpoint, RequestFacts, ResponseParser, Usage
+from halton_meter.types import (
+    BILLING_SUBSCRIPTION,
+    Endpoint,
+    ParseOutcome,
+    RequestFacts,
+    ResponseParser,
+    Usage,
+)
 from halton_meter.wire import SSEEvent, loads_or_none
 from halton_meter_plugins.providers._common import (
     BodyParser,
@@ -26,6 +33,7 @@ from halton_meter_plugins.providers._common import (
 MESSAGES = Endpoint("messages", billable=True)
 COUNT_TOKENS = Endpoint("count_tokens", billable=False, inference=False)
 BATCHES = Endpoint("batches", billable=False, inference=False)
+BATCH_RESULTS = Endpoint("batches.results", billable=False, inference=False)
 OTHER = Endpoint("other", billable=False, inference=False)
 
 _USAGE_FIELDS = (
@@ -106,6 +114,10 @@ class MessagesParser(BodyParser):
         searches = dig(usage, "server_tool_use", "web_search_requests")
         if searches is not None:
             self._web_search = count(searches)
+        fetches = dig(usage, "server_tool_use", "web_fetch_requests")
+        if fetches is not None:
+            # Kept for the record; Anthropic bills web fetch by the tokens it adds, not per request.
+            self.outcome.extra["web_fetch_requests"] = count(fetches)
         if isinstance(usage.get("service_tier"), str):
             self.outcome.extra["service_tier"] = usage["service_tier"]
         self.outcome.usage_reported = True
@@ -120,6 +132,52 @@ class MessagesParser(BodyParser):
         )
         if self._web_search:
             self.outcome.extra["web_search_requests"] = self._web_search
+
+
+class BatchResultsParser:
+    """`GET /v1/messages/batches/{id}/results`: JSONL, one result per line. Downloading results is not a
+    live call (and can be repeated), so usage is summed into `extra["batch_usage"]` for information only."""
+
+    MAX_LINE = 16 * 1024 * 1024
+
+    def __init__(self, status: int) -> None:
+        self.outcome = ParseOutcome()
+        self._status = status
+        self._buf = bytearray()
+        self._sums = {"requests": 0, "succeeded": 0, "input_tokens": 0, "output_tokens": 0,
+                      "cache_read_tokens": 0, "cache_write_tokens": 0}
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        *lines, rest = self._buf.split(b"\n")
+        self._buf = bytearray(rest) if len(rest) <= self.MAX_LINE else bytearray()
+        for line in lines:
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        item = loads_or_none(line) if line.strip() else None
+        if not isinstance(item, dict):
+            return
+        self._sums["requests"] += 1
+        result = item.get("result") if isinstance(item.get("result"), dict) else {}
+        if result.get("type") != "succeeded":
+            return
+        usage = dig(result, "message", "usage") or {}
+        self._sums["succeeded"] += 1
+        self._sums["input_tokens"] += count(usage.get("input_tokens"))
+        self._sums["output_tokens"] += count(usage.get("output_tokens"))
+        self._sums["cache_read_tokens"] += count(usage.get("cache_read_input_tokens"))
+        self._sums["cache_write_tokens"] += count(usage.get("cache_creation_input_tokens"))
+
+    def finish(self, eof: bool) -> ParseOutcome:
+        if eof and self._buf.strip():
+            self._line(bytes(self._buf))
+        self.outcome.complete = eof
+        if not eof:
+            self.outcome.incomplete_reason = "upstream_truncated"
+        if self._sums["requests"]:
+            self.outcome.extra["batch_usage"] = dict(self._sums)
+        return self.outcome
 
 
 class CountTokensParser(NoUsageParser):
@@ -154,6 +212,8 @@ class AnthropicCompatibleProvider(Provider):
             return MESSAGES
         if rest == "/messages/count_tokens":
             return COUNT_TOKENS
+        if rest.startswith("/messages/batches/") and rest.endswith("/results"):
+            return BATCH_RESULTS
         if rest.startswith("/messages/batches"):
             return BATCHES
         return OTHER
@@ -176,6 +236,8 @@ class AnthropicCompatibleProvider(Provider):
             return MessagesParser(endpoint, request, status, content_type)
         if endpoint is COUNT_TOKENS:
             return CountTokensParser(endpoint, request, status, content_type, error_type_of=error_type)
+        if endpoint is BATCH_RESULTS and status < 400:
+            return BatchResultsParser(status)
         return NoUsageParser(endpoint, request, status, content_type, error_type_of=error_type)
 
 
