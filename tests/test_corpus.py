@@ -149,3 +149,29 @@ def test_through_the_proxy(case: Case, corpus_meter: MeterProcess, fake_provider
         assert upstream.body == case.request_bytes
     [row] = corpus_meter.wait_for_calls(before + 1)[before:]
     check(row, case.expect)
+
+
+STREAM_CASES = [c for c in E2E_CASES if (c.sse or "stream" in c.name) and not c.cut and c.client_view is None]
+
+
+@pytest.mark.e2e
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_wire_chunking_through_the_proxy_is_byte_identical(corpus_meter, fake_provider, data) -> None:
+    """The provider writes a stream in arbitrary pieces (inside UTF-8 sequences, between CR and LF, inside
+    JSON); the client still gets exactly the provider's bytes and the record is the same."""
+    case = data.draw(st.sampled_from(STREAM_CASES), label="case")
+    body = case.body
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(body) - 1)), max_size=20), label="cuts")))
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True) if body[a:b]]
+    fake_provider.clear()
+    fake_provider.add(case.method, case.path.split("?", 1)[0], Reply(
+        status=case.status, pieces=pieces, headers={"content-type": case.response_content_type}, framing="chunked"))
+    before = len(corpus_meter.rows())
+    with corpus_meter.client(extra_ca=fake_provider.ca_pem, timeout=30) as client:
+        with client.stream(case.method, f"https://{case.host}{case.path}", content=case.request_bytes,
+                           headers={"content-type": "application/json", **case.request_headers}) as response:
+            received = b"".join(response.iter_raw())
+    assert hashlib.sha256(received).digest() == hashlib.sha256(body).digest()
+    [row] = corpus_meter.wait_for_calls(before + 1)[before:]
+    check(row, case.expect)
