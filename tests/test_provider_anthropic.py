@@ -178,7 +178,7 @@ P = AnthropicCompatibleProvider()
         ("POST", "/v1/messages/batches", "batches", False, False),
         ("GET", "/v1/messages/batches", "batches", False, False),
         ("GET", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d", "batches", False, False),
-        ("GET", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d/results", "batches", False, False),
+        ("GET", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d/results", "batches.results", False, False),
         ("POST", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d/cancel", "batches", False, False),
         ("GET", "/v1/models", "other", False, False),
         ("GET", "/v1/models/claude-sonnet-4-5", "other", False, False),
@@ -682,6 +682,9 @@ def test_batch_results_jsonl_are_not_live_usage(content_type):
     assert out.usage_reported is False
     assert out.usage == Usage()
     assert out.error_type is None
+    # Informational only: what the batch consumed, at batch rates, never counted as live usage.
+    assert out.extra["batch_usage"] == {"requests": 2, "succeeded": 1, "input_tokens": 11, "output_tokens": 36,
+                                        "cache_read_tokens": 0, "cache_write_tokens": 0}
 
 
 def test_other_endpoint_models_list():
