@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pluggy
 
 from halton_meter import __version__, hookspecs
-from halton_meter.errors import PluginError
+from halton_meter.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from halton_meter.config import Config
@@ -241,6 +241,8 @@ class PluginHost:
             return
         try:
             self.pm.register(plugin, name=info.name)
+        except ConfigError:
+            raise  # the user's config.toml is wrong (a plugin's block): exit 2 with its line, like any config error
         except Exception as exc:
             info.status, info.error = "error", f"registration failed: {exc}"
             if self.pm.is_registered(plugin):

@@ -78,6 +78,24 @@ def model_candidates(*models: str | None) -> Iterator[str]:
                 yield candidate
 
 
+_VENDOR_PRICE_IDS = {"mistralai": "mistral", "x-ai": "x-ai", "xai": "x-ai", "google": "google", "openai": "openai",
+                     "anthropic": "anthropic", "deepseek": "deepseek", "groq": "groq"}
+
+
+def _lookups(price_provider_id: str, *models: str | None) -> Iterator[tuple[str, str, str]]:
+    """(price list, model, note) to try in order: the call's own price list first; then, for a gateway's
+    `vendor/model` id the gateway's list lacks, the vendor's own list price (noted in the price source)."""
+    for candidate in model_candidates(*models):
+        yield price_provider_id, candidate, ""
+    for model in models:
+        if model and "/" in model:
+            vendor, _, bare = model.removeprefix("models/").partition("/")
+            vendor_id = _VENDOR_PRICE_IDS.get(vendor.lower())
+            if vendor_id and vendor_id != price_provider_id:
+                for candidate in model_candidates(bare):
+                    yield vendor_id, candidate, f" ({vendor_id} list price)"
+
+
 def price_context(extra: Mapping[str, Any]) -> dict[str, str] | None:
     tier = extra.get("service_tier")
     if tier == "batch":
@@ -125,13 +143,13 @@ class Pricer:
         usage = Usage(**usage_fields)
         when = datetime.datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
         context = price_context(record.extra)
-        for candidate in model_candidates(record.model, record.model_requested):
+        for provider_id, candidate, note in _lookups(record.price_provider_id, record.model, record.model_requested):
             try:
-                calc = calc_price(usage, candidate, provider_id=record.price_provider_id,
+                calc = calc_price(usage, candidate, provider_id=provider_id,
                                   genai_request_timestamp=when, price_context=context)
             except LookupError:
                 continue
-            return Price(usd_to_nanos(calc.total_price), True, genai_prices_version())
+            return Price(usd_to_nanos(calc.total_price), True, genai_prices_version() + note)
         model = record.model or record.model_requested
         return Price(None, False, f"unknown model {model!r} in {genai_prices_version()}")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
+from corpus import Case, all_cases, corpus_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +22,6 @@ from halton_meter.testing.fake_provider import PROVIDER_HOSTS, FakeProvider, Rep
 from halton_meter.testing.meter import MeterProcess, write_config
 from halton_meter.types import CallRecord
 from halton_meter.wire import BodyDecoder
-from corpus import Case, all_cases, corpus_config
 
 CASES = all_cases()
 IDS = [c.name for c in CASES]

@@ -182,3 +182,11 @@ def test_price_sheet_for_the_prices_command() -> None:
     assert sheet is not None and sheet.model == "claude-sonnet-4-5"
     assert sheet.input.base == Decimal("3") and sheet.cache_write_1h.base == Decimal("6")
     assert Pricer().sheet("anthropic", "anthropic", "no-such-model") is None
+
+
+def test_gateway_model_missing_from_its_list_falls_back_to_the_vendor_list_price() -> None:
+    # OpenRouter's list in genai-prices lacks x-ai/grok-4; xAI's own list has it at $3 in, $15 out.
+    price = Pricer().price(rec(provider="openrouter", price_provider_id="openrouter", model="x-ai/grok-4",
+                               model_requested="x-ai/grok-4", input_tokens=1000, output_tokens=100))
+    assert price.priced and price.cost_nanos == per_million(i=(1000, "3"), o=(100, "15"))
+    assert price.source.endswith("(x-ai list price)")

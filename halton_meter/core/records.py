@@ -76,11 +76,14 @@ def build_record(
         error_type = f"http_{seen.status}"
     if complete:
         incomplete_reason = None
-    usage = outcome.usage if outcome.usage_reported else None
-    # Billable: this kind of call costs tokens and either usage was reported or the call succeeded
-    # (a success without usage is billable with unknown cost, never a silent $0).
-    succeeded = seen.status is not None and seen.status < 400 and outcome.error_type is None
-    billable = endpoint.billable and (outcome.usage_reported or succeeded)
+    usage = outcome.usage if outcome.usage_reported or outcome.estimated else None
+    # Billable: this kind of call costs tokens, and either usage was reported, or the provider accepted the
+    # request (HTTP success) without closing its accounting as a failure. So a stream cut or broken after a
+    # 200 without usage is billable with unknown cost (it may well have been charged for what it generated:
+    # never a silent $0), while a terminal failure event without usage (`response.failed`) is not.
+    accepted = seen.status is not None and seen.status < 400
+    failed_with_final_accounting = outcome.complete and outcome.error_type is not None
+    billable = endpoint.billable and (outcome.usage_reported or (accepted and not failed_with_final_accounting))
     if facts.usage_injected:
         extra["usage_injected"] = True
     return CallRecord(

@@ -127,7 +127,24 @@ class NoUsageParser(BodyParser):
             self.outcome.error_type = self._error_type_of(document)
 
 
+USAGE_NOT_READ = Endpoint("usage_not_read", billable=True)
+"""Paid calls whose usage this plugin does not parse (audio, some vendors' secondary APIs): recorded as
+billable with unknown cost rather than as free calls."""
+
+
+class UnparsedParser(NoUsageParser):
+    """For a paid call whose usage is not parsed: reads only the error; a stream that ends cleanly is whole."""
+
+    def finish(self, eof: bool) -> ParseOutcome:
+        self.outcome.extra["usage_not_parsed"] = True
+        if eof and self.outcome.streamed and self.outcome.error_type is None:
+            self.outcome.complete = True
+        return super().finish(eof)
+
+
 __all__ = [
+    "USAGE_NOT_READ",
+    "UnparsedParser",
     "BodyParser",
     "Endpoint",
     "NoUsageParser",

@@ -1,1 +1,92 @@
-"""xai provider plugin (being written)."""
+"""xAI (`api.x.ai`, PROVIDERS.md §8): Chat Completions and Responses, OpenAI-compatible under `/v1`.
+
+On Chat Completions xAI reports reasoning *outside* `completion_tokens` (total = prompt + completion +
+reasoning); the shared rule output = max(completion_tokens, total_tokens − prompt_tokens) bills it at the
+output rate either way. Responses uses the same max() rule with input/output names.
+
+xAI also returns what it charged: `usage.cost_in_usd_ticks` (1 USD = 1e10 ticks), kept in `extra` as the
+ticks and as `reported_cost_usd` (exact decimal string), and `num_sources_used` (live-search sources,
+billed per source). The record's own cost still comes from list prices, so the two can be compared.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+from halton_meter import hookimpl
+from halton_meter.types import ParseOutcome
+from halton_meter_plugins.providers.openai import ChatParser, OpenAICompatibleProvider, ResponsesParser
+
+TICKS_PER_USD_EXPONENT = 10
+
+# xAI's own error bodies are `{"code": "<gRPC status description>", "error": "<message>"}`; the
+# description is a sentence, so name it by its gRPC status instead.
+_GRPC_STATUS = {
+    "client specified an invalid argument": "invalid_argument",
+    "the caller does not have permission to execute the specified operation": "permission_denied",
+    "some requested entity was not found": "not_found",
+    "some resource has been exhausted": "resource_exhausted",
+    "the request does not have valid authentication credentials": "unauthenticated",
+    "the service is currently unavailable": "unavailable",
+    "internal error": "internal",
+    "deadline expired before operation could complete": "deadline_exceeded",
+    "the system is not in a state required for the operation's execution": "failed_precondition",
+}
+
+
+def xai_error_type(document: Any) -> str | None:
+    """For xAI's `{"code": str, "error": str}` bodies (OpenAI-shaped ones go through `error_type`)."""
+    if not isinstance(document, dict) or isinstance(document.get("error"), dict):
+        return None
+    code = document.get("code")
+    if not isinstance(code, str) or not code.strip():
+        return None
+    text = code.strip().rstrip(".").lower()
+    return _GRPC_STATUS.get(text) or re.sub(r"[^a-z0-9]+", "_", text).strip("_")[:64] or None
+
+
+def keep_reported_cost(outcome: ParseOutcome, *sources: Any) -> None:
+    """Copy xAI's billing facts from the first source (usage object, then the body) that has them."""
+    for key in ("cost_in_usd_ticks", "num_sources_used"):
+        for source in sources:
+            value = source.get(key) if isinstance(source, dict) else None
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                outcome.extra[key] = value
+                if key == "cost_in_usd_ticks":
+                    outcome.extra["reported_cost_usd"] = f"{Decimal(value).scaleb(-TICKS_PER_USD_EXPONENT):f}"
+                break
+
+
+class XAIChatParser(ChatParser):
+    def _usage(self, usage: dict[str, Any]) -> None:
+        super()._usage(usage)
+        keep_reported_cost(self.outcome, usage)
+
+    def on_document(self, document: Any) -> None:
+        super().on_document(document)
+        if self.outcome.error_type is None and self.status >= 400:
+            self.outcome.error_type = xai_error_type(document)
+
+
+class XAIResponsesParser(ResponsesParser):
+    def on_usage(self, usage: dict[str, Any]) -> None:
+        keep_reported_cost(self.outcome, usage)
+
+    def on_error_document(self, document: dict[str, Any]) -> None:
+        if self.outcome.error_type is None:
+            self.outcome.error_type = xai_error_type(document)
+
+
+class XAIProvider(OpenAICompatibleProvider):
+    chat_parser_class = XAIChatParser
+    responses_parser_class = XAIResponsesParser
+
+    def __init__(self) -> None:
+        super().__init__(id="provider.xai", name="xai", hosts=("api.x.ai",), price_provider_id="x-ai")
+
+
+@hookimpl
+def halton_register_providers(register: Any) -> None:
+    register(XAIProvider())
