@@ -8,12 +8,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from corpus import Case, all_cases, corpus_config
+from corpus import Case, all_cases, corpus_config, replay
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from halton_meter.config import load_config
-from halton_meter.core.records import Observed, build_record
 from halton_meter.core.routing import RoutingTable
 from halton_meter.host import PluginHost
 from halton_meter.paths import Paths
@@ -21,11 +20,9 @@ from halton_meter.pricing import Pricer
 from halton_meter.testing.fake_provider import PROVIDER_HOSTS, FakeProvider, Reply
 from halton_meter.testing.meter import MeterProcess, write_config
 from halton_meter.types import CallRecord
-from halton_meter.wire import BodyDecoder
 
 CASES = all_cases()
 IDS = [c.name for c in CASES]
-FIXED_TIME = "2026-11-22T12:00:00.000000Z"
 
 
 @pytest.fixture(scope="module")
@@ -37,36 +34,10 @@ def routing(tmp_path_factory: pytest.TempPathFactory) -> tuple[RoutingTable, Pri
     return RoutingTable(host.registries.providers), Pricer(config)
 
 
-def _compress(data: bytes, encoding: str) -> bytes:
-    from halton_meter.testing.fake_provider import _compress as compress
-
-    return compress(data, encoding)  # type: ignore[arg-type]
-
-
 def parse_case(case: Case, routing: RoutingTable, pricer: Pricer, split: list[int] | None = None) -> CallRecord:
     provider = routing.lookup(case.host, 443)
     assert provider is not None, f"no provider claims {case.host}"
-    path = case.path.split("?", 1)[0]
-    endpoint = provider.route(case.method, path)
-    assert endpoint is not None
-    headers = {k.lower(): v for k, v in case.request_headers.items()}
-    facts = provider.inspect_request(endpoint, path, case.request_bytes, headers)
-    provider.rewrite_request(endpoint, facts, case.request_bytes)
-    parser = provider.response_parser(endpoint, facts, case.status, case.response_content_type)
-    wire = _compress(case.body, case.encoding) if case.encoding else case.body
-    decoder = BodyDecoder(case.encoding)
-    cuts = sorted(set(split or []))
-    for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
-        parser.feed(decoder.decode(wire[start:end]))
-    if not case.cut:
-        parser.feed(decoder.flush())
-    outcome = parser.finish(not case.cut)
-    seen = Observed(method=case.method, host=case.host, path=case.path, started_at=FIXED_TIME, ended_at=FIXED_TIME,
-                    status=case.status, eof=not case.cut)
-    record = build_record(provider, endpoint, facts, outcome, seen)
-    price = pricer.price(record)
-    record.cost_nanos, record.priced, record.price_source = price.cost_nanos, price.priced, price.source
-    return record
+    return replay(case, provider, pricer, split)
 
 
 def check(record: CallRecord | dict, expect: dict) -> None:
@@ -86,7 +57,9 @@ def test_parser_gives_the_expected_record(case: Case, routing) -> None:
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_chunking_gives_the_same_record(case: Case, routing, data) -> None:
-    size = len(_compress(case.body, case.encoding) if case.encoding else case.body)
+    from halton_meter.testing.fake_provider import _compress
+
+    size = len(_compress(case.body, case.encoding) if case.encoding else case.body)  # type: ignore[arg-type]
     split = data.draw(st.lists(st.integers(0, size), max_size=12)) if size else []
     if data.draw(st.booleans()) and size < 4096:
         split = list(range(1, size))  # one byte at a time

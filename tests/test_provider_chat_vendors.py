@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 import pytest
-from corpus import Case, per_million
+from corpus import Case, per_million, replay
 from corpus import deepseek as deepseek_corpus
 from corpus import groq as groq_corpus
 from corpus import mistral as mistral_corpus
@@ -23,10 +23,7 @@ from corpus import openrouter as openrouter_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from halton_meter.core.records import Observed, build_record
-from halton_meter.pricing import Pricer
 from halton_meter.types import CallRecord, Endpoint, ParseOutcome, Provider, Usage
-from halton_meter.wire import BodyDecoder
 from halton_meter_plugins.providers.deepseek import DeepSeekProvider, deepseek_usage
 from halton_meter_plugins.providers.groq import GroqProvider
 from halton_meter_plugins.providers.mistral import MistralProvider, mistral_error
@@ -63,29 +60,7 @@ def run(provider: Provider, body: bytes | list[bytes], *, path: str, request: di
 def record_of(case: Case, provider: Provider, started_at: str = "2026-11-22T12:00:00.000000Z",
               split: list[int] | None = None) -> CallRecord:
     """A corpus case straight through `provider`, priced as if the call started at `started_at`."""
-    path = case.path.split("?", 1)[0]
-    endpoint = provider.route(case.method, path)
-    assert endpoint is not None
-    facts = provider.inspect_request(endpoint, path, case.request_bytes, {})
-    provider.rewrite_request(endpoint, facts, case.request_bytes)
-    parser = provider.response_parser(endpoint, facts, case.status, case.response_content_type)
-    wire = case.body
-    if case.encoding:
-        from halton_meter.testing.fake_provider import _compress
-
-        wire = _compress(wire, case.encoding)  # type: ignore[arg-type]
-    decoder = BodyDecoder(case.encoding)
-    cuts = sorted(set(split or []))
-    for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
-        parser.feed(decoder.decode(wire[start:end]))
-    if not case.cut:
-        parser.feed(decoder.flush())
-    seen = Observed(method=case.method, host=case.host, path=case.path, started_at=started_at,
-                    ended_at=started_at, status=case.status, eof=not case.cut)
-    record = build_record(provider, endpoint, facts, parser.finish(not case.cut), seen)
-    price = Pricer().price(record)
-    record.cost_nanos, record.priced = price.cost_nanos, price.priced
-    return record
+    return replay(case, provider, split=split, started_at=started_at)
 
 
 def case_named(module: Any, name: str) -> Case:
