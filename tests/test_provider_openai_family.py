@@ -113,9 +113,9 @@ def test_compatible_prefix_serves_responses_and_embeddings():
         ("POST", "/backend-api/codex/responses", "responses"),
         ("POST", "/backend-api/codex/responses/compact", "responses.compact"),
         ("GET", "/backend-api/codex/models", "other"),
-        ("GET", "/backend-api/wham/usage", "other"),
+        ("GET", "/backend-api/wham/usage", None),  # ChatGPT app APIs: not Codex calls, no record
         ("GET", "/backend-api/codex/responses", "other"),
-        ("POST", "/backend-api/conversation", "other"),
+        ("POST", "/backend-api/conversation", None),
         ("GET", "/", None),
         ("GET", "/c/6890a1b2", None),
         ("POST", "/v1/responses", None),

@@ -58,8 +58,9 @@ class CodexProvider(Provider):
 
     def route(self, method: str, path: str) -> Endpoint | None:
         path = path.rstrip("/")
-        if not path.startswith(PREFIX + "/"):
-            return None  # the ChatGPT web app, not an API call
+        if not path.startswith(f"{PREFIX}/codex/"):
+            # The ChatGPT web app and its other APIs are not Codex calls: no record for them.
+            return None
         if method == "POST" and path == f"{PREFIX}/codex/responses":
             return RESPONSES
         if method == "POST" and path == f"{PREFIX}/codex/responses/compact":
