@@ -128,9 +128,22 @@ def _bundle(parts: list[bytes]) -> bytes:
     return b"".join(p if p.endswith(b"\n") else p + b"\n" for p in parts)
 
 
+def client_bundle_bytes(paths: Paths) -> bytes:
+    """certifi's roots, the system's own bundle when there is one (so corporate roots installed there keep
+    working for other hosts), and our CA."""
+    import ssl
+
+    parts = [Path(certifi.where()).read_bytes()]
+    system = ssl.get_default_verify_paths().cafile
+    if system and Path(system).is_file() and Path(system).resolve() != Path(certifi.where()).resolve():
+        parts.append(Path(system).read_bytes())
+    parts.append(paths.ca_cert.read_bytes())
+    return _bundle(parts)
+
+
 def write_client_bundle(paths: Paths) -> Path:
-    """certifi's roots plus our CA: the file `run` hands to clients."""
-    data = _bundle([Path(certifi.where()).read_bytes(), paths.ca_cert.read_bytes()])
+    """The file `run` and apps mode hand to clients (see `client_bundle_bytes`)."""
+    data = client_bundle_bytes(paths)
     if not paths.client_bundle.exists() or paths.client_bundle.read_bytes() != data:
         write_atomic(paths.client_bundle, data, mode=0o644)
     return paths.client_bundle

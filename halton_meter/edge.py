@@ -337,7 +337,7 @@ async def _reply(writer: asyncio.StreamWriter, status: int, reason: str) -> None
 # --------------------------------------------------------------------------------------------------
 
 
-async def run_edge(edge: Edge, sock: socket.socket, grace: float) -> None:
+async def run_edge(edge: Edge, sock: socket.socket, grace: float, stats_path: Path | None = None) -> None:
     server = await asyncio.start_server(edge.handle, sock=sock, limit=MAX_HEAD_BYTES)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -346,6 +346,13 @@ async def run_edge(edge: Edge, sock: socket.socket, grace: float) -> None:
     from halton_meter.process import watch_parent
 
     orphan_watch = loop.create_task(watch_parent(stop.set))
+    publisher = None
+    if stats_path is not None:
+        from dataclasses import asdict
+
+        from halton_meter.stats import Publisher
+
+        publisher = Publisher(stats_path, lambda: asdict(edge.stats)).start()
     print("READY", flush=True)
     log.info("edge listening", port=sock.getsockname()[1])
     await stop.wait()
@@ -354,6 +361,8 @@ async def run_edge(edge: Edge, sock: socket.socket, grace: float) -> None:
     while edge.stats.active and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     orphan_watch.cancel()
+    if publisher is not None:
+        publisher.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,7 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         own.add(args.api_port)
     edge = Edge(claims=routing.claims, core=CoreLocator(config.paths.core_state), resolve=config.resolve_map(),
                 own_ports=own)
-    asyncio.run(run_edge(edge, sock, config.shutdown_grace_seconds))
+    from halton_meter.stats import EDGE_STATS
+
+    asyncio.run(run_edge(edge, sock, config.shutdown_grace_seconds, config.paths.run_dir / EDGE_STATS))
     return 0
 
 

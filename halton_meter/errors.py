@@ -18,6 +18,7 @@ class ExitCode(enum.IntEnum):
     DATABASE = 3  # database unreadable, corrupt, or from a newer version of Halton Meter
     PORT_IN_USE = 4  # a port Halton Meter needs is held by another process
     NOT_RUNNING = 5  # the command needs a running meter (`halton-meter serve`) and none answers
+    DEGRADED = 6  # `status`: traffic flows but metering is impaired; `doctor`: a check failed
     INTERNAL = 70  # a bug: a one-line summary is printed and the traceback goes to the log
     COMMAND_NOT_EXECUTABLE = 126  # `run`: the command exists but cannot be executed
     COMMAND_NOT_FOUND = 127  # `run`: the command was not found on PATH
@@ -29,7 +30,8 @@ EXIT_CODE_HELP: dict[ExitCode, str] = {
     ExitCode.USAGE: "bad arguments, or config.toml is invalid",
     ExitCode.DATABASE: "the database is corrupt, unreadable or from a newer version",
     ExitCode.PORT_IN_USE: "a port Halton Meter needs is held by another process",
-    ExitCode.NOT_RUNNING: "no running meter answers (start one with `halton-meter serve`)",
+    ExitCode.NOT_RUNNING: "no running meter answers (`halton-meter start`, or `serve` in the foreground)",
+    ExitCode.DEGRADED: "`status`: DEGRADED (traffic flows, metering impaired); `doctor`: a check failed",
     ExitCode.INTERNAL: "internal error (a bug; please report it with the log file named)",
     ExitCode.COMMAND_NOT_EXECUTABLE: "`run`: the command cannot be executed",
     ExitCode.COMMAND_NOT_FOUND: "`run`: the command was not found",

@@ -40,6 +40,12 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("mistral", "halton_meter_plugins.providers.mistral"),
     ("openrouter", "halton_meter_plugins.providers.openrouter"),
     ("compatible", "halton_meter_plugins.providers.compatible"),
+    ("selftest", "halton_meter_plugins.providers.selftest"),
+    ("init-steps", "halton_meter_plugins.init_steps"),
+    ("installer.systemd", "halton_meter_plugins.installers.systemd"),
+    ("installer.launchd", "halton_meter_plugins.installers.launchd"),
+    ("installer.windows", "halton_meter_plugins.installers.windows"),
+    ("installer.builtin", "halton_meter_plugins.installers.builtin"),
     ("attributors", "halton_meter_plugins.attributors"),
     ("checks.basics", "halton_meter_checks.basics"),
 )

@@ -229,3 +229,48 @@ def reprice(data: dict[str, Any]) -> None:
         for row in data["by_model"][:20]:
             table.add_row(row["model"], f"{row['calls']:,}", _usd_text(row["before_usd"]), _usd_text(row["after_usd"]))
         console.print(table)
+
+
+# ---- lifecycle: init, status, uninstall, logs ----------------------------------------------------------
+
+_STEP_MARK = {"done": ("✓", "green"), "applied": ("✓", "green"), "skipped": ("–", "dim"), "undone": ("↺", "cyan"),
+              "failed": ("✗", "bold red"), "apply": ("→", "yellow"), "undo": ("↺", "cyan")}
+
+
+def init_step(index: int, total: int, title: str, status: str, detail: str) -> None:
+    mark, style = _STEP_MARK.get(status, ("?", ""))
+    words = {"done": "already in place", "applied": "done", "skipped": "skipped", "undone": "undone",
+             "failed": "FAILED", "apply": "will apply", "undo": "will undo"}[status]
+    text = Text.assemble((f"{index}/{total} ", "dim"), (f"{mark} ", style), f"{title}: ", (words, style))
+    if detail and detail not in ("already in place", "will apply"):
+        text.append(f" · {detail}", style="dim" if status != "failed" else "red")
+    _console().print(text, soft_wrap=True)
+
+
+def init_done(ok: bool, message: str) -> None:
+    style = "bold green" if ok else "bold red"
+    _console().print(Text.assemble(("✓ " if ok else "✗ ", style), (message, style if not ok else "")),
+                     soft_wrap=True)
+
+
+_VERDICT_STYLE = {"HEALTHY": "bold green", "DEGRADED": "bold yellow", "BROKEN": "bold red"}
+_ROW_MARK = {"ok": ("●", "green"), "warn": ("●", "yellow"), "fail": ("●", "red"), "skip": ("○", "dim"),
+             "error": ("●", "red")}
+
+
+def status(data: dict[str, Any], verbose: bool = False) -> None:
+    console = _console()
+    console.print(Text.assemble((data["verdict"], _VERDICT_STYLE[data["verdict"]]), f"  {data['summary']}"),
+                  soft_wrap=True)
+    for row in data["rows"]:
+        mark, style = _ROW_MARK.get(row["status"], ("?", ""))
+        console.print(Text.assemble((f"{mark} ", style), (f"{row['title']:<10}", "bold"), row["summary"]),
+                      soft_wrap=True)
+        if row.get("fix") and row["status"] != "ok":
+            console.print(Text(f"    fix: {row['fix']}", style="cyan"), soft_wrap=True)
+
+
+def log_lines(lines: Iterable[str]) -> None:
+    for line in lines:
+        sys.stdout.write(line if line.endswith("\n") else line + "\n")
+    sys.stdout.flush()

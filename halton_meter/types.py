@@ -166,6 +166,11 @@ class Provider:
         """A rewriter for what the client receives, or None (the default: bytes pass untouched)."""
         return None
 
+    def answer_locally(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+        """(status, headers, body) for a call the core answers itself, with no upstream at all; None (the
+        default) for real providers. Only the self-test canary uses it."""
+        return None
+
     def describe(self) -> str:
         return f"{self.name}: {', '.join(self.hosts)}"
 
@@ -327,7 +332,8 @@ class Attributor:
 # Doctor checks
 # --------------------------------------------------------------------------------------------------
 
-CheckStatus = Literal["ok", "warn", "error", "skip"]
+CheckStatus = Literal["ok", "warn", "fail", "skip", "error"]
+"""`fail`: the check found a problem; `error`: the check itself crashed or timed out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,11 +347,22 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class CheckContext:
-    """What a check may look at. Checks are read-only."""
+    """What a check may look at. Checks are read-only: they never repair (repairs go through `init`)."""
 
     paths: Any
     config: Any | None
     config_error: str | None = None
+    plugins: tuple[Any, ...] = ()
+    """`halton_meter.host.PluginInfo` of every plugin (status, error)."""
+    runner: Any | None = None
+    """The command-runner seam (`halton_meter.lifecycle.commands`), for checks that ask the OS."""
+    installer: Any | None = None
+    """The platform installer in use, or None when none answers."""
+    state: Any | None = None
+    """`halton_meter.lifecycle.state.SystemState`: what `init` set up (mode, changes)."""
+    platform: Any | None = None
+    environ: Mapping[str, str] = field(default_factory=dict)
+    """The environment of the shell running `doctor`."""
 
 
 @dataclass(frozen=True)
@@ -364,14 +381,22 @@ class Check:
 
 @dataclass(frozen=True)
 class InitStep:
-    """One step of `halton-meter init`: `check` is read-only, `apply` idempotent, `undo` reverses `apply`."""
+    """One step of `halton-meter init`.
+
+    `check(ctx)` is read-only and answers "is this already done?"; `apply(ctx)` is idempotent and makes
+    every change through the context (`ctx.write_file`, `ctx.add_block`, `ctx.run`), which records it in
+    `system_state.json`; `undo(ctx)` reverses it (the default reverses exactly the recorded changes).
+    Steps run in topological order of `requires`.
+    """
 
     id: str
     title: str
     check: Callable[[Any], bool]
     apply: Callable[[Any], None]
-    undo: Callable[[Any], None]
+    undo: Callable[[Any], None] | None = None
     requires: tuple[str, ...] = ()
+    modes: tuple[str, ...] = ("env", "apps", "full")
+    """The init modes this step runs in; in other modes its recorded changes are undone (mode switch)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,15 +404,52 @@ class PlatformInfo:
     system: str
     """`linux`, `darwin` or `windows`."""
     has_systemd_user: bool = False
+    """A systemd user manager answers (`systemctl --user`), so user units can be installed."""
     in_container: bool = False
+    is_wsl: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    installed: bool
+    running: bool
+    detail: str
+    """One line for `status` (e.g. `systemd user units active`, `pid 1234, up 3 min`)."""
+    fix: str | None = None
 
 
 class PlatformInstaller(Protocol):
-    """Services, OS trust and environment for one platform (returned by `halton_platform_installer`)."""
+    """Services, OS trust, environment and system proxy for one platform (`halton_platform_installer`).
+
+    Every change goes through the init context so it is recorded and can be undone; every OS command goes
+    through `ctx.runner` (the one command-runner seam, replaced by a recorder in tests).
+    """
 
     id: str
+    kind: str
+    """`systemd`, `launchd`, `task-scheduler` or `builtin` (no service manager: a detached supervisor)."""
 
     def describe(self) -> str: ...
+
+    def install_services(self, ctx: Any) -> None: ...
+
+    def start(self, ctx: Any) -> None: ...
+
+    def stop(self, ctx: Any) -> None: ...
+
+    def service_state(self, ctx: Any) -> ServiceState: ...
+
+    def trust_ca(self, ctx: Any) -> bool:
+        """Add our CA to the per-user OS trust store; False when the platform has none (a skip, not a fail)."""
+        ...
+
+    def persist_env(self, ctx: Any, env: Mapping[str, str]) -> None:
+        """Apps mode: make `env` visible to GUI apps started from now on (environment.d, launchctl, HKCU)."""
+        ...
+
+    def set_system_proxy(self, ctx: Any, port: int) -> None:
+        """Full mode: point the OS proxy at the edge; raise UnsupportedOnPlatform where that is not offered."""
+        ...
 
 
 class SyncSink(Protocol):

@@ -408,3 +408,15 @@ def test_run_without_a_running_meter_is_exit_5(tmp_path) -> None:
         f"halton-meter: error: no meter is running for {meter.home}; start one with `halton-meter serve` "
         "(in another terminal)"
     )
+
+
+def test_the_self_test_canary_is_answered_by_the_core_and_left_out_of_reports(meter) -> None:
+    before = len(meter.rows())
+    with meter.client() as client:  # our CA only: no upstream, no fake provider involved
+        response = client.post("https://selftest.halton-meter.invalid/v1/selftest", json={"model": "x"})
+    assert response.status_code == 200 and response.headers["x-halton-meter"] == "selftest"
+    [row] = new_rows(meter, before, 1)
+    assert (row["provider"], row["endpoint_kind"], row["billable"]) == ("selftest", "self_test", 0)
+    assert (row["input_tokens"], row["output_tokens"], row["complete"]) == (1, 1, 1)
+    report = json.loads(meter.cli("report", "--json").stdout)
+    assert all(m["model"] != "halton-meter-selftest" for m in report["by_model"])

@@ -126,6 +126,11 @@ class MeterAddon:
     def http_connect(self, flow: http.HTTPFlow) -> None:
         info = self._connection(flow)
         info.target = (flow.request.host.lower(), flow.request.port)
+        provider = self.routing.lookup(*info.target)
+        if provider is not None and type(provider).answer_locally is not Provider.answer_locally:
+            # A host the core answers itself (the self-test canary): accept the tunnel without connecting
+            # upstream, which mitmproxy's eager strategy would otherwise try (and fail: it never resolves).
+            flow.response = http.Response.make(200)
         peer = _parse_peer(flow.request.headers.get(PEER_HEADER)) or _peer_of(flow)
         if self.routing.claims(*info.target) and info.attribution is None:
             info.attribution = self.attribution.lookup(peer)
@@ -182,6 +187,10 @@ class MeterAddon:
                 body = decoder.decode(body) + decoder.flush()
             headers = {k.lower(): v for k, v in flow.request.headers.items()}
             meter.facts = meter.provider.inspect_request(meter.endpoint, path, body, headers)
+            local = meter.provider.answer_locally(flow.request.method, path, body)
+            if local is not None:
+                status, response_headers, response_body = local
+                flow.response = http.Response.make(status, response_body, response_headers)
             if not encoding:  # never re-encode a client's compressed body just to add a field
                 replacement = meter.provider.rewrite_request(meter.endpoint, meter.facts, body)
                 if replacement is not None:
@@ -244,6 +253,14 @@ class MeterAddon:
         return tee
 
     def response(self, flow: http.HTTPFlow) -> None:
+        meter: FlowMeter | None = flow.metadata.get("halton_meter")
+        if meter is not None and meter.first_byte_mono is None and flow.response is not None \
+                and flow.response.raw_content:
+            # A body that never went through the tee (a local answer): parse it whole, here.
+            if meter.parser is None:
+                self.responseheaders(flow)
+            self._tee(meter)(flow.response.raw_content)
+            flow.response.stream = False
         self._finalise(flow, eof=True)
 
     def error(self, flow: http.HTTPFlow) -> None:

@@ -28,6 +28,7 @@ from halton_meter.logs import configure_logging
 from halton_meter.paths import ensure_private_dir, write_atomic
 from halton_meter.pricing import Pricer
 from halton_meter.process import watch_parent
+from halton_meter.stats import CORE_STATS, Publisher
 from halton_meter.store.schema import migrate
 from halton_meter.store.writer import Writer
 
@@ -100,10 +101,24 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
         loop.add_signal_handler(sig, on_signal)
     orphan_watch = loop.create_task(watch_parent(on_signal))
 
+    def snapshot() -> dict[str, object]:
+        stats = writer.stats
+        return {
+            "writer": {"submitted": stats.submitted, "committed": stats.committed, "dropped": stats.dropped,
+                       "pending": writer.pending, "write_errors": stats.write_errors,
+                       "last_error": stats.last_error, "last_error_at": stats.last_error_at,
+                       "hook_errors": stats.hook_errors},
+            "calls": {"in_flight": addon.in_flight, "metered": addon.metered},
+        }
+
+    ensure_private_dir(paths.run_dir)
+    publisher = Publisher(paths.run_dir / CORE_STATS, snapshot).start()
+
     try:
         await master.run()
     finally:
         orphan_watch.cancel()
+        publisher.stop()
         attribution.close()
         try:
             paths.core_state.unlink(missing_ok=True)

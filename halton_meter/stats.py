@@ -1,0 +1,61 @@
+"""Small JSON files in `run/` where the edge and the core publish their counters every two seconds, so
+`status` and `doctor` can report pending writes, the last write error and pass-through gaps without any
+IPC. Each file is replaced atomically; a stale `updated_at` means the process is gone or wedged."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from halton_meter.paths import write_atomic
+
+INTERVAL = 2.0
+CORE_STATS = "core-stats.json"
+EDGE_STATS = "edge-stats.json"
+
+
+def read_stats(path: Path) -> dict[str, Any] | None:
+    """The published counters, with `age_s` added; None when absent or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    data["age_s"] = max(0.0, time.time() - float(data.get("updated_at", 0)))
+    return data
+
+
+class Publisher:
+    """Writes `snapshot()` to `path` every INTERVAL seconds on a daemon thread (file I/O never runs on the
+    proxy's event loop), and once more on `stop()`."""
+
+    def __init__(self, path: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self._path = path
+        self._snapshot = snapshot
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"publish-{path.stem}", daemon=True)
+
+    def start(self) -> Publisher:
+        self._thread.start()
+        return self
+
+    def _write(self) -> None:
+        try:
+            data = {"updated_at": time.time(), "pid": os.getpid(), **self._snapshot()}
+            write_atomic(self._path, json.dumps(data).encode(), mode=0o600)
+        except Exception:  # counters are informational: never let them disturb the process
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(INTERVAL):
+            self._write()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._write()

@@ -1,0 +1,191 @@
+"""The built-in `halton-meter init` steps, in the order their `requires` give:
+
+home → ca → trust-bundle → os-trust → service → environment (apps, full) → system-proxy (full) → start →
+self-test
+
+Each step's `check` is read-only; `apply` is idempotent and changes the machine only through the context,
+which records every change for `uninstall` and for rollback when a later step fails.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from halton_meter import hookimpl
+from halton_meter.ca import client_bundle_bytes, ensure_ca, inspect_ca, write_client_bundle
+from halton_meter.errors import HaltonError
+from halton_meter.lifecycle.init import StepSkipped
+from halton_meter.lifecycle.selftest import run_self_test
+from halton_meter.lifecycle.services import probe
+from halton_meter.paths import ensure_private_dir
+from halton_meter.runtime import NO_PROXY
+from halton_meter.types import InitStep
+
+SHELL_RC = {"bash": ".bashrc", "zsh": ".zshrc"}
+
+
+def client_env(ctx: Any) -> dict[str, str]:
+    """What apps mode persists: the same variables `halton-meter run` sets, pointing at the configured port."""
+    proxy = f"http://127.0.0.1:{ctx.config.edge_port}"
+    bundle = str(ctx.paths.client_bundle)
+    return {"HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy, "http_proxy": proxy,
+            "NO_PROXY": NO_PROXY, "no_proxy": NO_PROXY, "SSL_CERT_FILE": bundle, "REQUESTS_CA_BUNDLE": bundle,
+            "CURL_CA_BUNDLE": bundle, "NODE_EXTRA_CA_CERTS": bundle}
+
+
+# ---- home, CA, bundle ---------------------------------------------------------------------------------
+
+
+def home_ok(ctx: Any) -> bool:
+    home = ctx.paths.home
+    return home.is_dir() and not home.stat().st_mode & 0o077
+
+
+def make_home(ctx: Any) -> None:
+    ensure_private_dir(ctx.paths.home)
+    ensure_private_dir(ctx.paths.logs)
+
+
+def ca_ok(ctx: Any) -> bool:
+    try:
+        return inspect_ca(ctx.paths) is not None
+    except HaltonError:
+        return False
+
+
+def make_ca(ctx: Any) -> None:
+    ensure_ca(ctx.paths)
+    ctx.notes.append(f"CA at {ctx.paths.ca_cert} (valid 2 years, key 0600)")
+
+
+def bundle_ok(ctx: Any) -> bool:
+    bundle = ctx.paths.client_bundle
+    return bundle.exists() and bundle.read_bytes() == client_bundle_bytes(ctx.paths)
+
+
+def make_bundle(ctx: Any) -> None:
+    write_client_bundle(ctx.paths)
+    ctx.notes.append(f"trust bundle {ctx.paths.client_bundle}")
+
+
+# ---- OS trust, services ---------------------------------------------------------------------------------
+
+
+def trusted(ctx: Any) -> bool:
+    return bool(ctx.state.for_step("init.os-trust"))
+
+
+def trust(ctx: Any) -> None:
+    if not ctx.installer.trust_ca(ctx):
+        raise StepSkipped(ctx.notes.pop() if ctx.notes else "no per-user trust store on this platform")
+
+
+def services_ok(ctx: Any) -> bool:
+    return bool(ctx.state.for_step("init.service")) and ctx.installer.service_state(ctx).installed \
+        and ctx.state.installer == ctx.installer.id
+
+
+def install_services(ctx: Any) -> None:
+    ctx.installer.install_services(ctx)
+
+
+# ---- environment (apps, full) ---------------------------------------------------------------------------
+
+
+def rc_files(ctx: Any) -> list[Path]:
+    """The rc files of the user's shell: the one for $SHELL, plus any other known one that exists."""
+    shell = Path(os.environ.get("SHELL", "bash")).name
+    names = {SHELL_RC.get(shell, ".bashrc")} | {n for n in SHELL_RC.values() if (ctx.user_home / n).exists()}
+    return [ctx.user_home / n for n in sorted(names)]
+
+
+def shell_block(env: dict[str, str]) -> str:
+    lines = ["# Added by `halton-meter init --apps`: route LLM API calls through the local meter.",
+             "# Remove with `halton-meter uninstall` (or `halton-meter init` to go back to env-only mode)."]
+    for key, value in env.items():
+        if key.lower() == "no_proxy":
+            lines.append(f'export {key}="${{{key}:+${key},}}{value}"')
+        else:
+            lines.append(f'export {key}="{value}"')
+    return "\n".join(lines)
+
+
+def environment_ok(ctx: Any) -> bool:
+    return False  # apply is idempotent and reports "already in place" itself when nothing changed
+
+
+def set_environment(ctx: Any) -> None:
+    env = client_env(ctx)
+    changed = []
+    if ctx.options.shell_rc:
+        for rc in rc_files(ctx):
+            if ctx.add_block(rc, shell_block(env)):
+                changed.append(str(rc))
+    else:
+        for change in [c for c in ctx.state.for_step("init.environment") if c.kind == "block"]:
+            ctx.undo_change(change)  # --no-shell-rc after an earlier run with it: take our block out
+    ctx.installer.persist_env(ctx, env)
+    where = ", ".join(changed) if changed else "shell rc unchanged"
+    ctx.notes.append(f"HTTPS_PROXY and CA variables for new shells and apps ({where}); open a new terminal")
+
+
+def system_proxy_ok(ctx: Any) -> bool:
+    return bool(ctx.state.for_step("init.system-proxy"))
+
+
+def set_system_proxy(ctx: Any) -> None:
+    ctx.installer.set_system_proxy(ctx, ctx.config.edge_port)
+
+
+# ---- start and self-test -------------------------------------------------------------------------------
+
+
+def running(ctx: Any) -> bool:
+    health = probe(ctx.paths)
+    return health.running and health.core and health.api and \
+        health.runtime.get("edge_port") == ctx.config.edge_port  # type: ignore[union-attr]
+
+
+def start(ctx: Any) -> None:
+    ctx.installer.stop(ctx)  # restart on re-init: the service definition or ports may have changed
+    ctx.installer.start(ctx)
+    runtime = probe(ctx.paths).runtime or {}
+    ctx.notes.append(f"edge 127.0.0.1:{runtime.get('edge_port')} · api 127.0.0.1:{runtime.get('api_port')}")
+
+
+def stop(ctx: Any) -> None:
+    ctx.installer.stop(ctx)
+
+
+def self_test(ctx: Any) -> None:
+    hops = run_self_test(ctx.paths, ctx.config.edge_port)
+    ctx.notes.append(f"a test call went through edge and core; its record {hops['record']}")
+
+
+def never_done(ctx: Any) -> bool:
+    return False
+
+
+STEPS = (
+    InitStep("init.home", "home directory and permissions", home_ok, make_home),
+    InitStep("init.ca", "certificate authority", ca_ok, make_ca, requires=("init.home",)),
+    InitStep("init.trust-bundle", "trust bundle for clients", bundle_ok, make_bundle, requires=("init.ca",)),
+    InitStep("init.os-trust", "OS trust for the CA", trusted, trust, requires=("init.ca",)),
+    InitStep("init.service", "service", services_ok, install_services, requires=("init.home",)),
+    InitStep("init.environment", "environment for new shells and apps", environment_ok, set_environment,
+             requires=("init.trust-bundle",), modes=("apps", "full")),
+    InitStep("init.system-proxy", "system proxy", system_proxy_ok, set_system_proxy,
+             requires=("init.environment",), modes=("full",)),
+    InitStep("init.start", "start the meter", running, start, undo=stop,
+             requires=("init.service", "init.trust-bundle", "init.os-trust")),
+    InitStep("init.self-test", "self-test through edge and core", never_done, self_test,
+             requires=("init.start",)),
+)
+
+
+@hookimpl
+def halton_register_init_steps(register: Any) -> None:
+    for step in STEPS:
+        register(step)

@@ -1,0 +1,107 @@
+"""The built-in supervisor, for machines without a service manager (containers, WSL without systemd).
+
+`start` launches `halton-meter serve` as a detached process (its own session, output to the log
+directory): it binds the proxy port, runs and restarts the edge and the core with exponential backoff,
+and hosts the API. `stop` sends it SIGTERM, which drains calls in flight. Nothing starts it at login:
+after a reboot, `halton-meter start` (status says so).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from halton_meter import hookimpl
+from halton_meter.errors import HaltonError
+from halton_meter.lifecycle.init import UnsupportedOnPlatform
+from halton_meter.lifecycle.services import pid_alive, probe, serve_argv, service_env, wait_until_running
+from halton_meter.runtime import read_runtime
+from halton_meter.types import PlatformInfo, ServiceState
+from halton_meter_plugins.installers import linux
+
+STOP_TIMEOUT = 40.0
+
+
+class BuiltinSupervisor:
+    id = "installer.builtin"
+    kind = "builtin"
+
+    def __init__(self, platform: PlatformInfo) -> None:
+        self.platform = platform
+
+    def describe(self) -> str:
+        return "built-in supervisor (no service manager found)"
+
+    def install_services(self, ctx: Any) -> None:
+        ctx.notes.append("no service manager here: the built-in supervisor runs the meter; "
+                         "after a reboot run `halton-meter start`")
+
+    def start(self, ctx: Any) -> None:
+        paths = ctx.paths
+        health = probe(paths)
+        if health.running and health.supervisor_alive:
+            return
+        paths.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        out = paths.logs / "serve.out"
+        if out.exists() and out.stat().st_size > 1024 * 1024:
+            out.unlink()
+        with open(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as sink:
+            proc = subprocess.Popen(
+                serve_argv(),
+                env={**os.environ, **service_env(paths)},
+                stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
+                start_new_session=True,  # not killed with the shell or terminal that started it
+                cwd=str(paths.home),
+            )
+        try:
+            wait_until_running(paths, pid=proc.pid)
+        except HaltonError:
+            if proc.poll() is None:
+                proc.terminate()
+            raise
+
+    def stop(self, ctx: Any) -> None:
+        runtime = read_runtime(ctx.paths)
+        pid = runtime.get("pid") if runtime else None
+        if not pid_alive(pid):
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                os.waitpid(pid, os.WNOHANG)  # reap it if we happen to be its parent
+            except ChildProcessError:
+                pass
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+    def service_state(self, ctx: Any) -> ServiceState:
+        health = probe(ctx.paths)
+        if health.supervisor_alive:
+            return ServiceState(True, True, f"built-in supervisor, pid {health.runtime['pid']}")  # type: ignore[index]
+        return ServiceState(True, False, "built-in supervisor, not running", fix="halton-meter start")
+
+    def trust_ca(self, ctx: Any) -> bool:
+        return linux.trust_ca(ctx) if self.platform.system == "linux" else False
+
+    def persist_env(self, ctx: Any, env: Mapping[str, str]) -> None:
+        if self.platform.system == "linux":
+            linux.environment_d(ctx, env)
+
+    def set_system_proxy(self, ctx: Any, port: int) -> None:
+        raise UnsupportedOnPlatform(
+            f"--full (a system-wide proxy) is not supported on {self.platform.system}; "
+            "use --apps, which covers new shells and apps that honour HTTPS_PROXY"
+        )
+
+
+@hookimpl
+def halton_platform_installer(platform: PlatformInfo) -> BuiltinSupervisor | None:
+    if platform.system == "linux" and not platform.has_systemd_user:
+        return BuiltinSupervisor(platform)
+    return None

@@ -1,0 +1,1 @@
+"""launchd platform installer plugin (being written)."""

@@ -1,0 +1,1 @@
+"""windows platform installer plugin (being written)."""
