@@ -44,14 +44,19 @@ class _RotatingFile:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS)
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
         os.chmod(path, 0o600)
+        self._partial = ""
 
     def write(self, text: str) -> int:
-        try:
-            record = logging.LogRecord("halton_meter", logging.INFO, "", 0, text.rstrip("\n"), None, None)
-            self._handler.emit(record)
-        except Exception:
-            return 0
+        # print() writes the message and its newline separately: emit whole lines only.
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            try:
+                self._handler.emit(logging.LogRecord("halton_meter", logging.INFO, "", 0, line, None, None))
+            except Exception:
+                pass
         return len(text)
 
     def flush(self) -> None:

@@ -42,6 +42,7 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name=f"publish-{path.stem}", daemon=True)
 
     def start(self) -> Publisher:
+        self._write()  # at once: `status` right after a start must not see "no counters yet"
         self._thread.start()
         return self
 

@@ -46,7 +46,7 @@ def test_calls_and_report_before_any_data(cli) -> None:
         (["report", "--since", "1d", "--until", "2d"], "--since (1d) must be before --until (2d)"),
         (["calls", "--limit", "-3"], "Invalid value for '--limit'"),
         (["nonsense"], "No such command 'nonsense'"),
-        (["run"], "Missing argument"),
+        (["run"], "give a command to run"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(cli, args, message) -> None:

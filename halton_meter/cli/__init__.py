@@ -19,6 +19,14 @@ from halton_meter.errors import EXIT_CODE_HELP, ExitCode, HaltonError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help shown in `--help` without importing the module)
+    "init": ("halton_meter.cli.init", "Set the meter up (env-only, --apps or --full), start it and self-test."),
+    "start": ("halton_meter.cli.start", "Start the meter through its service."),
+    "stop": ("halton_meter.cli.stop", "Stop the meter."),
+    "restart": ("halton_meter.cli.restart", "Restart the meter (same port)."),
+    "status": ("halton_meter.cli.status", "HEALTHY / DEGRADED / BROKEN, with a row per component."),
+    "uninstall": ("halton_meter.cli.uninstall", "Undo everything init changed (keeps your calls)."),
+    "reset-proxy": ("halton_meter.cli.reset_proxy", "Emergency: stop routing apps through the meter."),
+    "logs": ("halton_meter.cli.logs", "Show (or follow) the meter's logs."),
     "serve": ("halton_meter.cli.serve", "Run the meter (edge, core, API) in the foreground."),
     "run": ("halton_meter.cli.run", "Run a command with its LLM calls metered."),
     "calls": ("halton_meter.cli.calls", "List recorded calls."),

@@ -11,22 +11,36 @@ from halton_meter.runtime import metering_env, require_running
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="[--] COMMAND [ARGS]...")
-def command(argv: tuple[str, ...]) -> int:
-    """Run COMMAND with its LLM API calls metered.
+@click.option("--shell", "shell", is_flag=True, help="Start an interactive shell ($SHELL) with metering on.")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[--] COMMAND [ARGS]...")
+def command(shell: bool, argv: tuple[str, ...]) -> int:
+    """Run COMMAND (or, with --shell, a shell) with its LLM API calls metered.
 
     Sets HTTPS_PROXY/HTTP_PROXY to the running meter and points SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
     CURL_CA_BUNDLE and NODE_EXTRA_CA_CERTS at a bundle that trusts the meter's CA. Only hosts of known
-    providers are read; everything else is tunnelled untouched. Exits with COMMAND's exit code.
+    providers are read; everything else is tunnelled untouched. If the meter's core is down the command
+    still runs (its calls pass through, unmetered) and you are warned. Exits with COMMAND's exit code.
     """
-    config = load_config()
-    runtime = require_running(config.paths)
-    env = {**os.environ, **metering_env(runtime)}
+    from halton_meter import terminal
+    from halton_meter.lifecycle.services import probe
+
     args = list(argv)
     if args and args[0] == "--":
         args = args[1:]
-    if not args:
-        raise click.UsageError("give a command to run, e.g. halton-meter run -- claude")
+    if shell and args:
+        raise click.UsageError("give either --shell or a command, not both")
+    if not shell and not args:
+        raise click.UsageError("give a command to run, e.g. halton-meter run -- claude (or --shell)")
+    config = load_config()
+    runtime = require_running(config.paths)
+    if not probe(config.paths).core:
+        terminal.warn("the meter's core is not running: this command's calls pass through UNMETERED "
+                      "(see `halton-meter status`)")
+    env = {**os.environ, **metering_env(runtime)}
+    if shell:
+        env["HALTON_METER_ACTIVE"] = "1"
+        args = [os.environ.get("SHELL") or "/bin/sh"]
+        terminal.line(f"metering on for this shell (proxy 127.0.0.1:{runtime['edge_port']}); `exit` to leave")
     sys.stdout.flush()
     sys.stderr.flush()
     try:

@@ -179,7 +179,8 @@ STEPS = (
     InitStep("init.system-proxy", "system proxy", system_proxy_ok, set_system_proxy,
              requires=("init.environment",), modes=("full",)),
     InitStep("init.start", "start the meter", running, start, undo=stop,
-             requires=("init.service", "init.trust-bundle", "init.os-trust")),
+             requires=("init.service", "init.trust-bundle", "init.os-trust", "init.environment",
+                       "init.system-proxy")),
     InitStep("init.self-test", "self-test through edge and core", never_done, self_test,
              requires=("init.start",)),
 )

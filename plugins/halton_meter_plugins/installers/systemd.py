@@ -30,8 +30,16 @@ from halton_meter_plugins.installers import linux
 UNIT = f"{SERVICE_NAME}.service"
 
 
-def unit_file(paths: Any) -> str:
+def systemd_version(runner: Any) -> int:
+    result = runner.run(["systemctl", "--version"], check=False, timeout=2)
+    words = result.stdout.split()
+    return int(words[1]) if len(words) > 1 and words[0] == "systemd" and words[1].isdigit() else 0
+
+
+def unit_file(paths: Any, version: int) -> str:
     env = "\n".join(f"Environment={shlex.quote(f'{k}={v}')}" for k, v in service_env(paths).items())
+    # Growing restart delays need systemd 254; older ones get a fixed delay under the same start limit.
+    backoff = "RestartSteps=6\nRestartMaxDelaySec=120\n" if version >= 254 else ""
     return f"""[Unit]
 Description=Halton Meter: meters the LLM API calls of this user's tools
 Documentation=https://github.com/halton-meter/halton-meter
@@ -45,9 +53,7 @@ ExecStart={shlex.join(serve_argv())}
 UMask=0077
 Restart=on-failure
 RestartSec=2
-RestartSteps=6
-RestartMaxDelaySec=120
-RestartPreventExitStatus=2 3 4
+{backoff}RestartPreventExitStatus=2 3 4
 TimeoutStopSec=30
 KillMode=mixed
 
@@ -70,7 +76,7 @@ class SystemdInstaller:
         return user_config_dir(ctx.user_home) / "systemd" / "user" / UNIT
 
     def install_services(self, ctx: Any) -> None:
-        changed = ctx.write_file(self.unit_path(ctx), unit_file(ctx.paths), mode=0o644)
+        changed = ctx.write_file(self.unit_path(ctx), unit_file(ctx.paths, systemd_version(ctx.runner)), mode=0o644)
         if changed:
             ctx.run(["systemctl", "--user", "daemon-reload"],
                     undo=[["systemctl", "--user", "daemon-reload"]], description="reload user units")
