@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
-#   make serve   create .venv, install Halton Meter, start metering in the foreground
+#   make init    create .venv, install Halton Meter, set it up and start metering (halton-meter init)
 #   make test    create .venv, install test dependencies and the contrib example plugin, run the suite
+# (make serve runs the meter in the foreground instead of as a service)
 
 PYTHON ?= python3.12
 # pyenv machines default to an older Python; this selects 3.12 where pyenv provides it and is ignored elsewhere.
@@ -9,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: serve test install install-test clean
+.PHONY: init serve test install install-test clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null || { \
@@ -28,6 +29,9 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml contrib/halton-meter-
 install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
+
+init: install
+	$(BIN)/halton-meter init --non-interactive $(INIT_ARGS)
 
 serve: install
 	$(BIN)/halton-meter serve
