@@ -48,6 +48,12 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("installer.builtin", "halton_meter_plugins.installers.builtin"),
     ("attributors", "halton_meter_plugins.attributors"),
     ("checks.basics", "halton_meter_checks.basics"),
+    ("checks.ca", "halton_meter_checks.ca"),
+    ("checks.meter", "halton_meter_checks.meter"),
+    ("checks.store", "halton_meter_checks.store"),
+    ("checks.environment", "halton_meter_checks.environment"),
+    ("checks.clients", "halton_meter_checks.clients"),
+    ("checks.plugins", "halton_meter_checks.plugins"),
 )
 """Every built-in feature as (plugin name, module). The name is what `halton-meter plugins` shows and what
 HALTON_METER_DISABLE_PLUGINS takes."""

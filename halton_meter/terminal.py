@@ -264,7 +264,7 @@ def status(data: dict[str, Any], verbose: bool = False) -> None:
                   soft_wrap=True)
     for row in data["rows"]:
         mark, style = _ROW_MARK.get(row["status"], ("?", ""))
-        console.print(Text.assemble((f"{mark} ", style), (f"{row['title']:<10}", "bold"), row["summary"]),
+        console.print(Text.assemble((f"{mark} ", style), (f"{row['title']:<11}", "bold"), row["summary"]),
                       soft_wrap=True)
         if row.get("fix") and row["status"] != "ok":
             console.print(Text(f"    fix: {row['fix']}", style="cyan"), soft_wrap=True)
@@ -274,3 +274,50 @@ def log_lines(lines: Iterable[str]) -> None:
     for line in lines:
         sys.stdout.write(line if line.endswith("\n") else line + "\n")
     sys.stdout.flush()
+
+
+# ---- doctor --------------------------------------------------------------------------------------------
+
+_DOCTOR_MARK = {"ok": ("✓", "green"), "warn": ("!", "bold yellow"), "fail": ("✗", "bold red"), "skip": ("○", "dim"),
+                "error": ("⚠", "bold red")}
+_HOP_MARK = {"ok": ("✓", "green"), "fail": ("✗", "bold red"), "skip": ("○", "dim")}
+
+
+def doctor_report(data: dict[str, Any], verbose: bool = False) -> None:
+    """`halton-meter doctor`: one line per check in the report's order, the fix under each problem, and a
+    footer counting issues. Takes the `--json` document, so both outputs always agree."""
+    console = _console()
+    checks = data["checks"]
+    width = max((len(c["title"]) for c in checks), default=0)
+    for check in checks:
+        mark, style = _DOCTOR_MARK.get(check["status"], ("?", ""))
+        text = Text.assemble((f"{mark} ", style), (f"{check['title']:<{width}}", "bold"), "  ", check["summary"])
+        console.print(text, soft_wrap=True)
+        for hop in check["details"].get("hops", ()) if isinstance(check["details"], dict) else ():
+            hop_mark, hop_style = _HOP_MARK.get(hop.get("status"), ("?", ""))
+            console.print(Text.assemble("    ", (f"{hop_mark} ", hop_style), (f"{hop.get('hop', '?'):<7}", "bold"),
+                                        str(hop.get("detail", ""))), soft_wrap=True)
+        if check.get("fix") and check["status"] not in ("ok", "skip"):
+            console.print(Text(f"    fix: {check['fix']}", style="cyan"), soft_wrap=True)
+        if verbose:
+            console.print(Text(f"    {check['id']} · {check['duration_ms']} ms", style="dim"), soft_wrap=True)
+            for key, value in check["details"].items():
+                if key != "hops":
+                    shown = value if isinstance(value, str) else json.dumps(value)
+                    console.print(Text(f"    {key}: {shown}", style="dim"), soft_wrap=True)
+    counts = data["summary"]
+    parts = [f"{counts['ok']} ok", f"{counts['warn']} warning{'s' if counts['warn'] != 1 else ''}",
+             f"{counts['fail']} failed", f"{counts['skip']} skipped",
+             f"{counts['error']} error{'s' if counts['error'] != 1 else ''}"]
+    console.print()
+    console.print(Text(f"{len(checks)} check{'s' if len(checks) != 1 else ''}: " + " · ".join(parts)),
+                  soft_wrap=True)
+    problems = counts["fail"] + counts["error"]
+    if problems:
+        console.print(Text(f"{problems} problem{'s' if problems != 1 else ''} found: apply the fix under each, then "
+                           "run `halton-meter doctor` again.", style="bold red"), soft_wrap=True)
+    elif counts["warn"]:
+        console.print(Text(f"No problems; {counts['warn']} warning{'s' if counts['warn'] != 1 else ''} worth a look.",
+                           style="bold yellow"), soft_wrap=True)
+    else:
+        console.print(Text("No problems found.", style="bold green"), soft_wrap=True)

@@ -428,6 +428,8 @@ class PlatformInstaller(Protocol):
     id: str
     kind: str
     """`systemd`, `launchd`, `task-scheduler` or `builtin` (no service manager: a detached supervisor)."""
+    supports_system_proxy: bool
+    """Whether `init --full` can set the OS proxy here (checked before any step runs)."""
 
     def describe(self) -> str: ...
 

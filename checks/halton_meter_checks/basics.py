@@ -1,46 +1,81 @@
-"""Checks on the home directory, the configuration and the CA: the ground everything else stands on."""
+"""The ground everything else stands on: the configuration, the home directory and the disk under it."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import stat
+from pathlib import Path
 from typing import Any
 
 from halton_meter import hookimpl
 from halton_meter.types import Check, CheckContext, CheckResult
 
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+DISK_WARN_BYTES = 1 * GiB
+DISK_FAIL_BYTES = 100 * MiB
+
 
 def check_config(ctx: CheckContext) -> CheckResult:
     if ctx.config_error:
-        return CheckResult("error", ctx.config_error, fix=f"edit {ctx.paths.config} and fix the line named")
+        return CheckResult("fail", ctx.config_error,
+                           fix=f"edit {ctx.paths.config} where the message points, then run `halton-meter doctor` again",
+                           details={"path": str(ctx.paths.config)})
     if ctx.config is None or ctx.config.source is None:
-        return CheckResult("ok", "no config.toml; using defaults")
-    return CheckResult("ok", f"{ctx.config.source} is valid")
+        return CheckResult("ok", f"no {ctx.paths.config}: using the defaults")
+    return CheckResult("ok", f"{ctx.config.source} is valid", details={"path": str(ctx.config.source)})
 
 
 def check_home(ctx: CheckContext) -> CheckResult:
     home = ctx.paths.home
     if not home.exists():
-        return CheckResult("warn", f"{home} does not exist yet", fix="halton-meter serve  (creates it)")
-    mode = stat.S_IMODE(home.stat().st_mode)
+        return CheckResult("warn", f"{home} does not exist yet", fix="halton-meter init  (creates it, mode 0700)")
+    if not home.is_dir():
+        return CheckResult("fail", f"{home} is not a directory",
+                           fix=f"mv {home} {home}.old && halton-meter init")
+    st = home.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    details = {"path": str(home), "mode": f"{mode:04o}"}
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return CheckResult("fail", f"{home} belongs to another user (uid {st.st_uid})",
+                           fix=f"set HALTON_METER_HOME to a directory of your own, or: sudo chown -R $USER {home}",
+                           details=details)
     if mode & 0o077:
-        return CheckResult("error", f"{home} is readable by others (mode {mode:04o})", fix=f"chmod 700 {home}")
-    return CheckResult("ok", f"{home} (mode {mode:04o})")
+        return CheckResult("fail", f"{home} is open to other users (mode {mode:04o}); it holds the CA key and "
+                           "your usage", fix=f"chmod 700 {home}", details=details)
+    if not os.access(home, os.W_OK | os.X_OK):
+        return CheckResult("fail", f"{home} is not writable by you (mode {mode:04o})", fix=f"chmod 700 {home}",
+                           details=details)
+    return CheckResult("ok", f"{home} (mode {mode:04o})", details=details)
 
 
-def check_ca(ctx: CheckContext) -> CheckResult:
-    from halton_meter.ca import CAProblem, inspect_ca
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
-    try:
-        info = inspect_ca(ctx.paths)
-    except CAProblem as exc:
-        return CheckResult("error", str(exc), fix=exc.fix)
-    if info is None:
-        return CheckResult("warn", "no CA yet", fix="halton-meter serve  (creates one)")
-    return CheckResult("ok", f"CA valid until {info['not_after']}", details=info)
+
+def _size(n: float) -> str:
+    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / MiB:.0f} MiB"
+
+
+def check_disk(ctx: CheckContext) -> CheckResult:
+    where = _existing(ctx.paths.home)
+    usage = shutil.disk_usage(where)
+    details = {"path": str(where), "free_bytes": usage.free, "total_bytes": usage.total}
+    text = f"{_size(usage.free)} free on the filesystem holding {ctx.paths.home}"
+    fix = (f"free space on the disk holding {ctx.paths.home} (the database, WAL and logs live there), or point "
+           "HALTON_METER_HOME at a larger disk")
+    if usage.free < DISK_FAIL_BYTES:
+        return CheckResult("fail", f"only {text}: database writes will start failing", fix=fix, details=details)
+    if usage.free < DISK_WARN_BYTES:
+        return CheckResult("warn", f"only {text} (under 1 GiB)", fix=fix, details=details)
+    return CheckResult("ok", text, details=details)
 
 
 @hookimpl
 def halton_register_checks(register: Any) -> None:
     register(Check("check.config", "configuration", check_config))
-    register(Check("check.home", "home directory", check_home, requires=("check.config",)))
-    register(Check("check.ca", "certificate authority", check_ca, requires=("check.home",)))
+    register(Check("check.home", "home directory", check_home))
+    register(Check("check.disk", "disk space", check_disk))

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("halton_meter.cli.plugins", "List loaded plugins and what they provide."),
     "prices": ("halton_meter.cli.prices", "Show what the meter charges for a model, and the price source."),
     "reprice": ("halton_meter.cli.reprice", "Recompute stored costs with current prices; report changes."),
+    "doctor": ("halton_meter.cli.doctor", "Check the setup read-only; say exactly what is off and how to fix it."),
 }
 
 EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {int(code):>3}  {text}" for code, text in EXIT_CODE_HELP.items())

@@ -31,15 +31,12 @@ def service_env(paths: Paths) -> dict[str, str]:
 
 
 def pid_alive(pid: Any) -> bool:
+    """Is there a process with this pid? (psutil, not `os.kill(pid, 0)`, which on Windows kills it.)"""
     if not isinstance(pid, int) or pid <= 0:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    import psutil
+
+    return bool(psutil.pid_exists(pid))
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,8 @@ def trust(ctx: Any) -> None:
 
 
 def services_ok(ctx: Any) -> bool:
-    return bool(ctx.state.for_step("init.service")) and ctx.installer.service_state(ctx).installed \
-        and ctx.state.installer == ctx.installer.id
+    # Installing is idempotent and cheap, and re-running it picks up a new interpreter path or port.
+    return False
 
 
 def install_services(ctx: Any) -> None:
@@ -119,7 +119,7 @@ def environment_ok(ctx: Any) -> bool:
 def set_environment(ctx: Any) -> None:
     env = client_env(ctx)
     changed = []
-    if ctx.options.shell_rc:
+    if ctx.options.shell_rc and ctx.platform.system != "windows":  # Windows shells read HKCU\Environment
         for rc in rc_files(ctx):
             if ctx.add_block(rc, shell_block(env)):
                 changed.append(str(rc))
@@ -132,7 +132,7 @@ def set_environment(ctx: Any) -> None:
 
 
 def system_proxy_ok(ctx: Any) -> bool:
-    return bool(ctx.state.for_step("init.system-proxy"))
+    return False  # idempotent: re-applying follows a changed edge port
 
 
 def set_system_proxy(ctx: Any) -> None:

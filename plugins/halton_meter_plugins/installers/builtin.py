@@ -29,6 +29,7 @@ STOP_TIMEOUT = 40.0
 class BuiltinSupervisor:
     id = "installer.builtin"
     kind = "builtin"
+    supports_system_proxy = False
 
     def __init__(self, platform: PlatformInfo) -> None:
         self.platform = platform

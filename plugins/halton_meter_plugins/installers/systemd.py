@@ -65,6 +65,7 @@ WantedBy=default.target
 class SystemdInstaller:
     id = "installer.systemd"
     kind = "systemd"
+    supports_system_proxy = False
 
     def __init__(self, platform: PlatformInfo) -> None:
         self.platform = platform

@@ -1,0 +1,149 @@
+"""The running meter: the edge (the proxy port tools use), the core behind it, the loopback API, and the
+service that keeps them up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from halton_meter import __version__, hookimpl
+from halton_meter.lifecycle.services import api_healthy, pid_alive
+from halton_meter.runtime import port_answers
+from halton_meter.stats import CORE_STATS, read_stats
+from halton_meter.types import Check, CheckContext, CheckResult
+from halton_meter_checks._support import ago, runtime
+
+STALE_STATS_S = 15.0
+"""Counters are published every 2 s; older than this means the process is gone or wedged."""
+
+
+def _start_fix(ctx: CheckContext) -> str:
+    if getattr(ctx.state, "mode", None):
+        return "halton-meter start"
+    return "halton-meter init  (installs and starts the meter as a service), or `halton-meter serve` in a terminal"
+
+
+def check_edge(ctx: CheckContext) -> CheckResult:
+    data = runtime(ctx)
+    if data is None:
+        return CheckResult("fail", f"no meter is running for {ctx.paths.home} (no {ctx.paths.runtime.name})",
+                           fix=_start_fix(ctx))
+    port, pid = data["edge_port"], data.get("pid")
+    details = {"edge_port": port, "api_port": data.get("api_port"), "pid": pid, "version": data.get("version")}
+    answers = port_answers(port)
+    if not pid_alive(pid):
+        if answers:
+            return CheckResult("fail", f"127.0.0.1:{port} answers, but the meter that wrote {ctx.paths.runtime} "
+                               f"(pid {pid}) is gone: another process holds the port", fix=_start_fix(ctx),
+                               details=details)
+        return CheckResult("fail", f"the meter (pid {pid}) has exited; {ctx.paths.runtime} is stale",
+                           fix=_start_fix(ctx), details=details)
+    if not answers:
+        return CheckResult("fail", f"the meter (pid {pid}) runs but its proxy port 127.0.0.1:{port} does not answer",
+                           fix="halton-meter restart  (why: halton-meter logs)", details=details)
+    version = data.get("version")
+    if version and version != __version__:
+        return CheckResult("warn", f"listening on 127.0.0.1:{port}, but the running meter is version {version} and "
+                           f"this command is {__version__}", fix="halton-meter restart", details=details)
+    return CheckResult("ok", f"listening on 127.0.0.1:{port} (pid {pid})", details=details)
+
+
+def _core_state(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("port"), int) else None
+
+
+def check_core(ctx: CheckContext) -> CheckResult:
+    state = _core_state(ctx.paths.core_state)
+    unmetered = "provider calls pass through unmetered (counted as gaps) until it is back"
+    fix = "halton-meter restart  (why it stopped: halton-meter logs)"
+    if state is None:
+        return CheckResult("fail", f"the core is not running (no {ctx.paths.core_state}): {unmetered}", fix=fix)
+    port, pid = state["port"], state.get("pid")
+    details = {"port": port, "pid": pid}
+    if not port_answers(port):
+        why = "has exited" if not pid_alive(pid) else "does not answer"
+        return CheckResult("fail", f"the core (pid {pid}) {why} on 127.0.0.1:{port}: {unmetered}; the supervisor "
+                           "restarts it with backoff", fix=fix, details=details)
+    stats = read_stats(ctx.paths.run_dir / CORE_STATS)
+    if stats is not None and stats.get("pid") == pid and stats["age_s"] > STALE_STATS_S:
+        return CheckResult("warn", f"the core answers on 127.0.0.1:{port} but has not published its counters for "
+                           f"{ago(stats['age_s'])} (wedged?)", fix=fix, details=details)
+    return CheckResult("ok", f"answering on 127.0.0.1:{port} (pid {pid})", details=details)
+
+
+def check_api(ctx: CheckContext) -> CheckResult:
+    data = runtime(ctx) or {}
+    port = data.get("api_port")
+    if not isinstance(port, int):
+        return CheckResult("fail", f"{ctx.paths.runtime} names no API port", fix="halton-meter restart")
+    if api_healthy(port):
+        return CheckResult("ok", f"/health answers on 127.0.0.1:{port}", details={"api_port": port})
+    return CheckResult("fail", f"the API on 127.0.0.1:{port} does not answer /health (status, reports and the "
+                       "dashboard need it)", fix="halton-meter restart  (why: halton-meter logs)",
+                       details={"api_port": port})
+
+
+def _state(ctx: CheckContext) -> tuple[Any, str | None]:
+    if ctx.state is not None:
+        return ctx.state, None
+    from halton_meter.errors import HaltonError
+    from halton_meter.lifecycle.context import STATE_FILE
+    from halton_meter.lifecycle.state import SystemState
+
+    try:
+        return SystemState.load(ctx.paths.home / STATE_FILE), None
+    except HaltonError as exc:
+        return None, exc.message
+
+
+def check_supervisor(ctx: CheckContext) -> CheckResult:
+    state, error = _state(ctx)
+    if error is not None:
+        from halton_meter.lifecycle.context import STATE_FILE
+
+        path = ctx.paths.home / STATE_FILE
+        return CheckResult("fail", error, fix=f"mv {path} {path}.broken && halton-meter init")
+    data = runtime(ctx)
+    if not getattr(state, "mode", None):
+        if data is not None and pid_alive(data.get("pid")):
+            return CheckResult("warn", f"no service installed: the meter runs under `halton-meter serve` (pid "
+                               f"{data.get('pid')}) and stops with it", fix="halton-meter init  (installs a service "
+                               "that starts at login and restarts the meter)", details={"mode": None})
+        return CheckResult("warn", "no service installed (`halton-meter init` has not run)",
+                           fix="halton-meter init", details={"mode": None})
+    if ctx.installer is None:
+        return CheckResult("fail", "no installer plugin handles this platform, so the service cannot be managed",
+                           fix="halton-meter plugins  (an installer plugin may have failed to load)",
+                           details={"mode": state.mode})
+    from halton_meter.lifecycle.commands import SystemRunner
+    from halton_meter.lifecycle.init import InitContext, InitOptions
+
+    # service_state only reads (systemctl is-active, launchctl print, a pid): the init context is its input.
+    init_ctx = InitContext(paths=ctx.paths, config=ctx.config, options=InitOptions(mode=state.mode, dry_run=True),
+                           runner=ctx.runner or SystemRunner(), installer=ctx.installer, platform=ctx.platform,
+                           user_home=Path.home(), state=state)
+    service = ctx.installer.service_state(init_ctx)
+    details = {"mode": state.mode, "installer": ctx.installer.id, "installed": service.installed,
+               "running": service.running}
+    if state.installer and state.installer != ctx.installer.id:
+        return CheckResult("warn", f"init set up {state.installer}, but this machine now uses {ctx.installer.id}",
+                           fix="halton-meter init", details=details)
+    if not service.installed:
+        return CheckResult("fail", f"{service.detail}: the service init installed is gone",
+                           fix=service.fix or "halton-meter init", details=details)
+    if not service.running:
+        return CheckResult("fail", service.detail, fix=service.fix or "halton-meter start", details=details)
+    return CheckResult("ok", f"{service.detail} ({state.mode} mode)", details=details)
+
+
+@hookimpl
+def halton_register_checks(register: Any) -> None:
+    register(Check("check.edge", "proxy (edge)", check_edge))
+    register(Check("check.core", "core (mitmproxy)", check_core, requires=("check.edge",)))
+    register(Check("check.api", "loopback API", check_api, requires=("check.edge",)))
+    register(Check("check.supervisor", "service", check_supervisor))

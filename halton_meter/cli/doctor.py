@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import click
+
+from halton_meter.doctor import DEFAULT_TIMEOUT
+
+
+@click.command("doctor")
+@click.option("--only", "only", multiple=True, metavar="ID",
+              help="Run only this check (repeatable), e.g. --only check.core. Ids: `halton-meter doctor --json`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema above).")
+@click.option("--curl", "curl", is_flag=True,
+              help="Also send one real HTTPS request through the running proxy to the meter's loopback canary and "
+                   "show each hop: edge CONNECT, TLS issuer, the core's answer, the record landing. Uses curl when "
+                   "installed, else Python. Its record is a self-test row, left out of reports.")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=300), default=DEFAULT_TIMEOUT, show_default=True,
+              metavar="SECONDS", help="Time limit per check; a check that runs longer is an error row.")
+@click.option("-v", "--verbose", is_flag=True, help="Also show each check's id, duration and details.")
+def command(only: tuple[str, ...], as_json: bool, curl: bool, timeout: float, verbose: bool) -> int:
+    """Check that everything the meter needs is in place, and say how to fix what is not.
+
+    Read-only: the doctor never repairs anything (repairs go through `halton-meter init`). Each row is a
+    check from a plugin (configuration, home, disk, CA, trust bundle, proxy and NO_PROXY variables, edge,
+    core, API, service, database, writes, gaps, plugins, running AI clients). Checks run concurrently; one
+    that crashes or runs past --timeout becomes an `error` row and the others still run. A check whose
+    requirement did not pass is skipped.
+
+    \b
+    Exit codes:
+        0  no check failed (warnings allowed)
+        2  bad arguments (e.g. an unknown --only id)
+        6  at least one check failed or could not run (fail or error);
+           an invalid config.toml is such a row, not exit 2
+
+    \b
+    --json prints one object (schema version 1):
+      {"version": 1,
+       "verdict": "ok" | "issues",        # "issues" when any check is fail or error
+       "summary": {"ok": N, "warn": N, "fail": N, "skip": N, "error": N},
+       "checks": [{"id": "check.core",     # stable, dotted; what --only takes
+                   "title": "core (mitmproxy)",
+                   "status": "ok" | "warn" | "fail" | "skip" | "error",
+                   "summary": "one line",
+                   "fix": "a command or one sentence" | null,
+                   "details": {...},          # check-specific facts
+                   "duration_ms": N}, ...]}
+    Rows come in a fixed order: each after the checks it requires, ties by id.
+    """
+    from halton_meter import terminal
+    from halton_meter.doctor import run_doctor
+
+    report = run_doctor(only, curl=curl, timeout=timeout)
+    data = report.to_json()
+    if as_json:
+        terminal.print_json(data)
+    else:
+        terminal.doctor_report(data, verbose=verbose)
+    return int(report.exit_code)
