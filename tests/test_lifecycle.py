@@ -291,3 +291,40 @@ def test_foreground_serve_is_healthy_and_unsupervised(machine: Machine) -> None:
 def test_uninstall_include_logs_needs_purge(machine: Machine) -> None:
     result = machine.cli("uninstall", "--include-logs")
     assert result.returncode == 2 and "use it together with --purge" in result.stderr
+
+
+def test_a_taken_default_port_is_replaced_and_saved_but_a_configured_one_is_an_error(tmp_path: Path) -> None:
+    import dataclasses
+
+    from halton_meter.config import load_config
+    from halton_meter.errors import HaltonError
+    from halton_meter.lifecycle.commands import RecordingRunner
+    from halton_meter.lifecycle.init import InitContext, InitOptions
+    from halton_meter.lifecycle.state import SystemState
+    from halton_meter.types import PlatformInfo
+    from halton_meter_plugins.init_steps import choose_ports, ports_ok
+
+    paths = Paths(tmp_path / "home")
+    paths.home.mkdir(mode=0o700)
+    holder = socket.create_server(("127.0.0.1", 0))
+    taken = holder.getsockname()[1]
+    try:
+        config = dataclasses.replace(load_config(paths), edge_port=taken, api_port=free_port())
+        ctx = InitContext(paths=paths, config=config, options=InitOptions(), runner=RecordingRunner(),
+                          installer=None, platform=PlatformInfo("linux"), user_home=tmp_path, state=SystemState())
+        ctx.current_step = "init.ports"
+        assert not ports_ok(ctx)
+        choose_ports(ctx)
+        assert ctx.config.edge_port not in (taken, 0) and ports_ok(ctx)
+        assert f"port = {ctx.config.edge_port}" in paths.config.read_text()
+        assert ctx.notes[-1].startswith(f"port {taken} (edge) is in use by PID {os.getpid()}")
+        assert [c.kind for c in ctx.state.changes] == ["file"]  # recorded: uninstall removes it again
+
+        paths.config.write_text(f"[edge]\nport = {taken}\n")
+        explicit = InitContext(paths=paths, config=load_config(paths), options=InitOptions(),
+                               runner=RecordingRunner(), installer=None, platform=PlatformInfo("linux"),
+                               user_home=tmp_path, state=SystemState())
+        with pytest.raises(HaltonError, match=rf"port {taken} \(edge, set in .*config.toml\) is in use by PID"):
+            choose_ports(explicit)
+    finally:
+        holder.close()

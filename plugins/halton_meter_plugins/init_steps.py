@@ -70,6 +70,77 @@ def make_bundle(ctx: Any) -> None:
     ctx.notes.append(f"trust bundle {ctx.paths.client_bundle}")
 
 
+# ---- ports --------------------------------------------------------------------------------------------------
+
+FALLBACK_OFFSET = 10000
+
+
+def _busy(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ours(ctx: Any) -> dict[str, Any] | None:
+    health = probe(ctx.paths)
+    return health.runtime if health.running and health.supervisor_alive else None
+
+
+def _port_conflicts(ctx: Any) -> list[tuple[str, str, int]]:
+    runtime = _ours(ctx) or {}
+    conflicts = []
+    for role, key, port in (("edge", "edge_port", ctx.config.edge_port), ("api", "api_port", ctx.config.api_port)):
+        if port and runtime.get(key) != port and _busy(port):
+            conflicts.append((role, key, port))
+    return conflicts
+
+
+def ports_ok(ctx: Any) -> bool:
+    return not _port_conflicts(ctx)
+
+
+def choose_ports(ctx: Any) -> None:
+    """A port the configuration names explicitly is the user's choice: if it is taken, stop and say so.
+    A default port that is taken is replaced by a free one, saved in config.toml (the one place every
+    consumer reads), and said out loud: never a silent change."""
+    from halton_meter.config import load_config
+    from halton_meter.supervisor import port_holder
+
+    explicit = (ctx.config.source.read_text() if ctx.config.source else "")
+    lines = []
+    for role, _key, port in _port_conflicts(ctx):
+        holder = port_holder(port) or "another process"
+        if f"[{role}]" in explicit:
+            raise HaltonError(f"port {port} ({role}, set in {ctx.paths.config}) is in use by {holder}; "
+                              f"stop it or set another [{role}] port in config.toml")
+        candidate = port + FALLBACK_OFFSET
+        if candidate > 65535 or _busy(candidate):
+            candidate = _free_port()
+        lines.append(f"[{role}]\nport = {candidate}\n")
+        ctx.notes.append(f"port {port} ({role}) is in use by {holder}; using {candidate} instead "
+                         f"(saved in {ctx.paths.config})")
+    if lines:
+        previous = explicit
+        separator = "\n" if previous and not previous.endswith("\n") else ""
+        header = "" if previous else "# Written by `halton-meter init`: the default ports were taken.\n"
+        ctx.write_file(ctx.paths.config, previous + separator + header + "\n".join(lines), mode=0o600)
+        ctx.config = load_config(ctx.paths)
+
+
 # ---- OS trust, services ---------------------------------------------------------------------------------
 
 
@@ -173,9 +244,10 @@ STEPS = (
     InitStep("init.ca", "certificate authority", ca_ok, make_ca, requires=("init.home",)),
     InitStep("init.trust-bundle", "trust bundle for clients", bundle_ok, make_bundle, requires=("init.ca",)),
     InitStep("init.os-trust", "OS trust for the CA", trusted, trust, requires=("init.ca",)),
-    InitStep("init.service", "service", services_ok, install_services, requires=("init.home",)),
+    InitStep("init.ports", "proxy and API ports", ports_ok, choose_ports, requires=("init.home",)),
+    InitStep("init.service", "service", services_ok, install_services, requires=("init.home", "init.ports")),
     InitStep("init.environment", "environment for new shells and apps", environment_ok, set_environment,
-             requires=("init.trust-bundle",), modes=("apps", "full")),
+             requires=("init.trust-bundle", "init.ports"), modes=("apps", "full")),
     InitStep("init.system-proxy", "system proxy", system_proxy_ok, set_system_proxy,
              requires=("init.environment",), modes=("full",)),
     InitStep("init.start", "start the meter", running, start, undo=stop,
