@@ -77,6 +77,11 @@ class Paths:
         return self.run_dir / "core.json"
 
     @property
+    def spool(self) -> Path:
+        """Durable buffers: records not yet committed (`records.jsonl`) and the edge's gaps (`gaps.jsonl`)."""
+        return self.home / "spool"
+
+    @property
     def logs(self) -> Path:
         return self.home / "logs"
 

@@ -28,7 +28,7 @@ from mitmproxy import http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from halton_meter.attribution import UNATTRIBUTED, AttributionService, client_name
-from halton_meter.core.records import Observed, build_record
+from halton_meter.core.records import Observed, build_record, provisional_record
 from halton_meter.core.routing import RoutingTable
 from halton_meter.types import (
     Attribution,
@@ -78,6 +78,7 @@ class FlowMeter:
     request_problem: str | None = None
     finished: bool = False
     user_agent: str | None = None
+    record_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 class MeterAddon:
@@ -97,6 +98,7 @@ class MeterAddon:
         self.connections: dict[str, ConnectionInfo] = {}
         self.in_flight = 0
         self.metered = 0
+        self.shutting_down = False
         self._pending_submits: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -191,6 +193,9 @@ class MeterAddon:
             if local is not None:
                 status, response_headers, response_body = local
                 flow.response = http.Response.make(status, response_body, response_headers)
+            else:
+                self.submit(provisional_record(meter.record_id, meter.provider, meter.endpoint, meter.facts,
+                                               flow.request.method, meter.host, flow.request.path, meter.started_at))
             if not encoding:  # never re-encode a client's compressed body just to add a field
                 replacement = meter.provider.rewrite_request(meter.endpoint, meter.facts, body)
                 if replacement is not None:
@@ -312,14 +317,15 @@ class MeterAddon:
             request_problem=meter.request_problem,
             connection_error=error_msg,
             client_gone=bool(error_msg and "client" in error_msg.lower()),
+            shutdown=self.shutting_down,
             response_request_id=response.headers.get("request-id") if response is not None else None,
             user_agent_client=client_name(meter.user_agent),
         )
-        return build_record(meter.provider, meter.endpoint, meter.facts, outcome, seen)
+        return build_record(meter.provider, meter.endpoint, meter.facts, outcome, seen, record_id=meter.record_id)
 
     def _degraded_record(self, flow: http.HTTPFlow, meter: FlowMeter, reason: str) -> CallRecord:
         return CallRecord(
-            id=str(uuid.uuid4()),
+            id=meter.record_id,
             started_at=meter.started_at,
             ended_at=utc_iso(),
             provider=meter.provider.name,

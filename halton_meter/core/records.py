@@ -48,12 +48,15 @@ class Observed:
     request_problem: str | None = None
     connection_error: str | None = None
     client_gone: bool = False
+    shutdown: bool = False
+    """The core was stopping and the grace period ran out before the call ended."""
     response_request_id: str | None = None
     user_agent_client: str | None = None
 
 
 def build_record(
-    provider: Provider, endpoint: Endpoint, facts: RequestFacts, outcome: ParseOutcome, seen: Observed
+    provider: Provider, endpoint: Endpoint, facts: RequestFacts, outcome: ParseOutcome, seen: Observed,
+    record_id: str | None = None,
 ) -> CallRecord:
     extra = dict(outcome.extra)
     complete = outcome.complete and seen.eof and seen.decode_failure is None
@@ -68,7 +71,9 @@ def build_record(
         error_type = error_type or "network"
         incomplete_reason = incomplete_reason or "no_response"
     elif not seen.eof:
-        if seen.client_gone:
+        if seen.shutdown:
+            incomplete_reason = "shutdown"
+        elif seen.client_gone:
             incomplete_reason = "client_disconnected"
         if seen.connection_error:
             extra.setdefault("connection_error", seen.connection_error[:200])
@@ -87,7 +92,7 @@ def build_record(
     if facts.usage_injected:
         extra["usage_injected"] = True
     return CallRecord(
-        id=str(uuid.uuid4()),
+        id=record_id or str(uuid.uuid4()),
         started_at=seen.started_at,
         ended_at=seen.ended_at,
         provider=provider.name,
@@ -117,5 +122,26 @@ def build_record(
         client=seen.user_agent_client,
         provider_request_id=outcome.provider_request_id or seen.response_request_id,
         extra=extra,
+        price_provider_id=facts.price_provider_id or provider.price_provider_id,
+    )
+
+
+def provisional_record(record_id: str, provider: Provider, endpoint: Endpoint, facts: RequestFacts,
+                       method: str, host: str, path: str, started_at: str) -> CallRecord:
+    """The row written when a request is forwarded, replaced by the final one when the call ends; if the
+    core dies first, start-up marks it `core_crash`, so a crash leaves a visibly incomplete row."""
+    return CallRecord(
+        id=record_id,
+        started_at=started_at,
+        provider=provider.name,
+        endpoint_kind=endpoint.kind,
+        host=host,
+        method=method,
+        path=redact_path(path, CREDENTIAL_QUERY_PARAMS | {p.lower() for p in provider.secret_query_params}),
+        model=facts.model_requested,
+        model_requested=facts.model_requested,
+        billable=endpoint.billable,
+        incomplete_reason="in_progress",
+        billing=facts.billing or provider.billing,
         price_provider_id=facts.price_provider_id or provider.price_provider_id,
     )

@@ -90,6 +90,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
         drained = await addon.drain(config.shutdown_grace_seconds)
         if not drained:
             log.warning("grace period over; cutting remaining calls", in_flight=addon.in_flight)
+            addon.shutting_down = True  # their records say `shutdown`
         master.shutdown()
 
     def on_signal() -> None:
@@ -105,7 +106,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
         stats = writer.stats
         return {
             "writer": {"submitted": stats.submitted, "committed": stats.committed, "dropped": stats.dropped,
-                       "pending": writer.pending, "write_errors": stats.write_errors,
+                       "pending": writer.pending, "spooled": stats.spooled, "write_errors": stats.write_errors,
                        "last_error": stats.last_error, "last_error_at": stats.last_error_at,
                        "hook_errors": stats.hook_errors},
             "calls": {"in_flight": addon.in_flight, "metered": addon.metered},
@@ -142,8 +143,14 @@ def main() -> int:
         log.error("plugin failed to load", plugin=plugin.name, error=plugin.error)
     _ = host.registries  # collect now, so a broken plugin is reported before traffic arrives
     writer = Writer(
-        config.paths.db, on_committed=lambda r: host.hook.halton_usage_recorded(record=r), pricer=Pricer(config)
-    ).start()
+        config.paths.db, on_committed=lambda r: host.hook.halton_usage_recorded(record=r), pricer=Pricer(config),
+        spool_dir=config.paths.spool,
+    )
+    try:
+        writer.recover()
+    except Exception as exc:  # a spool we cannot replay must not stop metering: it stays for next time
+        log.error("could not replay the spool at start", error=f"{type(exc).__name__}: {exc}")
+    writer.start()
     try:
         code = asyncio.run(serve_core(config, host, writer))
     except HaltonError as exc:

@@ -141,7 +141,8 @@ def _totals(row: sa.Row[Any]) -> Totals:
 def build_report(engine: Engine, since: str, until: str) -> Report:
     """Totals and breakdowns for calls with since <= started_at < until (UTC ISO strings)."""
     # Self-tests (init, doctor --curl) are the meter checking itself, not a call anyone paid for.
-    window = sa.and_(calls.c.started_at >= since, calls.c.started_at < until, calls.c.endpoint_kind != "self_test")
+    window = sa.and_(calls.c.started_at >= since, calls.c.started_at < until, calls.c.endpoint_kind != "self_test",
+                     calls.c.incomplete_reason.is_distinct_from("in_progress"))
     model = sa.func.coalesce(calls.c.model, calls.c.model_requested, "(unknown)")
     with engine.connect() as conn:
         totals = _totals(conn.execute(sa.select(*_aggregates()).where(window)).one())

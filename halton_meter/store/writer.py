@@ -1,41 +1,66 @@
 """The single writer: a thread fed by a bounded queue, pricing records and committing them in batches.
 
-The proxy's event loop only ever calls `submit`, which never blocks. Rows are inserted with
-`INSERT OR IGNORE` keyed by our own UUID, so a retried batch never duplicates a row. A batch leaves the
-writer's hands only after its transaction commits; on SQLITE_BUSY or I/O errors it is retried with
-backoff. A record that cannot even be queued is counted (`dropped`), never silently lost.
+The proxy's event loop only ever calls `submit`, which never blocks. The contract:
+
+* **Idempotent by our UUID.** A call is written twice: a provisional row when the request is forwarded
+  (`incomplete_reason = "in_progress"`) and the final row when it ends; the final one replaces the
+  provisional one, a provisional one never replaces a final one, and a replayed batch never duplicates.
+* **Nothing is dropped before it commits.** A batch that fails to commit (SQLITE_BUSY, disk full,
+  read-only, I/O error) is first appended to the spool file (`spool/records.jsonl`, fsynced) and then
+  retried with backoff until it commits; the spool is replayed at start and emptied only once everything
+  in it has committed.
+* **What cannot even be queued is counted.** When the queue is full, the record is counted as dropped
+  and written later as a gap row (`reason = writer_queue_full`), never silently lost.
+* **The WAL stays bounded:** a `wal_checkpoint(TRUNCATE)` runs every 30 s.
+* Gaps the edge recorded (`spool/gaps.jsonl`, calls passed through unmetered) are ingested into the
+  `gaps` table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import json
+import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import sqlalchemy as sa
 import structlog
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from halton_meter.pricing import Pricer
-from halton_meter.store.schema import calls, make_engine
+from halton_meter.store.schema import calls, gaps, make_engine
 from halton_meter.types import CallRecord
 
 log = structlog.get_logger("halton_meter.writer")
 
 BATCH_MAX = 500
+CHECKPOINT_EVERY = 30.0
+GAP_INGEST_EVERY = 2.0
+IN_PROGRESS = "in_progress"
 _STOP = object()
+_RECORD_FIELDS = {f.name for f in dataclasses.fields(CallRecord)}
 
 
 def utc_now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def row_for(record: CallRecord, recorded_at: str) -> dict[str, object]:
-    row = {c.name: getattr(record, c.name) for c in calls.columns if c.name not in ("recorded_at",)}
+def row_for(record: CallRecord, recorded_at: str) -> dict[str, Any]:
+    row = {c.name: getattr(record, c.name) for c in calls.columns if c.name != "recorded_at"}
     row["recorded_at"] = recorded_at
     return row
+
+
+def record_from_json(data: dict[str, Any]) -> CallRecord:
+    return CallRecord(**{k: v for k, v in data.items() if k in _RECORD_FIELDS})
 
 
 @dataclass
@@ -43,12 +68,16 @@ class WriterStats:
     submitted: int = 0
     committed: int = 0
     dropped: int = 0
-    """Records that could not be queued (queue full): counted gaps."""
+    """Records that could not be queued (queue full): written as gap rows once the database takes writes."""
+    spooled: int = 0
+    """Records in the spool file that have not committed yet."""
     write_errors: int = 0
     hook_errors: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
     batches: int = 0
+    replayed: int = 0
+    gaps_ingested: int = 0
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -59,6 +88,7 @@ class Writer:
         on_committed: Callable[[CallRecord], None] | None = None,
         pricer: Pricer | None = None,
         max_queue: int = 10_000,
+        spool_dir: Path | None = None,
     ) -> None:
         self._engine = make_engine(db_path, immediate=True)
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
@@ -66,6 +96,12 @@ class Writer:
         self._pricer = pricer or Pricer()
         self._thread = threading.Thread(target=self._run, name="halton-meter-writer", daemon=True)
         self._stopping = threading.Event()
+        self._spool_dir = spool_dir or db_path.parent / "spool"
+        self._spool = self._spool_dir / "records.jsonl"
+        self._dropped: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._last_checkpoint = time.monotonic()
+        self._last_gap_ingest = 0.0
         self.stats = WriterStats()
 
     # ---- producer side (event loop) --------------------------------------------------------------
@@ -75,11 +111,15 @@ class Writer:
         return self
 
     def submit(self, record: CallRecord) -> bool:
-        """Queue a record without blocking. False when the queue is full (the record is counted as lost)."""
+        """Queue a record without blocking. False when the queue is full (the record is counted as a gap)."""
         try:
             self._queue.put_nowait(record)
         except queue.Full:
             self.stats.dropped += 1
+            with self._lock:
+                if len(self._dropped) < 100_000:
+                    self._dropped.append({"host": record.host, "project": record.project, "client": record.client,
+                                          "at": record.started_at})
             log.error("writer queue full; record counted as a gap", record_id=record.id)
             return False
         self.stats.submitted += 1
@@ -99,7 +139,10 @@ class Writer:
         return self._queue.unfinished_tasks == 0
 
     def close(self, timeout: float = 10.0) -> bool:
-        """Flush what is queued (up to `timeout`) and stop. True when nothing was left behind."""
+        """Flush what is queued (up to `timeout`) and stop. True when nothing was left behind.
+
+        A batch that cannot commit before the deadline stays in the spool and is replayed at next start.
+        """
         self._stopping.set()
         try:
             self._queue.put(_STOP, timeout=timeout)
@@ -112,13 +155,50 @@ class Writer:
         self._engine.dispose()
         return left == 0 and not self._thread.is_alive()
 
+    # ---- start-up --------------------------------------------------------------------------------
+
+    def recover(self) -> dict[str, int]:
+        """At start, before serving: replay the spool, ingest gaps, and mark calls a crashed core left in
+        progress. Returns counts of each."""
+        replayed = self._replay_spool()
+        ingested = self._ingest_gaps()
+        with self._engine.begin() as conn:
+            crashed = conn.execute(
+                calls.update().where(calls.c.incomplete_reason == IN_PROGRESS)
+                .values(incomplete_reason="core_crash", complete=False)
+            ).rowcount
+        if replayed or ingested or crashed:
+            log.warning("recovered after an unclean stop", replayed=replayed, gaps=ingested, core_crash=crashed)
+        return {"replayed": replayed, "gaps": ingested, "core_crash": crashed}
+
+    def _replay_spool(self) -> int:
+        if not self._spool.exists():
+            return 0
+        records = []
+        with self._spool.open() as fh:
+            for line in fh:
+                try:
+                    records.append(record_from_json(json.loads(line)))
+                except (ValueError, TypeError):
+                    continue  # a torn last line from a crash mid-write
+        if records:
+            self._upsert(records)
+        self._spool.unlink()
+        self.stats.replayed += len(records)
+        return len(records)
+
     # ---- consumer side (writer thread) -------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                self._housekeeping()
+                continue
             if item is _STOP:
                 self._queue.task_done()
+                self._housekeeping(final=True)
                 return
             batch: list[CallRecord] = [item]  # type: ignore[list-item]
             stop_after = False
@@ -136,12 +216,13 @@ class Writer:
             self._commit(batch)
             for _ in batch:
                 self._queue.task_done()
+            self._housekeeping(final=stop_after)
             if stop_after:
                 return
 
     def _price(self, batch: list[CallRecord]) -> None:
         for record in batch:
-            if record.cost_nanos is not None or record.priced:
+            if record.incomplete_reason == IN_PROGRESS or record.cost_nanos is not None or record.priced:
                 continue
             try:
                 price = self._pricer.price(record)
@@ -151,30 +232,130 @@ class Writer:
                 continue
             record.cost_nanos, record.priced, record.price_source = price.cost_nanos, price.priced, price.source
 
+    def _upsert(self, batch: list[CallRecord]) -> None:
+        recorded_at = utc_now_iso()
+        statement = sqlite_insert(calls)
+        updates = {c.name: statement.excluded[c.name] for c in calls.columns if c.name != "id"}
+        # A final row replaces a provisional one; a provisional row never replaces anything.
+        statement = statement.on_conflict_do_update(
+            index_elements=[calls.c.id], set_=updates,
+            where=sa.and_(statement.excluded.incomplete_reason.is_distinct_from(IN_PROGRESS),
+                          calls.c.incomplete_reason.is_not_distinct_from(IN_PROGRESS)),
+        )
+        with self._engine.begin() as conn:
+            conn.execute(statement, [row_for(r, recorded_at) for r in batch])
+
     def _commit(self, batch: list[CallRecord]) -> None:
         delay = 0.05
+        spooled = False
         while True:
-            recorded_at = utc_now_iso()
             try:
-                with self._engine.begin() as conn:
-                    conn.execute(calls.insert().prefix_with("OR IGNORE"), [row_for(r, recorded_at) for r in batch])
+                self._upsert(batch)
                 break
-            except Exception as exc:  # BUSY, I/O, disk full, anything: keep the batch and retry
+            except Exception as exc:  # BUSY, disk full, read-only, I/O: make it durable, then retry
                 self._note_error(exc)
+                if not spooled:
+                    spooled = self._append_spool(batch)
                 if self._stopping.is_set() and delay > 2:
-                    log.error("giving up on a batch at shutdown", rows=len(batch), error=self.stats.last_error)
+                    log.error("stopping with a batch not committed; it stays in the spool for the next start",
+                              rows=len(batch), spooled=spooled, error=self.stats.last_error)
                     return
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.stats.committed += len(batch)
         self.stats.batches += 1
+        if spooled:
+            self.stats.spooled = max(0, self.stats.spooled - len(batch))
+            if self.stats.spooled == 0:
+                self._spool.unlink(missing_ok=True)
         if self._on_committed is not None:
             for record in batch:
+                if record.incomplete_reason == IN_PROGRESS:
+                    continue
                 try:
                     self._on_committed(record)
                 except Exception as exc:
                     self.stats.hook_errors += 1
                     log.error("usage_recorded hook failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _append_spool(self, batch: list[CallRecord]) -> bool:
+        try:
+            self._spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self._spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a") as fh:
+                for record in batch:
+                    fh.write(json.dumps(row_for(record, ""), separators=(",", ":")) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # the spool's disk is full too: the batch stays in memory and is retried
+            log.error("cannot write the spool either; keeping the batch in memory", error=str(exc))
+            return False
+        self.stats.spooled += len(batch)
+        return True
+
+    def _housekeeping(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if final or now - self._last_gap_ingest > GAP_INGEST_EVERY:
+            self._last_gap_ingest = now
+            try:
+                self._ingest_gaps()
+                self._write_dropped()
+            except Exception as exc:  # retried next time; the files stay in place
+                self._note_error(exc)
+        if final or now - self._last_checkpoint > CHECKPOINT_EVERY:
+            self._last_checkpoint = now
+            try:
+                with self._engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            except Exception:  # busy readers: the next checkpoint will do it
+                pass
+
+    def _write_dropped(self) -> None:
+        with self._lock:
+            dropped, self._dropped = self._dropped, []
+        if not dropped:
+            return
+        rows = [{"id": str(uuid.uuid4()), "at": d["at"], "host": d["host"], "reason": "writer_queue_full",
+                 "project": d["project"], "client": d["client"], "bytes_up": None, "bytes_down": None}
+                for d in dropped]
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(gaps.insert().prefix_with("OR IGNORE"), rows)
+        except Exception:
+            with self._lock:
+                self._dropped = dropped + self._dropped
+            raise
+
+    def _ingest_gaps(self) -> int:
+        """Move the edge's gap lines into the `gaps` table: rename first (the edge opens the file per line),
+        insert, then delete, so a crash at any point loses nothing and duplicates nothing."""
+        live = self._spool_dir / "gaps.jsonl"
+        if live.exists():
+            live.rename(self._spool_dir / f"gaps.{time.time_ns()}.ingest")
+        total = 0
+        for batch_file in sorted(self._spool_dir.glob("gaps.*.ingest")):
+            latest: dict[str, dict[str, Any]] = {}
+            for line in batch_file.read_text().splitlines():
+                try:
+                    gap = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(gap, dict) and gap.get("id"):
+                    latest[gap["id"]] = {**latest.get(gap["id"], {}), **gap}  # a later line completes it
+            rows = [{k: g.get(k) for k in ("id", "at", "host", "reason", "project", "client", "bytes_up",
+                                          "bytes_down")} for g in latest.values() if g.get("at") and g.get("host")]
+            if rows:
+                statement = sqlite_insert(gaps)
+                statement = statement.on_conflict_do_update(
+                    index_elements=[gaps.c.id],
+                    set_={k: statement.excluded[k] for k in ("project", "client", "bytes_up", "bytes_down")},
+                )
+                with self._engine.begin() as conn:
+                    conn.execute(statement, [{**r, "reason": r["reason"] or "unknown"} for r in rows])
+            batch_file.unlink()
+            total += len(rows)
+        self.stats.gaps_ingested += total
+        return total
 
     def _note_error(self, exc: Exception) -> None:
         message = str(getattr(exc, "orig", None) or exc)

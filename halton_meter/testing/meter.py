@@ -184,15 +184,17 @@ class MeterProcess:
 
     # ---- reading what landed -----------------------------------------------------------------------
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every call row straight from SQLite (read-only), oldest first, with public field names."""
+    def rows(self, include_in_progress: bool = False) -> list[dict[str, Any]]:
+        """Every finished call row straight from SQLite (read-only), oldest first, with public field names.
+        Provisional rows of calls still in flight (`incomplete_reason = 'in_progress'`) only on request."""
         db = self.home / "db.sqlite"
         if not db.exists():
             return []
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
         conn.row_factory = sqlite3.Row
         try:
-            rows = conn.execute("SELECT * FROM calls ORDER BY started_at, id").fetchall()
+            where = "" if include_in_progress else "WHERE incomplete_reason IS NOT 'in_progress' "
+            rows = conn.execute(f"SELECT * FROM calls {where}ORDER BY started_at, id").fetchall()
         finally:
             conn.close()
         out = []
