@@ -86,6 +86,9 @@ class CompatibleEndpoint:
 class Config:
     paths: Paths
     edge_port: int = DEFAULT_EDGE_PORT
+    edge_idle_timeout_seconds: float = 900.0
+    """Per-read idle limit on tunnels: a thinking pause longer than this ends the connection."""
+    edge_max_connections: int = 2048
     api_port: int = DEFAULT_API_PORT
     upstream_ca_bundle: Path | None = None
     upstream_resolve: tuple[ResolveRule, ...] = ()
@@ -149,9 +152,26 @@ def _positive_seconds(value: Any, key: str, _: Path) -> float:
     return float(value)
 
 
+def _idle_seconds(value: Any, key: str, _: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 60 <= value <= 86400:
+        raise ConfigError(f"config.toml: {key} must be a number of seconds between 60 and 86400 "
+                          f"(long thinking pauses need minutes), not {value!r}")
+    return float(value)
+
+
+def _connections(value: Any, key: str, _: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 16 <= value <= 100_000:
+        raise ConfigError(f"config.toml: {key} must be an integer between 16 and 100000, not {value!r}")
+    return value
+
+
 _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
     # section: {key: (Config field, validator)}
-    "edge": {"port": ("edge_port", _port)},
+    "edge": {
+        "port": ("edge_port", _port),
+        "idle_timeout_seconds": ("edge_idle_timeout_seconds", _idle_seconds),
+        "max_connections": ("edge_max_connections", _connections),
+    },
     "api": {"port": ("api_port", _port)},
     "upstream": {
         "ca_bundle": ("upstream_ca_bundle", _existing_file),

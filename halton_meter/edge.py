@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import ipaddress
 import json
 import os
@@ -23,20 +24,36 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
+
+from halton_meter.lifecycle.selftest import CANARY_HOST
 
 log = structlog.get_logger("halton_meter.edge")
 
 MAX_HEAD_BYTES = 16 * 1024
 HEAD_TIMEOUT = 10.0
+"""A client has this long to send its request head (slowloris)."""
 CONNECT_TIMEOUT = 10.0
-CORE_CONNECT_TIMEOUT = 1.0
-CORE_REPLY_TIMEOUT = 30.0
+CORE_TIMEOUT = 0.5
+"""The core answers the canary probe at once (no upstream involved): no answer in this long means it is
+down or wedged, and calls go direct."""
+CORE_CONNECT_REPLY_TIMEOUT = 30.0
+"""A real CONNECT's answer waits for the core's upstream connection, so it gets longer."""
+PROBE_FRESH = 1.0
+"""A successful probe vouches for the core this long; then the next metered CONNECT probes first."""
+PROBE_INTERVAL = 0.5
 IDLE_TIMEOUT = 15 * 60.0
+"""Per-read idle limit on tunnels: long enough for a model's longest thinking pause."""
+MAX_CONNECTIONS = 2048
+DRAIN_QUIET = 5.0
+DRAIN_SECONDS = 60.0
+DRAIN_BYTES = 16 * 1024 * 1024
 READ_SIZE = 64 * 1024
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 _HOP_BY_HOP_PROXY_HEADERS = (b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive")
@@ -58,6 +75,116 @@ class EdgeStats:
     refused: int = 0
     gaps: int = 0
     last_gap_reason: str | None = None
+    core_down_since: float | None = None
+    drains: int = 0
+    """Metered tunnels whose client left mid-response, kept reading so the call is recorded whole."""
+
+
+class CoreHealth:
+    """Whether calls should go to the core.
+
+    Before a metered CONNECT, unless a probe succeeded in the last PROBE_FRESH seconds, the edge probes the
+    core: a CONNECT to the self-test canary, which the core answers itself with no upstream involved. No
+    answer within CORE_TIMEOUT marks the core down (wedged, stopped, restarting); from then on metered
+    hosts go direct at once, with no per-call wait, while a background probe every PROBE_INTERVAL marks it
+    up again as soon as it answers.
+    """
+
+    def __init__(self, locator: CoreLocator, stats: EdgeStats) -> None:
+        self.locator = locator
+        self.stats = stats
+        self.down_reason: str | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._fresh_until = 0.0
+
+    @property
+    def up(self) -> bool:
+        return self.down_reason is None
+
+    async def usable(self) -> bool:
+        if self.down_reason is not None:
+            return False
+        if time.monotonic() < self._fresh_until:
+            return True
+        if await self.probe():
+            self._fresh_until = time.monotonic() + PROBE_FRESH
+            return True
+        self.mark_down("core not running" if self.locator.port() is None else "core did not answer the probe")
+        return False
+
+    def mark_down(self, reason: str) -> None:
+        if self.down_reason is None:
+            log.warning("core unavailable: metered hosts pass through until it answers again", reason=reason)
+            self.stats.core_down_since = time.time()
+        self.down_reason = reason
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while self.down_reason is not None:
+            await asyncio.sleep(PROBE_INTERVAL)
+            if await self.probe():
+                log.info("core answers again: metering resumed")
+                self.down_reason = None
+                self.stats.core_down_since = None
+
+    async def probe(self) -> bool:
+        port = self.locator.port()
+        if port is None:
+            return False
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), CORE_TIMEOUT)
+        except (OSError, TimeoutError):
+            return False
+        try:
+            writer.write(f"CONNECT {CANARY_HOST}:443 HTTP/1.1\r\nhost: {CANARY_HOST}:443\r\n\r\n".encode())
+            reply = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CORE_TIMEOUT)
+            return reply.startswith(b"HTTP/1.1 200")
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            return False
+        finally:
+            writer.close()
+
+
+class GapRecorder:
+    """Appends a line per unmetered pass-through to `spool/gaps.jsonl` (the core ingests it into the
+    database): one when the tunnel opens, so a crash cannot lose it, and one when it closes, with the bytes
+    and who the client was. File I/O runs off the event loop."""
+
+    def __init__(self, path: Path | None, attribution: Any = None) -> None:
+        self.path = path
+        self.attribution = attribution
+
+    def _append(self, line: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a") as fh:
+                fh.write(json.dumps(line, separators=(",", ":")) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # counted in the edge's stats either way
+            log.error("could not record a gap durably", error=str(exc))
+
+    async def opened(self, host: str, reason: str, peer: object) -> tuple[str, Any]:
+        gap_id = str(uuid.uuid4())
+        at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        lookup = None
+        if self.attribution is not None and isinstance(peer, tuple) and len(peer) >= 2:
+            lookup = self.attribution.lookup((str(peer[0]), int(peer[1])))
+        await asyncio.get_running_loop().run_in_executor(
+            None, self._append, {"id": gap_id, "at": at, "host": host, "reason": reason})
+        return gap_id, lookup
+
+    async def closed(self, gap_id: str, lookup: Any, up: int, down: int) -> None:
+        line: dict[str, Any] = {"id": gap_id, "bytes_up": up, "bytes_down": down}
+        if lookup is not None:
+            with contextlib.suppress(Exception):
+                client, attribution = await asyncio.wait_for(asyncio.wrap_future(lookup), 2.0)
+                line.update(project=attribution.project, client=client.process_name)
+        await asyncio.get_running_loop().run_in_executor(None, self._append, line)
 
 
 class CoreLocator:
@@ -107,6 +234,17 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def _refuse_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> None:
+    if ip is None:
+        return
+    if ip.is_loopback:
+        raise Refused(403, "refusing to proxy to local services (loopback)")
+    if ip.is_link_local:
+        raise Refused(403, "refusing to proxy to link-local addresses (cloud metadata endpoints)")
+    if ip.is_unspecified or ip.is_multicast:
+        raise Refused(403, "refusing to proxy to an unspecified or multicast address")
+
+
 @dataclass
 class Edge:
     claims: Callable[[str, int], bool]
@@ -115,18 +253,27 @@ class Edge:
     own_ports: set[int] = field(default_factory=set)
     stats: EdgeStats = field(default_factory=EdgeStats)
     idle_timeout: float = IDLE_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
+    gaps: GapRecorder = field(default_factory=lambda: GapRecorder(None))
+    health: CoreHealth | None = None
+
+    def __post_init__(self) -> None:
+        if self.health is None:
+            self.health = CoreHealth(self.core, self.stats)
 
     # ---- policy ------------------------------------------------------------------------------------
 
     def check_target(self, host: str, port: int) -> None:
+        """Never a relay to this machine's services or to cloud metadata: loopback, link-local,
+        unspecified and multicast targets are refused, unless `upstream.resolve` names them explicitly."""
+        if (host, port) in self.resolve:
+            return
         ip = _ip(host)
-        loopback = host in LOOPBACK_NAMES or (ip is not None and ip.is_loopback)
-        if loopback and (port in self.own_ports or port == self.core.port()):
-            raise Refused(403, "refusing to proxy to Halton Meter's own ports")
-        if ip is not None and ip.is_link_local:
-            raise Refused(403, "refusing to proxy to link-local addresses (cloud metadata endpoints)")
-        if ip is not None and ip.is_unspecified:
-            raise Refused(403, "refusing to proxy to an unspecified address")
+        if host in LOOPBACK_NAMES or (ip is not None and ip.is_loopback):
+            if port in self.own_ports or port == self.core.port():
+                raise Refused(403, "refusing to proxy to Halton Meter's own ports")
+            raise Refused(403, "refusing to proxy to local services (loopback)")
+        _refuse_address(ip)
 
     def upstream_address(self, host: str, port: int) -> tuple[str, int]:
         return self.resolve.get((host, port), (host, port))
@@ -138,6 +285,8 @@ class Edge:
         self.stats.active += 1
         peer = writer.get_extra_info("peername")
         try:
+            if self.stats.active > self.max_connections:
+                raise Refused(503, f"too many connections ({self.max_connections}); try again shortly")
             await self._handle(reader, writer, peer)
         except Refused as exc:
             self.stats.refused += 1
@@ -177,6 +326,7 @@ class Edge:
     async def _connect(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int, peer: object
     ) -> None:
+        gap = None
         if self.claims(host, port):
             upstream = await self._open_core_tunnel(host, port, peer)
             if upstream is not None:
@@ -184,39 +334,57 @@ class Edge:
                 core_reader, core_writer, reply = upstream
                 writer.write(reply)
                 await writer.drain()
-                await self._splice(reader, writer, core_reader, core_writer)
+                await self._splice(reader, writer, core_reader, core_writer, metered=True)
                 return
+            gap = await self.gaps.opened(host, self.health.down_reason or "core unavailable", peer)  # type: ignore[union-attr]
         else:
             self.stats.tunnelled += 1
         up_reader, up_writer = await self._open_direct(host, port)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
-        await self._splice(reader, writer, up_reader, up_writer)
+        moved = await self._splice(reader, writer, up_reader, up_writer)
+        if gap is not None:
+            await self.gaps.closed(gap[0], gap[1], *moved)
 
     async def _open_direct(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         address = self.upstream_address(host, port)
         try:
+            if (host, port) not in self.resolve and _ip(host) is None:
+                # Resolve here, so a name that points at this machine or at cloud metadata is refused too.
+                infos = await asyncio.wait_for(
+                    asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), CONNECT_TIMEOUT
+                )
+                for info in infos:
+                    _refuse_address(_ip(info[4][0]))
+                address = (infos[0][4][0], port)
             return await asyncio.wait_for(asyncio.open_connection(*address), CONNECT_TIMEOUT)
         except TimeoutError:
             raise Refused(504, f"connecting to {host}:{port} timed out") from None
+        except socket.gaierror:
+            raise Refused(502, f"cannot resolve {host}") from None
         except OSError as exc:
             raise Refused(502, f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
 
     async def _open_core_tunnel(
         self, host: str, port: int, peer: object
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes] | None:
-        """CONNECT through the core; None (after counting a gap) when the core cannot take the call."""
+        """CONNECT through the core; None (the call then goes direct, as a gap) when the core is down or
+        does not answer within CORE_TIMEOUT."""
+        health = self.health
+        assert health is not None
+        if not await health.usable():
+            return self._gap(host, health.down_reason or "core down")
         core_port = self.core.port()
         if core_port is None:
-            self._gap(host, "core not running")
-            return None
+            health.mark_down("core not running")
+            return self._gap(host, "core not running")
         try:
             core_reader, core_writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", core_port, limit=MAX_HEAD_BYTES * 4), CORE_CONNECT_TIMEOUT
+                asyncio.open_connection("127.0.0.1", core_port, limit=MAX_HEAD_BYTES * 4), CORE_TIMEOUT
             )
         except (OSError, TimeoutError) as exc:
-            self._gap(host, f"core unreachable: {type(exc).__name__}")
-            return None
+            health.mark_down(f"core unreachable ({type(exc).__name__})")
+            return self._gap(host, "core unreachable")
         peer_text = ""
         if isinstance(peer, tuple) and len(peer) >= 2:
             peer_text = f"x-halton-meter-peer: {_format_host(str(peer[0]))}:{peer[1]}\r\n"
@@ -224,17 +392,18 @@ class Edge:
         core_writer.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n{peer_text}\r\n".encode())
         try:
             await core_writer.drain()
-            reply = await asyncio.wait_for(core_reader.readuntil(b"\r\n\r\n"), CORE_REPLY_TIMEOUT)
+            reply = await asyncio.wait_for(core_reader.readuntil(b"\r\n\r\n"), CORE_CONNECT_REPLY_TIMEOUT)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             core_writer.close()
-            self._gap(host, f"core did not answer: {type(exc).__name__}")
-            return None
+            health.mark_down(f"core did not answer ({type(exc).__name__})")
+            return self._gap(host, "core did not answer")
         return core_reader, core_writer, reply
 
     def _gap(self, host: str, reason: str) -> None:
         self.stats.gaps += 1
         self.stats.last_gap_reason = reason
         log.warning("passing a metered host through unmetered", host=host, reason=reason)
+        return None
 
     async def _absolute(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, method: str, target: str
@@ -245,21 +414,22 @@ class Edge:
         host, port = parse_authority(authority if (":" in authority.rpartition("]")[2]) else authority + ":80")
         self.check_target(host, port)
         if self.claims(host, port):
-            core_port = self.core.port()
+            core_port = self.core.port() if self.health.up else None  # type: ignore[union-attr]
             if core_port is not None:
                 try:
                     up_reader, up_writer = await asyncio.wait_for(
-                        asyncio.open_connection("127.0.0.1", core_port), CORE_CONNECT_TIMEOUT
+                        asyncio.open_connection("127.0.0.1", core_port), CORE_TIMEOUT
                     )
                 except (OSError, TimeoutError):
+                    self.health.mark_down("core unreachable")  # type: ignore[union-attr]
                     self._gap(host, "core unreachable")
                 else:
                     self.stats.metered += 1
                     up_writer.write(head)
-                    await self._splice(reader, writer, up_reader, up_writer)
+                    await self._splice(reader, writer, up_reader, up_writer, metered=True)
                     return
             else:
-                self._gap(host, "core not running")
+                self._gap(host, "core unavailable")
         else:
             self.stats.tunnelled += 1
         up_reader, up_writer = await self._open_direct(host, port)
@@ -272,31 +442,110 @@ class Edge:
         a_writer: asyncio.StreamWriter,
         b_reader: asyncio.StreamReader,
         b_writer: asyncio.StreamWriter,
-    ) -> None:
-        """Copy both ways until both sides finish; half-closes propagate; idle sockets time out."""
+        metered: bool = False,
+    ) -> tuple[int, int]:
+        """Copy both ways until both sides finish; returns (bytes up, bytes down).
+
+        Direct tunnels propagate half-closes. A metered tunnel does not pass the client's going away on to
+        the core: it keeps reading the core's answer (discarding it) until the core goes quiet, stops, or a
+        bound is hit, so the provider's final usage event reaches the meter and the call is recorded whole
+        even when the client aborted mid-stream.
+        """
+        client_gone = asyncio.Event()
         try:
-            await asyncio.gather(
-                self._pipe(a_reader, b_writer),
-                self._pipe(b_reader, a_writer),
+            up, down = await asyncio.gather(
+                self._pipe_up(a_reader, b_writer, metered, client_gone),
+                self._pipe_down(b_reader, a_writer, metered, client_gone),
             )
         finally:
             with contextlib.suppress(Exception):
                 b_writer.close()
+        return up, down
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe_up(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, metered: bool,
+                       client_gone: asyncio.Event) -> int:
+        moved = 0
         try:
             while True:
                 data = await asyncio.wait_for(reader.read(READ_SIZE), self.idle_timeout)
                 if not data:
                     break
+                moved += len(data)
                 writer.write(data)
                 await writer.drain()
-        except (ConnectionError, TimeoutError, OSError):
+        except TimeoutError:
             writer.transport.abort()
-            return
-        with contextlib.suppress(Exception):
-            if writer.can_write_eof():
-                writer.write_eof()
+            return moved
+        except (ConnectionError, OSError):
+            if not metered:
+                writer.transport.abort()
+                return moved
+        if metered:
+            client_gone.set()
+        else:
+            with contextlib.suppress(Exception):
+                if writer.can_write_eof():
+                    writer.write_eof()
+        return moved
+
+    async def _pipe_down(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, metered: bool,
+                         client_gone: asyncio.Event) -> int:
+        moved = drained = 0
+        deadline = 0.0
+        pending: asyncio.Future[bytes] | None = None
+        gone = asyncio.ensure_future(client_gone.wait()) if metered else None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(reader.read(READ_SIZE))
+                if client_gone.is_set():
+                    if not deadline:
+                        deadline = time.monotonic() + DRAIN_SECONDS
+                        self.stats.drains += 1
+                    waiters: set[asyncio.Future[Any]] = {pending}
+                    timeout = min(DRAIN_QUIET, deadline - time.monotonic())
+                else:
+                    waiters = {pending} | ({gone} if gone is not None else set())
+                    timeout = self.idle_timeout
+                if timeout <= 0:
+                    break
+                done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if pending in done:
+                    data = pending.result()
+                    pending = None
+                    if not data:
+                        if not client_gone.is_set():
+                            with contextlib.suppress(Exception):
+                                if writer.can_write_eof():
+                                    writer.write_eof()
+                        break
+                    moved += len(data)
+                    if client_gone.is_set():
+                        drained += len(data)
+                        if drained > DRAIN_BYTES:
+                            break
+                        continue
+                    try:
+                        writer.write(data)
+                        await writer.drain()
+                    except (ConnectionError, OSError):
+                        if not metered:
+                            raise
+                        client_gone.set()  # the client left mid-response: drain the rest
+                    continue
+                if gone is not None and gone in done and not client_gone.is_set():
+                    continue
+                if not done:  # idle too long, or the drain went quiet: done either way
+                    if not client_gone.is_set():
+                        writer.transport.abort()
+                    break
+        except (ConnectionError, OSError):
+            writer.transport.abort()
+        finally:
+            for future in (pending, gone):
+                if future is not None and not future.done():
+                    future.cancel()
+        return moved
 
 
 def _format_host(host: str) -> str:
@@ -392,8 +641,13 @@ def main(argv: list[str] | None = None) -> int:
     own = {sock.getsockname()[1]}
     if args.api_port:
         own.add(args.api_port)
+    from halton_meter.attribution import AttributionService
+
+    attribution = AttributionService(host.registries.attributors.ordered(), workers=1)
     edge = Edge(claims=routing.claims, core=CoreLocator(config.paths.core_state), resolve=config.resolve_map(),
-                own_ports=own)
+                own_ports=own, idle_timeout=config.edge_idle_timeout_seconds,
+                max_connections=config.edge_max_connections,
+                gaps=GapRecorder(config.paths.spool / "gaps.jsonl", attribution))
     from halton_meter.stats import EDGE_STATS
 
     asyncio.run(run_edge(edge, sock, config.shutdown_grace_seconds, config.paths.run_dir / EDGE_STATS))
