@@ -1,48 +1,103 @@
-"""The loopback API (default 127.0.0.1:8765). For now only `GET /health`.
+"""The loopback API (default 127.0.0.1:8765).
+
+* `GET /health` is open and says only "ok" and the version.
+* Everything else needs `Authorization: Bearer <token>`, the random token in `$HALTON_METER_HOME/api-token`
+  (mode 0600; the CLI and your own scripts read it from there): `GET /v1/stats` (what the edge and the
+  core publish), `GET /v1/calls?limit=N` (recent calls), `GET /v1/report?since=7d` (the report JSON).
 
 Defences from the first line: only loopback `Host` values naming our port are served (DNS rebinding gets
-421), no CORS or Private-Network-Access headers are ever sent, headers have a size and time limit, and
-every response closes the connection.
+421), no CORS or Private-Network-Access headers are ever sent, headers have a size and time limit, every
+response closes the connection, and reads of the database run off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import hmac
 import json
+import secrets
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from halton_meter import __version__
+from halton_meter.paths import Paths, write_atomic
 
 MAX_HEAD_BYTES = 8 * 1024
 HEAD_TIMEOUT = 5.0
+MAX_CONCURRENT = 32
 
 
 def allowed_hosts(port: int) -> frozenset[str]:
     return frozenset({f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"})
 
 
+def token_path(paths: Paths) -> Path:
+    return paths.home / "api-token"
+
+
+def ensure_token(paths: Paths) -> str:
+    """The API token, created (random, 0600) on first use; a token others can read is replaced."""
+    path = token_path(paths)
+    try:
+        if not path.stat().st_mode & 0o077:
+            token = path.read_text().strip()
+            if len(token) >= 32:
+                return token
+    except OSError:
+        pass
+    token = secrets.token_urlsafe(32)
+    write_atomic(path, (token + "\n").encode(), mode=0o600)
+    return token
+
+
+def read_token(paths: Paths) -> str | None:
+    try:
+        return token_path(paths).read_text().strip() or None
+    except OSError:
+        return None
+
+
+Handler = Callable[[dict[str, list[str]]], Any]
+
+
 class Api:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, token: str | None = None, paths: Paths | None = None) -> None:
         self.port = port
         self._hosts = allowed_hosts(port)
+        self._token = token
+        self._paths = paths
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+        self._routes: dict[str, Handler] = {"/v1/stats": self._stats, "/v1/calls": self._calls,
+                                            "/v1/report": self._report}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-        except asyncio.LimitOverrunError:
-            await _send(writer, 431, {"error": "request header too large"})
+        if self._slots.locked():
+            await _send(writer, 503, {"error": "too many concurrent requests"})
             return
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-            writer.close()
-            return
-        try:
-            status, body = self.route(head)
-        except Exception as exc:  # pragma: no cover - a bug answers 500, never kills the API
-            status, body = 500, {"error": f"internal error: {type(exc).__name__}"}
-        await _send(writer, status, body)
+        async with self._slots:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+            except asyncio.LimitOverrunError:
+                await _send(writer, 431, {"error": "request header too large"})
+                return
+            except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+                writer.close()
+                return
+            try:
+                status, body = self.check(head)
+                if status == 0:
+                    handler, query = body
+                    status, body = 200, await asyncio.to_thread(handler, query)
+            except Exception as exc:  # a bug answers 500, never kills the API
+                status, body = 500, {"error": f"internal error: {type(exc).__name__}"}
+            await _send(writer, status, body)
 
-    def route(self, head: bytes) -> tuple[int, dict[str, Any]]:
+    def check(self, head: bytes) -> tuple[int, Any]:
+        """(0, (handler, query)) for a request to serve; otherwise (status, error body)."""
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3:
@@ -55,25 +110,74 @@ class Api:
                 headers[name.strip().lower()] = value.strip()
         if headers.get("host", "").lower() not in self._hosts:
             return 421, {"error": "this API only answers to 127.0.0.1, localhost or [::1] with its port"}
-        path = target.split("?", 1)[0]
+        path, _, query = target.partition("?")
         if path == "/health":
             if method not in ("GET", "HEAD"):
                 return 405, {"error": "use GET"}
             # Unauthenticated, so it says nothing beyond "alive" and the version.
             return 200, {"status": "ok", "version": __version__}
-        return 404, {"error": f"no such endpoint: {path}"}
+        given = headers.get("authorization", "")
+        expected = f"Bearer {self._token}" if self._token else None
+        if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            return 401, {"error": "missing or wrong token: send `Authorization: Bearer <token>` with the token "
+                                  "from $HALTON_METER_HOME/api-token"}
+        if method != "GET":
+            return 405, {"error": "the API is read-only: use GET"}
+        handler = self._routes.get(path)
+        if handler is None or self._paths is None:
+            return 404, {"error": f"no such endpoint: {path}"}
+        return 0, (handler, parse_qs(query))
+
+    # ---- endpoints (run in a worker thread) ---------------------------------------------------------
+
+    def _stats(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        from halton_meter.stats import CORE_STATS, EDGE_STATS, read_stats
+
+        assert self._paths is not None
+        run = self._paths.run_dir
+        return {"core": read_stats(run / CORE_STATS), "edge": read_stats(run / EDGE_STATS), "version": __version__}
+
+    def _calls(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        from halton_meter.store.queries import list_calls, open_reader
+
+        assert self._paths is not None
+        limit = _int(query, "limit", 50, 1, 1000)
+        records = list_calls(open_reader(self._paths.db), limit) if self._paths.db.exists() else []
+        return {"calls": [r.to_public() for r in records]}
+
+    def _report(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        from halton_meter.store.queries import Report, Totals, build_report, open_reader
+        from halton_meter.timewindow import parse_moment
+
+        assert self._paths is not None
+        now = datetime.datetime.now(datetime.UTC)
+        since = parse_moment(query.get("since", ["30d"])[0], now, "since").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        until = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if not self._paths.db.exists():
+            return Report(since, until, Totals()).to_json()
+        return build_report(open_reader(self._paths.db), since, until).to_json()
+
+
+def _int(query: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int:
+    try:
+        return max(low, min(high, int(query.get(name, [default])[0])))
+    except ValueError:
+        return default
 
 
 async def _send(writer: asyncio.StreamWriter, status: int, body: dict[str, Any]) -> None:
-    phrases = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-               421: "Misdirected Request", 431: "Request Header Fields Too Large", 500: "Internal Server Error"}
-    payload = json.dumps(body).encode()
+    phrases = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+               421: "Misdirected Request", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+               503: "Service Unavailable"}
+    payload = json.dumps(body, default=str).encode()
+    extra = 'www-authenticate: Bearer realm="halton-meter"\r\n' if status == 401 else ""
     with contextlib.suppress(Exception):
         writer.write(
             f"HTTP/1.1 {status} {phrases.get(status, 'Error')}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(payload)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n".encode()
+            f"content-length: {len(payload)}\r\ncache-control: no-store\r\n{extra}connection: close\r\n\r\n".encode()
             + payload
         )
         await asyncio.wait_for(writer.drain(), 5)
     with contextlib.suppress(Exception):
         writer.close()
+

@@ -97,6 +97,9 @@ class Config:
     prices: Mapping[tuple[str, str], PriceOverride] = field(default_factory=dict)
     """Local price overrides keyed by (provider, model); model `*` covers every model of a provider."""
     compatible: tuple[CompatibleEndpoint, ...] = ()
+    capture_projects: tuple[str, ...] = ()
+    """Projects whose request and response bodies are stored (redacted). Empty: nothing is ever stored."""
+    capture_max_bytes: int = 256 * 1024
     source: Path | None = None
     """The file this came from, or None when no config.toml exists (all defaults)."""
 
@@ -146,6 +149,20 @@ def _resolve_rules(value: Any, key: str, _: Path) -> tuple[ResolveRule, ...]:
     return rules
 
 
+def _capture_projects(value: Any, key: str, _: Path) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f'config.toml: {key} must be a list of project names, like ["my-project"]')
+    if any(v.strip() in ("*", "all") for v in value):
+        raise ConfigError(f"config.toml: {key} names projects one by one: capture is never on for everything")
+    return tuple(v.strip() for v in value)
+
+
+def _capture_bytes(value: Any, key: str, _: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value <= 16 * 1024 * 1024:
+        raise ConfigError(f"config.toml: {key} must be a number of bytes between 1024 and 16777216, not {value!r}")
+    return value
+
+
 def _positive_seconds(value: Any, key: str, _: Path) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value > 3600:
         raise ConfigError(f"config.toml: {key} must be a number of seconds between 0 and 3600, not {value!r}")
@@ -178,6 +195,10 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "resolve": ("upstream_resolve", _resolve_rules),
     },
     "core": {"shutdown_grace_seconds": ("shutdown_grace_seconds", _positive_seconds)},
+    "capture": {
+        "projects": ("capture_projects", _capture_projects),
+        "max_bytes": ("capture_max_bytes", _capture_bytes),
+    },
 }
 
 

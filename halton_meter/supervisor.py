@@ -27,7 +27,7 @@ from pathlib import Path
 import structlog
 
 from halton_meter import __version__
-from halton_meter.api import Api
+from halton_meter.api import Api, ensure_token
 from halton_meter.ca import ensure_ca
 from halton_meter.config import Config
 from halton_meter.errors import ExitCode, HaltonError, PortInUseError
@@ -163,7 +163,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         edge_port, api_port = edge_sock.getsockname()[1], api_sock.getsockname()[1]
-        api = Api(api_port)
+        api = Api(api_port, token=ensure_token(paths), paths=paths)
         api_server = await asyncio.start_server(api.handle, sock=api_sock, limit=8 * 1024)
         env = self._child_env()
         core = Child("core", ["-m", "halton_meter.core"], env)

@@ -272,6 +272,8 @@ class CallRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     price_provider_id: str | None = None
     """The provider id used to look up prices (not public: an implementation detail of pricing)."""
+    capture: dict[str, Any] | None = None
+    """Redacted bodies for projects that opted in to capture (stored apart, in `captures`); else None."""
 
     @property
     def cost_usd(self) -> str | None:

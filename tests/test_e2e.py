@@ -420,3 +420,17 @@ def test_the_self_test_canary_is_answered_by_the_core_and_left_out_of_reports(me
     assert (row["input_tokens"], row["output_tokens"], row["complete"]) == (1, 1, 1)
     report = json.loads(meter.cli("report", "--json").stdout)
     assert all(m["model"] != "halton-meter-selftest" for m in report["by_model"])
+
+
+def test_api_needs_its_token_and_a_loopback_host(meter) -> None:
+    assert meter.api_get("/v1/stats", token=None).status_code == 401
+    assert meter.api_get("/v1/stats", token="x" * 43).status_code == 401
+    stats = meter.api_get("/v1/stats")
+    assert stats.status_code == 200 and stats.json()["core"]["writer"]["committed"] >= 0
+    calls = meter.api_get("/v1/calls?limit=2").json()["calls"]
+    assert len(calls) <= 2 and all("input_tokens" in c for c in calls)
+    assert "totals" in meter.api_get("/v1/report?since=1d").json()
+    # DNS rebinding: a page on evil.example that resolves to 127.0.0.1 has the right token? Still refused.
+    assert meter.api_get("/v1/stats", host=f"evil.example:{meter.api_port}").status_code == 421
+    token_file = meter.home / "api-token"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"

@@ -222,5 +222,7 @@ def test_cors_preflight_gets_no_allow_headers() -> None:
     assert not any(h.startswith("access-control") for h in headers)
 
 
-def test_unknown_endpoint_is_404() -> None:
-    assert api_exchange(b"GET /v1/projects HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\n\r\n")[0] == 404
+def test_everything_but_health_needs_the_token() -> None:
+    status, headers, body = api_exchange(b"GET /v1/projects HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\n\r\n")
+    assert status == 401 and "api-token" in body["error"]
+    assert headers["www-authenticate"].startswith("Bearer")

@@ -30,6 +30,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from halton_meter.attribution import UNATTRIBUTED, AttributionService, client_name
 from halton_meter.core.records import Observed, build_record, provisional_record
 from halton_meter.core.routing import RoutingTable
+from halton_meter.redact import redact
 from halton_meter.types import (
     Attribution,
     CallRecord,
@@ -79,6 +80,7 @@ class FlowMeter:
     finished: bool = False
     user_agent: str | None = None
     record_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    capture: dict[str, object] | None = None
 
 
 class MeterAddon:
@@ -89,12 +91,16 @@ class MeterAddon:
         attribution: AttributionService,
         resolve: dict[tuple[str, int], tuple[str, int]] | None = None,
         on_ready: Callable[[int], None] | None = None,
+        capture_projects: frozenset[str] = frozenset(),
+        capture_max_bytes: int = 256 * 1024,
     ) -> None:
         self.routing = routing
         self.submit = submit
         self.attribution = attribution
         self.resolve = resolve or {}
         self.on_ready = on_ready
+        self.capture_projects = capture_projects
+        self.capture_max_bytes = capture_max_bytes
         self.connections: dict[str, ConnectionInfo] = {}
         self.in_flight = 0
         self.metered = 0
@@ -196,6 +202,8 @@ class MeterAddon:
             else:
                 self.submit(provisional_record(meter.record_id, meter.provider, meter.endpoint, meter.facts,
                                                flow.request.method, meter.host, flow.request.path, meter.started_at))
+            if self.capture_projects:
+                self._start_capture(meter, body)
             if not encoding:  # never re-encode a client's compressed body just to add a field
                 replacement = meter.provider.rewrite_request(meter.endpoint, meter.facts, body)
                 if replacement is not None:
@@ -204,6 +212,14 @@ class MeterAddon:
             meter.facts = RequestFacts()
             meter.request_problem = f"request body unreadable: {type(exc).__name__}"
         meter.sent_mono = time.monotonic()
+
+    def _start_capture(self, meter: FlowMeter, body: bytes) -> None:
+        """Opt-in body capture for the projects named in [capture]. Only configured at all if the user named
+        projects; then bodies are held (capped) while the call runs and kept only if the call's project,
+        known once attribution finishes, is one of them. Redaction happens before anything is stored."""
+        limit = self.capture_max_bytes
+        meter.capture = {"request": bytes(body[:limit]), "request_truncated": len(body) > limit,
+                         "response": bytearray(), "response_truncated": False}
 
     # ---- responses ---------------------------------------------------------------------------------
 
@@ -240,6 +256,8 @@ class MeterAddon:
                     data = meter.decoder.decode(chunk) if chunk else meter.decoder.flush()
                     if data:
                         meter.parser.feed(data)  # type: ignore[attr-defined]
+                        if meter.capture is not None:
+                            self._capture_response(meter, data)
                 except DecodeLimitExceeded:
                     meter.decode_failure = "unparsed_oversize"
                 except Exception as exc:
@@ -256,6 +274,14 @@ class MeterAddon:
             return chunk
 
         return tee
+
+    def _capture_response(self, meter: FlowMeter, data: bytes) -> None:
+        captured = meter.capture["response"]  # type: ignore[index]
+        room = self.capture_max_bytes - len(captured)  # type: ignore[arg-type]
+        if room > 0:
+            captured += data[:room]  # type: ignore[operator]
+        if len(data) > room:
+            meter.capture["response_truncated"] = True  # type: ignore[index]
 
     def response(self, flow: http.HTTPFlow) -> None:
         meter: FlowMeter | None = flow.metadata.get("halton_meter")
@@ -284,6 +310,8 @@ class MeterAddon:
         except Exception as exc:  # never lose the call: write what we know
             log.error("building record failed", error=f"{type(exc).__name__}: {exc}")
             record = self._degraded_record(flow, meter, f"internal: {type(exc).__name__}")
+        if meter.capture is not None:
+            record.capture = meter.capture  # raw for now: decided and redacted once the project is known
         future = meter.connection.attribution
         if future is None or future.done():
             self._attach_attribution(record, future)
@@ -339,13 +367,21 @@ class MeterAddon:
             price_provider_id=meter.facts.price_provider_id or meter.provider.price_provider_id,
         )
 
-    @staticmethod
-    def _attach_attribution(record: CallRecord, future: Future[tuple[ClientInfo, Attribution]] | None) -> None:
+    def _attach_attribution(self, record: CallRecord, future: Future[tuple[ClientInfo, Attribution]] | None) -> None:
         client, attribution = ClientInfo(), UNATTRIBUTED
         if future is not None and future.done() and not future.cancelled() and future.exception() is None:
             client, attribution = future.result()
         record.project, record.project_source = attribution.project, attribution.source
         record.client_process = client.process_name
+        raw = record.capture
+        record.capture = None
+        if raw is not None and record.project in self.capture_projects:
+            record.capture = {
+                "request": redact(bytes(raw["request"]).decode("utf-8", "replace")),
+                "response": redact(bytes(raw["response"]).decode("utf-8", "replace")),
+                "request_truncated": bool(raw["request_truncated"]),
+                "response_truncated": bool(raw["response_truncated"]),
+            }
 
     async def _submit_when_attributed(self, record: CallRecord, future: Future[tuple[ClientInfo, Attribution]]) -> None:
         try:

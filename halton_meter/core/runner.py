@@ -77,6 +77,8 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
         attribution=attribution,
         resolve=config.resolve_map(),
         on_ready=on_ready,
+        capture_projects=frozenset(config.capture_projects),
+        capture_max_bytes=config.capture_max_bytes,
     )
     master.addons.add(*_mitmproxy_addons())
     master.addons.add(addon)

@@ -109,19 +109,22 @@ def _writes_row(paths: Any, core_up: bool) -> Row:
     if stats is None:
         return Row("writes", "writes", "skip" if not core_up else "warn", "no counters published yet")
     writer = stats.get("writer", {})
-    pending, dropped = writer.get("pending", 0), writer.get("dropped", 0)
+    pending, dropped, spooled = writer.get("pending", 0), writer.get("dropped", 0), writer.get("spooled", 0)
     last_error, last_at = writer.get("last_error"), writer.get("last_error_at")
     if core_up and stats["age_s"] > STALE_SECONDS:
         return Row("writes", "writes", "warn", f"counters are {stats['age_s']:.0f} s old: the core may be wedged",
                    fix="halton-meter restart")
     if last_error and last_at and time.time() - last_at < 60:
         return Row("writes", "writes", "fail",
-                   f"last write failed {_ago(time.time() - last_at)}: {last_error}; {pending} row(s) pending / "
-                   f"{dropped} lost", fix="free disk space or release the database lock; rows are kept and retried")
+                   f"last write failed {_ago(time.time() - last_at)}: {last_error}; {pending} row(s) pending, "
+                   f"{spooled} spooled / {dropped} lost",
+                   fix="free disk space or release the database lock; rows are kept and retried")
     if dropped:
         return Row("writes", "writes", "warn", f"{dropped} record(s) could not be queued (counted as gaps)")
     if pending > PENDING_WARN:
         return Row("writes", "writes", "warn", f"{pending} rows pending (writes are behind)")
+    if spooled:
+        return Row("writes", "writes", "warn", f"writes delayed: {spooled} row(s) spooled, {pending} pending")
     return Row("writes", "writes", "ok", f"{writer.get('committed', 0)} committed, {pending} pending")
 
 

@@ -80,6 +80,16 @@ gaps = sa.Table(
     sa.Column("bytes_down", sa.Integer),
 )
 
+captures = sa.Table(
+    "captures",
+    metadata,
+    sa.Column("call_id", sa.Text, primary_key=True),
+    sa.Column("request", sa.Text),
+    sa.Column("response", sa.Text),
+    sa.Column("request_truncated", sa.Boolean, nullable=False),
+    sa.Column("response_truncated", sa.Boolean, nullable=False),
+)
+
 # Each migration takes the database from version N-1 to N. Never edit one that has shipped; add another.
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -143,6 +153,16 @@ MIGRATIONS: dict[int, list[str]] = {
         # so `reprice` can recompute stored costs.
         "ALTER TABLE calls ADD COLUMN billing TEXT NOT NULL DEFAULT 'api'",
         "ALTER TABLE calls ADD COLUMN price_provider_id TEXT",
+    ],
+    4: [
+        # Opt-in body capture ([capture] projects), redacted; nothing is written here by default.
+        """CREATE TABLE captures (
+            call_id TEXT PRIMARY KEY,
+            request TEXT,
+            response TEXT,
+            request_truncated INTEGER NOT NULL DEFAULT 0,
+            response_truncated INTEGER NOT NULL DEFAULT 0
+        )""",
     ],
 }
 LATEST_VERSION = max(MIGRATIONS)

@@ -36,7 +36,7 @@ import structlog
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from halton_meter.pricing import Pricer
-from halton_meter.store.schema import calls, gaps, make_engine
+from halton_meter.store.schema import calls, captures, gaps, make_engine
 from halton_meter.types import CallRecord
 
 log = structlog.get_logger("halton_meter.writer")
@@ -242,8 +242,11 @@ class Writer:
             where=sa.and_(statement.excluded.incomplete_reason.is_distinct_from(IN_PROGRESS),
                           calls.c.incomplete_reason.is_not_distinct_from(IN_PROGRESS)),
         )
+        captured = [{"call_id": r.id, **r.capture} for r in batch if r.capture]
         with self._engine.begin() as conn:
             conn.execute(statement, [row_for(r, recorded_at) for r in batch])
+            if captured:
+                conn.execute(captures.insert().prefix_with("OR REPLACE"), captured)
 
     def _commit(self, batch: list[CallRecord]) -> None:
         delay = 0.05
@@ -284,7 +287,8 @@ class Writer:
             fd = os.open(self._spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(fd, "a") as fh:
                 for record in batch:
-                    fh.write(json.dumps(row_for(record, ""), separators=(",", ":")) + "\n")
+                    line = {**row_for(record, ""), "capture": record.capture}
+                    fh.write(json.dumps(line, separators=(",", ":")) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:  # the spool's disk is full too: the batch stays in memory and is retried

@@ -176,6 +176,22 @@ class MeterProcess:
 
         return httpx.AsyncClient(proxy=self.proxy_url, verify=self.ssl_context(extra_ca), trust_env=False, **kwargs)
 
+    def api_get(self, path: str, token: str | None | bool = True, host: str | None = None) -> Any:
+        """GET the loopback API (with the real token unless `token` says otherwise); returns the httpx
+        response."""
+        import httpx
+
+        from halton_meter.api import read_token
+        from halton_meter.paths import Paths
+
+        headers = {}
+        value = read_token(Paths(self.home)) if token is True else token
+        if value:
+            headers["authorization"] = f"Bearer {value}"
+        if host:
+            headers["host"] = host
+        return httpx.get(f"http://127.0.0.1:{self.api_port}{path}", headers=headers, trust_env=False, timeout=10)
+
     def env(self) -> dict[str, str]:
         """The environment `halton-meter run` would give a client."""
         from halton_meter.runtime import metering_env
