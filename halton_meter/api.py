@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from halton_meter import __version__
+from halton_meter.errors import ExitCode, HaltonError
 from halton_meter.paths import Paths, write_atomic
 
 MAX_HEAD_BYTES = 8 * 1024
@@ -92,6 +93,8 @@ class Api:
                 if status == 0:
                     handler, query = body
                     status, body = 200, await asyncio.to_thread(handler, query)
+            except HaltonError as exc:  # a bad parameter or an unreadable database: say which
+                status, body = (400 if exc.exit_code == ExitCode.USAGE else 503), {"error": exc.message}
             except Exception as exc:  # a bug answers 500, never kills the API
                 status, body = 500, {"error": f"internal error: {type(exc).__name__}"}
             await _send(writer, status, body)

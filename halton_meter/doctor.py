@@ -111,13 +111,18 @@ def _finding(check: Check, result: CheckResult, seconds: float) -> Finding:
 # --------------------------------------------------------------------------------------------------
 
 
+FIRST = "check.config"
+"""Every other check reads the configuration, so a broken config.toml is the first row shown."""
+
+
 def ordered_checks(checks: Any) -> list[Check]:
-    """The registry's `requires` order. A requirement on a check that is not registered (its plugin was
-    disabled) or a cycle cannot stop the doctor: then unknown ids are ignored, and a cycle falls back to ids."""
+    """The registry's `requires` order, configuration first. A requirement on a check that is not
+    registered (its plugin was disabled) or a cycle cannot stop the doctor: then unknown ids are ignored,
+    and a cycle falls back to ids."""
     from halton_meter.host import topological_order
 
     try:
-        return list(checks.ordered())
+        ordered = list(checks.ordered())
     except PluginError:
         by_id = {c.id: c for c in checks}
         requires = {c.id: tuple(r for r in c.requires if r in by_id) for c in by_id.values()}
@@ -125,7 +130,8 @@ def ordered_checks(checks: Any) -> list[Check]:
             order = topological_order(requires, "check")
         except PluginError:
             order = sorted(requires)
-        return [by_id[i] for i in order]
+        ordered = [by_id[i] for i in order]
+    return sorted(ordered, key=lambda c: c.id != FIRST)  # stable: everything else keeps its order
 
 
 def _crash_fix(owner: str | None) -> str:

@@ -228,10 +228,15 @@ def parse_authority(authority: str) -> tuple[str, int]:
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host literal names, with IPv4-mapped IPv6 (`::ffff:127.0.0.1`) unwrapped: Python
+    does not call those loopback or link-local, but they reach exactly the same places."""
     try:
-        return ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def _refuse_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> None:
@@ -302,17 +307,31 @@ class Edge:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+            first = await asyncio.wait_for(reader.readexactly(1), HEAD_TIMEOUT)
+        except asyncio.IncompleteReadError:
+            return
+        if not first.isalpha():
+            # A TLS ClientHello (0x16) or other binary: someone used https:// for the proxy URL. Say so now
+            # instead of waiting for a header end that never comes.
+            raise Refused(400, "this is an HTTP proxy: use http://127.0.0.1:PORT as the proxy URL, not https://")
+        try:
+            head = first + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
         except asyncio.LimitOverrunError:
             raise Refused(431, "request header too large") from None
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 raise Refused(400, "incomplete request header") from None
             return
-        request_line, _, _ = head.partition(b"\r\n")
+        request_line, _, header_block = head.partition(b"\r\n")
         parts = request_line.split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
             raise Refused(400, "not an HTTP/1.x proxy request")
+        for line in header_block.split(b"\r\n"):
+            if not line:
+                continue
+            name, colon, _ = line.partition(b":")
+            if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+                raise Refused(400, "malformed header line (no colon, whitespace before it, or obsolete folding)")
         method, target = parts[0].decode("latin-1"), parts[1].decode("latin-1")
         if method == "CONNECT":
             host, port = parse_authority(target)

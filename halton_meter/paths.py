@@ -9,11 +9,24 @@ from pathlib import Path
 HOME_ENV = "HALTON_METER_HOME"
 
 
+def user_home() -> Path:
+    """$HOME, or the account's home from the password database when HOME is unset or empty."""
+    home = os.environ.get("HOME")
+    if home:
+        return Path(home)
+    try:
+        import pwd
+
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except (ImportError, KeyError):
+        return Path.home()
+
+
 def default_home() -> Path:
     configured = os.environ.get(HOME_ENV)
     if configured:
         return Path(configured).expanduser()
-    return Path.home() / ".halton-meter"
+    return user_home() / ".halton-meter"
 
 
 @dataclass(frozen=True)

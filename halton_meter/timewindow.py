@@ -15,10 +15,14 @@ def parse_moment(text: str, now: datetime.datetime, option: str) -> datetime.dat
     value = text.strip()
     match = re.fullmatch(r"(\d+)([mhdw])", value)
     if match:
-        amount = int(match.group(1))
-        if amount > 100 * 365 and match.group(2) == "d":
-            raise UsageError(f"{option} {text}: too far back")
-        return now - datetime.timedelta(**{_UNITS[match.group(2)]: amount})
+        delta_kwargs = {_UNITS[match.group(2)]: int(match.group(1))}
+        try:
+            delta = datetime.timedelta(**delta_kwargs)
+        except OverflowError:
+            delta = datetime.timedelta.max
+        if delta > datetime.timedelta(days=100 * 365):
+            raise UsageError(f"{option} {text} is too far back (more than 100 years); use a date like 2026-01-01")
+        return now - delta
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
             day = datetime.date.fromisoformat(value)

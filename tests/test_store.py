@@ -242,3 +242,23 @@ def test_report_keeps_subscription_traffic_apart(tmp_path: Path) -> None:
     assert totals["subscription_calls"] == 1
     assert totals["subscription_list_price_usd"] == "0.015000000"
     assert totals["estimated_calls"] == 1 and totals["unpriced_calls"] == 0
+
+
+def test_our_own_wal_after_a_crash_is_accepted_and_replayed(tmp_path: Path) -> None:
+    import shutil
+
+    db = tmp_path / "live" / "db.sqlite"
+    migrate(db)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("INSERT INTO gaps (id, at, host, reason) VALUES ('g1', '2026-01-01T00:00:00Z', 'h', 'r')")
+    conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'writes'")
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    for name in ("db.sqlite", "db.sqlite-wal"):  # what a SIGKILL leaves behind: the file and its log
+        shutil.copy(db.parent / name, crashed / name)
+    conn.close()
+    assert migrate(crashed / "db.sqlite") is None
+    check = sqlite3.connect(crashed / "db.sqlite")
+    assert check.execute("SELECT id FROM gaps").fetchall() == [("g1",)]
+    check.close()

@@ -130,7 +130,9 @@ def check_db_writes(ctx: CheckContext) -> CheckResult:
     if stats["age_s"] > STALE_STATS_S:
         return CheckResult("warn", f"the core's counters are {ago(stats['age_s'])} old: it is not publishing "
                            "(stopped or wedged)", fix="halton-meter restart  (why: halton-meter logs)", details=details)
-    if last_error and error_age is not None and error_age < RECENT_ERROR_S:
+    recovered = (writer.get("last_success_at") or 0) > (writer.get("last_error_at") or 0) \
+        and not writer.get("spooled")
+    if last_error and error_age is not None and error_age < RECENT_ERROR_S and not recovered:
         return CheckResult("fail", f"writes are failing: {last_error} ({ago(error_age)} ago); {pending} row(s) "
                            "waiting to be written", fix=logs, details=details)
     if dropped:

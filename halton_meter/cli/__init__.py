@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f" (see `{exc.ctx.command_path} --help`)"
+        print(f"halton-meter: error: {exc.format_message()}{hint}", file=sys.stderr)
         code = exc.exit_code
     except click.exceptions.Abort:
         code = 130
@@ -98,6 +101,11 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     except BrokenPipeError:
         code = 0
+    except OSError as exc:  # the environment, not a bug: a read-only or full disk, a missing directory
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"halton-meter: error: cannot use{where}: {exc.strerror or exc}; make sure HALTON_METER_HOME "
+              "(default ~/.halton-meter) is a writable local directory", file=sys.stderr)
+        code = int(ExitCode.FAILURE)
     except Exception as exc:  # a traceback is a bug: say so in one line and keep the details
         where = _crash_log(exc)
         detail = f"; details in {where}" if where else ""

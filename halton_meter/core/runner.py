@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 import structlog
 
@@ -25,7 +26,7 @@ from halton_meter.core.routing import RoutingTable
 from halton_meter.errors import ExitCode, HaltonError
 from halton_meter.host import PluginHost
 from halton_meter.logs import configure_logging
-from halton_meter.paths import ensure_private_dir, write_atomic
+from halton_meter.paths import Paths, ensure_private_dir, write_atomic
 from halton_meter.pricing import Pricer
 from halton_meter.process import watch_parent
 from halton_meter.stats import CORE_STATS, Publisher
@@ -66,6 +67,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
 
     def on_ready(port: int) -> None:
         ensure_private_dir(paths.run_dir)
+        (paths.run_dir / CORE_ERROR).unlink(missing_ok=True)
         state = {"port": port, "pid": os.getpid()}
         write_atomic(paths.core_state, json.dumps(state).encode(), mode=0o600)
         print(f"READY {port}", flush=True)
@@ -110,6 +112,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
             "writer": {"submitted": stats.submitted, "committed": stats.committed, "dropped": stats.dropped,
                        "pending": writer.pending, "spooled": stats.spooled, "write_errors": stats.write_errors,
                        "last_error": stats.last_error, "last_error_at": stats.last_error_at,
+                       "last_success_at": stats.last_success_at,
                        "hook_errors": stats.hook_errors},
             "calls": {"in_flight": addon.in_flight, "metered": addon.metered},
         }
@@ -130,6 +133,21 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
     return 0
 
 
+CORE_ERROR = "core-error.json"
+
+
+def _remember_failure(exc: HaltonError) -> None:
+    """Leave the reason the core could not start where `status` and `doctor` look, so they can name it
+    (the supervisor keeps retrying with backoff; the edge keeps traffic flowing meanwhile)."""
+    try:
+        paths = Paths.from_env()
+        ensure_private_dir(paths.run_dir)
+        state = {"exit_code": int(exc.exit_code), "message": exc.message, "at": time.time()}
+        write_atomic(paths.run_dir / CORE_ERROR, json.dumps(state).encode(), mode=0o600)
+    except OSError:
+        pass
+
+
 def main() -> int:
     configure_logging("core")
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)
@@ -139,6 +157,7 @@ def main() -> int:
         migrate(config.paths.db)
     except HaltonError as exc:
         print(f"halton-meter core: {exc.message}", file=sys.stderr, flush=True)
+        _remember_failure(exc)
         return int(exc.exit_code)
     host = PluginHost(config).load()
     for plugin in host.errors():

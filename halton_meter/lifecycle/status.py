@@ -55,8 +55,14 @@ def collect(ctx: InitContext) -> dict[str, Any]:
     if health.core:
         rows.append(Row("core", "core", "ok", f"metering (internal port {health.core_port})"))
     elif health.edge:
-        rows.append(Row("core", "core", "fail", "down: calls pass through UNMETERED and are counted as gaps",
-                        fix="halton-meter logs   (the supervisor restarts it with backoff; see why it stopped)"))
+        failure = read_stats(paths.run_dir / "core-error.json")
+        if failure and failure.get("message"):
+            rows.append(Row("core", "core", "fail",
+                            f"cannot start (exit {failure.get('exit_code')}): {failure['message']}; calls pass "
+                            "through UNMETERED meanwhile", fix="fix what the message names; the supervisor retries"))
+        else:
+            rows.append(Row("core", "core", "fail", "down: calls pass through UNMETERED and are counted as gaps",
+                            fix="halton-meter logs   (the supervisor restarts it with backoff; see why it stopped)"))
     else:
         rows.append(Row("core", "core", "skip", "not running"))
     if health.api:
@@ -111,6 +117,8 @@ def _writes_row(paths: Any, core_up: bool) -> Row:
     writer = stats.get("writer", {})
     pending, dropped, spooled = writer.get("pending", 0), writer.get("dropped", 0), writer.get("spooled", 0)
     last_error, last_at = writer.get("last_error"), writer.get("last_error_at")
+    if last_at and writer.get("last_success_at") and writer["last_success_at"] > last_at and not spooled:
+        last_error = None  # a write has succeeded since: recovered
     if core_up and stats["age_s"] > STALE_SECONDS:
         return Row("writes", "writes", "warn", f"counters are {stats['age_s']:.0f} s old: the core may be wedged",
                    fix="halton-meter restart")

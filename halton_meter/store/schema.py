@@ -154,6 +154,14 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE calls ADD COLUMN billing TEXT NOT NULL DEFAULT 'api'",
         "ALTER TABLE calls ADD COLUMN price_provider_id TEXT",
     ],
+    5: [
+        # The database's identity, to recognise a write-ahead log that belongs to another database (the
+        # writer touches `writes` on every commit, so our own WAL always carries this page).
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "INSERT INTO meta VALUES ('db_id', lower(hex(randomblob(16))))",
+        "INSERT INTO meta VALUES ('writes', '0')",
+        f"PRAGMA application_id = {0x484D4554}",
+    ],
     4: [
         # Opt-in body capture ([capture] projects), redacted; nothing is written here by default.
         """CREATE TABLE captures (
@@ -165,7 +173,10 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
     ],
 }
+MIGRATIONS = dict(sorted(MIGRATIONS.items()))
 LATEST_VERSION = max(MIGRATIONS)
+
+meta = sa.Table("meta", metadata, sa.Column("key", sa.Text, primary_key=True), sa.Column("value", sa.Text))
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -217,9 +228,44 @@ def _backup(conn: sqlite3.Connection, path: Path, version: int) -> Path:
     return backup
 
 
+def _db_id(uri: str) -> str | None:
+    conn = sqlite3.connect(uri, uri=True, timeout=5)
+    try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone():
+            return None
+        row = conn.execute("SELECT value FROM meta WHERE key='db_id'").fetchone()
+        return row[0] if row else None
+    finally:
+        conn.close()
+
+
+def check_wal_belongs(path: Path) -> None:
+    """Refuse a write-ahead log that belongs to another database: SQLite would silently replay it over
+    ours. The identity read from the main file alone must match the one read with the log applied."""
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists() or wal.stat().st_size == 0:
+        return
+    try:
+        own = _db_id(f"file:{path}?immutable=1")
+    except sqlite3.DatabaseError:
+        return  # the main file itself is checked (and refused if bad) by the caller
+    if own is None:
+        return  # no identity yet (created before schema v5, or by a migration still in the log)
+    try:
+        live = _db_id(f"file:{path}?mode=ro")
+    except sqlite3.DatabaseError:
+        live = None
+    if live != own:
+        raise DatabaseError(
+            f"database {path} has a write-ahead log ({wal.name}) that belongs to another database; nothing was "
+            f"changed. Move {wal.name} and {path.name}-shm aside, then start again"
+        )
+
+
 def migrate(path: Path) -> Path | None:
     """Bring the database at `path` to LATEST_VERSION. Returns the backup made, if any."""
     _prepare_file(path)
+    check_wal_belongs(path)
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=10)
     except sqlite3.Error as exc:
