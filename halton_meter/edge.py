@@ -51,9 +51,11 @@ PROBE_INTERVAL = 0.5
 IDLE_TIMEOUT = 15 * 60.0
 """Per-read idle limit on tunnels: long enough for a model's longest thinking pause."""
 MAX_CONNECTIONS = 2048
-DRAIN_QUIET = 5.0
+DRAIN_QUIET = 3.0
 DRAIN_SECONDS = 60.0
 DRAIN_BYTES = 16 * 1024 * 1024
+MAX_DRAINS = 256
+"""Tunnels kept open for the meter after their client left; beyond this they close at once."""
 READ_SIZE = 64 * 1024
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 _HOP_BY_HOP_PROXY_HEADERS = (b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive")
@@ -77,7 +79,9 @@ class EdgeStats:
     last_gap_reason: str | None = None
     core_down_since: float | None = None
     drains: int = 0
-    """Metered tunnels whose client left mid-response, kept reading so the call is recorded whole."""
+    """Metered tunnels whose client left mid-response and whose answer the edge read on for the meter."""
+    draining: int = 0
+    """Tunnels open right now only for the meter (not counted against the connection cap)."""
 
 
 class CoreHealth:
@@ -128,17 +132,19 @@ class CoreHealth:
                 self.down_reason = None
                 self.stats.core_down_since = None
 
-    async def probe(self) -> bool:
+    async def probe(self, timeout: float = CORE_TIMEOUT) -> bool:
         port = self.locator.port()
         if port is None:
             return False
+        deadline = time.monotonic() + timeout
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), CORE_TIMEOUT)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
         except (OSError, TimeoutError):
             return False
         try:
             writer.write(f"CONNECT {CANARY_HOST}:443 HTTP/1.1\r\nhost: {CANARY_HOST}:443\r\n\r\n".encode())
-            reply = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CORE_TIMEOUT)
+            remaining = max(0.01, deadline - time.monotonic())
+            reply = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), remaining)
             return reply.startswith(b"HTTP/1.1 200")
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return False
@@ -185,6 +191,28 @@ class GapRecorder:
                 client, attribution = await asyncio.wait_for(asyncio.wrap_future(lookup), 2.0)
                 line.update(project=attribution.project, client=client.process_name)
         await asyncio.get_running_loop().run_in_executor(None, self._append, line)
+
+
+class _Slot:
+    """One client connection's place in the counts: `active` while its client is there, `draining` while
+    only the meter still reads its tunnel (draining tunnels do not count against the connection cap)."""
+
+    def __init__(self, stats: EdgeStats) -> None:
+        self.stats = stats
+        self.state = "active"
+
+    def start_draining(self) -> None:
+        if self.state == "active":
+            self.stats.active -= 1
+            self.stats.draining += 1
+            self.state = "draining"
+
+    def release(self) -> None:
+        if self.state == "active":
+            self.stats.active -= 1
+        elif self.state == "draining":
+            self.stats.draining -= 1
+        self.state = "released"
 
 
 class CoreLocator:
@@ -289,10 +317,11 @@ class Edge:
         self.stats.connections += 1
         self.stats.active += 1
         peer = writer.get_extra_info("peername")
+        slot = _Slot(self.stats)
         try:
             if self.stats.active > self.max_connections:
                 raise Refused(503, f"too many connections ({self.max_connections}); try again shortly")
-            await self._handle(reader, writer, peer)
+            await self._handle(reader, writer, peer, slot)
         except Refused as exc:
             self.stats.refused += 1
             await _reply(writer, exc.status, exc.reason)
@@ -301,11 +330,12 @@ class Edge:
         except Exception as exc:  # a bug must cost one connection, never the edge
             log.error("edge connection failed", error=f"{type(exc).__name__}: {exc}")
         finally:
-            self.stats.active -= 1
+            slot.release()
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object) -> None:
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object,
+                      slot: _Slot) -> None:
         try:
             first = await asyncio.wait_for(reader.readexactly(1), HEAD_TIMEOUT)
         except asyncio.IncompleteReadError:
@@ -336,14 +366,15 @@ class Edge:
         if method == "CONNECT":
             host, port = parse_authority(target)
             self.check_target(host, port)
-            await self._connect(reader, writer, host, port, peer)
+            await self._connect(reader, writer, host, port, peer, slot)
         elif target.startswith("http://"):
-            await self._absolute(reader, writer, head, method, target)
+            await self._absolute(reader, writer, head, method, target, slot)
         else:
             raise Refused(400, "this is a proxy: send CONNECT host:port or an absolute http:// URL")
 
     async def _connect(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int, peer: object
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int, peer: object,
+        slot: _Slot,
     ) -> None:
         gap = None
         if self.claims(host, port):
@@ -353,7 +384,7 @@ class Edge:
                 core_reader, core_writer, reply = upstream
                 writer.write(reply)
                 await writer.drain()
-                await self._splice(reader, writer, core_reader, core_writer, metered=True)
+                await self._splice(reader, writer, core_reader, core_writer, metered=True, slot=slot)
                 return
             gap = await self.gaps.opened(host, self.health.down_reason or "core unavailable", peer)  # type: ignore[union-attr]
         else:
@@ -411,7 +442,20 @@ class Edge:
         core_writer.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n{peer_text}\r\n".encode())
         try:
             await core_writer.drain()
-            reply = await asyncio.wait_for(core_reader.readuntil(b"\r\n\r\n"), CORE_CONNECT_REPLY_TIMEOUT)
+            reply_task = asyncio.ensure_future(core_reader.readuntil(b"\r\n\r\n"))
+            done, _ = await asyncio.wait({reply_task}, timeout=0.05)
+            if not done:
+                # A slow answer is normal (the core connects upstream first), so ask the canary at the same
+                # time: a core that does not even answer that is wedged, and this call goes direct, having
+                # waited at most one probe timeout.
+                probe_task = asyncio.ensure_future(health.probe(timeout=CORE_TIMEOUT - 0.05))
+                done, _ = await asyncio.wait({reply_task, probe_task}, return_when=asyncio.FIRST_COMPLETED)
+                if reply_task not in done and not probe_task.result():
+                    reply_task.cancel()
+                    raise TimeoutError("core wedged")
+                if not probe_task.done():
+                    probe_task.cancel()
+            reply = await asyncio.wait_for(reply_task, CORE_CONNECT_REPLY_TIMEOUT)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             core_writer.close()
             health.mark_down(f"core did not answer ({type(exc).__name__})")
@@ -425,7 +469,8 @@ class Edge:
         return None
 
     async def _absolute(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, method: str, target: str
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, method: str, target: str,
+        slot: _Slot,
     ) -> None:
         authority, _, path = target[len("http://") :].partition("/")
         if "@" in authority:
@@ -445,7 +490,7 @@ class Edge:
                 else:
                     self.stats.metered += 1
                     up_writer.write(head)
-                    await self._splice(reader, writer, up_reader, up_writer, metered=True)
+                    await self._splice(reader, writer, up_reader, up_writer, metered=True, slot=slot)
                     return
             else:
                 self._gap(host, "core unavailable")
@@ -462,6 +507,7 @@ class Edge:
         b_reader: asyncio.StreamReader,
         b_writer: asyncio.StreamWriter,
         metered: bool = False,
+        slot: _Slot | None = None,
     ) -> tuple[int, int]:
         """Copy both ways until both sides finish; returns (bytes up, bytes down).
 
@@ -474,7 +520,7 @@ class Edge:
         try:
             up, down = await asyncio.gather(
                 self._pipe_up(a_reader, b_writer, metered, client_gone),
-                self._pipe_down(b_reader, a_writer, metered, client_gone),
+                self._pipe_down(b_reader, a_writer, metered, client_gone, slot),
             )
         finally:
             with contextlib.suppress(Exception):
@@ -508,9 +554,10 @@ class Edge:
         return moved
 
     async def _pipe_down(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, metered: bool,
-                         client_gone: asyncio.Event) -> int:
+                         client_gone: asyncio.Event, slot: _Slot | None = None) -> int:
         moved = drained = 0
         deadline = 0.0
+        counted = False
         pending: asyncio.Future[bytes] | None = None
         gone = asyncio.ensure_future(client_gone.wait()) if metered else None
         try:
@@ -519,8 +566,10 @@ class Edge:
                     pending = asyncio.ensure_future(reader.read(READ_SIZE))
                 if client_gone.is_set():
                     if not deadline:
+                        if slot is None or self.stats.draining >= MAX_DRAINS:
+                            break  # too many already: this one closes (its call may be recorded short)
                         deadline = time.monotonic() + DRAIN_SECONDS
-                        self.stats.drains += 1
+                        slot.start_draining()
                     waiters: set[asyncio.Future[Any]] = {pending}
                     timeout = min(DRAIN_QUIET, deadline - time.monotonic())
                 else:
@@ -541,6 +590,9 @@ class Edge:
                     moved += len(data)
                     if client_gone.is_set():
                         drained += len(data)
+                        if not counted:  # the client left while its answer was still coming
+                            self.stats.drains += 1
+                            counted = True
                         if drained > DRAIN_BYTES:
                             break
                         continue

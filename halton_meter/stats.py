@@ -15,6 +15,8 @@ from typing import Any
 from halton_meter.paths import write_atomic
 
 INTERVAL = 2.0
+SLOT = 16 * 1024
+"""Fixed size of a counters file, allocated once so later rewrites need no new disk blocks."""
 CORE_STATS = "core-stats.json"
 EDGE_STATS = "edge-stats.json"
 
@@ -47,9 +49,18 @@ class Publisher:
         return self
 
     def _write(self) -> None:
+        """Rewrite the file in place, inside blocks it already owns: on a full disk (when `status` matters
+        most) a new file could not be written at all."""
         try:
-            data = {"updated_at": time.time(), "pid": os.getpid(), **self._snapshot()}
-            write_atomic(self._path, json.dumps(data).encode(), mode=0o600)
+            data = json.dumps({"updated_at": time.time(), "pid": os.getpid(), **self._snapshot()}).encode()
+            if len(data) < SLOT and self._path.exists() and self._path.stat().st_size == SLOT:
+                fd = os.open(self._path, os.O_WRONLY)
+                try:
+                    os.pwrite(fd, data.ljust(SLOT), 0)  # trailing spaces: still valid JSON
+                finally:
+                    os.close(fd)
+            else:
+                write_atomic(self._path, data.ljust(SLOT) if len(data) < SLOT else data, mode=0o600)
         except Exception:  # counters are informational: never let them disturb the process
             pass
 

@@ -195,8 +195,10 @@ class Supervisor:
         finally:
             log.info("stopping")
             grace = self.config.shutdown_grace_seconds + 5
-            # Both get SIGTERM together: the edge stops accepting, the core drains calls in flight.
-            await asyncio.gather(core.stop(grace), edge.stop(grace))
+            # The core first: it drains the calls in flight while the edge keeps their tunnels open (and
+            # passes new calls through); then the edge, which has nothing left to cut.
+            await core.stop(grace)
+            await edge.stop(grace)
             api_server.close()
             _remove_runtime(paths.runtime)
             paths.core_state.unlink(missing_ok=True)

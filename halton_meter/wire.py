@@ -6,9 +6,11 @@ a time, gives the same result) and bounded (no input can grow memory past the ca
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +33,17 @@ class UnsupportedEncoding(Exception):
 # --------------------------------------------------------------------------------------------------
 
 
-class _Identity:
-    def decode(self, data: bytes, limit: int) -> bytes:
-        return data
+PIECE = 256 * 1024
+"""Largest decoded piece handed on at once: a bomb never materialises more than this beyond the cap."""
 
-    def flush(self, limit: int) -> bytes:
-        return b""
+
+class _Identity:
+    def pieces(self, data: bytes, limit: int) -> Iterator[bytes]:
+        if data:
+            yield data
+
+    def flush(self, limit: int) -> Iterator[bytes]:
+        return iter(())
 
 
 class _Zlib:
@@ -57,16 +64,18 @@ class _Zlib:
         data, self._pending = self._pending, b""
         return data
 
-    def decode(self, data: bytes, limit: int) -> bytes:
+    def pieces(self, data: bytes, limit: int) -> Iterator[bytes]:
         if self._obj is None:
             data = self._start_deflate(data)
             if self._obj is None:
-                return b""
-        out = bytearray()
+                return
+        produced = 0
         while data:
-            piece = self._obj.decompress(data, limit - len(out) + 1)
-            out += piece
-            if len(out) > limit:
+            piece = self._obj.decompress(data, min(PIECE, limit - produced + 1))
+            produced += len(piece)
+            if piece:
+                yield piece
+            if produced > limit:
                 raise DecodeLimitExceeded
             data = self._obj.unconsumed_tail
             if self._obj.eof:
@@ -76,12 +85,12 @@ class _Zlib:
                     data = rest.lstrip(b"\0")
                 else:
                     break
-        return bytes(out)
 
-    def flush(self, limit: int) -> bytes:
-        if self._obj is None:
-            return b""
-        return self._obj.flush(limit + 1) if limit >= 0 else b""
+    def flush(self, limit: int) -> Iterator[bytes]:
+        if self._obj is not None and limit >= 0:
+            piece = self._obj.flush(limit + 1)
+            if piece:
+                yield piece
 
 
 class _Brotli:
@@ -90,19 +99,23 @@ class _Brotli:
 
         self._obj = brotli.Decompressor()
 
-    def decode(self, data: bytes, limit: int) -> bytes:
-        out = bytearray(self._obj.process(data, output_buffer_limit=limit + 1))
-        while len(out) <= limit and not self._obj.can_accept_more_data() and not self._obj.is_finished():
-            more = self._obj.process(b"", output_buffer_limit=limit - len(out) + 1)
-            if not more:
-                break
-            out += more
-        if len(out) > limit:
-            raise DecodeLimitExceeded
-        return bytes(out)
+    def pieces(self, data: bytes, limit: int) -> Iterator[bytes]:
+        produced = 0
+        piece = self._obj.process(data, output_buffer_limit=min(PIECE, limit + 1))
+        while True:
+            produced += len(piece)
+            if piece:
+                yield piece
+            if produced > limit:
+                raise DecodeLimitExceeded
+            if self._obj.can_accept_more_data() or self._obj.is_finished():
+                return
+            piece = self._obj.process(b"", output_buffer_limit=min(PIECE, limit - produced + 1))
+            if not piece:
+                return
 
-    def flush(self, limit: int) -> bytes:
-        return b""
+    def flush(self, limit: int) -> Iterator[bytes]:
+        return iter(())
 
 
 class _CappedSink:
@@ -128,13 +141,17 @@ class _Zstd:
             self._sink, write_size=64 * 1024, closefd=False
         )
 
-    def decode(self, data: bytes, limit: int) -> bytes:
-        self._sink.limit, self._sink.size, self._sink.chunks = limit, 0, []
-        self._writer.write(data)
-        return b"".join(self._sink.chunks)
+    def pieces(self, data: bytes, limit: int) -> Iterator[bytes]:
+        # Fed in slices so one wire chunk never inflates past a few pieces before they are handed on.
+        self._sink.limit, self._sink.size = limit, 0
+        for start in range(0, len(data), 16 * 1024):
+            self._sink.chunks = []
+            self._writer.write(data[start : start + 16 * 1024])
+            yield from self._sink.chunks
+        self._sink.chunks = []
 
-    def flush(self, limit: int) -> bytes:
-        return b""
+    def flush(self, limit: int) -> Iterator[bytes]:
+        return iter(())
 
 
 def _decoder_for(token: str) -> Any:
@@ -155,10 +172,11 @@ def _decoder_for(token: str) -> Any:
 class BodyDecoder:
     """Undo Content-Encoding incrementally, for parsing only, with a hard cap on decoded bytes.
 
-    `decode` returns the decoded bytes for one wire chunk. It raises `DecodeLimitExceeded` once the total
-    would pass `cap`, `UnsupportedEncoding` for an unknown coding, and the codec's own error (zlib.error,
-    brotli.error, zstandard.ZstdError) for corrupt input. The cap applies to the final output; stacked
-    intermediate stages are bounded per call by twice that, so memory stays bounded either way.
+    `pieces(chunk)` yields the decoded bytes of one wire chunk in pieces of at most PIECE bytes, so memory
+    stays bounded even for a bomb; `decode(chunk)` joins them. Both raise `DecodeLimitExceeded` once the
+    total would pass `cap`, `UnsupportedEncoding` for an unknown coding, and the codec's own error
+    (zlib.error, brotli.error, zstandard.ZstdError) for corrupt input. The cap applies to the final output;
+    stacked intermediate stages are bounded per call by twice that, so memory stays bounded either way.
     """
 
     def __init__(self, content_encoding: str | None, cap: int = DEFAULT_DECODED_CAP) -> None:
@@ -179,24 +197,33 @@ class BodyDecoder:
         # a little larger than the final output: bound it per call, generously but still in O(cap).
         return 2 * self._cap + 64 * 1024
 
+    def _through(self, index: int, data: bytes, flush: bool) -> Iterator[bytes]:
+        stage = self._stages[index]
+        produced = stage.pieces(data, self._limit(index)) if data else iter(())
+        if flush:
+            produced = itertools.chain(produced, stage.flush(self._limit(index)))
+        for piece in produced:
+            if index == len(self._stages) - 1:
+                if self.decoded_bytes + len(piece) > self._cap:
+                    raise DecodeLimitExceeded
+                self.decoded_bytes += len(piece)
+                yield piece
+            else:
+                yield from self._through(index + 1, piece, False)
+        if flush and index < len(self._stages) - 1:
+            yield from self._through(index + 1, b"", True)
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        return self._through(0, data, False)
+
+    def flush_pieces(self) -> Iterator[bytes]:
+        return self._through(0, b"", True)
+
     def decode(self, data: bytes) -> bytes:
-        for index, stage in enumerate(self._stages):
-            data = stage.decode(data, self._limit(index))
-        self.decoded_bytes += len(data)
-        if self.decoded_bytes > self._cap:
-            raise DecodeLimitExceeded
-        return data
+        return b"".join(self.pieces(data))
 
     def flush(self) -> bytes:
-        data = b""
-        for index, stage in enumerate(self._stages):
-            if data:
-                data = stage.decode(data, self._limit(index))
-            data += stage.flush(self._limit(index))
-        self.decoded_bytes += len(data)
-        if self.decoded_bytes > self._cap:
-            raise DecodeLimitExceeded
-        return data
+        return b"".join(self.flush_pieces())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -112,11 +112,9 @@ OPEN_INSTALLED: dict[str, str] = {
 affected (see the module docstring)."""
 
 OPEN_FLOORS: dict[str, str] = {
-    "GHSA-527g-3w9m-29hv": "pyproject.toml allows mitmproxy>=12.1.2, so 12.2.0/12.2.1 (LDAP proxyauth "
-                           "injection, fixed in 12.2.2) satisfy it; the meter does not use LDAP proxyauth",
-    "GHSA-2qfp-q593-8484": "pyproject.toml allows brotli>=1.1, which lacks the decompression output limit (1.2.0)",
-    "PYSEC-2026-4322": "pyproject.toml allows brotli>=1.1, including 1.2.0 and older decoders with the "
-                       "out-of-bounds write fixed in 1.2.1",
+    "PYSEC-2026-4322": "pyproject.toml allows brotli 1.2.0 (out-of-bounds write fixed in 1.2.1): every "
+                       "mitmproxy 12.2.x pins Brotli<=1.2.0, and mitmproxy 12.3.1 needs a certifi release "
+                       "this registry does not have yet",
 }
 """Advisories whose affected range pyproject.toml's floor still admits: bugs in this repository."""
 

@@ -55,10 +55,15 @@ def utc_iso(ts: float | None = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+FIRST_REQUEST_GRACE = 5.0
+
+
 @dataclass
 class ConnectionInfo:
     target: tuple[str, int] | None = None
     attribution: Future[tuple[ClientInfo, Attribution]] | None = None
+    opened: float = field(default_factory=time.monotonic)
+    requested: bool = False
 
 
 @dataclass
@@ -117,11 +122,18 @@ class MeterAddon:
             self.on_ready(addrs[0][1])
 
     async def drain(self, timeout: float) -> bool:
-        """Wait for in-flight calls (and their records) to finish, up to `timeout` seconds."""
+        """Wait for in-flight calls (and their records) to finish, up to `timeout` seconds. A tunnel the
+        core accepted just before the stop, whose first request is still on its way, counts as in flight
+        for a few seconds: its client already got a 200 and cannot fall back to going direct."""
         deadline = time.monotonic() + timeout
-        while (self.in_flight or self._pending_submits) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            waiting = [c for c in self.connections.values()
+                       if not c.requested and now - c.opened < FIRST_REQUEST_GRACE]
+            if not (self.in_flight or self._pending_submits or waiting):
+                return True
             await asyncio.sleep(0.05)
-        return not self.in_flight and not self._pending_submits
+        return False
 
     # ---- connections -------------------------------------------------------------------------------
 
@@ -161,6 +173,7 @@ class MeterAddon:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         info = self._connection(flow)
+        info.requested = True
         host, port = info.target or (flow.request.pretty_host.lower(), flow.request.port)
         provider = self.routing.lookup(host, port)
         if provider is None:
@@ -253,8 +266,8 @@ class MeterAddon:
                 meter.first_byte_mono = time.monotonic()
             if meter.decode_failure is None and meter.parser is not None and meter.decoder is not None:
                 try:
-                    data = meter.decoder.decode(chunk) if chunk else meter.decoder.flush()
-                    if data:
+                    pieces = meter.decoder.pieces(chunk) if chunk else meter.decoder.flush_pieces()
+                    for data in pieces:
                         meter.parser.feed(data)  # type: ignore[attr-defined]
                         if meter.capture is not None:
                             self._capture_response(meter, data)

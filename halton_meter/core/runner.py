@@ -90,6 +90,8 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
 
     async def graceful_stop() -> None:
         log.info("stopping: no new connections; draining in-flight calls", in_flight=addon.in_flight)
+        # Tell the edge first (it sends new calls direct once core.json is gone), then stop listening.
+        paths.core_state.unlink(missing_ok=True)
         master.options.update(server=False)
         drained = await addon.drain(config.shutdown_grace_seconds)
         if not drained:

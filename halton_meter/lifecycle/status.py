@@ -11,6 +11,7 @@ that serves traffic is never called broken because some service file is missing.
 from __future__ import annotations
 
 import datetime
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -110,7 +111,22 @@ def collect(ctx: InitContext) -> dict[str, Any]:
     return {"verdict": verdict, "summary": summary, "rows": [r.to_json() for r in rows]}
 
 
+DISK_FULL_BYTES = 1024 * 1024
+
+
 def _writes_row(paths: Any, core_up: bool) -> Row:
+    try:
+        free = shutil.disk_usage(paths.home).free
+    except OSError:
+        free = None
+    if free is not None and free < DISK_FULL_BYTES:
+        stats = read_stats(paths.run_dir / CORE_STATS) or {}
+        writer = stats.get("writer", {})
+        return Row("writes", "writes", "fail",
+                   f"disk full: {free} bytes free on the filesystem holding {paths.home}; "
+                   f"{writer.get('pending', '?')} row(s) pending, {writer.get('spooled', '?')} spooled / "
+                   f"{writer.get('dropped', '?')} lost", fix=f"free space on the disk holding {paths.home}; "
+                                                           "pending rows are kept and written then")
     stats = read_stats(paths.run_dir / CORE_STATS)
     if stats is None:
         return Row("writes", "writes", "skip" if not core_up else "warn", "no counters published yet")
