@@ -82,6 +82,49 @@ class CompatibleEndpoint:
     billing: str = "api"
 
 
+@dataclass(frozen=True, slots=True)
+class ProjectRule:
+    """`[projects]` entry: a directory glob (`~/work/acme`, `~/clients/*`, `~/src/**/infra`) and the project
+    for calls made from that directory or anywhere below it."""
+
+    pattern: str
+    project: str
+    regex: re.Pattern[str]
+
+    def matches(self, directory: str) -> bool:
+        path = directory.rstrip("/") or "/"
+        while True:
+            if self.regex.fullmatch(path):
+                return True
+            parent = path.rsplit("/", 1)[0] or "/"
+            if parent == path:
+                return False
+            path = parent
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A path glob as a regex: `*` and `?` stay within one directory name, `**` spans any depth."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("/**", i):
+            out.append("(?:/.*)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
 @dataclass(frozen=True)
 class Config:
     paths: Paths
@@ -100,6 +143,10 @@ class Config:
     capture_projects: tuple[str, ...] = ()
     """Projects whose request and response bodies are stored (redacted). Empty: nothing is ever stored."""
     capture_max_bytes: int = 256 * 1024
+    project_rules: tuple[ProjectRule, ...] = ()
+    """`[projects]`: directory globs to project names, first match wins (in file order)."""
+    key_names: Mapping[str, str] = field(default_factory=dict)
+    """`[keys]`: credential fingerprint (or a unique prefix of one) to a name shown in reports."""
     source: Path | None = None
     """The file this came from, or None when no config.toml exists (all defaults)."""
 
@@ -241,6 +288,12 @@ def load_config(paths: Paths | None = None) -> Config:
         if section == "compatible":
             values["compatible"] = _compatible_endpoints(body)
             continue
+        if section == "projects":
+            values["project_rules"] = _project_rules(body, path.parent)
+            continue
+        if section == "keys":
+            values["key_names"] = _key_names(body)
+            continue
         if section == "plugins":
             if not isinstance(body, dict) or not all(isinstance(v, dict) for v in body.values()):
                 raise ConfigError("config.toml: [plugins] holds one table per plugin, like [plugins.NAME]")
@@ -250,7 +303,7 @@ def load_config(paths: Paths | None = None) -> Config:
         if known is None:
             raise ConfigError(
                 f"config.toml: unknown section [{section}] "
-                f"(known: {', '.join(sorted([*_SCHEMA, 'compatible', 'plugins', 'prices']))})"
+                f"(known: {', '.join(sorted([*_SCHEMA, 'compatible', 'keys', 'plugins', 'prices', 'projects']))})"
             )
         if not isinstance(body, dict):
             raise ConfigError(f"config.toml: {section} must be a table ([{section}])")
@@ -341,3 +394,50 @@ def _compatible_endpoints(body: Any) -> tuple[CompatibleEndpoint, ...]:
         if names.count(name) > 1:
             raise ConfigError(f"config.toml: two [[compatible]] endpoints are named {name!r}")
     return tuple(endpoints)
+
+
+PROJECT_NAME = re.compile(r"[^\x00-\x1f\x7f/\\]{1,100}")
+
+
+def valid_project_name(name: str) -> bool:
+    """1-100 characters, no control characters or slashes, not blank."""
+    return bool(PROJECT_NAME.fullmatch(name)) and bool(name.strip()) and name == name.strip()
+
+
+def _project_rules(body: Any, config_dir: Path) -> tuple[ProjectRule, ...]:
+    example = '[projects] with lines like "~/work/acme" = "acme" or "~/clients/*" = "clients"'
+    if not isinstance(body, dict):
+        raise ConfigError(f"config.toml: [projects] maps directory globs to project names: {example}")
+    rules = []
+    for pattern, project in body.items():
+        if isinstance(project, dict):
+            raise ConfigError(f'config.toml: [projects] maps a directory glob to a name; quote paths with dots: {example}')
+        if not isinstance(project, str) or not valid_project_name(project):
+            raise ConfigError(f"config.toml: projects.{pattern!r} must be a project name (1-100 characters, no "
+                              f"slashes), not {project!r}")
+        expanded = str(Path(pattern).expanduser()) if pattern.startswith("~") else pattern
+        if not expanded.startswith("/"):
+            raise ConfigError(f"config.toml: projects.{pattern!r} must be an absolute path or start with ~ "
+                              f"(it is matched against the client's working directory)")
+        expanded = expanded.rstrip("/") or "/"
+        rules.append(ProjectRule(pattern, project, glob_regex(expanded)))
+    return tuple(rules)
+
+
+def _key_names(body: Any) -> dict[str, str]:
+    if not isinstance(body, dict):
+        raise ConfigError('config.toml: [keys] maps key fingerprints to names, like "3f9a1c2e" = "team key" '
+                          "(see `halton-meter report --by key`)")
+    names: dict[str, str] = {}
+    for fingerprint, name in body.items():
+        if not re.fullmatch(r"[0-9a-f]{4,16}", fingerprint):
+            raise ConfigError(f"config.toml: keys.{fingerprint!r} is not a key fingerprint (4-16 lowercase hex "
+                              "characters, as `halton-meter report --by key` shows them)")
+        if not isinstance(name, str) or not name.strip() or len(name) > 100:
+            raise ConfigError(f"config.toml: keys.{fingerprint} must be a name (1-100 characters), not {name!r}")
+        names[fingerprint] = name.strip()
+    prefixes = sorted(names)
+    for a, b in zip(prefixes, prefixes[1:], strict=False):
+        if b.startswith(a):
+            raise ConfigError(f"config.toml: [keys] names {a!r} and {b!r}, and one is a prefix of the other")
+    return names

@@ -31,6 +31,8 @@ class Price:
     cost_nanos: int | None
     priced: bool
     source: str
+    cache_savings_nanos: int | None = None
+    """What the cache reads saved: the same call with them priced as plain input, minus its cost."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +122,14 @@ class Pricer:
 
     def price(self, record: CallRecord) -> Price:
         if not record.billable:
-            return Price(0, True, "not billable")
+            return Price(0, True, "not billable", 0)
         if not record.usage_reported and not record.estimated:
             return Price(None, False, "no usage reported")
         override = self.override_for(record.provider, record.model, record.model_requested)
         if override is not None:
-            return Price(usd_to_nanos(_override_cost(record, override)), True, f"config {override.where}")
+            cost = usd_to_nanos(_override_cost(record, override))
+            uncached = usd_to_nanos(_override_cost(record, override, cache_as_input=True))
+            return Price(cost, True, f"config {override.where}", uncached - cost)
         if not record.price_provider_id or not (record.model or record.model_requested):
             return Price(None, False, "no price data for this provider")
         from genai_prices import Usage, calc_price
@@ -149,7 +153,15 @@ class Pricer:
                                   genai_request_timestamp=when, price_context=context)
             except LookupError:
                 continue
-            return Price(usd_to_nanos(calc.total_price), True, genai_prices_version() + note)
+            cost = usd_to_nanos(calc.total_price)
+            savings = 0
+            if record.cache_read_tokens:
+                # The same prompt with no cache hits: genai-prices' input_tokens already counts the whole
+                # prompt, so only the cache-read share changes, and long-context tiers stay the same.
+                uncached = calc_price(Usage(**{**usage_fields, "cache_read_tokens": 0}), candidate,
+                                      provider_id=provider_id, genai_request_timestamp=when, price_context=context)
+                savings = usd_to_nanos(uncached.total_price) - cost
+            return Price(cost, True, genai_prices_version() + note, savings)
         model = record.model or record.model_requested
         return Price(None, False, f"unknown model {model!r} in {genai_prices_version()}")
 
@@ -187,8 +199,10 @@ class Pricer:
         return None
 
 
-def _override_cost(record: CallRecord, override: Any) -> Decimal:
+def _override_cost(record: CallRecord, override: Any, cache_as_input: bool = False) -> Decimal:
     cache_read = override.cache_read if override.cache_read is not None else override.input
+    if cache_as_input:
+        cache_read = override.input
     cache_write = override.cache_write if override.cache_write is not None else override.input
     cache_write_1h = override.cache_write_1h if override.cache_write_1h is not None else cache_write
     five_minute = record.cache_write_tokens - record.cache_write_1h_tokens

@@ -210,8 +210,13 @@ PUBLIC_FIELDS: tuple[str, ...] = (
     "billing",
     "project",
     "project_source",
+    "repo",
+    "branch",
     "client",
     "client_process",
+    "user_agent",
+    "key_fingerprint",
+    "cache_savings_usd",
     "latency_ms",
     "ttft_ms",
     "provider_request_id",
@@ -264,8 +269,18 @@ class CallRecord:
     """`api` (charged per token) or `subscription` (cost is the list-price equivalent, not a charge)."""
     project: str = "unattributed"
     project_source: str = "none"
+    repo: str | None = None
+    """Name of the git repository the client worked in (its root directory), when it worked in one."""
+    branch: str | None = None
+    """The checked-out git branch when the call was made (`detached@<sha>` for a detached HEAD)."""
     client: str | None = None
+    """The tool family: claude-code, codex, gemini-cli, anthropic-sdk-python, curl, ..."""
     client_process: str | None = None
+    user_agent: str | None = None
+    key_fingerprint: str | None = None
+    """A keyed, non-reversible fingerprint of the credential the call used (never the credential)."""
+    cache_savings_nanos: int | None = None
+    """What cache reads saved against the base input price (None when unpriced)."""
     latency_ms: float | None = None
     ttft_ms: float | None = None
     provider_request_id: str | None = None
@@ -278,6 +293,10 @@ class CallRecord:
     @property
     def cost_usd(self) -> str | None:
         return nanos_to_usd(self.cost_nanos)
+
+    @property
+    def cache_savings_usd(self) -> str | None:
+        return nanos_to_usd(self.cache_savings_nanos)
 
     def usage(self) -> Usage:
         return Usage(

@@ -85,7 +85,7 @@ def test_syntax_errors_name_file_line_and_column(paths: Paths, text: str, messag
         ('[edge]\nport = "abc"\n', "config.toml: edge.port must be an integer port (0-65535), not 'abc'"),
         ("[edge]\nport = true\n", "config.toml: edge.port must be an integer port (0-65535), not True"),
         ("[api]\nport = 70000\n", "config.toml: api.port = 70000 is out of range (0-65535; 0 picks a free port)"),
-        ("[bodys]\nenabled = true\n", "config.toml: unknown section [bodys] (known: api, capture, compatible, core, edge, plugins, prices, upstream)"),
+        ("[bodys]\nenabled = true\n", "config.toml: unknown section [bodys] (known: api, capture, compatible, core, edge, keys, plugins, prices, projects, upstream)"),
         ("[edge]\nprot = 1\n", "config.toml: unknown key edge.prot (known in [edge]: idle_timeout_seconds, max_connections, port)"),
         ('[upstream]\nresolve = "api.anthropic.com:443:127.0.0.1:1"\n',
          'config.toml: upstream.resolve must be a list of strings like ["api.anthropic.com:443:127.0.0.1:8443"]'),
@@ -129,3 +129,51 @@ def test_every_command_stops_on_a_bad_config_with_exit_2(paths: Paths, cli, comm
 def test_resolve_rule_port_range() -> None:
     with pytest.raises(ConfigError, match="between 1 and 65535"):
         ResolveRule.parse("a.test:0:127.0.0.1:1", "x")
+
+
+def test_project_rules_match_the_directory_and_everything_below_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[projects]\n"/work/acme" = "acme"\n"/clients/*" = "clients"\n"/src/**/infra" = "infra"\n"~/notes" = "notes"\n'
+    )
+    rules = load_config(Paths(home)).project_rules
+    assert [(r.pattern, r.project) for r in rules] == [
+        ("/work/acme", "acme"), ("/clients/*", "clients"), ("/src/**/infra", "infra"), ("~/notes", "notes")]
+    acme, clients, infra, notes = rules
+    assert acme.matches("/work/acme") and acme.matches("/work/acme/sub/dir/")
+    assert not acme.matches("/work/acme-other") and not acme.matches("/work")
+    assert clients.matches("/clients/x") and clients.matches("/clients/x/y") and not clients.matches("/clients")
+    assert infra.matches("/src/infra") and infra.matches("/src/a/b/infra/k8s") and not infra.matches("/src/a/infrax")
+    assert notes.matches(str(Path("~/notes/today").expanduser()))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[projects]\n"work/acme" = "acme"\n', "must be an absolute path or start with ~"),
+        ('[projects]\n"/work/acme" = ""\n', "must be a project name"),
+        ('[projects]\n"/work/acme" = "a/b"\n', "must be a project name"),
+        ("[projects]\nwork.acme = \"x\"\n", "quote paths with dots"),
+        ('[keys]\n"ABCD" = "team"\n', "is not a key fingerprint"),
+        ('[keys]\n"3f9a1c2e" = ""\n', "must be a name"),
+        ('[keys]\n"3f9a" = "a"\n"3f9a1c" = "b"\n', "one is a prefix of the other"),
+    ],
+)
+def test_bad_project_rules_and_key_names_are_config_errors(tmp_path: Path, text: str, message: str) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(Paths(home))
+    assert message in str(info.value)
+
+
+def test_key_names() -> None:
+    from halton_meter.keys import key_label
+
+    names = {"3f9a": "team key", "0011aabb": "ci"}
+    assert key_label("3f9a1c2e", names) == "team key (3f9a1c2e)"
+    assert key_label("0011aabb", names) == "ci (0011aabb)"
+    assert key_label("77777777", names) == "77777777"
+    assert key_label(None, names) is None

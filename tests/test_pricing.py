@@ -35,6 +35,8 @@ def test_anthropic_all_four_buckets_and_the_1h_write() -> None:
     expected = per_million(i=(1000, "3"), r=(2000, "0.30"), w5=(2000, "3.75"), w1=(1000, "6"), o=(500, "15"))
     assert price.priced and price.cost_nanos == expected == 24_600_000
     assert price.source.startswith("genai-prices ")
+    # Cache savings: 2,000 cache-read tokens at $0.30 instead of the $3 base input price.
+    assert price.cache_savings_nanos == per_million(r=(2000, "2.70")) == 5_400_000
 
 
 def test_openai_cached_input() -> None:
@@ -56,6 +58,9 @@ def test_long_context_tier_sees_the_whole_prompt_including_cache() -> None:
     assert short.cost_nanos == per_million(i=(200_000, "3"))
     long = Pricer().price(rec(input_tokens=150_000, cache_read_tokens=100_000))
     assert long.cost_nanos == per_million(i=(150_000, "6"), r=(100_000, "0.60"))
+    # Savings are against the tier the call was actually billed at ($6, not $3).
+    assert long.cache_savings_nanos == per_million(r=(100_000, "5.40"))
+    assert short.cache_savings_nanos == 0
 
 
 def test_unknown_model_is_unpriced_not_zero() -> None:
@@ -148,11 +153,13 @@ output = "1.5"
     assert price.source == 'config prices.anthropic."claude-sonnet-4-5"'
     assert price.cost_nanos == per_million(i=(1000, "2"), r=(2000, "0.2"), w5=(2000, "2.5"), w1=(1000, "4"),
                                            o=(500, "10"))
+    assert price.cache_savings_nanos == per_million(r=(2000, "1.8"))
     # Wildcard model, and missing cache prices fall back to the input price.
     gateway = pricer.price(rec(provider="corp-gateway", price_provider_id=None, model="llama-3.3-70b",
                                input_tokens=1000, cache_read_tokens=1000, output_tokens=1000))
     assert gateway.cost_nanos == per_million(i=(2000, "0.5"), o=(1000, "1.5"))
     assert gateway.source == 'config prices.corp-gateway."*"'
+    assert gateway.cache_savings_nanos == 0  # no cache price: reads cost the input price, nothing saved
 
 
 @pytest.mark.parametrize(

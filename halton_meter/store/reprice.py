@@ -67,9 +67,9 @@ def reprice(
         result.examined += 1
         if record.price_provider_id is None:
             record.price_provider_id = price_ids.get(record.provider)
-        before = (record.cost_nanos, record.priced, record.price_source)
+        before = (record.cost_nanos, record.priced, record.price_source, record.cache_savings_nanos)
         price = pricer.price(record)
-        after = (price.cost_nanos, price.priced, price.source)
+        after = (price.cost_nanos, price.priced, price.source, price.cache_savings_nanos)
         result.before_nanos += record.cost_nanos or 0
         result.after_nanos += price.cost_nanos or 0
         if after == before:
@@ -82,13 +82,15 @@ def reprice(
         change.before_nanos += record.cost_nanos or 0
         change.after_nanos += price.cost_nanos or 0
         updates.append({"row_id": record.id, "cost_nanos": price.cost_nanos, "priced": price.priced,
-                        "price_source": price.source, "price_provider_id": record.price_provider_id})
+                        "price_source": price.source, "price_provider_id": record.price_provider_id,
+                        "cache_savings_nanos": price.cache_savings_nanos})
     if write is not None and updates:
         statement = (
             calls.update()
             .where(calls.c.id == sa.bindparam("row_id"))
             .values(cost_nanos=sa.bindparam("cost_nanos"), priced=sa.bindparam("priced"),
-                    price_source=sa.bindparam("price_source"), price_provider_id=sa.bindparam("price_provider_id"))
+                    price_source=sa.bindparam("price_source"), price_provider_id=sa.bindparam("price_provider_id"),
+                    cache_savings_nanos=sa.bindparam("cache_savings_nanos"))
         )
         with write.begin() as conn:
             conn.execute(statement, updates)

@@ -65,6 +65,11 @@ calls = sa.Table(
     sa.Column("ttft_ms", sa.Float),
     sa.Column("provider_request_id", sa.Text),
     sa.Column("extra", sa.JSON, nullable=False),
+    sa.Column("repo", sa.Text),
+    sa.Column("branch", sa.Text),
+    sa.Column("key_fingerprint", sa.Text),
+    sa.Column("user_agent", sa.Text),
+    sa.Column("cache_savings_nanos", sa.Integer),
 )
 
 gaps = sa.Table(
@@ -161,6 +166,16 @@ MIGRATIONS: dict[int, list[str]] = {
         "INSERT INTO meta VALUES ('db_id', lower(hex(randomblob(16))))",
         "INSERT INTO meta VALUES ('writes', '0')",
         f"PRAGMA application_id = {0x484D4554}",
+    ],
+    6: [
+        # Attribution: the git repository and branch the client worked in, a keyed fingerprint of the
+        # credential (never the credential), the client's User-Agent; and what cache reads saved against
+        # the base input price (NULL when unpriced).
+        "ALTER TABLE calls ADD COLUMN repo TEXT",
+        "ALTER TABLE calls ADD COLUMN branch TEXT",
+        "ALTER TABLE calls ADD COLUMN key_fingerprint TEXT",
+        "ALTER TABLE calls ADD COLUMN user_agent TEXT",
+        "ALTER TABLE calls ADD COLUMN cache_savings_nanos INTEGER",
     ],
     4: [
         # Opt-in body capture ([capture] projects), redacted; nothing is written here by default.

@@ -232,6 +232,7 @@ class Writer:
                 record.priced, record.price_source = False, f"pricing error: {type(exc).__name__}"
                 continue
             record.cost_nanos, record.priced, record.price_source = price.cost_nanos, price.priced, price.source
+            record.cache_savings_nanos = price.cache_savings_nanos
 
     def _upsert(self, batch: list[CallRecord]) -> None:
         recorded_at = utc_now_iso()
