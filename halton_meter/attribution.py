@@ -7,43 +7,67 @@ plugins then run in their declared order; the first answer wins.
 
 from __future__ import annotations
 
-import re
+import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import psutil
 import structlog
 
+from halton_meter.client_family import tool_from_process
 from halton_meter.types import Attribution, Attributor, ClientInfo
+from halton_meter.workspace import git_info
 
 log = structlog.get_logger("halton_meter.attribution")
 
 UNATTRIBUTED = Attribution("unattributed", "none")
 ENV_PREFIX = "HALTON_METER_"
-_SCAN_REUSE_SECONDS = 0.05
+_RECENT_PROCESSES = 8
+"""Processes whose sockets are checked first, before a scan of every socket on the machine."""
+_MAX_FDS = 4096
+_PROC_NET = Path("/proc/net")
 
 
-def client_name(user_agent: str | None) -> str | None:
-    """The product part of a User-Agent without versions: `Anthropic/Python 0.40.0` → `Anthropic/Python`."""
-    if not user_agent:
-        return None
-    match = re.match(r"\s*([A-Za-z][\w.+-]*)(?:/([A-Za-z][\w.+-]*))?", user_agent)
-    if not match:
-        return None
-    return match.group(0).strip()
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Who is behind a connection, and what the call belongs to."""
+
+    client: ClientInfo = field(default_factory=ClientInfo)
+    attribution: Attribution = UNATTRIBUTED
+    resolved_at: float = 0.0
+    """time.monotonic() of the lookup (a long-lived connection is looked up again when this gets old)."""
+
+    @property
+    def repo(self) -> str | None:
+        return self.client.git.repo if self.client.git is not None else None
+
+    @property
+    def branch(self) -> str | None:
+        return self.client.git.branch if self.client.git is not None else None
 
 
 class ProcessFinder:
-    """Maps a client socket address to its process, scanning the socket table at most every 50 ms."""
+    """Maps a client socket address to its process.
+
+    One socket-table scan answers every lookup waiting for it. A lookup is only answered from a scan that
+    started after the lookup was asked for (a connection made 1 ms after a scan began is not in it); an
+    address still unknown then gets one more fresh scan. Processes already seen are remembered, so the
+    common case — a tool opening another connection — is found by looking at that process's sockets alone.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._table: dict[tuple[str, int], int] = {}
-        self._scanned_at = 0.0
+        self._scan_started = -1.0
+        self._recent: dict[int, float] = {}
 
     def _scan(self) -> None:
+        started = time.monotonic()
         table: dict[tuple[str, int], int] = {}
         try:
             for conn in psutil.net_connections(kind="tcp"):
@@ -51,15 +75,82 @@ class ProcessFinder:
                     table[(conn.laddr.ip, conn.laddr.port)] = conn.pid
         except (psutil.Error, OSError) as exc:
             log.warning("socket table scan failed", error=str(exc))
-        self._table, self._scanned_at = table, time.monotonic()
+        self._table, self._scan_started = table, started
 
-    def pid_for(self, address: tuple[str, int]) -> int | None:
+    def _from_recent(self, address: tuple[str, int]) -> int | None:
+        """Linux: find the socket's inode in /proc/net/tcp{,6}, then look for it among the open files of the
+        processes that made calls recently (a few dozen readlinks instead of every process's files)."""
+        if not self._recent or not _PROC_NET.exists():
+            return None
+        inode = _socket_inode(address)
+        if inode is None:
+            return None
+        target = f"socket:[{inode}]"
+        for pid in sorted(self._recent, key=self._recent.__getitem__, reverse=True)[:_RECENT_PROCESSES]:
+            fd_dir = f"/proc/{pid}/fd"
+            try:
+                names = os.listdir(fd_dir)
+            except OSError:
+                self._recent.pop(pid, None)
+                continue
+            for name in names[:_MAX_FDS]:
+                try:
+                    if os.readlink(f"{fd_dir}/{name}") == target:
+                        return pid
+                except OSError:
+                    continue
+        return None
+
+    def pid_for(self, address: tuple[str, int], asked_at: float | None = None) -> int | None:
+        """The pid owning the client socket `address`, or None (gone, or another user's process)."""
+        asked_at = time.monotonic() if asked_at is None else asked_at
         with self._lock:
-            pid = self._table.get(address)
-            if pid is None and time.monotonic() - self._scanned_at > _SCAN_REUSE_SECONDS:
-                self._scan()
+            if self._scan_started >= asked_at:  # a scan since the connection existed: it knows, or none will
                 pid = self._table.get(address)
+            else:
+                pid = self._from_recent(address)
+                if pid is None:
+                    self._scan()
+                    pid = self._table.get(address)
+            if pid is not None:
+                self._recent[pid] = time.monotonic()
+                if len(self._recent) > 4 * _RECENT_PROCESSES:
+                    for old in sorted(self._recent, key=self._recent.__getitem__)[:_RECENT_PROCESSES]:
+                        del self._recent[old]
             return pid
+
+
+def _proc_net_address(address: tuple[str, int]) -> tuple[str, str] | None:
+    """`address` as /proc/net/tcp{,6} spells a local address (each 32-bit word little-endian, hex)."""
+    ip, port = address
+    try:
+        if ":" in ip:
+            raw = socket.inet_pton(socket.AF_INET6, ip.split("%")[0])
+            table = "tcp6"
+        else:
+            raw = socket.inet_aton(ip)
+            table = "tcp"
+    except OSError:
+        return None
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return table, f"{words.hex().upper()}:{port:04X}"
+
+
+def _socket_inode(address: tuple[str, int]) -> str | None:
+    spelled = _proc_net_address(address)
+    if spelled is None:
+        return None
+    table, local = spelled
+    try:
+        with open(_PROC_NET / table, encoding="ascii", errors="replace") as fh:
+            next(fh, None)
+            for line in fh:
+                fields = line.split()
+                if len(fields) > 9 and fields[1] == local:
+                    return fields[9]
+    except OSError:
+        return None
+    return None
 
 
 def describe_process(pid: int) -> ClientInfo:
@@ -69,6 +160,7 @@ def describe_process(pid: int) -> ClientInfo:
         return ClientInfo(pid=pid)
     name = cwd = None
     environ: dict[str, str] = {}
+    cmdline: list[str] = []
     try:
         name = proc.name()
     except psutil.Error:
@@ -81,27 +173,55 @@ def describe_process(pid: int) -> ClientInfo:
         environ = {k: v for k, v in proc.environ().items() if k.startswith(ENV_PREFIX)}
     except psutil.Error:
         pass
-    return ClientInfo(pid=pid, process_name=name, cwd=cwd, environ=environ)
+    try:
+        cmdline = proc.cmdline()[:2]  # program and script only, to name the tool; never kept
+    except psutil.Error:
+        pass
+    return ClientInfo(pid=pid, process_name=name, cwd=cwd, environ=environ, tool=tool_from_process(name, cmdline))
 
 
 class AttributionService:
-    """Resolves (client process, project) for a connection on a small thread pool."""
+    """Resolves (client process, project, repository, branch) for a connection on a small thread pool."""
 
     def __init__(self, attributors: Sequence[Attributor], workers: int = 2) -> None:
         self._attributors = list(attributors)
         self._finder = ProcessFinder()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="halton-meter-attrib")
 
-    def lookup(self, address: tuple[str, int] | None) -> Future[tuple[ClientInfo, Attribution]]:
-        return self._pool.submit(self._resolve, address)
+    def lookup(self, address: tuple[str, int] | None, proxy_project: str | None = None) -> Future[Resolution]:
+        return self._pool.submit(self._resolve, address, proxy_project, time.monotonic())
 
-    def _resolve(self, address: tuple[str, int] | None) -> tuple[ClientInfo, Attribution]:
-        client = ClientInfo()
+    def refresh(self, previous: Resolution) -> Future[Resolution]:
+        """Look again at a known process (its working directory or branch may have changed); the socket
+        table is not scanned. Falls back to `previous` when the process is gone."""
+        return self._pool.submit(self._refresh, previous)
+
+    def _resolve(self, address: tuple[str, int] | None, proxy_project: str | None, asked_at: float) -> Resolution:
+        client = ClientInfo(proxy_project=proxy_project)
         if address is not None:
-            pid = self._finder.pid_for(address)
+            pid = self._finder.pid_for(address, asked_at)
             if pid is not None:
                 client = describe_process(pid)
-        return client, self.attribute(client)
+        return self._complete(client, proxy_project)
+
+    def _refresh(self, previous: Resolution) -> Resolution:
+        pid = previous.client.pid
+        if pid is None or not psutil.pid_exists(pid):
+            return replace(previous, resolved_at=time.monotonic())
+        client = describe_process(pid)
+        if client.cwd is None:
+            return replace(previous, resolved_at=time.monotonic())
+        return self._complete(client, previous.client.proxy_project)
+
+    def _complete(self, client: ClientInfo, proxy_project: str | None) -> Resolution:
+        git = None
+        if client.cwd:
+            try:
+                git = git_info(client.cwd)
+            except (OSError, ValueError):
+                git = None
+        client = replace(client, proxy_project=proxy_project, git=git)
+        return Resolution(client, self.attribute(client), time.monotonic())
 
     def attribute(self, client: ClientInfo) -> Attribution:
         for attributor in self._attributors:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import datetime
 import ipaddress
@@ -24,6 +25,7 @@ import signal
 import socket
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -174,12 +176,12 @@ class GapRecorder:
         except OSError as exc:  # counted in the edge's stats either way
             log.error("could not record a gap durably", error=str(exc))
 
-    async def opened(self, host: str, reason: str, peer: object) -> tuple[str, Any]:
+    async def opened(self, host: str, reason: str, peer: object, project: str | None = None) -> tuple[str, Any]:
         gap_id = str(uuid.uuid4())
         at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         lookup = None
         if self.attribution is not None and isinstance(peer, tuple) and len(peer) >= 2:
-            lookup = self.attribution.lookup((str(peer[0]), int(peer[1])))
+            lookup = self.attribution.lookup((str(peer[0]), int(peer[1])), project)
         await asyncio.get_running_loop().run_in_executor(
             None, self._append, {"id": gap_id, "at": at, "host": host, "reason": reason})
         return gap_id, lookup
@@ -188,8 +190,9 @@ class GapRecorder:
         line: dict[str, Any] = {"id": gap_id, "bytes_up": up, "bytes_down": down}
         if lookup is not None:
             with contextlib.suppress(Exception):
-                client, attribution = await asyncio.wait_for(asyncio.wrap_future(lookup), 2.0)
-                line.update(project=attribution.project, client=client.process_name)
+                resolution = await asyncio.wait_for(asyncio.wrap_future(lookup), 2.0)
+                line.update(project=resolution.attribution.project,
+                            client=resolution.client.tool or resolution.client.process_name)
         await asyncio.get_running_loop().run_in_executor(None, self._append, line)
 
 
@@ -363,22 +366,23 @@ class Edge:
             if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
                 raise Refused(400, "malformed header line (no colon, whitespace before it, or obsolete folding)")
         method, target = parts[0].decode("latin-1"), parts[1].decode("latin-1")
+        project = proxy_project(header_block)
         if method == "CONNECT":
             host, port = parse_authority(target)
             self.check_target(host, port)
-            await self._connect(reader, writer, host, port, peer, slot)
+            await self._connect(reader, writer, host, port, peer, slot, project)
         elif target.startswith("http://"):
-            await self._absolute(reader, writer, head, method, target, slot)
+            await self._absolute(reader, writer, head, method, target, slot, peer, project)
         else:
             raise Refused(400, "this is a proxy: send CONNECT host:port or an absolute http:// URL")
 
     async def _connect(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int, peer: object,
-        slot: _Slot,
+        slot: _Slot, project: str | None = None,
     ) -> None:
         gap = None
         if self.claims(host, port):
-            upstream = await self._open_core_tunnel(host, port, peer)
+            upstream = await self._open_core_tunnel(host, port, peer, project)
             if upstream is not None:
                 self.stats.metered += 1
                 core_reader, core_writer, reply = upstream
@@ -386,7 +390,8 @@ class Edge:
                 await writer.drain()
                 await self._splice(reader, writer, core_reader, core_writer, metered=True, slot=slot)
                 return
-            gap = await self.gaps.opened(host, self.health.down_reason or "core unavailable", peer)  # type: ignore[union-attr]
+            gap = await self.gaps.opened(host, self.health.down_reason or "core unavailable", peer,  # type: ignore[union-attr]
+                                         project)
         else:
             self.stats.tunnelled += 1
         up_reader, up_writer = await self._open_direct(host, port)
@@ -416,7 +421,7 @@ class Edge:
             raise Refused(502, f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
 
     async def _open_core_tunnel(
-        self, host: str, port: int, peer: object
+        self, host: str, port: int, peer: object, project: str | None = None
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes] | None:
         """CONNECT through the core; None (the call then goes direct, as a gap) when the core is down or
         does not answer within CORE_TIMEOUT."""
@@ -435,11 +440,9 @@ class Edge:
         except (OSError, TimeoutError) as exc:
             health.mark_down(f"core unreachable ({type(exc).__name__})")
             return self._gap(host, "core unreachable")
-        peer_text = ""
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            peer_text = f"x-halton-meter-peer: {_format_host(str(peer[0]))}:{peer[1]}\r\n"
         authority = f"{_format_host(host)}:{port}"
-        core_writer.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n{peer_text}\r\n".encode())
+        extra = b"".join(line + b"\r\n" for line in _meter_headers(peer, project))
+        core_writer.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n".encode() + extra + b"\r\n")
         try:
             await core_writer.drain()
             reply_task = asyncio.ensure_future(core_reader.readuntil(b"\r\n\r\n"))
@@ -470,7 +473,7 @@ class Edge:
 
     async def _absolute(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, method: str, target: str,
-        slot: _Slot,
+        slot: _Slot, peer: object = None, project: str | None = None,
     ) -> None:
         authority, _, path = target[len("http://") :].partition("/")
         if "@" in authority:
@@ -489,7 +492,7 @@ class Edge:
                     self._gap(host, "core unreachable")
                 else:
                     self.stats.metered += 1
-                    up_writer.write(head)
+                    up_writer.write(_to_core_head(head, peer, project))
                     await self._splice(reader, writer, up_reader, up_writer, metered=True, slot=slot)
                     return
             else:
@@ -621,6 +624,59 @@ class Edge:
 
 def _format_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+PEER_HEADER = b"x-halton-meter-peer"
+PROJECT_HEADER = b"x-halton-meter-project"
+
+
+def proxy_project(header_block: bytes) -> str | None:
+    """The project in `Proxy-Authorization: Basic base64(project:NAME)` — what a client sends for a proxy
+    URL `http://project:NAME@127.0.0.1:PORT` (`halton-meter run --project`). Any other credentials are
+    ignored: the edge asks for none."""
+    for line in header_block.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() != b"proxy-authorization":
+            continue
+        scheme, _, token = value.strip().partition(b" ")
+        if scheme.lower() != b"basic":
+            return None
+        try:
+            user, _, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        project = urllib.parse.unquote(password).strip()
+        if user != "project" or not project or len(project) > 100 or any(c in project for c in "\r\n\x00/"):
+            return None
+        return project
+    return None
+
+
+def _meter_headers(peer: object, project: str | None) -> list[bytes]:
+    """What the edge tells the core about a client: its address (for the process lookup) and the project
+    from its proxy URL. Percent-encoded, so any name fits in a header line."""
+    out = []
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        out.append(PEER_HEADER + f": {_format_host(str(peer[0]))}:{peer[1]}".encode())
+    if project:
+        out.append(PROJECT_HEADER + b": " + urllib.parse.quote(project, safe="").encode("ascii"))
+    return out
+
+
+def _to_core_head(head: bytes, peer: object, project: str | None) -> bytes:
+    """A plain-HTTP request for the core: the proxy credentials and any client-sent meter headers out,
+    ours in."""
+    lines = head.split(b"\r\n")
+    out = [lines[0]]
+    for line in lines[1:]:
+        if not line:
+            continue
+        name = line.split(b":", 1)[0].strip().lower()
+        if name == b"proxy-authorization" or name.startswith(b"x-halton-meter-"):
+            continue
+        out.append(line)
+    out.extend(_meter_headers(peer, project))
+    return b"\r\n".join(out) + b"\r\n\r\n"
 
 
 def _origin_form(head: bytes, method: str, path: str) -> bytes:

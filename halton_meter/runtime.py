@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import urllib.parse
 from typing import Any
 
 from halton_meter.errors import NotRunningError
@@ -43,13 +44,18 @@ def require_running(paths: Paths) -> dict[str, Any]:
     return runtime
 
 
-def metering_env(runtime: dict[str, Any]) -> dict[str, str]:
+def metering_env(runtime: dict[str, Any], project: str | None = None) -> dict[str, str]:
     """Environment that sends a client's HTTPS through the edge and makes it trust our CA.
 
     Both spellings of the proxy variables: curl reads only the lowercase `http_proxy`, and some tools only
     the uppercase ones. The bundle is certifi's roots plus our CA, so other hosts still verify normally.
+
+    With a project, it rides in the proxy URL's credentials (`http://project:NAME@127.0.0.1:PORT`: clients
+    send it as Proxy-Authorization on every CONNECT, the edge strips it) and in HALTON_METER_PROJECT, so
+    it survives child processes either way.
     """
-    proxy = f"http://127.0.0.1:{runtime['edge_port']}"
+    userinfo = f"project:{urllib.parse.quote(project, safe='')}@" if project else ""
+    proxy = f"http://{userinfo}127.0.0.1:{runtime['edge_port']}"
     bundle = runtime["client_bundle"]
     env = {
         "HTTPS_PROXY": proxy,
@@ -63,4 +69,6 @@ def metering_env(runtime: dict[str, Any]) -> dict[str, str]:
         "CURL_CA_BUNDLE": bundle,
         "NODE_EXTRA_CA_CERTS": bundle,
     }
+    if project:
+        env["HALTON_METER_PROJECT"] = project
     return env

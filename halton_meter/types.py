@@ -330,6 +330,14 @@ class ClientInfo:
     environ: Mapping[str, str] = field(default_factory=dict)
     """Only the variables attributors ask for (HALTON_METER_*), never the whole environment."""
     user_agent: str | None = None
+    proxy_project: str | None = None
+    """The project named in the proxy URL's credentials (`halton-meter run --project`), which the edge strips
+    and passes on."""
+    tool: str | None = None
+    """The tool family the process is (claude-code, codex, …), from its name and command line; the command
+    line itself is never kept."""
+    git: Any = None
+    """`halton_meter.workspace.GitInfo` for the working directory, when it is inside a git work tree."""
 
 
 @dataclass(frozen=True, slots=True)

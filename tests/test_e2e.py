@@ -86,7 +86,8 @@ def test_anthropic_sdk_call_lands_with_exact_tokens_cost_and_project(meter, fake
     expected = (1200 * 3 + 340 * 15) * 1000 + 5000 * 300 + 1500 * 3750 + 500 * 6000
     assert row["cost_nanos"] == expected and row["priced"]
     assert (row["project"], row["project_source"]) == ("acme-billing", "cwd")
-    assert row["client"] == "Anthropic/Python"
+    assert row["client"] == "anthropic-sdk-python"
+    assert row["user_agent"].startswith("Anthropic/Python ")
     assert row["client_process"].startswith("python")
     # The SDK's key went upstream, untouched, but was never stored.
     [received] = fake_provider.requests

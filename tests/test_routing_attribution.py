@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from halton_meter.attribution import AttributionService, client_name
+from halton_meter.attribution import AttributionService
 from halton_meter.core.records import CREDENTIAL_QUERY_PARAMS, redact_path
 from halton_meter.core.routing import RoutingTable, parse_host_pattern
 from halton_meter.errors import PluginError
@@ -66,23 +66,7 @@ def test_credentials_are_redacted_from_paths(path: str, expected: str) -> None:
     assert redact_path(path, CREDENTIAL_QUERY_PARAMS) == expected
 
 
-@pytest.mark.parametrize(
-    ("ua", "name"),
-    [
-        ("Anthropic/Python 2.12.0", "Anthropic/Python"),
-        ("OpenAI/Python 3.54.0", "OpenAI/Python"),
-        ("curl/8.5.0", "curl"),
-        ("python-httpx/0.28.1", "python-httpx"),
-        ("claude-cli/2.0.14 (external, cli)", "claude-cli"),
-        (None, None),
-        ("", None),
-    ],
-)
-def test_client_name_from_user_agent(ua, name) -> None:
-    assert client_name(ua) == name
-
-
-def test_builtin_attributors_env_then_cwd() -> None:
+def test_builtin_attributors_env_before_cwd() -> None:
     attributors = PluginHost().load(entry_points=False).registries.attributors.ordered()
     service = AttributionService(attributors)
     try:
@@ -113,7 +97,8 @@ def test_lookup_finds_this_process_from_its_socket() -> None:
     client = socket.create_connection(server.getsockname())
     service = AttributionService([Attributor("x.cwd", lambda c: Attribution(os.path.basename(c.cwd or ""), "cwd"))])
     try:
-        info, attribution = service.lookup(client.getsockname()).result(timeout=10)
+        resolution = service.lookup(client.getsockname()).result(timeout=10)
+        info, attribution = resolution.client, resolution.attribution
         assert info.pid == os.getpid()
         assert info.cwd == os.getcwd()
         assert attribution.project == os.path.basename(os.getcwd())

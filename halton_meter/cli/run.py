@@ -5,15 +5,17 @@ import sys
 
 import click
 
-from halton_meter.config import load_config
+from halton_meter.config import load_config, valid_project_name
 from halton_meter.errors import ExitCode, HaltonError
 from halton_meter.runtime import metering_env, require_running
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--shell", "shell", is_flag=True, help="Start an interactive shell ($SHELL) with metering on.")
+@click.option("--project", "project", metavar="NAME", default=None,
+              help="Attribute every call of COMMAND and its child processes to project NAME.")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[--] COMMAND [ARGS]...")
-def command(shell: bool, argv: tuple[str, ...]) -> int:
+def command(shell: bool, project: str | None, argv: tuple[str, ...]) -> int:
     """Run COMMAND (or, with --shell, a shell) with its LLM API calls metered.
 
     Sets HTTPS_PROXY/HTTP_PROXY to the running meter and points SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
@@ -31,16 +33,23 @@ def command(shell: bool, argv: tuple[str, ...]) -> int:
         raise click.UsageError("give either --shell or a command, not both")
     if not shell and not args:
         raise click.UsageError("give a command to run, e.g. halton-meter run -- claude (or --shell)")
+    if project is not None:
+        project = project.strip()
+        if not valid_project_name(project):
+            raise click.UsageError(f"--project {project!r}: a project name is 1-100 characters, without slashes "
+                                   "or control characters, e.g. --project acme-api")
     config = load_config()
     runtime = require_running(config.paths)
     if not probe(config.paths).core:
         terminal.warn("the meter's core is not running: this command's calls pass through UNMETERED "
                       "(see `halton-meter status`)")
-    env = {**os.environ, **metering_env(runtime)}
+    env = {**os.environ, **metering_env(runtime, project)}
     if shell:
         env["HALTON_METER_ACTIVE"] = "1"
         args = [os.environ.get("SHELL") or "/bin/sh"]
-        terminal.line(f"metering on for this shell (proxy 127.0.0.1:{runtime['edge_port']}); `exit` to leave")
+        for_project = f", project {project}" if project else ""
+        terminal.line(f"metering on for this shell (proxy 127.0.0.1:{runtime['edge_port']}{for_project}); "
+                      "`exit` to leave")
     sys.stdout.flush()
     sys.stderr.flush()
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -27,14 +28,14 @@ import structlog
 from mitmproxy import http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
-from halton_meter.attribution import UNATTRIBUTED, AttributionService, client_name
+from halton_meter.attribution import AttributionService, Resolution
+from halton_meter.client_family import client_family
 from halton_meter.core.records import Observed, build_record, provisional_record
 from halton_meter.core.routing import RoutingTable
+from halton_meter.keys import credential_of, fingerprint
 from halton_meter.redact import redact
 from halton_meter.types import (
-    Attribution,
     CallRecord,
-    ClientInfo,
     Endpoint,
     ParseOutcome,
     Provider,
@@ -47,6 +48,12 @@ log = structlog.get_logger("halton_meter.core")
 
 PEER_HEADER = "x-halton-meter-peer"
 """Set by the edge on its CONNECT to the core: the client's address as the edge saw it."""
+PROJECT_HEADER = "x-halton-meter-project"
+"""Set by the edge: the project from the client's proxy URL credentials, percent-encoded."""
+REFRESH_SECONDS = 10.0
+"""A keep-alive connection older than this is looked up again (by pid, no socket scan) on its next
+request, so a changed branch or working directory shows up in the next calls."""
+USER_AGENT_MAX = 200
 ATTRIBUTION_WAIT_SECONDS = 2.0
 
 
@@ -61,7 +68,7 @@ FIRST_REQUEST_GRACE = 5.0
 @dataclass
 class ConnectionInfo:
     target: tuple[str, int] | None = None
-    attribution: Future[tuple[ClientInfo, Attribution]] | None = None
+    attribution: Future[Resolution] | None = None
     opened: float = field(default_factory=time.monotonic)
     requested: bool = False
 
@@ -84,6 +91,7 @@ class FlowMeter:
     request_problem: str | None = None
     finished: bool = False
     user_agent: str | None = None
+    key_fingerprint: str | None = None
     record_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     capture: dict[str, object] | None = None
 
@@ -98,6 +106,7 @@ class MeterAddon:
         on_ready: Callable[[int], None] | None = None,
         capture_projects: frozenset[str] = frozenset(),
         capture_max_bytes: int = 256 * 1024,
+        key_secret: bytes | None = None,
     ) -> None:
         self.routing = routing
         self.submit = submit
@@ -106,6 +115,7 @@ class MeterAddon:
         self.on_ready = on_ready
         self.capture_projects = capture_projects
         self.capture_max_bytes = capture_max_bytes
+        self.key_secret = key_secret
         self.connections: dict[str, ConnectionInfo] = {}
         self.in_flight = 0
         self.metered = 0
@@ -153,7 +163,7 @@ class MeterAddon:
             flow.response = http.Response.make(200)
         peer = _parse_peer(flow.request.headers.get(PEER_HEADER)) or _peer_of(flow)
         if self.routing.claims(*info.target) and info.attribution is None:
-            info.attribution = self.attribution.lookup(peer)
+            info.attribution = self.attribution.lookup(peer, _parse_project(flow.request.headers.get(PROJECT_HEADER)))
 
     def client_disconnected(self, client: object) -> None:
         self.connections.pop(getattr(client, "id", ""), None)
@@ -182,8 +192,21 @@ class MeterAddon:
         endpoint = provider.route(flow.request.method, path)
         if endpoint is None:
             return
-        if info.attribution is None:
-            info.attribution = self.attribution.lookup(_peer_of(flow))
+        headers = flow.request.headers
+        peer_header, project_header = headers.pop(PEER_HEADER, None), headers.pop(PROJECT_HEADER, None)
+        if info.attribution is None:  # plain HTTP: the edge put the client's address in the request itself
+            info.attribution = self.attribution.lookup(_parse_peer(peer_header) or _peer_of(flow),
+                                                       _parse_project(project_header))
+        elif info.attribution.done() and not info.attribution.cancelled() and info.attribution.exception() is None:
+            previous = info.attribution.result()
+            if time.monotonic() - previous.resolved_at > REFRESH_SECONDS and previous.client.pid is not None:
+                info.attribution = self.attribution.refresh(previous)
+        key_fp = None
+        if self.key_secret is not None:
+            credential = credential_of(headers) or (flow.request.query.get("key") if "?" in flow.request.path
+                                                    else None)
+            if credential:
+                key_fp = fingerprint(self.key_secret, credential)
         flow.metadata["halton_meter"] = FlowMeter(
             provider=provider,
             endpoint=endpoint,
@@ -191,7 +214,8 @@ class MeterAddon:
             started_at=utc_iso(),
             started_mono=time.monotonic(),
             connection=info,
-            user_agent=flow.request.headers.get("user-agent"),
+            user_agent=(headers.get("user-agent") or "")[:USER_AGENT_MAX] or None,
+            key_fingerprint=key_fp,
         )
         self.in_flight += 1
 
@@ -360,9 +384,11 @@ class MeterAddon:
             client_gone=bool(error_msg and "client" in error_msg.lower()),
             shutdown=self.shutting_down,
             response_request_id=response.headers.get("request-id") if response is not None else None,
-            user_agent_client=client_name(meter.user_agent),
+            user_agent=meter.user_agent,
         )
-        return build_record(meter.provider, meter.endpoint, meter.facts, outcome, seen, record_id=meter.record_id)
+        record = build_record(meter.provider, meter.endpoint, meter.facts, outcome, seen, record_id=meter.record_id)
+        record.key_fingerprint = meter.key_fingerprint
+        return record
 
     def _degraded_record(self, flow: http.HTTPFlow, meter: FlowMeter, reason: str) -> CallRecord:
         return CallRecord(
@@ -376,16 +402,22 @@ class MeterAddon:
             path=flow.request.path.split("?", 1)[0],
             status=flow.response.status_code if flow.response is not None else None,
             incomplete_reason=reason,
+            user_agent=meter.user_agent,
+            client=client_family(meter.user_agent),
+            key_fingerprint=meter.key_fingerprint,
             billing=meter.facts.billing or meter.provider.billing,
             price_provider_id=meter.facts.price_provider_id or meter.provider.price_provider_id,
         )
 
-    def _attach_attribution(self, record: CallRecord, future: Future[tuple[ClientInfo, Attribution]] | None) -> None:
-        client, attribution = ClientInfo(), UNATTRIBUTED
+    def _attach_attribution(self, record: CallRecord, future: Future[Resolution] | None) -> None:
+        resolution = Resolution()
         if future is not None and future.done() and not future.cancelled() and future.exception() is None:
-            client, attribution = future.result()
-        record.project, record.project_source = attribution.project, attribution.source
+            resolution = future.result()
+        client = resolution.client
+        record.project, record.project_source = resolution.attribution.project, resolution.attribution.source
         record.client_process = client.process_name
+        record.client = client_family(record.user_agent, client.tool, client.process_name)
+        record.repo, record.branch = resolution.repo, resolution.branch
         raw = record.capture
         record.capture = None
         if raw is not None and record.project in self.capture_projects:
@@ -396,7 +428,7 @@ class MeterAddon:
                 "response_truncated": bool(raw["response_truncated"]),
             }
 
-    async def _submit_when_attributed(self, record: CallRecord, future: Future[tuple[ClientInfo, Attribution]]) -> None:
+    async def _submit_when_attributed(self, record: CallRecord, future: Future[Resolution]) -> None:
         try:
             await asyncio.wait_for(asyncio.wrap_future(future), ATTRIBUTION_WAIT_SECONDS)
         except (TimeoutError, Exception):
@@ -412,6 +444,13 @@ class MeterAddon:
 def _peer_of(flow: http.HTTPFlow) -> tuple[str, int] | None:
     peer = flow.client_conn.peername
     return (str(peer[0]), int(peer[1])) if peer else None
+
+
+def _parse_project(value: str | None) -> str | None:
+    if not value:
+        return None
+    project = urllib.parse.unquote(value).strip()
+    return project[:100] or None
 
 
 def _parse_peer(value: str | None) -> tuple[str, int] | None:

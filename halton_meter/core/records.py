@@ -10,6 +10,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
+from halton_meter.client_family import client_family
 from halton_meter.types import CallRecord, Endpoint, ParseOutcome, Provider, RequestFacts
 
 CREDENTIAL_QUERY_PARAMS = frozenset({"key", "api_key", "api-key", "apikey", "access_token", "token"})
@@ -51,7 +52,7 @@ class Observed:
     shutdown: bool = False
     """The core was stopping and the grace period ran out before the call ended."""
     response_request_id: str | None = None
-    user_agent_client: str | None = None
+    user_agent: str | None = None
 
 
 def build_record(
@@ -119,7 +120,8 @@ def build_record(
         billing=facts.billing or provider.billing,
         latency_ms=seen.latency_ms,
         ttft_ms=seen.ttft_ms if outcome.streamed else None,
-        client=seen.user_agent_client,
+        client=client_family(seen.user_agent),
+        user_agent=seen.user_agent,
         provider_request_id=outcome.provider_request_id or seen.response_request_id,
         extra=extra,
         price_provider_id=facts.price_provider_id or provider.price_provider_id,

@@ -25,6 +25,7 @@ from halton_meter.core.addon import MeterAddon
 from halton_meter.core.routing import RoutingTable
 from halton_meter.errors import ExitCode, HaltonError
 from halton_meter.host import PluginHost
+from halton_meter.keys import load_secret
 from halton_meter.logs import configure_logging
 from halton_meter.paths import Paths, ensure_private_dir, write_atomic
 from halton_meter.pricing import Pricer
@@ -81,6 +82,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
         on_ready=on_ready,
         capture_projects=frozenset(config.capture_projects),
         capture_max_bytes=config.capture_max_bytes,
+        key_secret=load_secret(paths.home),
     )
     master.addons.add(*_mitmproxy_addons())
     master.addons.add(addon)
