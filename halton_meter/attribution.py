@@ -30,6 +30,7 @@ ENV_PREFIX = "HALTON_METER_"
 _RECENT_PROCESSES = 8
 """Processes whose sockets are checked first, before a scan of every socket on the machine."""
 _MAX_FDS = 4096
+Address = tuple[str, int]
 _PROC_NET = Path("/proc/net")
 
 
@@ -54,43 +55,56 @@ class Resolution:
 class ProcessFinder:
     """Maps a client socket address to its process.
 
-    One socket-table scan answers every lookup waiting for it. A lookup is only answered from a scan that
-    started after the lookup was asked for (a connection made 1 ms after a scan began is not in it); an
-    address still unknown then gets one more fresh scan. Processes already seen are remembered, so the
-    common case — a tool opening another connection — is found by looking at that process's sockets alone.
+    On Linux the socket's inode is read from /proc/net/tcp and the process holding it is searched for
+    directly, recent clients first, stopping at the first match (see `_from_proc`): fast enough to find a
+    short-lived client before it exits. Elsewhere (or when that finds nothing) psutil scans every socket;
+    a lookup is only answered from a scan that started after it was asked for (a connection made 1 ms after
+    a scan began is not in it), and one scan answers every lookup that was waiting for it.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._table: dict[tuple[str, int], int] = {}
+        self._table: dict[tuple[Address, Address | None], int] = {}
         self._scan_started = -1.0
         self._recent: dict[int, float] = {}
 
     def _scan(self) -> None:
         started = time.monotonic()
-        table: dict[tuple[str, int], int] = {}
+        table: dict[tuple[Address, Address | None], int] = {}
         try:
             for conn in psutil.net_connections(kind="tcp"):
                 if conn.pid and conn.laddr:
-                    table[(conn.laddr.ip, conn.laddr.port)] = conn.pid
+                    local = _plain((conn.laddr.ip, conn.laddr.port))
+                    remote = _plain((conn.raddr.ip, conn.raddr.port)) if conn.raddr else None
+                    table[(local, remote)] = conn.pid
+                    table.setdefault((local, None), conn.pid)
         except (psutil.Error, OSError) as exc:
             log.warning("socket table scan failed", error=str(exc))
         self._table, self._scan_started = table, started
 
-    def _from_recent(self, address: tuple[str, int]) -> int | None:
-        """Linux: find the socket's inode in /proc/net/tcp{,6}, then look for it among the open files of the
-        processes that made calls recently (a few dozen readlinks instead of every process's files)."""
-        if not self._recent or not _PROC_NET.exists():
-            return None
-        inode = _socket_inode(address)
+    def _from_proc(self, address: Address, server: Address | None) -> int | None:
+        """Linux: the socket's inode from /proc/net/tcp{,6}, then the first process holding it: those that made
+        calls recently first, then the others newest first. Stops at the first match, so a new client is
+        usually found within milliseconds."""
+        inode = _socket_inode(address, server)
         if inode is None:
             return None
         target = f"socket:[{inode}]"
-        for pid in sorted(self._recent, key=self._recent.__getitem__, reverse=True)[:_RECENT_PROCESSES]:
+        recent = sorted(self._recent, key=self._recent.__getitem__, reverse=True)[:_RECENT_PROCESSES]
+        try:
+            others = sorted((int(p) for p in os.listdir("/proc") if p.isdigit()), reverse=True)
+        except OSError:
+            others = []
+        own = os.getpid()
+        seen: set[int] = set()
+        for pid in [*recent, *others]:
+            if pid in seen or pid == own:
+                continue
+            seen.add(pid)
             fd_dir = f"/proc/{pid}/fd"
             try:
                 names = os.listdir(fd_dir)
-            except OSError:
+            except OSError:  # gone, or not ours
                 self._recent.pop(pid, None)
                 continue
             for name in names[:_MAX_FDS]:
@@ -101,17 +115,21 @@ class ProcessFinder:
                     continue
         return None
 
-    def pid_for(self, address: tuple[str, int], asked_at: float | None = None) -> int | None:
-        """The pid owning the client socket `address`, or None (gone, or another user's process)."""
+    def pid_for(self, address: Address, asked_at: float | None = None, server: Address | None = None) -> int | None:
+        """The pid owning the client socket `address` (connected to `server`, the proxy's listening address,
+        when known: a local port is only unique together with the address it is connected to), or None
+        (gone, or another user's process)."""
         asked_at = time.monotonic() if asked_at is None else asked_at
+        address = _plain(address)
+        server = _plain(server) if server is not None else None
         with self._lock:
             if self._scan_started >= asked_at:  # a scan since the connection existed: it knows, or none will
-                pid = self._table.get(address)
+                pid = self._table.get((address, server))
             else:
-                pid = self._from_recent(address)
-                if pid is None:
+                pid = self._from_proc(address, server) if _PROC_NET.exists() else None
+                if pid is None:  # macOS, Windows, or an address /proc did not explain: psutil's full scan
                     self._scan()
-                    pid = self._table.get(address)
+                    pid = self._table.get((address, server))
             if pid is not None:
                 self._recent[pid] = time.monotonic()
                 if len(self._recent) > 4 * _RECENT_PROCESSES:
@@ -120,8 +138,16 @@ class ProcessFinder:
             return pid
 
 
-def _proc_net_address(address: tuple[str, int]) -> tuple[str, str] | None:
-    """`address` as /proc/net/tcp{,6} spells a local address (each 32-bit word little-endian, hex)."""
+def _plain(address: Address) -> Address:
+    """`::ffff:127.0.0.1` (an IPv4 client as a dual-stack listener reports it) → `127.0.0.1`."""
+    ip, port = str(address[0]), int(address[1])
+    if ip.lower().startswith("::ffff:") and "." in ip:
+        ip = ip[7:]
+    return ip, port
+
+
+def _proc_net_address(address: Address) -> tuple[str, str] | None:
+    """`address` as /proc/net/tcp{,6} spells it (each 32-bit word little-endian, hex), and which table."""
     ip, port = address
     try:
         if ":" in ip:
@@ -136,17 +162,23 @@ def _proc_net_address(address: tuple[str, int]) -> tuple[str, str] | None:
     return table, f"{words.hex().upper()}:{port:04X}"
 
 
-def _socket_inode(address: tuple[str, int]) -> str | None:
+def _socket_inode(address: Address, server: Address | None) -> str | None:
     spelled = _proc_net_address(address)
     if spelled is None:
         return None
     table, local = spelled
+    remote = _proc_net_address(server) if server is not None else None
+    if remote is not None and remote[0] != table:
+        remote = None
     try:
         with open(_PROC_NET / table, encoding="ascii", errors="replace") as fh:
             next(fh, None)
             for line in fh:
+                if local not in line:
+                    continue
                 fields = line.split()
-                if len(fields) > 9 and fields[1] == local:
+                if len(fields) > 9 and fields[1] == local and fields[9] != "0" and (
+                        remote is None or fields[2] == remote[1]):
                     return fields[9]
     except OSError:
         return None
@@ -188,20 +220,25 @@ class AttributionService:
         self._finder = ProcessFinder()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="halton-meter-attrib")
 
-    def lookup(self, address: tuple[str, int] | None, proxy_project: str | None = None) -> Future[Resolution]:
-        return self._pool.submit(self._resolve, address, proxy_project, time.monotonic())
+    def lookup(self, address: Address | None, proxy_project: str | None = None,
+               server: Address | None = None) -> Future[Resolution]:
+        """Resolve the client connected from `address` to `server` (the proxy's listening address)."""
+        return self._pool.submit(self._resolve, address, proxy_project, time.monotonic(), server)
 
     def refresh(self, previous: Resolution) -> Future[Resolution]:
         """Look again at a known process (its working directory or branch may have changed); the socket
         table is not scanned. Falls back to `previous` when the process is gone."""
         return self._pool.submit(self._refresh, previous)
 
-    def _resolve(self, address: tuple[str, int] | None, proxy_project: str | None, asked_at: float) -> Resolution:
+    def _resolve(self, address: Address | None, proxy_project: str | None, asked_at: float,
+                 server: Address | None = None) -> Resolution:
         client = ClientInfo(proxy_project=proxy_project)
         if address is not None:
-            pid = self._finder.pid_for(address, asked_at)
+            pid = self._finder.pid_for(address, asked_at, server)
             if pid is not None:
                 client = describe_process(pid)
+            else:
+                log.info("no process found for a client connection", address=f"{address[0]}:{address[1]}")
         return self._complete(client, proxy_project)
 
     def _refresh(self, previous: Resolution) -> Resolution:

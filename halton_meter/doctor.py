@@ -293,8 +293,23 @@ def check_context(runner: Any | None = None, environ: Mapping[str, str] | None =
         state = None  # check.supervisor reads it again and reports why
     ctx = CheckContext(paths=paths, config=config, config_error=config_error, plugins=tuple(host.plugins.values()),
                        runner=runner, installer=installer, state=state, platform=platform,
-                       environ=dict(os.environ if environ is None else environ))
+                       environ=dict(os.environ if environ is None else environ),
+                       attributors=tuple(_attributors(host)), cwd=_cwd())
     return ctx, host
+
+
+def _attributors(host: Any) -> list[Any]:
+    try:
+        return list(host.registries.attributors.ordered())
+    except Exception:  # a cycle or unknown id: the plugins row says so; this row then uses none
+        return []
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was deleted under the shell
+        return None
 
 
 def run_doctor(

@@ -176,12 +176,14 @@ class GapRecorder:
         except OSError as exc:  # counted in the edge's stats either way
             log.error("could not record a gap durably", error=str(exc))
 
-    async def opened(self, host: str, reason: str, peer: object, project: str | None = None) -> tuple[str, Any]:
+    async def opened(self, host: str, reason: str, peer: object, project: str | None = None,
+                     server: object = None) -> tuple[str, Any]:
         gap_id = str(uuid.uuid4())
         at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         lookup = None
         if self.attribution is not None and isinstance(peer, tuple) and len(peer) >= 2:
-            lookup = self.attribution.lookup((str(peer[0]), int(peer[1])), project)
+            edge = (str(server[0]), int(server[1])) if isinstance(server, tuple) and len(server) >= 2 else None
+            lookup = self.attribution.lookup((str(peer[0]), int(peer[1])), project, edge)
         await asyncio.get_running_loop().run_in_executor(
             None, self._append, {"id": gap_id, "at": at, "host": host, "reason": reason})
         return gap_id, lookup
@@ -382,7 +384,7 @@ class Edge:
     ) -> None:
         gap = None
         if self.claims(host, port):
-            upstream = await self._open_core_tunnel(host, port, peer, project)
+            upstream = await self._open_core_tunnel(host, port, peer, project, writer.get_extra_info("sockname"))
             if upstream is not None:
                 self.stats.metered += 1
                 core_reader, core_writer, reply = upstream
@@ -391,7 +393,7 @@ class Edge:
                 await self._splice(reader, writer, core_reader, core_writer, metered=True, slot=slot)
                 return
             gap = await self.gaps.opened(host, self.health.down_reason or "core unavailable", peer,  # type: ignore[union-attr]
-                                         project)
+                                         project, writer.get_extra_info("sockname"))
         else:
             self.stats.tunnelled += 1
         up_reader, up_writer = await self._open_direct(host, port)
@@ -421,7 +423,7 @@ class Edge:
             raise Refused(502, f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
 
     async def _open_core_tunnel(
-        self, host: str, port: int, peer: object, project: str | None = None
+        self, host: str, port: int, peer: object, project: str | None = None, server: object = None
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes] | None:
         """CONNECT through the core; None (the call then goes direct, as a gap) when the core is down or
         does not answer within CORE_TIMEOUT."""
@@ -441,7 +443,7 @@ class Edge:
             health.mark_down(f"core unreachable ({type(exc).__name__})")
             return self._gap(host, "core unreachable")
         authority = f"{_format_host(host)}:{port}"
-        extra = b"".join(line + b"\r\n" for line in _meter_headers(peer, project))
+        extra = b"".join(line + b"\r\n" for line in _meter_headers(peer, project, server))
         core_writer.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n".encode() + extra + b"\r\n")
         try:
             await core_writer.drain()
@@ -492,7 +494,7 @@ class Edge:
                     self._gap(host, "core unreachable")
                 else:
                     self.stats.metered += 1
-                    up_writer.write(_to_core_head(head, peer, project))
+                    up_writer.write(_to_core_head(head, peer, project, writer.get_extra_info("sockname")))
                     await self._splice(reader, writer, up_reader, up_writer, metered=True, slot=slot)
                     return
             else:
@@ -628,6 +630,7 @@ def _format_host(host: str) -> str:
 
 PEER_HEADER = b"x-halton-meter-peer"
 PROJECT_HEADER = b"x-halton-meter-project"
+PROXY_HEADER = b"x-halton-meter-proxy"
 
 
 def proxy_project(header_block: bytes) -> str | None:
@@ -652,18 +655,21 @@ def proxy_project(header_block: bytes) -> str | None:
     return None
 
 
-def _meter_headers(peer: object, project: str | None) -> list[bytes]:
-    """What the edge tells the core about a client: its address (for the process lookup) and the project
-    from its proxy URL. Percent-encoded, so any name fits in a header line."""
+def _meter_headers(peer: object, project: str | None, server: object = None) -> list[bytes]:
+    """What the edge tells the core about a client: its address and the edge address it connected to (for
+    the process lookup: a local port is only unique together with its remote end) and the project from its
+    proxy URL, percent-encoded so any name fits in a header line."""
     out = []
     if isinstance(peer, tuple) and len(peer) >= 2:
         out.append(PEER_HEADER + f": {_format_host(str(peer[0]))}:{peer[1]}".encode())
+        if isinstance(server, tuple) and len(server) >= 2:
+            out.append(PROXY_HEADER + f": {_format_host(str(server[0]))}:{server[1]}".encode())
     if project:
         out.append(PROJECT_HEADER + b": " + urllib.parse.quote(project, safe="").encode("ascii"))
     return out
 
 
-def _to_core_head(head: bytes, peer: object, project: str | None) -> bytes:
+def _to_core_head(head: bytes, peer: object, project: str | None, server: object = None) -> bytes:
     """A plain-HTTP request for the core: the proxy credentials and any client-sent meter headers out,
     ours in."""
     lines = head.split(b"\r\n")
@@ -675,7 +681,7 @@ def _to_core_head(head: bytes, peer: object, project: str | None) -> bytes:
         if name == b"proxy-authorization" or name.startswith(b"x-halton-meter-"):
             continue
         out.append(line)
-    out.extend(_meter_headers(peer, project))
+    out.extend(_meter_headers(peer, project, server))
     return b"\r\n".join(out) + b"\r\n\r\n"
 
 

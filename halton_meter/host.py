@@ -53,6 +53,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("checks.store", "halton_meter_checks.store"),
     ("checks.environment", "halton_meter_checks.environment"),
     ("checks.clients", "halton_meter_checks.clients"),
+    ("checks.attribution", "halton_meter_checks.attribution"),
     ("checks.plugins", "halton_meter_checks.plugins"),
 )
 """Every built-in feature as (plugin name, module). The name is what `halton-meter plugins` shows and what

@@ -392,6 +392,10 @@ class CheckContext:
     platform: Any | None = None
     environ: Mapping[str, str] = field(default_factory=dict)
     """The environment of the shell running `doctor`."""
+    attributors: tuple[Any, ...] = ()
+    """The project attributors, in order (to say which project calls from `cwd` would get)."""
+    cwd: str | None = None
+    """Where `doctor` runs."""
 
 
 @dataclass(frozen=True)

@@ -729,7 +729,6 @@ def test_b8_smuggling_probes_are_rejected_and_nothing_reaches_the_provider(bad: 
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason="project files come with the attribution issue")
 def test_b9_the_documented_project_file_names_the_project(bad: Bad, tmp_path: Path) -> None:
     fake, meter = bad.fake, bad.meter
     fake.add("POST", "/v1/messages", Reply(body=bodies.anthropic_message(input_tokens=3, output_tokens=1)))
@@ -751,7 +750,7 @@ def test_b9_the_documented_project_file_names_the_project(bad: Bad, tmp_path: Pa
         rows = [r for r in rows_since(meter, started) if r["model_requested"] == "claude-b9-project-file"]
         time.sleep(0.05)
     [row] = rows
-    assert row["project"] == "from-project-file"
+    assert (row["project"], row["project_source"]) == ("from-project-file", "file")
 
 
 # ==================================================================================================

@@ -52,7 +52,8 @@ def test_builtins_load_and_register(tmp_path: Path) -> None:
     registries = host.registries
     assert {"provider.anthropic", "provider.openai", "provider.gemini"} <= set(registries.providers.ids())
     assert all(i.startswith("provider.") for i in registries.providers.ids())
-    assert [a.id for a in registries.attributors.ordered()] == ["attributor.env", "attributor.cwd"]
+    assert [a.id for a in registries.attributors.ordered()] == [
+        "attributor.run", "attributor.env", "attributor.file", "attributor.config", "attributor.git", "attributor.cwd"]
     assert host.plugins["anthropic"].provides == {"providers": ["provider.anthropic"]}
 
 

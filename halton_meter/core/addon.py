@@ -16,11 +16,12 @@ Nothing here blocks: parsing is incremental and bounded, and all I/O happens on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -49,11 +50,15 @@ log = structlog.get_logger("halton_meter.core")
 PEER_HEADER = "x-halton-meter-peer"
 """Set by the edge on its CONNECT to the core: the client's address as the edge saw it."""
 PROJECT_HEADER = "x-halton-meter-project"
+PROXY_HEADER = "x-halton-meter-proxy"
+"""Set by the edge: its own address the client connected to (the other end of the client's socket)."""
 """Set by the edge: the project from the client's proxy URL credentials, percent-encoded."""
 REFRESH_SECONDS = 10.0
 """A keep-alive connection older than this is looked up again (by pid, no socket scan) on its next
 request, so a changed branch or working directory shows up in the next calls."""
 USER_AGENT_MAX = 200
+ATTRIBUTION_HOLD_SECONDS = 0.25
+"""At most this long a connection's first request waits for its process lookup (usually: not at all)."""
 ATTRIBUTION_WAIT_SECONDS = 2.0
 
 
@@ -69,6 +74,9 @@ FIRST_REQUEST_GRACE = 5.0
 class ConnectionInfo:
     target: tuple[str, int] | None = None
     attribution: Future[Resolution] | None = None
+    peer: tuple[str, int] | None = None
+    server: tuple[str, int] | None = None
+    proxy_project: str | None = None
     opened: float = field(default_factory=time.monotonic)
     requested: bool = False
 
@@ -161,9 +169,16 @@ class MeterAddon:
             # A host the core answers itself (the self-test canary): accept the tunnel without connecting
             # upstream, which mitmproxy's eager strategy would otherwise try (and fail: it never resolves).
             flow.response = http.Response.make(200)
-        peer = _parse_peer(flow.request.headers.get(PEER_HEADER)) or _peer_of(flow)
-        if self.routing.claims(*info.target) and info.attribution is None:
-            info.attribution = self.attribution.lookup(peer, _parse_project(flow.request.headers.get(PROJECT_HEADER)))
+            local = True
+        else:
+            local = False
+        info.peer, info.server = _peers(flow, flow.request.headers.get(PEER_HEADER),
+                                        flow.request.headers.get(PROXY_HEADER))
+        info.proxy_project = _parse_project(flow.request.headers.get(PROJECT_HEADER))
+        # Start the lookup now, while the client does its TLS handshake with us; not for the canary (the
+        # edge's health probes only open a tunnel), whose requests, if any, look up on arrival.
+        if self.routing.claims(*info.target) and info.attribution is None and not local:
+            info.attribution = self.attribution.lookup(info.peer, info.proxy_project, info.server)
 
     def client_disconnected(self, client: object) -> None:
         self.connections.pop(getattr(client, "id", ""), None)
@@ -181,7 +196,7 @@ class MeterAddon:
 
     # ---- requests ----------------------------------------------------------------------------------
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         info = self._connection(flow)
         info.requested = True
         host, port = info.target or (flow.request.pretty_host.lower(), flow.request.port)
@@ -194,9 +209,12 @@ class MeterAddon:
             return
         headers = flow.request.headers
         peer_header, project_header = headers.pop(PEER_HEADER, None), headers.pop(PROJECT_HEADER, None)
-        if info.attribution is None:  # plain HTTP: the edge put the client's address in the request itself
-            info.attribution = self.attribution.lookup(_parse_peer(peer_header) or _peer_of(flow),
-                                                       _parse_project(project_header))
+        proxy_header = headers.pop(PROXY_HEADER, None)
+        if info.attribution is None:  # plain HTTP (the edge put the client's address in the request), canary
+            if info.peer is None:
+                info.peer, info.server = _peers(flow, peer_header, proxy_header)
+            info.attribution = self.attribution.lookup(info.peer, info.proxy_project or _parse_project(project_header),
+                                                       info.server)
         elif info.attribution.done() and not info.attribution.cancelled() and info.attribution.exception() is None:
             previous = info.attribution.result()
             if time.monotonic() - previous.resolved_at > REFRESH_SECONDS and previous.client.pid is not None:
@@ -218,6 +236,14 @@ class MeterAddon:
             key_fingerprint=key_fp,
         )
         self.in_flight += 1
+        pending = info.attribution
+        if not pending.done():
+            # Only a connection's first request can get here (later ones find the lookup done). Hold it
+            # until the client's process is known: once the request goes on, a quick call from a short-lived
+            # process can end, and the process exit, before a lookup finds it. The TLS handshake since the
+            # CONNECT usually covered the lookup already; the hold is bounded either way.
+            return _hold_until(pending, ATTRIBUTION_HOLD_SECONDS)
+        return None
 
     def request(self, flow: http.HTTPFlow) -> None:
         meter: FlowMeter | None = flow.metadata.get("halton_meter")
@@ -411,8 +437,13 @@ class MeterAddon:
 
     def _attach_attribution(self, record: CallRecord, future: Future[Resolution] | None) -> None:
         resolution = Resolution()
-        if future is not None and future.done() and not future.cancelled() and future.exception() is None:
-            resolution = future.result()
+        if future is not None and future.done() and not future.cancelled():
+            if future.exception() is None:
+                resolution = future.result()
+            else:
+                log.warning("attribution failed", error=f"{type(future.exception()).__name__}: {future.exception()}")
+        elif future is not None:
+            log.warning("attribution did not finish in time", waited_s=ATTRIBUTION_WAIT_SECONDS)
         client = resolution.client
         record.project, record.project_source = resolution.attribution.project, resolution.attribution.source
         record.client_process = client.process_name
@@ -441,9 +472,24 @@ class MeterAddon:
         self.submit(record)
 
 
+def _peers(flow: http.HTTPFlow, peer_header: str | None,
+           proxy_header: str | None) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
+    """(client address, the address it connected to): from the edge's headers, else this connection's."""
+    peer = _parse_peer(peer_header)
+    if peer is not None:
+        return peer, _parse_peer(proxy_header)
+    sock = flow.client_conn.sockname
+    return _peer_of(flow), ((str(sock[0]), int(sock[1])) if sock else None)
+
+
 def _peer_of(flow: http.HTTPFlow) -> tuple[str, int] | None:
     peer = flow.client_conn.peername
     return (str(peer[0]), int(peer[1])) if peer else None
+
+
+async def _hold_until(future: Future[Resolution], timeout: float) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
 
 
 def _parse_project(value: str | None) -> str | None:

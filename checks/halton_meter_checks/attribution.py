@@ -1,0 +1,46 @@
+"""Which project calls made from here are counted under, and whether this directory's project file is valid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from halton_meter import hookimpl
+from halton_meter.types import Attribution, Check, CheckContext, CheckResult, ClientInfo
+from halton_meter.workspace import PROJECT_FILE, find_project_file, git_info
+
+
+def check_project(ctx: CheckContext) -> CheckResult:
+    cwd = ctx.cwd
+    if not cwd:
+        return CheckResult("skip", "the current directory is unknown (deleted?)")
+    found = find_project_file(cwd)
+    if found is not None and found.error is not None:
+        return CheckResult("fail", found.error,
+                           fix=f'write one line to {found.path}: project = "name" (or delete the file)',
+                           details={"path": str(found.path)})
+    environ = {k: v for k, v in ctx.environ.items() if k.startswith("HALTON_METER_")}
+    client = ClientInfo(cwd=cwd, environ=environ, git=git_info(cwd))
+    answer = None
+    for attributor in ctx.attributors:
+        try:
+            answer = attributor.resolve(client)
+        except Exception:  # a plugin's attributor failing is the meter's problem too, but not this row's
+            continue
+        if answer is not None:
+            break
+    answer = answer or Attribution("unattributed", "none")
+    details: dict[str, Any] = {"cwd": cwd, "project": answer.project, "source": answer.source}
+    text = f"calls from {cwd} count as project {answer.project!r} ({answer.source})"
+    if found is not None:
+        details["project_file"] = str(found.path)
+    if client.git is not None:
+        details.update(repo=client.git.repo, branch=client.git.branch)
+        text += f", branch {client.git.branch}" if client.git.branch else ""
+    if answer.project == "unattributed":
+        return CheckResult("warn", text, fix=f'echo \'project = "name"\' > {cwd}/{PROJECT_FILE}', details=details)
+    return CheckResult("ok", text, details=details)
+
+
+@hookimpl
+def halton_register_checks(register: Any) -> None:
+    register(Check("check.project", "project here", check_project, requires=("check.config",)))
