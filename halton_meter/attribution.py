@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 import structlog
@@ -71,13 +72,25 @@ class ProcessFinder:
     def _scan(self) -> None:
         started = time.monotonic()
         table: dict[tuple[Address, Address | None], int] = {}
+
+        def add(conn: Any, pid: int | None) -> None:
+            if pid and conn.laddr:
+                local = _plain((conn.laddr.ip, conn.laddr.port))
+                remote = _plain((conn.raddr.ip, conn.raddr.port)) if conn.raddr else None
+                table[(local, remote)] = pid
+                table.setdefault((local, None), pid)
+
         try:
             for conn in psutil.net_connections(kind="tcp"):
-                if conn.pid and conn.laddr:
-                    local = _plain((conn.laddr.ip, conn.laddr.port))
-                    remote = _plain((conn.raddr.ip, conn.raddr.port)) if conn.raddr else None
-                    table[(local, remote)] = conn.pid
-                    table.setdefault((local, None), conn.pid)
+                add(conn, conn.pid)
+        except psutil.AccessDenied:
+            # macOS lets only root list every process's sockets; a user may list their own processes' sockets.
+            for proc in psutil.process_iter():
+                try:
+                    for conn in proc.net_connections(kind="tcp"):
+                        add(conn, proc.pid)
+                except (psutil.Error, OSError):
+                    continue
         except (psutil.Error, OSError) as exc:
             log.warning("socket table scan failed", error=str(exc))
         self._table, self._scan_started = table, started

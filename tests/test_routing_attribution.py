@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -228,3 +229,24 @@ def test_proc_net_spelling() -> None:
     assert _proc_net_address(("127.0.0.1", 8081)) == ("tcp", "0100007F:1F91")
     assert _proc_net_address(("::1", 80)) == ("tcp6", "00000000000000000000000001000000:0050")
     assert _plain(("::ffff:127.0.0.1", 5)) == ("127.0.0.1", 5)
+
+
+def test_where_the_socket_table_is_root_only_each_own_process_is_asked(monkeypatch) -> None:
+    """macOS: psutil.net_connections() is AccessDenied for a user; Process.net_connections() is not."""
+    import socket
+
+    import psutil
+
+    def denied(kind: str = "inet") -> list:
+        raise psutil.AccessDenied(pid=None)
+
+    monkeypatch.setattr(psutil, "net_connections", denied)
+    monkeypatch.setattr("halton_meter.attribution._PROC_NET", Path("/nonexistent"))
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    try:
+        finder = ProcessFinder()
+        assert finder.pid_for(client.getsockname(), server=server.getsockname()) == os.getpid()
+    finally:
+        client.close()
+        server.close()
