@@ -3,7 +3,8 @@
 * `GET /health` is open and says only "ok" and the version.
 * Everything else needs `Authorization: Bearer <token>`, the random token in `$HALTON_METER_HOME/api-token`
   (mode 0600; the CLI and your own scripts read it from there): `GET /v1/stats` (what the edge and the
-  core publish), `GET /v1/calls?limit=N` (recent calls), `GET /v1/report?since=7d` (the report JSON).
+  core publish), `GET /v1/calls?limit=N` (recent calls), `GET /v1/report?since=7d&by=project,model` (the
+  `report --json` document; the parameters mirror its options), `GET /v1/projects` (`projects --json`).
 
 Defences from the first line: only loopback `Host` values naming our port are served (DNS rebinding gets
 421), no CORS or Private-Network-Access headers are ever sent, headers have a size and time limit, every
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import hmac
 import json
 import secrets
@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from halton_meter import __version__
-from halton_meter.errors import ExitCode, HaltonError
+from halton_meter.errors import ExitCode, HaltonError, UsageError
 from halton_meter.paths import Paths, write_atomic
 
 MAX_HEAD_BYTES = 8 * 1024
@@ -73,7 +73,7 @@ class Api:
         self._paths = paths
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
         self._routes: dict[str, Handler] = {"/v1/stats": self._stats, "/v1/calls": self._calls,
-                                            "/v1/report": self._report}
+                                            "/v1/report": self._report, "/v1/projects": self._projects}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._slots.locked():
@@ -142,23 +142,54 @@ class Api:
 
     def _calls(self, query: dict[str, list[str]]) -> dict[str, Any]:
         from halton_meter.store.queries import list_calls, open_reader
+        from halton_meter.store.schema import initialised
 
         assert self._paths is not None
         limit = _int(query, "limit", 50, 1, 1000)
-        records = list_calls(open_reader(self._paths.db), limit) if self._paths.db.exists() else []
+        records = list_calls(open_reader(self._paths.db), limit) if initialised(self._paths.db) else []
         return {"calls": [r.to_public() for r in records]}
 
     def _report(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        from halton_meter.store.queries import Report, Totals, build_report, open_reader
-        from halton_meter.timewindow import parse_moment
+        """The `report --json` document. Parameters mirror the options: `since`, `until`, `window` (today,
+        yesterday, week, month), `by` (repeat or comma-separate), `project`, `model`, `provider`, `client`,
+        `branch`, `key` (each repeatable), `vs_previous=1`."""
+        from halton_meter import report
+        from halton_meter.config import load_config
+        from halton_meter.store.aggregate import Filters
+        from halton_meter.timewindow import DEFAULT_SINCE, resolve_window
 
         assert self._paths is not None
-        now = datetime.datetime.now(datetime.UTC)
-        since = parse_moment(query.get("since", ["30d"])[0], now, "since").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        until = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        if not self._paths.db.exists():
-            return Report(since, until, Totals()).to_json()
-        return build_report(open_reader(self._paths.db), since, until).to_json()
+        allowed = {"since", "until", "window", "by", "vs_previous", "project", "model", "provider", "client",
+                   "branch", "key"}
+        unknown = sorted(set(query) - allowed)
+        if unknown:
+            raise UsageError(f"unknown parameter {unknown[0]!r}; use {', '.join(sorted(allowed))}")
+        single = {name: values[-1] for name, values in query.items() if name in ("since", "until", "window")}
+        calendar = single.get("window")
+        if calendar is not None and calendar not in ("today", "yesterday", "week", "month"):
+            raise UsageError(f"window {calendar!r} is not a window; use today, yesterday, week or month")
+        window = resolve_window(**{calendar: True} if calendar else {}, since=single.get("since"),
+                                until=single.get("until"), default_since=DEFAULT_SINCE, prefix="")
+        key_names = load_config(self._paths).key_names
+        filters = Filters(*(tuple(query.get(name, ())) for name in ("project", "model", "provider", "client",
+                                                                     "branch")),
+                          key=report.key_filter(query.get("key", []), key_names))
+        vs_previous = query.get("vs_previous", ["0"])[-1].lower() in ("1", "true", "yes")
+        return report.build(self._paths.db, window, by=report.parse_by(query.get("by", [])) or report.DEFAULT_BY,
+                            filters=filters, vs_previous=vs_previous, key_names=key_names).to_json()
+
+    def _projects(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        from halton_meter.store.queries import open_reader, project_summaries
+        from halton_meter.store.schema import initialised
+        from halton_meter.timewindow import resolve_window
+
+        assert self._paths is not None
+        window = resolve_window(since=query.get("since", [None])[-1], until=query.get("until", [None])[-1],
+                                default_since=None, prefix="")
+        summaries = project_summaries(open_reader(self._paths.db), window.since_iso, window.until_iso) \
+            if initialised(self._paths.db) else []
+        return {"window": window.label, "since": window.since_iso, "until": window.until_iso,
+                "projects": [s.to_json() for s in summaries]}
 
 
 def _int(query: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int:

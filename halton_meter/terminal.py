@@ -70,27 +70,51 @@ def _table(columns: Sequence[tuple[str, str]], title: str | None = None, wrap: S
     return table
 
 
+def _status_text(r: CallRecord) -> str:
+    if r.incomplete_reason == "in_progress":
+        return "in progress"
+    status = str(r.status) if r.status is not None else "—"
+    if r.error_type:
+        status += f" {r.error_type}"
+    if not r.complete:
+        status += " (incomplete)"
+    return status
+
+
+_LINE = "{0:<14} {1:<10} {2:<28} {3:>8} {4:>7} {5:>9}  {6:<16} {7}"
+
+
+def call_line_header() -> None:
+    """`calls --follow`: the column names, once."""
+    _console().print(Text(_LINE.format("time", "provider", "model", "in", "out", "cost", "project", "status"),
+                          style="bold"), soft_wrap=True)
+
+
+def call_line(r: CallRecord) -> None:
+    """`calls --follow`: one call per line, aligned with `call_line_header`."""
+    cost = money(r.cost_nanos) if r.billable or r.cost_nanos is None else "—"
+    text = _LINE.format(local_time(r.started_at)[5:], r.provider, r.model or "—", tokens(r.input_tokens),
+                        tokens(r.output_tokens), cost, r.project, _status_text(r))
+    _console().print(Text(text), soft_wrap=True)
+
+
 def calls_table(records: Iterable[CallRecord]) -> None:
     table = _table(
         [("time", "left"), ("provider", "left"), ("model", "left"), ("in", "right"), ("cache r/w", "right"),
          ("out", "right"), ("cost", "right"), ("project", "left"), ("status", "left")]
     )
     for r in records:
-        status = str(r.status) if r.status is not None else "—"
-        if r.error_type:
-            status += f" {r.error_type}"
-        if not r.complete:
-            status += " (incomplete)"
+        status = _status_text(r)
         table.add_row(
             local_time(r.started_at),
-            r.provider,
-            r.model or "—",
+            Text(r.provider),
+            Text(r.model or "—"),
             tokens(r.input_tokens),
             f"{tokens(r.cache_read_tokens)}/{tokens(r.cache_write_tokens)}",
             tokens(r.output_tokens),
             money(r.cost_nanos) if r.billable or r.cost_nanos is None else "—",
-            r.project,
-            status,
+            Text(r.project),
+            Text(status),
         )
     _console().print(table)
 
@@ -107,52 +131,198 @@ def plugins_table(plugins: Iterable[dict[str, Any]]) -> None:
     _console().print(table)
 
 
+# ---- report --------------------------------------------------------------------------------------------
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+SPARK_MAX = 60
+
+
+def compact(n: int | None) -> str:
+    """A token or call count in at most 6 characters: 9,999 · 123.4k · 12.3M · 1.2B."""
+    if n is None:
+        return "—"
+    sign, n = ("-" if n < 0 else ""), abs(n)
+    if n < 10_000:
+        return f"{sign}{n:,}"
+    for limit, divisor, suffix in ((999_950, 1_000, "k"), (999_950_000, 1_000_000, "M")):
+        if n < limit:
+            return f"{sign}{n / divisor:.1f}{suffix}"
+    return f"{sign}{n / 1_000_000_000:.1f}B"
+
+
+def usd_short(value: str | None) -> str:
+    """A decimal USD string for a table cell: $1,234.56 (cents), or two significant digits under a cent
+    ($0.0014), so a small cost never reads as $0.00."""
+    if value is None:
+        return "—"
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    amount = Decimal(value)
+    sign, amount = ("-" if amount < 0 else ""), abs(amount)
+    if amount == 0:
+        return "$0.00"
+    places = 2 if amount >= Decimal("0.01") else min(9, -amount.adjusted() + 1)
+    return f"{sign}${amount.quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN):,}"
+
+
+def _duration(ms: float | None) -> str:
+    if ms is None:
+        return "—"
+    return f"{ms:.0f}ms" if ms < 1000 else f"{ms / 1000:.1f}s"
+
+
+def _cost_cell(row: dict[str, Any]) -> str:
+    """The charged cost; `*` when unpriced calls are left out, `†` when subscription calls are not in it."""
+    marks = ("*" if row["unpriced_calls"] else "") + ("†" if row["subscription_calls"] else "")
+    if row["unpriced_calls"] and _usd_nanos(row["cost_usd"]) == 0:
+        return "unpriced" + marks[1:]
+    return usd_short(row["cost_usd"]) + marks
+
+
+def _usd_nanos(value: str) -> int:
+    from decimal import Decimal
+
+    return int(Decimal(value).scaleb(9))
+
+
+def _signed(value: int | float | None, pct: float | None = None) -> str:
+    if value is None:
+        return "—"
+    text = f"+{compact(value)}" if isinstance(value, int) and value > 0 else compact(value) if isinstance(
+        value, int) else f"{value:+.1f}"
+    return text if pct is None else f"{text} ({pct:+.0f}%)"
+
+
+def _money_change(change: dict[str, Any]) -> str:
+    if change["abs"] is None:
+        return "—"
+    text = usd_short(change["abs"])
+    return text if text.startswith("-") else "+" + text
+
+
+def _pct(change: dict[str, Any]) -> str:
+    return "new" if change["pct"] is None and change["abs"] not in (None, 0, "0.000000000") else (
+        "—" if change["pct"] is None else f"{change['pct']:+.0f}%")
+
+
+def sparkline(values: list[int]) -> str:
+    top = max(values, default=0)
+    if top <= 0:
+        return "·" * len(values)
+    return "".join("·" if v <= 0 else _SPARKS[min(len(_SPARKS) - 1, (v * len(_SPARKS) - 1) // top)] for v in values)
+
+
+def _daily_line(data: dict[str, Any]) -> Text | None:
+    daily = data["daily"]
+    if len(daily) < 2:
+        return None
+    charged = [_usd_nanos(d["cost_usd"]) for d in daily]
+    listed = [_usd_nanos(d["subscription_list_price_usd"]) for d in daily]
+    series, what, show = charged, "cost/day", usd_short
+    if not any(charged):
+        series, what = (listed, "list price/day") if any(listed) else ([d["calls"] for d in daily], "calls/day")
+        show = usd_short if any(listed) else None  # type: ignore[assignment]
+    per = -(-len(series) // SPARK_MAX)  # days per mark, to stay within SPARK_MAX marks
+    marks = [sum(series[i:i + per]) for i in range(0, len(series), per)]
+    top = max(marks)
+    top_text = (show(f"{top / 1e9:.9f}") if show else f"{top:,}") if top else "0"
+    unit = f"{per} days" if per > 1 else "day"
+    first, last = daily[0]["date"][5:], daily[-1]["date"][5:]
+    return Text.assemble((f"{what:<15}", "bold"), sparkline(marks),
+                         (f"  {first} → {last} · max {top_text}{'/' + unit if per > 1 else ''}", "dim"))
+
+
 def report(data: dict[str, Any]) -> None:
+    """`halton-meter report`: takes `Report.view()` (the JSON document plus display rows)."""
     console = _console()
     totals = data["totals"]
-    console.print(
-        Text.assemble(
-            ("Halton Meter report ", "bold"), f"{local_time(data['since'])} → {local_time(data['until'])}"
-        )
-    )
-    if not totals["calls"]:
+    title = Text.assemble(("Halton Meter report", "bold"), f" · {data['window']}")
+    if data["filters"]:
+        title.append(" · " + " ".join(f"{k}={','.join(v)}" for k, v in data["filters"].items()), style="dim")
+    console.print(title)
+    console.print(f"{local_time(data['since'])[:16]} {_zone(data['since'])} → {local_time(data['until'])[:16]} "
+                  f"{_zone(data['until'])}")
+    if not totals["calls"] and not data.get("previous"):
         console.print("No calls recorded in this window.")
+        for note in data["notes"]:
+            console.print(Text(note["text"], style="yellow"))
         return
-    console.print(
-        f"{totals['calls']:,} calls · {tokens(totals['input_tokens'])} in · "
-        f"{tokens(totals['cache_read_tokens'])} cache read · {tokens(totals['cache_write_tokens'])} cache write · "
-        f"{tokens(totals['output_tokens'])} out · total {_usd_text(totals['cost_usd'])}"
-    )
-    notes = []
+    cost = _cost_cell(totals)
+    line = Text.assemble((f"{totals['calls']:,} calls", "bold"), " · cost ", (cost, "bold"))
+    if _usd_nanos(totals["cache_savings_usd"]):
+        line.append(f" · cache saved {usd_short(totals['cache_savings_usd'])}")
+    console.print(line)
+    console.print(f"tokens   {compact(totals['input_tokens'])} in · {compact(totals['output_tokens'])} out · "
+                  f"{compact(totals['cache_read_tokens'])} cache read · {compact(totals['cache_write_tokens'])} "
+                  "cache write")
+    console.print(f"latency  avg {_duration(totals['avg_latency_ms'])} · p95 {_duration(totals['p95_latency_ms'])}"
+                  f"   TTFT avg {_duration(totals['avg_ttft_ms'])} · p95 {_duration(totals['p95_ttft_ms'])}")
     if totals["subscription_calls"]:
-        notes.append(
-            f"{totals['subscription_calls']} call(s) were covered by a subscription (ChatGPT, Claude or Code Assist "
-            f"sign-in): {_usd_text(totals['subscription_list_price_usd'])} at list prices, not charged per token "
-            "and not in the total"
-        )
-    if totals["unpriced_calls"]:
-        notes.append(
-            f"{totals['unpriced_calls']} call(s) unpriced (unknown model or no usage reported): the total excludes them"
-        )
-    if totals["estimated_calls"]:
-        notes.append(f"{totals['estimated_calls']} call(s) have estimated tokens (the provider reported none)")
-    if totals["incomplete_calls"]:
-        notes.append(f"{totals['incomplete_calls']} call(s) incomplete (stream cut or error): numbers may be short")
-    if data.get("gaps"):
-        notes.append(f"{data['gaps']} call(s) passed through unmetered while the core was down")
-    for note in notes:
-        console.print(Text("note: " + note, style="yellow"))
-    for key, title in (("by_project", "project"), ("by_model", "model")):
-        table = _table([(title, "left"), ("calls", "right"), ("in", "right"), ("cache r/w", "right"),
-                        ("out", "right"), ("cost", "right")])
-        for row in data[key]:
-            table.add_row(
-                str(row[title]), f"{row['calls']:,}", tokens(row["input_tokens"]),
-                f"{tokens(row['cache_read_tokens'])}/{tokens(row['cache_write_tokens'])}",
-                tokens(row["output_tokens"]), _usd_text(row["cost_usd"]),
-            )
+        console.print(f"subscription  {_plural(totals['subscription_calls'], 'call')} · "
+                      f"{usd_short(totals['subscription_list_price_usd'])} at list price, not charged")
+    daily = _daily_line(data)
+    if daily is not None:
+        console.print(daily)
+    if "previous" in data:
+        _previous_line(console, data)
+    if data["rows"]:
         console.print()
-        console.print(table)
+        console.print(_report_table(data))
+    if data["notes"]:
+        console.print()
+    marks = {"unpriced": "* ", "subscription": "† "}
+    for note in data["notes"]:
+        console.print(Text(marks.get(note["kind"], "") + note["text"], style="yellow"))
+
+
+def _zone(iso: str) -> str:
+    moment = datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
+    return moment.strftime("%Z")
+
+
+def _previous_line(console: Console, data: dict[str, Any]) -> None:
+    previous, change = data["totals"]["previous"], data["totals"]["change"]
+    console.print(f"previous {local_time(data['previous']['since'])[:16]} → "
+                  f"{local_time(data['previous']['until'])[:16]}: {_plural(previous['calls'], 'call')} · "
+                  f"cost {usd_short(previous['cost_usd'])}")
+    console.print(Text.assemble(
+        ("change   ", "bold"), "cost ", (f"{_money_change(change['cost_usd'])} ({_pct(change['cost_usd'])})", "bold"),
+        f" · calls {_signed(change['calls']['abs'])} ({_pct(change['calls'])})",
+    ))
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _report_table(data: dict[str, Any]) -> Table:
+    compared = any("change" in r for r in data["rows"])
+    if compared:
+        columns = [(data["by_label"], "left"), ("calls", "right"), ("Δ calls", "right"), ("cost", "right"),
+                   ("Δ cost", "right"), ("Δ %", "right")]
+    else:
+        columns = [(data["by_label"], "left"), ("calls", "right"), ("in", "right"), ("out", "right"),
+                   ("cache rd", "right"), ("cost", "right"), ("saved", "right"), ("p95", "right")]
+    table = _table(columns, wrap=(data["by_label"],))
+    table.padding = (0, 0, 0, 1)  # one space between columns: 80 columns hold a model name and every number
+
+    def cells(row: dict[str, Any]) -> list[str]:
+        if compared:
+            change = row.get("change")
+            if change is None:
+                return [compact(row["calls"]), "", _cost_cell(row), "", ""]
+            return [compact(row["calls"]), _signed(change["calls"]["abs"]), _cost_cell(row),
+                    _money_change(change["cost_usd"]), _pct(change["cost_usd"])]
+        return [compact(row["calls"]), compact(row["input_tokens"]), compact(row["output_tokens"]),
+                compact(row["cache_read_tokens"]), _cost_cell(row), usd_short(row["cache_savings_usd"]),
+                _duration(row["p95_latency_ms"])]
+
+    for row in data["rows"]:
+        style = "bold" if row["subtotal"] else ""
+        table.add_row(Text("  " * row["depth"] + row["label"]), *cells(row), style=style)  # names are not markup
+    table.add_section()
+    table.add_row("total", *cells(data["totals"]), style="bold")
+    return table
 
 
 def _usd_text(value: str | None) -> str:
@@ -161,6 +331,56 @@ def _usd_text(value: str | None) -> str:
     from decimal import Decimal
 
     return money(int(Decimal(value).scaleb(9)))
+
+
+def projects(data: dict[str, Any]) -> None:
+    """`halton-meter projects`: takes its JSON document."""
+    console = _console()
+    if not data["projects"]:
+        console.print(f"No projects with calls ({data['window']}).")
+        return
+    table = _table([("project", "left"), ("calls", "right"), ("cost", "right"), ("last seen", "left"),
+                    ("attributed by", "left")], wrap=("project", "attributed by"))
+    for p in data["projects"]:
+        total = sum(s["calls"] for s in p["sources"]) or 1
+        sources = ", ".join(f"{s['name']} {s['calls'] * 100 // total}%" for s in p["sources"][:2])
+        if len(p["sources"]) > 2:
+            sources += ", …"
+        cost = _cost_cell({"cost_usd": p["cost_usd"], "unpriced_calls": p["unpriced_calls"],
+                           "subscription_calls": p["subscription_calls"]})
+        calls = compact(p["calls"]) + (f" +{p['gaps']} gaps" if p["gaps"] else "")
+        table.add_row(Text(p["project"]), calls, cost, local_time(p["last_seen"])[:16] if p["last_seen"] else "—",
+                      Text(sources or "—"))
+    console.print(table)
+    if any(p["unpriced_calls"] for p in data["projects"]):
+        console.print(Text("* the cost leaves out unpriced calls (their cost is unknown)", style="yellow"))
+    if any(p["subscription_calls"] for p in data["projects"]):
+        console.print(Text("† some calls were covered by a subscription: their list price is not in the cost",
+                           style="yellow"))
+
+
+def retag(data: dict[str, Any]) -> None:
+    """`halton-meter retag`: what moved (or, with --dry-run, would move)."""
+    console = _console()
+    moved = data["calls"] + data["subscription_calls"]
+    verb = "Would move" if data["dry_run"] else "Moved"
+    if not moved and not data["gaps"]:
+        console.print(f"No calls of project {data['from']!r} in this window: nothing to move (see "
+                      "`halton-meter projects`).")
+    else:
+        what = f"{_plural(moved, 'call')} ({money(_usd_nanos(data['cost_usd']))} charged"
+        if data["subscription_calls"]:
+            what += f", {money(_usd_nanos(data['subscription_list_price_usd']))} subscription at list price"
+        what += ")"
+        if data["gaps"]:
+            what += f" and {_plural(data['gaps'], 'unmetered gap')}"
+        console.print(f"{verb} {what} from {data['from']!r} to {data['to']!r}.")
+        if data["dry_run"]:
+            console.print("Dry run: nothing was changed. Run again without --dry-run to move them.")
+    if data["in_progress_skipped"]:
+        console.print(Text(f"{_plural(data['in_progress_skipped'], 'call')} still in progress "
+                           f"{'would stay' if data['dry_run'] else 'stayed'}: run retag again once "
+                           f"{'it ends' if data['in_progress_skipped'] == 1 else 'they end'}.", style="yellow"))
 
 
 def serving(runtime: dict[str, Any]) -> None:

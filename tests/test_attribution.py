@@ -61,8 +61,16 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeProvider]:
+    def echo(request) -> Reply:  # answers with the model asked for; "cached" models read 50k cached tokens
+        model = json.loads(request.body)["model"]
+        cache = 50_000 if "cached" in model else 0
+        return Reply(body=bodies.anthropic_message(model=model.removesuffix("-cached"), input_tokens=10,
+                                                   output_tokens=2, cache_read=cache))
+
     with FakeProvider() as provider:
-        provider.add("POST", "/v1/messages", Reply(body=bodies.anthropic_message(input_tokens=10, output_tokens=2)))
+        provider.add("POST", "/v1/messages", echo)
+        provider.add("POST", "/v1/chat/completions",
+                     Reply(body=bodies.openai_chat(prompt_tokens=2000, completion_tokens=300)))
         yield provider
 
 
@@ -81,8 +89,9 @@ def child_env(meter: MeterProcess, **extra: str) -> dict[str, str]:
 
 
 def call_from(meter: MeterProcess, cwd: Path, model: str, key: str = "sk-ant-test-key-0001", count: int = 1,
-              env: dict[str, str] | None = None) -> None:
-    result = subprocess.run([sys.executable, "-c", CHILD, model, key, str(count)], cwd=cwd,
+              env: dict[str, str] | None = None, ua: str | None = None) -> None:
+    code = CHILD if ua is None else CHILD.replace("httpx.Client(", f"httpx.Client(headers={{'user-agent': {ua!r}}}, ")
+    result = subprocess.run([sys.executable, "-c", code, model, key, str(count)], cwd=cwd,
                             env=env or child_env(meter), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
@@ -211,6 +220,16 @@ def test_key_fingerprints_tell_keys_apart_without_revealing_them(attr_meter, wor
 
     for key, fp in ((key_a, fp_a), (key_b, fp_b)):
         assert fp not in hashlib.sha256(key.encode()).hexdigest() and fp not in key
+    # The user can compute a key's fingerprint to name it in [keys].
+    shown = subprocess.run([sys.executable, "-m", "halton_meter", "key-fingerprint"], input=key_a + "\n",
+                           env=meter_env(attr_meter.home), capture_output=True, text=True, timeout=60)
+    assert (shown.returncode, shown.stdout.strip()) == (0, fp_a), shown.stderr
+    bearer = subprocess.run([sys.executable, "-m", "halton_meter", "key-fingerprint"], input=f"Bearer {key_b}",
+                            env=meter_env(attr_meter.home), capture_output=True, text=True, timeout=60)
+    assert bearer.stdout.strip() == fp_b
+    empty = subprocess.run([sys.executable, "-m", "halton_meter", "key-fingerprint"], input="",
+                           env=meter_env(attr_meter.home), capture_output=True, text=True, timeout=60)
+    assert empty.returncode == 2 and empty.stderr.count("\n") == 1
     secret = attr_meter.home / "fingerprint.key"
     assert secret.stat().st_mode & 0o777 == 0o600
     data = b"".join(p.read_bytes() for p in attr_meter.files_at_rest() if p.is_file() and p != secret)
@@ -309,3 +328,63 @@ def test_rows_never_hold_the_proxy_credentials(attr_meter) -> None:
     assert "project:Acme" not in dump and "cHJvamVjdDpBY21l" not in dump  # base64 of "project:Acme"
 
 
+
+
+# --------------------------------------------------------------------------------------------------
+# Done when: three repositories, two tools, one command
+# --------------------------------------------------------------------------------------------------
+
+OPENAI_CHILD = textwrap.dedent("""
+    import openai
+    client = openai.OpenAI(api_key="sk-proj-acceptance", max_retries=0)
+    r = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    print(r.usage.prompt_tokens)
+""")
+
+
+def test_this_weeks_cost_per_project_tool_and_branch_adds_up(attr_meter, workspace) -> None:
+    web = make_repo(workspace / "acc-web", branch="main")
+    api = make_repo(workspace / "acc-api", branch="feature/search")
+    ml = make_repo(workspace / "acc-ml", branch="main")
+    claude = "claude-cli/2.0.14 (external, cli)"
+    # Claude Code (cache-heavy) in two repositories, the OpenAI SDK in two, one call to an unpriced model.
+    call_from(attr_meter, web, "claude-sonnet-4-5-cached", ua=claude, count=2)
+    call_from(attr_meter, api, "claude-sonnet-4-5-cached", ua=claude)
+    call_from(attr_meter, ml, "claude-mystery-model-x", ua=claude)
+    for repo in (api, ml):
+        result = subprocess.run([sys.executable, "-c", OPENAI_CHILD], cwd=repo, env=child_env(attr_meter),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+    projects = ["acc-web", "acc-api", "acc-ml"]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len([r for r in attr_meter.rows() if r["project"] in projects]) < 6:
+        time.sleep(0.05)
+    args = ["report", "--week", "--by", "project", "--by", "client", "--by", "branch"]
+    for name in projects:
+        args += ["--project", name]
+    data = json.loads(attr_meter.cli(*args, "--json").stdout)
+    rows = [r for r in attr_meter.rows() if r["project"] in projects]
+    assert len(rows) == 6 and data["totals"]["calls"] == 6
+    leaves = {(g["project"], g["client"], g["branch"]): g for g in data["groups"]}
+    assert set(leaves) == {("acc-web", "claude-code", "main"), ("acc-api", "claude-code", "feature/search"),
+                           ("acc-ml", "claude-code", "main"), ("acc-api", "openai-sdk-python", "feature/search"),
+                           ("acc-ml", "openai-sdk-python", "main")}
+    # The numbers add up: every leaf against the rows, and the leaves against the totals.
+    from decimal import Decimal
+
+    for (project, client, branch), group in leaves.items():
+        mine = [r for r in rows if (r["project"], r["client"], r["branch"]) == (project, client, branch)]
+        assert group["calls"] == len(mine)
+        priced = sum(r["cost_nanos"] or 0 for r in mine)
+        assert Decimal(group["cost_usd"]) == Decimal(priced).scaleb(-9)
+        assert Decimal(group["cache_savings_usd"]) == Decimal(sum(r["cache_savings_nanos"] or 0 for r in mine)).scaleb(-9)
+    for field in ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "unpriced_calls"):
+        assert sum(g[field] for g in leaves.values()) == data["totals"][field], field
+    assert sum(Decimal(g["cost_usd"]) for g in leaves.values()) == Decimal(data["totals"]["cost_usd"])
+    # Cache savings are there (Sonnet 4.5: cache reads at $0.30 instead of $3 per MTok), and the unpriced call
+    # is called out rather than counted as $0.
+    assert Decimal(leaves[("acc-web", "claude-code", "main")]["cache_savings_usd"]) == Decimal("0.27")
+    assert data["totals"]["unpriced_calls"] == 1 and data["totals"]["cost_complete"] is False
+    table = attr_meter.cli(*args, COLUMNS="80").stdout
+    assert "unpriced" in table and "feature/search" in table
+    assert max(len(line) for line in table.splitlines()) <= 80

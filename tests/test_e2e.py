@@ -309,7 +309,7 @@ def test_calls_and_report_show_what_landed(meter, fake_provider) -> None:
     assert report["totals"]["calls"] == len(rows)
     assert report["totals"]["input_tokens"] == sum(r["input_tokens"] for r in rows)
     assert Decimal(report["totals"]["cost_usd"]) == Decimal(sum(r["cost_nanos"] or 0 for r in rows)).scaleb(-9)
-    text = meter.cli("report").stdout
+    text = meter.cli("report", "--by", "model").stdout
     assert "claude-sonnet-4-5-20250929" in text and "calls" in text
     table = meter.cli("calls").stdout
     assert "anthropic" in table and "claude-sonnet-4-5-20250929" in table
@@ -419,8 +419,8 @@ def test_the_self_test_canary_is_answered_by_the_core_and_left_out_of_reports(me
     [row] = new_rows(meter, before, 1)
     assert (row["provider"], row["endpoint_kind"], row["billable"]) == ("selftest", "self_test", 0)
     assert (row["input_tokens"], row["output_tokens"], row["complete"]) == (1, 1, 1)
-    report = json.loads(meter.cli("report", "--json").stdout)
-    assert all(m["model"] != "halton-meter-selftest" for m in report["by_model"])
+    report = json.loads(meter.cli("report", "--by", "model", "--json").stdout)
+    assert all(m["model"] != "halton-meter-selftest" for m in report["groups"])
 
 
 def test_api_needs_its_token_and_a_loopback_host(meter) -> None:

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from halton_meter import report
 from halton_meter.errors import DatabaseError, ExitCode
-from halton_meter.store.queries import build_report, list_calls, open_reader
+from halton_meter.store.queries import list_calls, open_reader
 from halton_meter.store.schema import LATEST_VERSION, MIGRATIONS, migrate
 from halton_meter.store.writer import Writer
+from halton_meter.timewindow import resolve_window
 from halton_meter.types import CallRecord
 
 
@@ -214,19 +216,20 @@ def test_report_totals_and_breakdowns(tmp_path: Path) -> None:
     writer.submit(record(project="alpha", billable=False, usage_reported=False, complete=False,
                          input_tokens=0, output_tokens=0, error_type="overloaded_error"))
     assert writer.close(timeout=30)
-    report = build_report(open_reader(db), "2026-11-01T00:00:00.000000Z", "2026-12-01T00:00:00.000000Z")
-    data = report.to_json()
+    window = resolve_window(since="2026-11-01T00:00:00Z", until="2026-12-01T00:00:00Z")
+    data = report.build(db, window).to_json()
     assert data["totals"]["calls"] == 4
     assert data["totals"]["input_tokens"] == 301 and data["totals"]["cache_read_tokens"] == 50
     assert data["totals"]["unpriced_calls"] == 1
     assert data["totals"]["incomplete_calls"] == 1 and data["totals"]["error_calls"] == 1
     # 100*3+10*15 = 450 µ$ ; 200*3 + 50*0.3 + 20*15 = 915 µ$ ; mystery unpriced ; error $0
     assert data["totals"]["cost_usd"] == "0.001365000"
-    by_project = {row["project"]: row for row in data["by_project"]}
+    by_project = {row["project"]: row for row in data["groups"]}
     assert by_project["alpha"]["calls"] == 2 and by_project["alpha"]["cost_usd"] == "0.000450000"
     assert by_project["beta"]["cost_usd"] == "0.000915000" and by_project["beta"]["unpriced_calls"] == 1
-    assert [row["project"] for row in data["by_project"]] == ["beta", "alpha"]  # by cost, descending
-    assert {row["model"] for row in data["by_model"]} == {"claude-sonnet-4-5-20250929", "mystery-model-9"}
+    assert [row["project"] for row in data["groups"]] == ["beta", "alpha"]  # by cost, descending
+    by_model = report.build(db, window, by=("model",)).to_json()["groups"]
+    assert {row["model"] for row in by_model} == {"claude-sonnet-4-5-20250929", "mystery-model-9"}
 
 
 def test_report_keeps_subscription_traffic_apart(tmp_path: Path) -> None:
@@ -237,7 +240,8 @@ def test_report_keeps_subscription_traffic_apart(tmp_path: Path) -> None:
     writer.submit(record(project="p", billing="subscription", input_tokens=0, output_tokens=1000))  # $0.015 list
     writer.submit(record(project="p", estimated=True, usage_reported=False, input_tokens=100, output_tokens=0))
     assert writer.close(timeout=30)
-    totals = build_report(open_reader(db), "2026-11-01T00:00:00.000000Z", "2026-12-01T00:00:00.000000Z").to_json()["totals"]
+    window = resolve_window(since="2026-11-01T00:00:00Z", until="2026-12-01T00:00:00Z")
+    totals = report.build(db, window).to_json()["totals"]
     assert totals["cost_usd"] == "0.003300000"  # 1000 + 100 estimated input tokens at $3/MTok
     assert totals["subscription_calls"] == 1
     assert totals["subscription_list_price_usd"] == "0.015000000"

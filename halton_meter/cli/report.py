@@ -1,36 +1,42 @@
 from __future__ import annotations
 
-import datetime
+import sys
+from typing import Any
 
 import click
 
+from halton_meter.cli._options import filter_options, filters_from, window_from, window_options
 from halton_meter.config import load_config
-from halton_meter.timewindow import parse_moment
+from halton_meter.errors import UsageError
+from halton_meter.timewindow import DEFAULT_SINCE
 
 
 @click.command("report")
-@click.option("--since", default="30d", show_default=True,
-              help="Start of the window: 7d, 24h, 90m, a date (2026-11-01, local midnight) or an ISO time.")
-@click.option("--until", default=None, help="End of the window (same forms; default: now).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def command(since: str, until: str | None, as_json: bool) -> None:
-    """Totals, and breakdowns by project and by model, for a time window."""
-    from halton_meter import terminal
-    from halton_meter.store.queries import Report, Totals, build_report, open_reader
+@window_options(DEFAULT_SINCE)
+@click.option("--by", "by", multiple=True, metavar="DIM[,DIM…]",
+              help="Group by project, model, provider, client, branch, key, day or hour (local); several nest in "
+                   "the order given (--by project,model). Default: project.")
+@filter_options
+@click.option("--vs-previous", is_flag=True, help="Also show the change against the previous window of the same "
+                                                  "length.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema in the README).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print one CSV row per group, with a header row.")
+def command(by: tuple[str, ...], vs_previous: bool, as_json: bool, as_csv: bool, **params: Any) -> None:
+    """What was spent, on what, in a window: calls, tokens, cost, cache savings, latency, with notes on
+    anything unpriced, estimated, incomplete or unmetered."""
+    from halton_meter import report, terminal
 
+    if as_json and as_csv:
+        raise UsageError("--json and --csv cannot be combined: choose one format")
     config = load_config()
-    now = datetime.datetime.now(datetime.UTC)
-    start = parse_moment(since, now, "--since")
-    end = parse_moment(until, now, "--until") if until else now
-    if start >= end:
-        raise click.UsageError(f"--since ({since}) must be before --until ({until or 'now'})")
-    since_iso, until_iso = (m.strftime("%Y-%m-%dT%H:%M:%S.%fZ") for m in (start, end))
-    if config.paths.db.exists():
-        report = build_report(open_reader(config.paths.db), since_iso, until_iso)
-    else:
-        report = Report(since_iso, until_iso, Totals())
-    data = report.to_json()
+    window = window_from(params, DEFAULT_SINCE)
+    grouping = report.parse_by(by) or report.DEFAULT_BY
+    filters = filters_from(params, config.key_names)
+    result = report.build(config.paths.db, window, by=grouping, filters=filters, vs_previous=vs_previous,
+                          key_names=config.key_names)
     if as_json:
-        terminal.print_json(data)
+        terminal.print_json(result.to_json())
+    elif as_csv:
+        sys.stdout.write(result.to_csv())
     else:
-        terminal.report(data)
+        terminal.report(result.view())

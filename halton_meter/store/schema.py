@@ -14,86 +14,105 @@ import datetime
 import os
 import sqlite3
 from pathlib import Path
-
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
+from typing import TYPE_CHECKING, Any
 
 from halton_meter.errors import DatabaseError
+from halton_meter.store import rollup
 
-metadata = sa.MetaData()
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
-calls = sa.Table(
-    "calls",
-    metadata,
-    sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("started_at", sa.Text, nullable=False),
-    sa.Column("ended_at", sa.Text),
-    sa.Column("recorded_at", sa.Text, nullable=False),
-    sa.Column("provider", sa.Text, nullable=False),
-    sa.Column("endpoint_kind", sa.Text, nullable=False),
-    sa.Column("host", sa.Text, nullable=False),
-    sa.Column("method", sa.Text, nullable=False),
-    sa.Column("path", sa.Text, nullable=False),
-    sa.Column("model", sa.Text),
-    sa.Column("model_requested", sa.Text),
-    sa.Column("streamed", sa.Boolean, nullable=False),
-    sa.Column("status", sa.Integer),
-    sa.Column("complete", sa.Boolean, nullable=False),
-    sa.Column("billable", sa.Boolean, nullable=False),
-    sa.Column("usage_reported", sa.Boolean, nullable=False),
-    sa.Column("estimated", sa.Boolean, nullable=False),
-    sa.Column("input_tokens", sa.Integer, nullable=False),
-    sa.Column("output_tokens", sa.Integer, nullable=False),
-    sa.Column("cache_read_tokens", sa.Integer, nullable=False),
-    sa.Column("cache_write_tokens", sa.Integer, nullable=False),
-    sa.Column("cache_write_1h_tokens", sa.Integer, nullable=False),
-    sa.Column("reasoning_tokens", sa.Integer),
-    sa.Column("error_type", sa.Text),
-    sa.Column("incomplete_reason", sa.Text),
-    sa.Column("cost_nanos", sa.Integer),
-    sa.Column("priced", sa.Boolean, nullable=False),
-    sa.Column("price_source", sa.Text),
-    sa.Column("billing", sa.Text, nullable=False),
-    sa.Column("price_provider_id", sa.Text),
-    sa.Column("project", sa.Text, nullable=False),
-    sa.Column("project_source", sa.Text, nullable=False),
-    sa.Column("client", sa.Text),
-    sa.Column("client_process", sa.Text),
-    sa.Column("latency_ms", sa.Float),
-    sa.Column("ttft_ms", sa.Float),
-    sa.Column("provider_request_id", sa.Text),
-    sa.Column("extra", sa.JSON, nullable=False),
-    sa.Column("repo", sa.Text),
-    sa.Column("branch", sa.Text),
-    sa.Column("key_fingerprint", sa.Text),
-    sa.Column("user_agent", sa.Text),
-    sa.Column("cache_savings_nanos", sa.Integer),
-)
+# The SQLAlchemy tables (`metadata`, `calls`, `gaps`, `captures`, `meta`) are defined on first use: importing
+# SQLAlchemy takes longer than a whole `report`, which reads through sqlite3 alone.
+_TABLE_NAMES = ("metadata", "calls", "gaps", "captures", "meta")
+_tables: dict[str, Any] = {}
 
-gaps = sa.Table(
-    "gaps",
-    metadata,
-    sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("at", sa.Text, nullable=False),
-    sa.Column("host", sa.Text, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("project", sa.Text),
-    sa.Column("client", sa.Text),
-    sa.Column("bytes_up", sa.Integer),
-    sa.Column("bytes_down", sa.Integer),
-)
 
-captures = sa.Table(
-    "captures",
-    metadata,
-    sa.Column("call_id", sa.Text, primary_key=True),
-    sa.Column("request", sa.Text),
-    sa.Column("response", sa.Text),
-    sa.Column("request_truncated", sa.Boolean, nullable=False),
-    sa.Column("response_truncated", sa.Boolean, nullable=False),
-)
+def __getattr__(name: str) -> Any:
+    if name in _TABLE_NAMES:
+        if not _tables:
+            _tables.update(_define_tables())
+        return _tables[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _define_tables() -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    metadata = sa.MetaData()
+    calls = sa.Table(
+        "calls",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("started_at", sa.Text, nullable=False),
+        sa.Column("ended_at", sa.Text),
+        sa.Column("recorded_at", sa.Text, nullable=False),
+        sa.Column("provider", sa.Text, nullable=False),
+        sa.Column("endpoint_kind", sa.Text, nullable=False),
+        sa.Column("host", sa.Text, nullable=False),
+        sa.Column("method", sa.Text, nullable=False),
+        sa.Column("path", sa.Text, nullable=False),
+        sa.Column("model", sa.Text),
+        sa.Column("model_requested", sa.Text),
+        sa.Column("streamed", sa.Boolean, nullable=False),
+        sa.Column("status", sa.Integer),
+        sa.Column("complete", sa.Boolean, nullable=False),
+        sa.Column("billable", sa.Boolean, nullable=False),
+        sa.Column("usage_reported", sa.Boolean, nullable=False),
+        sa.Column("estimated", sa.Boolean, nullable=False),
+        sa.Column("input_tokens", sa.Integer, nullable=False),
+        sa.Column("output_tokens", sa.Integer, nullable=False),
+        sa.Column("cache_read_tokens", sa.Integer, nullable=False),
+        sa.Column("cache_write_tokens", sa.Integer, nullable=False),
+        sa.Column("cache_write_1h_tokens", sa.Integer, nullable=False),
+        sa.Column("reasoning_tokens", sa.Integer),
+        sa.Column("error_type", sa.Text),
+        sa.Column("incomplete_reason", sa.Text),
+        sa.Column("cost_nanos", sa.Integer),
+        sa.Column("priced", sa.Boolean, nullable=False),
+        sa.Column("price_source", sa.Text),
+        sa.Column("billing", sa.Text, nullable=False),
+        sa.Column("price_provider_id", sa.Text),
+        sa.Column("project", sa.Text, nullable=False),
+        sa.Column("project_source", sa.Text, nullable=False),
+        sa.Column("client", sa.Text),
+        sa.Column("client_process", sa.Text),
+        sa.Column("latency_ms", sa.Float),
+        sa.Column("ttft_ms", sa.Float),
+        sa.Column("provider_request_id", sa.Text),
+        sa.Column("extra", sa.JSON, nullable=False),
+        sa.Column("repo", sa.Text),
+        sa.Column("branch", sa.Text),
+        sa.Column("key_fingerprint", sa.Text),
+        sa.Column("user_agent", sa.Text),
+        sa.Column("cache_savings_nanos", sa.Integer),
+    )
+
+    gaps = sa.Table(
+        "gaps",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("at", sa.Text, nullable=False),
+        sa.Column("host", sa.Text, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("project", sa.Text),
+        sa.Column("client", sa.Text),
+        sa.Column("bytes_up", sa.Integer),
+        sa.Column("bytes_down", sa.Integer),
+    )
+
+    meta = sa.Table("meta", metadata, sa.Column("key", sa.Text, primary_key=True), sa.Column("value", sa.Text))
+    captures = sa.Table(
+        "captures",
+        metadata,
+        sa.Column("call_id", sa.Text, primary_key=True),
+        sa.Column("request", sa.Text),
+        sa.Column("response", sa.Text),
+        sa.Column("request_truncated", sa.Boolean, nullable=False),
+        sa.Column("response_truncated", sa.Boolean, nullable=False),
+    )
+    return {"metadata": metadata, "calls": calls, "gaps": gaps, "captures": captures, "meta": meta}
+
 
 # Each migration takes the database from version N-1 to N. Never edit one that has shipped; add another.
 MIGRATIONS: dict[int, list[str]] = {
@@ -187,11 +206,11 @@ MIGRATIONS: dict[int, list[str]] = {
             response_truncated INTEGER NOT NULL DEFAULT 0
         )""",
     ],
+    # Rollups for fast reports, kept exact by triggers (see halton_meter/store/rollup.py), backfilled.
+    7: rollup.migration(),
 }
 MIGRATIONS = dict(sorted(MIGRATIONS.items()))
 LATEST_VERSION = max(MIGRATIONS)
-
-meta = sa.Table("meta", metadata, sa.Column("key", sa.Text, primary_key=True), sa.Column("value", sa.Text))
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -214,6 +233,10 @@ def _prepare_file(path: Path) -> None:
 def make_engine(path: Path, *, immediate: bool = False) -> Engine:
     """An engine on the database file. `immediate`: transactions take the write lock at BEGIN, so a writer
     never deadlocks upgrading a read lock (SQLite's BEGIN IMMEDIATE)."""
+    import sqlalchemy as sa
+    from sqlalchemy import event
+    from sqlalchemy.pool import NullPool
+
     engine = sa.create_engine(f"sqlite:///{path}", poolclass=NullPool)
 
     @event.listens_for(engine, "connect")
@@ -225,7 +248,7 @@ def make_engine(path: Path, *, immediate: bool = False) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin(conn: sa.Connection) -> None:
+    def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
@@ -346,3 +369,11 @@ def check_readable(path: Path) -> int:
             "upgrade halton-meter"
         )
     return version
+
+
+def initialised(path: Path) -> bool:
+    """Whether there is a database with a schema at `path` (the meter creates it on first start; until then,
+    or while the file is still empty, readers show nothing). DatabaseError when the file is unusable."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    return check_readable(path) > 0
