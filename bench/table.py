@@ -1,0 +1,444 @@
+"""Turns the runner's measurements into the markdown report: medians over rounds, differences and ratios
+against `direct` and against bare `mitmdump` (per round, then the median), and pass/fail against the
+issue-7 targets."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from typing import Any
+
+PROXY_ROLES = {"direct": (), "tunnel": ("tunnel",), "mitmdump": ("mitmdump",), "meter": ("edge", "core", "serve")}
+LABEL = {"direct": "direct", "tunnel": "plain tunnel", "mitmdump": "bare mitmdump", "meter": "Halton Meter"}
+GROWTH_TOLERANCE_MB = 5.0
+
+
+def med(values: list[float]) -> float:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return statistics.median(values) if values else math.nan
+
+
+def f(value: float, digits: int = 2, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+class Summary:
+    """Per (path, scenario, concurrency): medians over rounds, and per-round comparisons."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.by_key: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+        self.by_round: dict[tuple[str, str, int, int], dict[str, Any]] = {}
+        self.excluded: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+        """Halton Meter measurements in which calls went through unmetered (gaps): they did not measure the
+        meter, so they are left out of every figure (and the zero-lost-rows target fails)."""
+        for rec in records:
+            if rec.get("gaps") or rec.get("unmetered_calls"):
+                self.excluded[(rec["path"], rec["scenario"], rec["c"])].append(rec)
+                continue
+            self.by_key[(rec["path"], rec["scenario"], rec["c"])].append(rec)
+            self.by_round[(rec["path"], rec["scenario"], rec["c"], rec["round"])] = rec
+
+    def has(self, path: str, scenario: str, c: int) -> bool:
+        return bool(self.by_key.get((path, scenario, c)))
+
+    def value(self, path: str, scenario: str, c: int, metric: str) -> float:
+        return med([r.get(metric, math.nan) * (1000 if _seconds(metric) else 1)
+                    for r in self.by_key.get((path, scenario, c), [])])
+
+    def _paired(self, path: str, other: str, scenario: str, c: int, fn: Any) -> float:
+        out = []
+        for rec in self.by_key.get((path, scenario, c), []):
+            base = self.by_round.get((other, scenario, c, rec["round"]))
+            if base is not None:
+                out.append(fn(rec, base))
+        return med(out)
+
+    def added(self, path: str, scenario: str, c: int, metric: str, other: str = "direct") -> float:
+        """Median over rounds of (path − other) in the same round, in ms for times."""
+        scale = 1000 if _seconds(metric) else 1
+        return self._paired(path, other, scenario, c,
+                            lambda a, b: (a.get(metric, math.nan) - b.get(metric, math.nan)) * scale)
+
+    def ratio(self, path: str, scenario: str, c: int, metric: str, other: str) -> float:
+        def fn(a: dict[str, Any], b: dict[str, Any]) -> float:
+            return a[metric] / b[metric] if b.get(metric) else math.nan
+
+        return self._paired(path, other, scenario, c, fn)
+
+    def cpu(self, path: str, scenario: str, c: int, roles: tuple[str, ...] | None = None) -> float:
+        """Proxy CPU ms per call (sum over `roles`, default all the path's proxy processes)."""
+        roles = PROXY_ROLES[path] if roles is None else roles
+        if not roles:
+            return math.nan
+        return med([sum(r["cpu_ms"].get(role, math.nan) for role in roles)
+                    for r in self.by_key.get((path, scenario, c), [])])
+
+    def cpu_added(self, path: str, other: str, scenario: str, c: int) -> float:
+        def fn(a: dict[str, Any], b: dict[str, Any]) -> float:
+            return (sum(a["cpu_ms"].get(k, math.nan) for k in PROXY_ROLES[path])
+                    - sum(b["cpu_ms"].get(k, math.nan) for k in PROXY_ROLES[other]))
+
+        return self._paired(path, other, scenario, c, fn)
+
+    def errors(self, path: str, scenario: str, c: int) -> str:
+        recs = self.by_key.get((path, scenario, c), []) + self.excluded.get((path, scenario, c), [])
+        text = str(sum(r["errors"] for r in recs))
+        unmetered = sum(r.get("unmetered_calls", 0) for r in recs)
+        gaps = sum(r.get("gaps", 0) for r in recs)
+        if unmetered or gaps:
+            dropped = len(self.excluded.get((path, scenario, c), []))
+            text += (f" (**{unmetered} calls unmetered** on {gaps} gap tunnels: {dropped} of {len(recs)} "
+                     "rounds left out)")
+        return text
+
+    def peak_kb(self, path: str, role: str, c: int | None = None) -> float:
+        values = [r["rss_peak_kb"].get(role, 0) for (p, _, cc), recs in self.by_key.items() for r in recs
+                  if p == path and (c is None or cc == c)]
+        return max(values) if values else math.nan
+
+
+def _seconds(metric: str) -> bool:
+    return metric in ("p50", "p99", "first_p50", "first_p99", "last_p50", "last_p99", "spread_p50")
+
+
+EVENTS = 50
+
+
+def unbuffered(s: Summary, path: str, spacing: int, c: int) -> bool | None:
+    """Events still spread out in time after the proxy: the median gap between the first and the last event
+    is at least half of what the fake put between them ((EVENTS − 1) × spacing). A proxy that buffered the
+    stream would deliver them all at once."""
+    spread = s.value(path, f"sse{spacing}", c, "spread_p50")
+    if spacing == 0 or math.isnan(spread):
+        return None
+    return spread >= 0.5 * (EVENTS - 1) * spacing
+
+
+def _paths(results: dict[str, Any]) -> list[str]:
+    return list(results["plan"]["paths"])
+
+
+def render(results: dict[str, Any]) -> str:
+    s = Summary(results.get("records", []))
+    plan = results["plan"]
+    paths = _paths(results)
+    cs = list(plan["concurrencies"])
+    m = results["machine"]
+    lines: list[str] = []
+    add = lines.append
+    kind = "quick smoke run" if plan.get("quick") else "full run"
+    add(f"# Halton Meter benchmark — {results['started'][:10]} ({kind})")
+    add("")
+    add(f"* **Machine:** {m['host']}: {m['cores']} cores, {m['cpu']}, {m['memory']} RAM, {m['os']}; "
+        f"load average at start {m['loadavg_at_start']}.")
+    add(f"* **Software:** Python {m['python']}, mitmproxy {m['mitmproxy']}, Halton Meter {m['halton_meter']}.")
+    add(f"* **Run:** {plan['rounds']} interleaved rounds (each scenario on every path in turn, path order "
+        f"rotating by round); keep-alive JSON windows of {plan['json_seconds']:g} s; "
+        f"{results.get('seconds', 0) / 60:.1f} min in all. Figures are medians over rounds; `+` figures "
+        f"are medians of per-round differences against `direct` in the same round.")
+    add("* Wall-time figures (req/s, latency) share the machine's cores with the load client and the fake "
+        "provider; CPU figures are each proxy process's own utime+stime from /proc and are the robust ones.")
+    add("")
+
+    # ---- keep-alive JSON
+    add("## Keep-alive JSON calls (~1 KB response)")
+    add("")
+    add("| conc. | path | req/s | × direct | × mitmdump | p50 ms | +p50 ms | p99 ms | +p99 ms | proxy CPU ms/call | errors |")
+    add("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in cs:
+        for path in paths:
+            if not s.has(path, "json", c):
+                continue
+            add(f"| {c} | {LABEL[path]} | {f(s.value(path, 'json', c, 'rps'), 0)} | "
+                f"{f(s.ratio(path, 'json', c, 'rps', 'direct'))} | "
+                f"{f(s.ratio(path, 'json', c, 'rps', 'mitmdump')) if 'mitmdump' in paths else '–'} | "
+                f"{f(s.value(path, 'json', c, 'p50'))} | {f(s.added(path, 'json', c, 'p50'), signed=True)} | "
+                f"{f(s.value(path, 'json', c, 'p99'))} | {f(s.added(path, 'json', c, 'p99'), signed=True)} | "
+                f"{f(s.cpu(path, 'json', c), 3)} | {s.errors(path, 'json', c)} |")
+    add("")
+
+    # ---- SSE
+    add("## SSE streams (50 events)")
+    add("")
+    add("Time to first and to last event, from the request being written. With 20 ms spacing the fake sends "
+        "the last event 980 ms after the first; `spread` is what arrives between them at the client (a proxy "
+        "that buffered would deliver all events at once: spread ≈ 0). Unbuffered = spread ≥ half the source's.")
+    add("")
+    add("| spacing | conc. | path | first p50 ms | +first p50 | +first p99 | last p50 ms | +last p50 | spread p50 ms | proxy CPU ms/stream | unbuffered | errors |")
+    add("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    for spacing in plan["sse_spacings"]:
+        sc = f"sse{spacing}"
+        for c in plan.get("sse_concurrencies") or cs:
+            for path in paths:
+                if not s.has(path, sc, c):
+                    continue
+                first, last = s.value(path, sc, c, "first_p50"), s.value(path, sc, c, "last_p50")
+                ok = unbuffered(s, path, spacing, c)
+                verdict = "–" if ok is None else ("yes" if ok else "**NO**")
+                add(f"| {spacing} ms | {c} | {LABEL[path]} | {f(first)} | "
+                    f"{f(s.added(path, sc, c, 'first_p50'), signed=True)} | "
+                    f"{f(s.added(path, sc, c, 'first_p99'), signed=True)} | {f(last)} | "
+                    f"{f(s.added(path, sc, c, 'last_p50'), signed=True)} | {f(s.value(path, sc, c, 'spread_p50'), 0)} | "
+                    f"{f(s.cpu(path, sc, c), 3)} | {verdict} | {s.errors(path, sc, c)} |")
+    add("")
+
+    # ---- new connections
+    add("## New connection per call")
+    add("")
+    add(f"{plan['newconn_calls']} sequential calls per round, each on a fresh connection (TCP connect, CONNECT, "
+        "TLS handshake(s), call, `Connection: close`).")
+    add("")
+    add("| path | p50 ms | +p50 ms | p99 ms | +p99 ms | proxy CPU ms/call | errors |")
+    add("|---|---:|---:|---:|---:|---:|---:|")
+    for path in paths:
+        if s.has(path, "newconn", 1):
+            add(f"| {LABEL[path]} | {f(s.value(path, 'newconn', 1, 'p50'))} | "
+                f"{f(s.added(path, 'newconn', 1, 'p50'), signed=True)} | {f(s.value(path, 'newconn', 1, 'p99'))} | "
+                f"{f(s.added(path, 'newconn', 1, 'p99'), signed=True)} | {f(s.cpu(path, 'newconn', 1), 3)} | "
+                f"{s.errors(path, 'newconn', 1)} |")
+    add("")
+
+    # ---- CPU breakdown
+    if "meter" in paths:
+        add("## Proxy CPU per call, by process (ms of CPU per call, keep-alive JSON)")
+        add("")
+        add("`core loop` is the core's main thread (mitmproxy and the meter addon), `core threads` the others "
+            "(SQLite writer with pricing, attribution, stats). `metering` = Halton Meter (edge + core + serve) − "
+            "bare mitmdump; `edge − tunnel` = what the edge costs beyond a minimal asyncio tunnel. Load client "
+            "and fake provider shown for context.")
+        add("")
+        add("| scenario | conc. | edge | core loop | core threads | serve | Halton Meter | bare mitmdump | metering | plain tunnel | edge − tunnel | client | fake |")
+        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        scen = ([("json", c) for c in cs] + [(f"sse{sp}", c) for sp in plan["sse_spacings"]
+                                            for c in plan.get("sse_concurrencies") or cs] + [("newconn", 1)])
+        for sc, c in scen:
+            if not s.has("meter", sc, c):
+                continue
+            edge_minus_tunnel = math.nan
+            if "tunnel" in paths:
+                edge_minus_tunnel = s.cpu("meter", sc, c, ("edge",)) - s.cpu("tunnel", sc, c)
+            loop = s.cpu("meter", sc, c, ("core:main",))
+            add(f"| {sc} | {c} | {f(s.cpu('meter', sc, c, ('edge',)), 3)} | {f(loop, 3)} | "
+                f"{f(s.cpu('meter', sc, c, ('core',)) - loop, 3)} | "
+                f"{f(s.cpu('meter', sc, c, ('serve',)), 3)} | {f(s.cpu('meter', sc, c), 3)} | "
+                f"{f(s.cpu('mitmdump', sc, c), 3) if 'mitmdump' in paths else '–'} | "
+                f"{f(s.cpu_added('meter', 'mitmdump', sc, c), 3, True) if 'mitmdump' in paths else '–'} | "
+                f"{f(s.cpu('tunnel', sc, c), 3) if 'tunnel' in paths else '–'} | {f(edge_minus_tunnel, 3, True)} | "
+                f"{f(s.cpu('meter', sc, c, ('client',)), 3)} | {f(s.cpu('meter', sc, c, ('fake',)), 3)} |")
+        add("")
+
+    # ---- footprint
+    add("## Footprint")
+    add("")
+    idle0 = results.get("rss_idle_start_kb", {})
+    idle1 = results.get("rss_idle_after_kb", {})
+    peak = results.get("rss_peak_run_kb", {})
+    idle_cpu = results.get("idle_cpu_pct", {})
+    growth = results.get("growth") or {}
+    text = "RSS in MB (peaks: the kernel's high-water mark, reset before each measurement)."
+    if idle_cpu:
+        text += f" Idle CPU: % of one core over {results.get('idle_seconds', 0):g} s with no traffic."
+    if growth:
+        text += (f" Growth: RSS change from call {growth.get('baseline_calls', 0):,} to call "
+                 f"{growth.get('calls', 0):,} through the meter (1 in 10 a stream).")
+    add(text)
+    add("")
+    add(f"| process | RSS idle after start | RSS peak at conc. {max(cs)} | RSS peak, whole run | RSS idle after load | idle CPU % | growth MB |")
+    add("|---|---:|---:|---:|---:|---:|---:|")
+    for path in paths:
+        for role in PROXY_ROLES[path]:
+            name = f"{LABEL[path]}: {role}" if path == "meter" else LABEL[path]
+            c64 = s.peak_kb(path, role, max(cs)) / 1024
+            g = growth.get("growth_kb", {}).get(role) if path == "meter" else None
+            add(f"| {name} | {f(idle0.get(role, math.nan) / 1024, 1)} | {f(c64, 1)} | "
+                f"{f(peak.get(role, math.nan) / 1024, 1)} | {f(idle1.get(role, math.nan) / 1024, 1)} | "
+                f"{f(idle_cpu.get(role, math.nan), 3)} | {f(g / 1024, 1, True) if g is not None else '–'} |")
+    add("")
+
+    # ---- rows
+    checks = results.get("rows_checks", [])
+    if checks:
+        last = checks[-1]
+        bad = [c for c in checks if not c["ok"]]
+        add("## Rows = calls (Halton Meter)")
+        add("")
+        lost = last["calls"] - last["rows"]
+        add(f"Checked after every measurement ({len(checks)} checks): {len(bad)} failed. In all: "
+            f"{last['calls']:,} calls sent through Halton Meter, {last['rows']:,} final rows "
+            f"({last['complete']:,} complete), {last['in_progress']} still in progress, **{lost:,} lost** — of which "
+            f"{results.get('unmetered_calls', 0):,} passed through unmetered by the edge on {last['gaps']} gap "
+            f"tunnels (the client got the provider's own certificate). Slowest settle "
+            f"{max(c['settle_s'] for c in checks) * 1000:.0f} ms.")
+        edge = results.get("edge_stats") or {}
+        if edge.get("gaps"):
+            add(f"The edge counted {edge['gaps']} gaps; last reason: “{edge.get('last_gap_reason')}”. Measurements "
+                "with gaps did not measure the meter and are left out of the figures above.")
+        for c in bad[:8]:
+            add(f"* failed at {c['label']}: {c.get('unmetered', 0)} calls unmetered on {c.get('new_gaps', 0)} new gap "
+                f"tunnels; rows {c['rows']:,} for {c.get('metered_calls', c['calls']):,} metered calls, "
+                f"{c['in_progress']} in progress")
+        add("")
+
+    # ---- other figures
+    add("## Start-up and reports")
+    add("")
+    cold = results.get("cold_start")
+    if cold:
+        add(f"* `halton-meter --help`: median {cold['help_ms']:.0f} ms over {cold['runs']} runs (min "
+            f"{cold['help_min_ms']:.0f} ms); bare `python -c pass` {cold['python_ms']:.0f} ms.")
+    rep = results.get("report_month")
+    if rep is None:
+        add("* `report --month`: not measured (bench/report_bench.py not present).")
+    elif rep.get("skipped"):
+        add("* `report --month`: skipped (`--skip report`).")
+    elif "error" in rep:
+        add(f"* `report --month`: bench/report_bench.py failed: {rep['error']}")
+    else:
+        ms = report_ms(rep)
+        add(f"* `report --month` over {int(rep.get('calls', rep.get('n_calls', 0))):,} synthetic calls: "
+            f"{f(ms, 0)} ms ({', '.join(f'{k}={v}' for k, v in rep.items() if not isinstance(v, (dict, list)))}).")
+    add("")
+
+    # ---- targets
+    add("## Issue-7 targets")
+    add("")
+    add("| target | limit | measured | result |")
+    add("|---|---|---|---|")
+    for name, limit, measured, ok in targets(results, s):
+        result = "n/a" if ok is None else ("PASS" if ok else "**FAIL**")
+        add(f"| {name} | {limit} | {measured} | {result} |")
+    add("")
+    if plan.get("quick"):
+        add("_Quick run: fewer rounds, shorter windows, shorter idle and growth phases and a smaller `report` "
+            "database than the targets assume; use the full run for the README._")
+        add("")
+    return "\n".join(lines)
+
+
+def report_ms(rep: dict[str, Any]) -> float:
+    for key in ("report_month_ms", "median_ms", "ms", "p50_ms"):
+        if isinstance(rep.get(key), (int, float)):
+            return float(rep[key])
+    for key, value in rep.items():
+        if "median" in key and key.endswith("ms") and isinstance(value, (int, float)):
+            return float(value)
+    for key, value in rep.items():
+        if key.endswith("_ms") and isinstance(value, (int, float)):
+            return float(value)
+    for key in ("median_s", "seconds", "median_seconds"):
+        if isinstance(rep.get(key), (int, float)):
+            return float(rep[key]) * 1000
+    return math.nan
+
+
+def _worst(values: list[float], highest: bool = True) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan
+    return max(values) if highest else min(values)
+
+
+def _ok(value: float, limit: float, below: bool = True) -> bool | None:
+    if math.isnan(value):
+        return None
+    return value <= limit if below else value >= limit
+
+
+def targets(results: dict[str, Any], s: Summary) -> list[tuple[str, str, str, bool | None]]:
+    plan = results["plan"]
+    paths = _paths(results)
+    cs = list(plan["concurrencies"])
+    out: list[tuple[str, str, str, bool | None]] = []
+    if "meter" not in paths:
+        return out
+    sse_cs = list(plan.get("sse_concurrencies") or cs)
+    low = [c for c in sse_cs if c <= 8]
+    high = [c for c in sse_cs if c > 8]
+    spacings = plan["sse_spacings"]
+
+    def each(fn: Any, cset: list[int]) -> str:
+        return ", ".join(f"c{c}: {f(fn(c))}" for c in cset)
+
+    # streams
+    firsts = {(sp, c): s.added("meter", f"sse{sp}", c, "first_p50") for sp in spacings for c in sse_cs}
+    v = _worst([firsts[(sp, c)] for sp in spacings for c in low])
+    out.append(("SSE first-event overhead p50, conc. ≤ 8", "≤ 3 ms",
+                "; ".join(f"{sp} ms: " + each(lambda c, sp=sp: firsts[(sp, c)], low) for sp in spacings), _ok(v, 3)))
+    if high:
+        v = _worst([firsts[(sp, c)] for sp in spacings for c in high])
+        out.append((f"SSE first-event overhead p50, {max(high)}-stream burst", "≤ 50 ms",
+                    "; ".join(f"{sp} ms: " + each(lambda c, sp=sp: firsts[(sp, c)], high) for sp in spacings),
+                    _ok(v, 50)))
+    paced = [sp for sp in spacings if sp > 0]
+    if paced:
+        sp = paced[0]
+        spreads = {c: s.value("meter", f"sse{sp}", c, "spread_p50") for c in sse_cs}
+        verdicts = [unbuffered(s, "meter", sp, c) for c in sse_cs]
+        known = [v for v in verdicts if v is not None]
+        out.append(("SSE never buffered", f"events stay spread out: first→last ≥ {0.5 * (EVENTS - 1) * sp:.0f} ms "
+                    f"({sp} ms spacing)", ", ".join(f"c{c}: {f(spreads[c], 0)} ms" for c in sse_cs),
+                    all(known) if known else None))
+    # per call
+    added = {c: s.added("meter", "json", c, "p50") for c in cs}
+    out.append(("Added p50 over direct, keep-alive JSON, conc. 1", "≤ 1.5 ms",
+                each(lambda c: added[c], cs), _ok(added.get(1, math.nan), 1.5)))
+    if "mitmdump" in paths:
+        metering = {c: s.cpu_added("meter", "mitmdump", "json", c) for c in cs}
+        out.append(("Metering CPU per call (meter − bare mitmdump), keep-alive JSON", "≤ 0.2 ms",
+                    each(lambda c: metering[c], cs), _ok(_worst(list(metering.values())), 0.2)))
+        thr = {c: s.ratio("meter", "json", c, "rps", "mitmdump") for c in cs}
+        out.append(("Throughput vs bare mitmdump, keep-alive JSON", "≥ 90%",
+                    ", ".join(f"c{c}: {thr[c] * 100:.0f}%" for c in cs),
+                    _ok(_worst(list(thr.values()), highest=False), 0.9, below=False)))
+    edge = {c: s.cpu("meter", "json", c, ("edge",)) for c in cs}
+    out.append(("Edge hop CPU per call, keep-alive JSON", "≤ 0.1 ms", each(lambda c: edge[c], cs),
+                _ok(_worst(list(edge.values())), 0.1)))
+    # footprint
+    idle_after = results.get("rss_idle_after_kb", {})
+    idle_start = results.get("rss_idle_start_kb", {})
+    core_idle = max(idle_after.get("core", 0), idle_start.get("core", 0)) / 1024
+    out.append(("Core RSS idle", "≤ 80 MB", f"{core_idle:.1f} MB (after start {idle_start.get('core', 0) / 1024:.1f}, "
+                f"after load {idle_after.get('core', 0) / 1024:.1f})", _ok(core_idle, 80)))
+    if max(cs) > 8:
+        core_peak = s.peak_kb("meter", "core", max(cs)) / 1024
+        out.append((f"Core RSS at conc. {max(cs)}", "≤ 150 MB", f"{core_peak:.1f} MB peak", _ok(core_peak, 150)))
+    edge_peak = max(results.get("rss_peak_run_kb", {}).get("edge", 0), idle_after.get("edge", 0)) / 1024
+    out.append(("Edge RSS", "≤ 30 MB", f"{edge_peak:.1f} MB peak (idle {idle_start.get('edge', 0) / 1024:.1f})",
+                _ok(edge_peak, 30)))
+    growth = results.get("growth")
+    if growth:
+        g = {k: v / 1024 for k, v in growth["growth_kb"].items() if k in ("edge", "core")}
+        full = growth["calls"] >= 50_000
+        out.append((f"No RSS growth over {growth['calls']:,} calls", f"≤ {GROWTH_TOLERANCE_MB:g} MB per process "
+                    "(50,000 calls)", ", ".join(f"{k} {v:+.1f} MB" for k, v in g.items()),
+                    _ok(max(g.values()), GROWTH_TOLERANCE_MB) if full else None))
+    idle_cpu = results.get("idle_cpu_pct")
+    if idle_cpu:
+        total = sum(idle_cpu.get(k, 0) for k in PROXY_ROLES["meter"])
+        full = results.get("idle_seconds", 0) >= 60
+        out.append((f"Idle CPU (edge + core + serve) over {results.get('idle_seconds', 0):g} s", "≤ 0.2%",
+                    f"{total:.3f}% (" + ", ".join(f"{k} {idle_cpu.get(k, 0):.3f}" for k in PROXY_ROLES["meter"]) + ")",
+                    _ok(total, 0.2) if full else None))
+    cold = results.get("cold_start")
+    if cold:
+        out.append(("`halton-meter --help` cold start", "≤ 150 ms", f"{cold['help_ms']:.0f} ms median",
+                    _ok(cold["help_ms"], 150)))
+    rep = results.get("report_month")
+    if rep and "error" not in rep and not rep.get("skipped"):
+        n = int(rep.get("calls", rep.get("n_calls", 0)))
+        ms = report_ms(rep)
+        out.append((f"`report --month` over {n:,} calls", "≤ 250 ms (1,000,000 calls)", f"{f(ms, 0)} ms",
+                    _ok(ms, 250) if n >= 1_000_000 else None))
+    else:
+        out.append(("`report --month` over 1,000,000 calls", "≤ 250 ms", "not measured", None))
+    checks = results.get("rows_checks", [])
+    if checks:
+        bad = [c for c in checks if not c["ok"]]
+        top = max(cs)
+        out.append(("Zero lost rows (incl. highest throughput)", "rows = calls, 0 gaps",
+                    f"{checks[-1]['rows']:,} rows for {checks[-1]['calls']:,} calls; {len(bad)} of {len(checks)} "
+                    f"checks failed (conc. up to {top})", not bad))
+    return out

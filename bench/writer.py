@@ -1,0 +1,93 @@
+"""CPU per row of the meter's SQLite writer, by batch size (isolates the storage part of metering CPU).
+
+    .venv/bin/python -m bench.writer [--rows 2000]
+
+Each call through the meter is written twice (a provisional row when the request goes upstream, the final
+row when it ends). At low concurrency every record is its own batch, so the cost per commit, not per row,
+decides the metering CPU. This submits records the way the core does, one at a time (waiting for each
+commit: batch size 1) and in bursts of 4 and 32, and prints the writer thread's own CPU per row (from
+/proc/self/task/<tid>/schedstat), pricing included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+
+def _record(final: bool, rid: str):  # type: ignore[no-untyped-def]
+    from halton_meter.types import CallRecord
+
+    common = dict(id=rid, started_at="2026-11-22T10:00:00.000000Z", provider="anthropic", endpoint_kind="messages",
+                  host="api.anthropic.com", method="POST", path="/v1/messages", model_requested="claude-sonnet-4-5",
+                  billable=True, price_provider_id="anthropic")
+    if not final:  # as core.records.provisional_record makes it
+        return CallRecord(**common, model="claude-sonnet-4-5", incomplete_reason="in_progress")
+    return CallRecord(**common, model="claude-sonnet-4-5-20250929", complete=True, usage_reported=True,
+                      input_tokens=120, output_tokens=30, project="bench", project_source="env")
+
+
+def measure(rows: int, burst: int) -> dict[str, float]:
+    from halton_meter.store.schema import migrate
+    from halton_meter.store.writer import Writer
+
+    with tempfile.TemporaryDirectory(prefix="halton-bench-writer-") as tmp:
+        db = Path(tmp) / "db.sqlite"
+        migrate(db)
+        writer = Writer(db, spool_dir=Path(tmp) / "spool").start()
+        for _ in range(20):  # warm-up: imports, pricing tables, statement cache
+            rid = str(uuid.uuid4())
+            writer.submit(_record(False, rid))
+            writer.submit(_record(True, rid))
+        _wait(writer, 40)
+        base = writer.stats.committed
+        tid = writer._thread.native_id
+        cpu0, t0 = _thread_cpu(tid), time.perf_counter()
+        sent = 0
+        while sent < rows:
+            ids = [str(uuid.uuid4()) for _ in range(burst // 2 or 1)]
+            for rid in ids:
+                writer.submit(_record(False, rid))
+            _wait(writer, base + sent + len(ids))
+            for rid in ids:
+                writer.submit(_record(True, rid))
+            sent += 2 * len(ids)
+            _wait(writer, base + sent)
+        cpu, wall = _thread_cpu(tid) - cpu0, time.perf_counter() - t0
+        batches = writer.stats.batches
+        writer.close(timeout=10)
+    return {"burst": burst, "rows": sent, "cpu_ms_per_row": cpu * 1000 / sent, "wall_ms_per_row": wall * 1000 / sent,
+            "batches": batches}
+
+
+def _thread_cpu(tid: int) -> float:
+    with open(f"/proc/self/task/{tid}/schedstat", "rb") as f:
+        return int(f.read().split()[0]) / 1e9
+
+
+def _wait(writer, count: int, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while writer.stats.committed < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"writer stuck at {writer.stats.committed} of {count}")
+        time.sleep(0.0005)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.writer", description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=2000)
+    args = parser.parse_args(argv)
+    print("| rows per commit | rows | writer CPU ms/row | wall ms/row |")
+    print("|---:|---:|---:|---:|")
+    for burst in (1, 8, 64):
+        r = measure(args.rows, burst)
+        print(f"| {max(1, burst // 2)} | {r['rows']} | {r['cpu_ms_per_row']:.3f} | {r['wall_ms_per_row']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The benchmark harness (bench/) on a tiny load: every path, every kind of figure, in well under 20 s.
+
+It checks that the harness measures real things, not that the meter is fast: the numbers are positive and
+finite, every call through Halton Meter landed as exactly one complete row, bare mitmdump and the plain
+tunnel really carried the traffic (their own CPU moved), and streams arrive unbuffered on every path (the
+first of 50 events 20 ms apart arrives long before the last).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # bench/ lives at the repository root, next to tests/
+    sys.path.insert(0, str(ROOT))
+
+from bench import table  # noqa: E402
+from bench.run import PATHS, Plan, run  # noqa: E402
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+TINY = Plan(
+    rounds=1,
+    concurrencies=(1, 4),
+    json_seconds=0.2,
+    json_warmup=1,
+    sse_spacings=(20,),
+    sse_concurrencies=(2,),
+    sse_streams={20: {2: 1}},
+    newconn_calls=3,
+    idle_seconds=0.3,
+    growth_calls=40,
+    growth_concurrency=2,
+    help_runs=1,
+    report_calls=0,
+    quick=True,
+    pause_after_warmup=0.2,
+    pause_after_rounds=0.2,
+)
+
+
+def finite_positive(value: float) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return run(TINY, skip={"cold", "report"}, log=lambda *_: None, workdir=tmp_path_factory.mktemp("bench"))
+
+
+def test_every_path_and_scenario_was_measured_without_errors(results) -> None:
+    seen = {(r["path"], r["scenario"], r["c"]) for r in results["records"]}
+    expected = {(p, s, c) for p in PATHS for s, c in
+                [("json", 1), ("json", 4), ("sse20", 2), ("newconn", 1)]}
+    assert seen == expected
+    for rec in results["records"]:
+        assert rec["errors"] == 0, rec
+        assert rec["completed"] == rec["calls"] > 0, rec
+        assert finite_positive(rec["rps"]) and finite_positive(rec["p50"]) and finite_positive(rec["p99"]), rec
+        assert rec["p50"] <= rec["p99"] < 30
+
+
+def test_proxy_cpu_and_memory_come_from_the_proxies_themselves(results) -> None:
+    for rec in results["records"]:
+        roles = table.PROXY_ROLES[rec["path"]]
+        for role in roles:
+            assert math.isfinite(rec["cpu_ms"][role]) and rec["cpu_ms"][role] >= 0, rec
+            assert rec["rss_peak_kb"][role] > 1024, rec  # a real Python process: more than 1 MB
+        if rec["path"] in ("tunnel", "mitmdump"):
+            assert rec["cpu_ms"][roles[0]] > 0, rec  # the traffic really went through it
+        if rec["path"] == "meter":
+            assert rec["cpu_ms"]["core"] > 0 and rec["cpu_ms"]["edge"] > 0, rec
+            assert 0 < rec["cpu_ms"]["core:main"] <= rec["cpu_ms"]["core"] + 1e-6, rec
+    for name in ("edge", "core", "serve", "tunnel", "mitmdump"):
+        assert results["rss_idle_start_kb"][name] > 1024
+        assert results["rss_peak_run_kb"][name] >= results["rss_idle_start_kb"][name] * 0.5
+    assert set(results["idle_cpu_pct"]) >= {"edge", "core", "serve"}
+    assert all(v >= 0 for v in results["idle_cpu_pct"].values())
+
+
+def test_streams_arrive_unbuffered_on_every_path(results) -> None:
+    for rec in results["records"]:
+        if rec["scenario"] != "sse20":
+            continue
+        # 50 events 20 ms apart: the fake sends the last 980 ms after the first. A buffering proxy would
+        # hand them over all at once, at the end.
+        assert 0 < rec["first_p50"] < 0.2, rec
+        assert 0.9 < rec["last_p50"] < 5, rec
+        assert 0.8 < rec["spread_p50"] < 2, rec
+        assert rec["first_p50"] < rec["last_p50"] / 4, rec
+        assert table.unbuffered(table.Summary([rec]), rec["path"], 20, rec["c"]) is True
+
+
+def test_every_metered_call_landed_as_one_complete_row(results) -> None:
+    checks = results["rows_checks"]
+    assert checks and all(c["ok"] for c in checks), [c for c in checks if not c["ok"]]
+    last = checks[-1]
+    assert last["rows"] == last["calls"] == last["complete"] == results["meter_calls"] > 0
+    assert last["gaps"] == 0 and last["in_progress"] == 0
+    assert all(r.get("gaps", 0) == 0 and r.get("unmetered_calls", 0) == 0 for r in results["records"])
+    assert results["unmetered_calls"] == 0
+    assert results["edge_stats"]["gaps"] == 0 and results["edge_stats"]["metered"] > 0
+    meter_calls = sum(r["calls"] for r in results["records"] if r["path"] == "meter")
+    assert results["meter_calls"] >= meter_calls + results["growth"]["calls"]
+    growth = results["growth"]
+    assert growth["calls"] == TINY.growth_calls and growth["errors"] == 0
+    assert len(growth["checkpoints"]) >= 2 and all(cp["core"] > 0 for cp in growth["checkpoints"])
+
+
+def test_the_report_has_every_section_and_a_verdict_per_target(results) -> None:
+    text = table.render(results)
+    for heading in ("Keep-alive JSON calls", "SSE streams", "New connection per call", "Proxy CPU per call",
+                    "Footprint", "Rows = calls", "Issue-7 targets"):
+        assert f"## {heading}" in text
+    targets = table.targets(results, table.Summary(results["records"]))
+    names = [t[0] for t in targets]
+    assert any(n.startswith("SSE first-event overhead") for n in names)
+    assert any(n.startswith("Zero lost rows") for n in names)
+    zero_lost = next(t for t in targets if t[0].startswith("Zero lost rows"))
+    assert zero_lost[3] is True
+    for name, _, measured, _ in targets:
+        assert "nan" not in measured.lower(), (name, measured)
