@@ -48,6 +48,10 @@ down or wedged, and calls go direct."""
 CORE_CONNECT_REPLY_TIMEOUT = 30.0
 """A real CONNECT's answer waits for the core's upstream connection, so it gets longer."""
 PROBE_FRESH = 1.0
+BUSY_CPU_SHARE = 0.2
+"""A core that used at least this share of one CPU while a probe went unanswered is busy, not wedged."""
+BUSY_MAX_SECONDS = 10.0
+"""…for at most this long: a core spinning without answering anything is wedged too."""
 """A successful probe vouches for the core this long; then the next metered CONNECT probes first."""
 PROBE_INTERVAL = 0.5
 IDLE_TIMEOUT = 15 * 60.0
@@ -102,6 +106,8 @@ class CoreHealth:
         self.down_reason: str | None = None
         self._probe: asyncio.Task[None] | None = None
         self._fresh_until = 0.0
+        self._busy_since: float | None = None
+        self._proc: Any = None
 
     @property
     def up(self) -> bool:
@@ -112,7 +118,7 @@ class CoreHealth:
             return False
         if time.monotonic() < self._fresh_until:
             return True
-        if await self.probe():
+        if await self.answers_or_busy():
             self._fresh_until = time.monotonic() + PROBE_FRESH
             return True
         self.mark_down("core not running" if self.locator.port() is None else "core did not answer the probe")
@@ -133,6 +139,43 @@ class CoreHealth:
                 log.info("core answers again: metering resumed")
                 self.down_reason = None
                 self.stats.core_down_since = None
+
+    async def answers_or_busy(self, timeout: float = CORE_TIMEOUT) -> bool:
+        """The core answered the canary, or it did not but is busy working (a burst on a loaded machine can
+        lag its event loop past the probe timeout; sending its calls direct would lose every call on those
+        keep-alive tunnels). Stopped, dead or idle-but-silent is wedged; so is busy-but-silent for more than
+        BUSY_MAX_SECONDS."""
+        before = self._core_cpu()
+        if await self.probe(timeout):
+            self._busy_since = None
+            return True
+        after = self._core_cpu()
+        if before is None or after is None or after - before < BUSY_CPU_SHARE * timeout:
+            return False
+        now = time.monotonic()
+        if self._busy_since is None:
+            self._busy_since = now
+            log.info("core slow to answer but busy: keep sending calls to it", cpu_s=round(after - before, 3))
+        return now - self._busy_since < BUSY_MAX_SECONDS
+
+    def _core_cpu(self) -> float | None:
+        """CPU seconds the core has used, or None if it is not running (or stopped, or a zombie)."""
+        pid = self.locator.pid()
+        if pid is None:
+            return None
+        try:
+            import psutil
+
+            if self._proc is None or self._proc.pid != pid:
+                self._proc = psutil.Process(pid)
+            if self._proc.status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD,
+                                       getattr(psutil, "STATUS_TRACING_STOP", "tracing-stop")):
+                return None
+            times = self._proc.cpu_times()
+            return float(times.user + times.system)
+        except Exception:  # gone, not ours, or an unsupported platform: no evidence it is busy
+            self._proc = None
+            return None
 
     async def probe(self, timeout: float = CORE_TIMEOUT) -> bool:
         port = self.locator.port()
@@ -227,6 +270,11 @@ class CoreLocator:
         self._path = path
         self._stamp: tuple[int, int] | None = None
         self._port: int | None = None
+        self._pid: int | None = None
+
+    def pid(self) -> int | None:
+        self.port()
+        return self._pid
 
     def port(self) -> int | None:
         try:
@@ -237,9 +285,11 @@ class CoreLocator:
         stamp = (st.st_mtime_ns, st.st_ino)
         if stamp != self._stamp:
             try:
-                self._port = int(json.loads(self._path.read_text())["port"])
+                state = json.loads(self._path.read_text())
+                self._port = int(state["port"])
+                self._pid = int(state["pid"]) if state.get("pid") else None
             except (OSError, ValueError, KeyError, TypeError):
-                self._port = None
+                self._port, self._pid = None, None
             self._stamp = stamp
         return self._port
 
@@ -453,7 +503,7 @@ class Edge:
                 # A slow answer is normal (the core connects upstream first), so ask the canary at the same
                 # time: a core that does not even answer that is wedged, and this call goes direct, having
                 # waited at most one probe timeout.
-                probe_task = asyncio.ensure_future(health.probe(timeout=CORE_TIMEOUT - 0.05))
+                probe_task = asyncio.ensure_future(health.answers_or_busy(timeout=CORE_TIMEOUT - 0.05))
                 done, _ = await asyncio.wait({reply_task, probe_task}, return_when=asyncio.FIRST_COMPLETED)
                 if reply_task not in done and not probe_task.result():
                     reply_task.cancel()
@@ -521,79 +571,73 @@ class Edge:
         bound is hit, so the provider's final usage event reaches the meter and the call is recorded whole
         even when the client aborted mid-stream.
         """
-        client_gone = asyncio.Event()
+        state = _Splice(metered, slot, self.stats)
         try:
             up, down = await asyncio.gather(
-                self._pipe_up(a_reader, b_writer, metered, client_gone),
-                self._pipe_down(b_reader, a_writer, metered, client_gone, slot),
+                self._pipe_up(a_reader, b_writer, state),
+                self._pipe_down(b_reader, a_writer, state),
             )
         finally:
             with contextlib.suppress(Exception):
                 b_writer.close()
         return up, down
 
-    async def _pipe_up(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, metered: bool,
-                       client_gone: asyncio.Event) -> int:
+    # Both pipes read with a plain `await reader.read()` under one `asyncio.timeout` each, pushed forward
+    # after every read (`reschedule` moves a timer): no task, future or wait set per read — the edge hop
+    # costs little more CPU than a bare tunnel.
+
+    async def _pipe_up(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Splice) -> int:
         moved = 0
+        loop = asyncio.get_running_loop()
+        idle = self.idle_timeout
         try:
-            while True:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), self.idle_timeout)
-                if not data:
-                    break
-                moved += len(data)
-                writer.write(data)
-                await writer.drain()
+            async with asyncio.timeout(loop.time() + idle) as window:
+                while True:
+                    data = await reader.read(READ_SIZE)
+                    if not data:
+                        break
+                    moved += len(data)
+                    writer.write(data)
+                    await writer.drain()
+                    window.reschedule(loop.time() + idle)
         except TimeoutError:
             writer.transport.abort()
             return moved
         except (ConnectionError, OSError):
-            if not metered:
+            if not state.metered:
                 writer.transport.abort()
                 return moved
-        if metered:
-            client_gone.set()
+        if state.metered:
+            state.client_left()
         else:
             with contextlib.suppress(Exception):
                 if writer.can_write_eof():
                     writer.write_eof()
         return moved
 
-    async def _pipe_down(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, metered: bool,
-                         client_gone: asyncio.Event, slot: _Slot | None = None) -> int:
+    async def _pipe_down(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Splice) -> int:
         moved = drained = 0
-        deadline = 0.0
         counted = False
-        pending: asyncio.Future[bytes] | None = None
-        gone = asyncio.ensure_future(client_gone.wait()) if metered else None
+        loop = asyncio.get_running_loop()
+        idle = self.idle_timeout
         try:
-            while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(reader.read(READ_SIZE))
-                if client_gone.is_set():
-                    if not deadline:
-                        if slot is None or self.stats.draining >= MAX_DRAINS:
-                            break  # too many already: this one closes (its call may be recorded short)
-                        deadline = time.monotonic() + DRAIN_SECONDS
-                        slot.start_draining()
-                    waiters: set[asyncio.Future[Any]] = {pending}
-                    timeout = min(DRAIN_QUIET, deadline - time.monotonic())
-                else:
-                    waiters = {pending} | ({gone} if gone is not None else set())
-                    timeout = self.idle_timeout
-                if timeout <= 0:
-                    break
-                done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                if pending in done:
-                    data = pending.result()
-                    pending = None
+            async with asyncio.timeout(loop.time() + idle) as window:
+                state.down_window = window
+                while True:
+                    if state.gone:
+                        remaining = state.drain_remaining()
+                        if remaining <= 0:
+                            break  # too many drains already, or the drain's time is up
+                        window.reschedule(loop.time() + min(DRAIN_QUIET, remaining))
+                    data = await reader.read(READ_SIZE)
                     if not data:
-                        if not client_gone.is_set():
+                        if not state.gone:
                             with contextlib.suppress(Exception):
                                 if writer.can_write_eof():
                                     writer.write_eof()
                         break
                     moved += len(data)
-                    if client_gone.is_set():
+                    if state.gone:
                         drained += len(data)
                         if not counted:  # the client left while its answer was still coming
                             self.stats.drains += 1
@@ -605,23 +649,50 @@ class Edge:
                         writer.write(data)
                         await writer.drain()
                     except (ConnectionError, OSError):
-                        if not metered:
+                        if not state.metered:
                             raise
-                        client_gone.set()  # the client left mid-response: drain the rest
-                    continue
-                if gone is not None and gone in done and not client_gone.is_set():
-                    continue
-                if not done:  # idle too long, or the drain went quiet: done either way
-                    if not client_gone.is_set():
-                        writer.transport.abort()
-                    break
+                        state.client_left()  # the client left mid-response: drain the rest
+                        continue
+                    window.reschedule(loop.time() + idle)
+        except TimeoutError:  # idle too long, or the drain went quiet: done either way
+            if not state.gone:
+                writer.transport.abort()
         except (ConnectionError, OSError):
             writer.transport.abort()
         finally:
-            for future in (pending, gone):
-                if future is not None and not future.done():
-                    future.cancel()
+            state.down_window = None
         return moved
+
+
+class _Splice:
+    """What the two pipes of one tunnel share: whether the client left, and the drain that follows."""
+
+    __slots__ = ("metered", "slot", "stats", "gone", "deadline", "down_window")
+
+    def __init__(self, metered: bool, slot: _Slot | None, stats: EdgeStats) -> None:
+        self.metered = metered
+        self.slot = slot
+        self.stats = stats
+        self.gone = False
+        self.deadline = 0.0
+        self.down_window: asyncio.Timeout | None = None
+
+    def client_left(self) -> None:
+        """Metered tunnels only: keep reading the answer for the meter, within the drain bounds (or stop at
+        once when too many tunnels are draining already)."""
+        if self.gone:
+            return
+        self.gone = True
+        if self.slot is not None and self.stats.draining < MAX_DRAINS:
+            self.deadline = time.monotonic() + DRAIN_SECONDS
+            self.slot.start_draining()
+        window = self.down_window
+        if window is not None:  # wake the reading side's timer into drain mode
+            loop = asyncio.get_running_loop()
+            window.reschedule(loop.time() + (DRAIN_QUIET if self.deadline else 0))
+
+    def drain_remaining(self) -> float:
+        return self.deadline - time.monotonic() if self.deadline else 0.0
 
 
 def _format_host(host: str) -> str:
