@@ -44,7 +44,7 @@ def write(db: Path, records: Iterable[CallRecord]) -> None:
     try:
         writer._upsert(records)
     finally:
-        writer._engine.dispose()
+        writer._disconnect()
 
 
 def rows(db: Path) -> list[dict[str, Any]]:

@@ -123,7 +123,7 @@ def test_rollup_report_equals_raw_aggregation_through_every_kind_of_write(tmp_pa
 
         writer = Writer(db)
         writer.recover()  # calls left in progress by a "crash" become incomplete rows
-        writer._engine.dispose()
+        writer._disconnect()
         conn = sqlite3.connect(db, isolation_level=None)
         for c in rng.sample(calls, 80):
             conn.execute("DELETE FROM calls WHERE id = ?", (c.id,))

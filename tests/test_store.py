@@ -266,3 +266,49 @@ def test_our_own_wal_after_a_crash_is_accepted_and_replayed(tmp_path: Path) -> N
     check = sqlite3.connect(crashed / "db.sqlite")
     assert check.execute("SELECT id FROM gaps").fetchall() == [("g1",)]
     check.close()
+
+
+def test_writer_keeps_one_connection_and_a_failed_batch_spools_then_commits_exactly_once(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    migrate(db)
+    hooked: list[str] = []
+    writer = Writer(db, on_committed=lambda r: hooked.append(r.id), spool_dir=tmp_path / "spool").start()
+    first = record()
+    writer.submit(first.replace(incomplete_reason="in_progress", complete=False))
+    assert writer.wait_idle(10)
+    conn = writer._conn
+    for _ in range(50):  # one batch each
+        writer.submit(record())
+        assert writer.wait_idle(10)
+    assert writer._conn is conn and writer.stats.batches == 51
+
+    # A failure that is not BUSY (here a trigger refusing the insert): the batch is spooled (fsynced), retried
+    # on a new connection with backoff, and commits exactly once when the database takes writes again.
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("CREATE TRIGGER refuse BEFORE INSERT ON calls BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    writer.submit(first)  # the final row of the provisional one above
+    failing = record(project="beta")
+    writer.submit(failing)
+    deadline = time.monotonic() + 10
+    while not writer.stats.spooled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.stats.spooled and (tmp_path / "spool" / "records.jsonl").exists()
+    assert "refused" in (writer.stats.last_error or "") and writer.stats.committed == 51
+    assert failing.id not in hooked and first.id not in hooked
+    other.execute("DROP TRIGGER refuse")
+    other.close()
+    assert writer.close(timeout=15)
+    assert writer.stats.committed == 53 and writer.stats.spooled == 0
+    assert not (tmp_path / "spool" / "records.jsonl").exists()
+    assert hooked.count(failing.id) == 1 and hooked.count(first.id) == 1
+
+    check = sqlite3.connect(db)
+    try:
+        assert check.execute("SELECT count(*), count(DISTINCT id) FROM calls").fetchone() == (52, 52)
+        assert check.execute("SELECT incomplete_reason, project FROM calls WHERE id = ?", (first.id,)).fetchone() \
+            == (None, "alpha")
+        assert check.execute("SELECT sum(calls) FROM rollup").fetchone()[0] == 52  # triggers fired once per row
+        # Every commit touched `meta` (our WAL always carries the identity page).
+        assert int(check.execute("SELECT value FROM meta WHERE key = 'writes'").fetchone()[0]) == writer.stats.batches
+    finally:
+        check.close()

@@ -230,6 +230,23 @@ def _prepare_file(path: Path) -> None:
         )
 
 
+CONNECTION_PRAGMAS = ("PRAGMA busy_timeout = 5000", "PRAGMA synchronous = NORMAL")
+"""Run on every connection that writes (SQLAlchemy engines from `make_engine`, the writer's own connection)."""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection with the engine's pragmas, in autocommit mode (the caller issues BEGIN
+    IMMEDIATE / COMMIT itself), usable from a thread other than the one that opened it (one at a time)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    try:
+        for pragma in CONNECTION_PRAGMAS:
+            conn.execute(pragma)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def make_engine(path: Path, *, immediate: bool = False) -> Engine:
     """An engine on the database file. `immediate`: transactions take the write lock at BEGIN, so a writer
     never deadlocks upgrading a read lock (SQLite's BEGIN IMMEDIATE)."""
@@ -243,8 +260,8 @@ def make_engine(path: Path, *, immediate: bool = False) -> Engine:
     def _connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout = 5000")
-        cursor.execute("PRAGMA synchronous = NORMAL")
+        for pragma in CONNECTION_PRAGMAS:
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -12,6 +12,10 @@ The proxy's event loop only ever calls `submit`, which never blocks. The contrac
 * **What cannot even be queued is counted.** When the queue is full, the record is counted as dropped
   and written later as a gap row (`reason = writer_queue_full`), never silently lost.
 * **The WAL stays bounded:** a `wal_checkpoint(TRUNCATE)` runs every 30 s.
+* **One connection, prepared statements.** The thread keeps one sqlite3 connection (opened on first use,
+  reopened after any error other than BUSY) and runs each batch as one `BEGIN IMMEDIATE` transaction of
+  statements built once; every transaction also touches `meta.writes`, so our WAL always carries the
+  identity page (see `schema.check_wal_belongs`).
 * Gaps the edge recorded (`spool/gaps.jsonl`, calls passed through unmetered) are ingested into the
   `gaps` table.
 """
@@ -21,22 +25,22 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import operator
 import os
 import queue
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import sqlalchemy as sa
 import structlog
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from halton_meter.pricing import Pricer
-from halton_meter.store.schema import calls, captures, gaps, make_engine, meta
+from halton_meter.store.schema import calls, connect
 from halton_meter.types import CallRecord
 
 log = structlog.get_logger("halton_meter.writer")
@@ -47,6 +51,33 @@ GAP_INGEST_EVERY = 2.0
 IN_PROGRESS = "in_progress"
 _STOP = object()
 _RECORD_FIELDS = {f.name for f in dataclasses.fields(CallRecord)}
+_T = TypeVar("_T")
+
+# The hot path is plain sqlite3 on one connection, with every statement built once here (SQLite caches the
+# prepared statements per connection). A row is the CallRecord's attributes in `_FIELDS` order, then
+# `recorded_at` and `extra` (JSON, as SQLAlchemy's JSON type stored it).
+_FIELDS = tuple(c.name for c in calls.columns if c.name not in ("recorded_at", "extra"))
+_COLUMNS = (*_FIELDS, "recorded_at", "extra")
+_values = operator.attrgetter(*_FIELDS)
+# A final row replaces a provisional one; a provisional row never replaces anything. An upsert, never INSERT
+# OR REPLACE: the rollup triggers (store/rollup.py) see the replacement as an UPDATE.
+UPSERT_SQL = (
+    f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+    f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _COLUMNS if c != 'id')} "
+    f"WHERE excluded.incomplete_reason IS NOT '{IN_PROGRESS}' AND calls.incomplete_reason IS '{IN_PROGRESS}'"
+)
+# Keeps our identity page in our own WAL (see schema.check_wal_belongs): run in every write transaction.
+TOUCH_SQL = """UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE "key" = 'writes'"""
+CAPTURE_SQL = ("INSERT OR REPLACE INTO captures (call_id, request, response, request_truncated, response_truncated) "
+               "VALUES (?, ?, ?, ?, ?)")
+_GAP_COLUMNS = ("id", "at", "host", "reason", "project", "client", "bytes_up", "bytes_down")
+_GAP_VALUES = f"INTO gaps ({', '.join(_GAP_COLUMNS)}) VALUES ({', '.join('?' * len(_GAP_COLUMNS))})"
+DROPPED_SQL = f"INSERT OR IGNORE {_GAP_VALUES}"
+GAP_UPSERT_SQL = (f"INSERT {_GAP_VALUES} ON CONFLICT (id) DO UPDATE SET project = excluded.project, "
+                  "client = excluded.client, bytes_up = excluded.bytes_up, bytes_down = excluded.bytes_down")
+CORE_CRASH_SQL = (f"UPDATE calls SET incomplete_reason = 'core_crash', complete = 0 "
+                  f"WHERE incomplete_reason = '{IN_PROGRESS}'")
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def utc_now_iso() -> str:
@@ -57,6 +88,11 @@ def row_for(record: CallRecord, recorded_at: str) -> dict[str, Any]:
     row = {c.name: getattr(record, c.name) for c in calls.columns if c.name != "recorded_at"}
     row["recorded_at"] = recorded_at
     return row
+
+
+def row_values(record: CallRecord, recorded_at: str) -> tuple[Any, ...]:
+    """The parameters of UPSERT_SQL for one record."""
+    return (*_values(record), recorded_at, json.dumps(record.extra))
 
 
 def record_from_json(data: dict[str, Any]) -> CallRecord:
@@ -91,7 +127,9 @@ class Writer:
         max_queue: int = 10_000,
         spool_dir: Path | None = None,
     ) -> None:
-        self._engine = make_engine(db_path, immediate=True)
+        self._db_path = db_path
+        self._conn: sqlite3.Connection | None = None
+        """The writer's one connection: opened on first use, reopened after an error other than BUSY."""
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
         self._on_committed = on_committed
         self._pricer = pricer or Pricer()
@@ -153,8 +191,10 @@ class Writer:
         left = self._queue.qsize()
         if left:
             log.error("writer stopped with records still queued", left=left)
-        self._engine.dispose()
-        return left == 0 and not self._thread.is_alive()
+        alive = self._thread.is_alive()
+        if not alive:  # a thread still retrying keeps its connection (it is a daemon: it ends with the process)
+            self._disconnect()
+        return left == 0 and not alive
 
     # ---- start-up --------------------------------------------------------------------------------
 
@@ -163,11 +203,7 @@ class Writer:
         progress. Returns counts of each."""
         replayed = self._replay_spool()
         ingested = self._ingest_gaps()
-        with self._engine.begin() as conn:
-            crashed = conn.execute(
-                calls.update().where(calls.c.incomplete_reason == IN_PROGRESS)
-                .values(incomplete_reason="core_crash", complete=False)
-            ).rowcount
+        crashed = self._write(lambda conn: conn.execute(CORE_CRASH_SQL).rowcount)
         if replayed or ingested or crashed:
             log.warning("recovered after an unclean stop", replayed=replayed, gaps=ingested, core_crash=crashed)
         return {"replayed": replayed, "gaps": ingested, "core_crash": crashed}
@@ -234,24 +270,59 @@ class Writer:
             record.cost_nanos, record.priced, record.price_source = price.cost_nanos, price.priced, price.source
             record.cache_savings_nanos = price.cache_savings_nanos
 
+    def _connection(self) -> sqlite3.Connection:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = connect(self._db_path)
+        return conn
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `work` and the `meta` touch in one BEGIN IMMEDIATE transaction on the writer's connection.
+        On failure the transaction is rolled back and the error raised; after any SQLite error but BUSY
+        (disk full, read-only, I/O, corruption) the connection is closed, and the next write opens a new one."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute(TOUCH_SQL)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                if conn.in_transaction:  # could not even roll back: start afresh on a new connection
+                    self._disconnect()
+                raise
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _BUSY:
+                self._disconnect()
+            raise
+        return result
+
     def _upsert(self, batch: list[CallRecord]) -> None:
         recorded_at = utc_now_iso()
-        statement = sqlite_insert(calls)
-        updates = {c.name: statement.excluded[c.name] for c in calls.columns if c.name != "id"}
-        # A final row replaces a provisional one; a provisional row never replaces anything.
-        statement = statement.on_conflict_do_update(
-            index_elements=[calls.c.id], set_=updates,
-            where=sa.and_(statement.excluded.incomplete_reason.is_distinct_from(IN_PROGRESS),
-                          calls.c.incomplete_reason.is_not_distinct_from(IN_PROGRESS)),
-        )
-        captured = [{"call_id": r.id, **r.capture} for r in batch if r.capture]
-        with self._engine.begin() as conn:
-            conn.execute(statement, [row_for(r, recorded_at) for r in batch])
-            # Keeps our identity page in our own WAL (see schema.check_wal_belongs).
-            conn.execute(meta.update().where(meta.c.key == "writes")
-                         .values(value=sa.cast(sa.cast(meta.c.value, sa.Integer) + 1, sa.Text)))
+        rows = [row_values(r, recorded_at) for r in batch]
+        captured = [(r.id, r.capture.get("request"), r.capture.get("response"),
+                     r.capture.get("request_truncated", False), r.capture.get("response_truncated", False))
+                    for r in batch if r.capture]
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(UPSERT_SQL, rows)
             if captured:
-                conn.execute(captures.insert().prefix_with("OR REPLACE"), captured)
+                conn.executemany(CAPTURE_SQL, captured)
+
+        self._write(work)
 
     def _commit(self, batch: list[CallRecord]) -> None:
         delay = 0.05
@@ -315,8 +386,7 @@ class Writer:
         if final or now - self._last_checkpoint > CHECKPOINT_EVERY:
             self._last_checkpoint = now
             try:
-                with self._engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             except Exception:  # busy readers: the next checkpoint will do it
                 pass
 
@@ -325,12 +395,10 @@ class Writer:
             dropped, self._dropped = self._dropped, []
         if not dropped:
             return
-        rows = [{"id": str(uuid.uuid4()), "at": d["at"], "host": d["host"], "reason": "writer_queue_full",
-                 "project": d["project"], "client": d["client"], "bytes_up": None, "bytes_down": None}
+        rows = [(str(uuid.uuid4()), d["at"], d["host"], "writer_queue_full", d["project"], d["client"], None, None)
                 for d in dropped]
         try:
-            with self._engine.begin() as conn:
-                conn.execute(gaps.insert().prefix_with("OR IGNORE"), rows)
+            self._write(lambda conn: conn.executemany(DROPPED_SQL, rows))
         except Exception:
             with self._lock:
                 self._dropped = dropped + self._dropped
@@ -352,16 +420,10 @@ class Writer:
                     continue
                 if isinstance(gap, dict) and gap.get("id"):
                     latest[gap["id"]] = {**latest.get(gap["id"], {}), **gap}  # a later line completes it
-            rows = [{k: g.get(k) for k in ("id", "at", "host", "reason", "project", "client", "bytes_up",
-                                          "bytes_down")} for g in latest.values() if g.get("at") and g.get("host")]
+            rows = [tuple((g.get("reason") or "unknown") if k == "reason" else g.get(k) for k in _GAP_COLUMNS)
+                    for g in latest.values() if g.get("at") and g.get("host")]
             if rows:
-                statement = sqlite_insert(gaps)
-                statement = statement.on_conflict_do_update(
-                    index_elements=[gaps.c.id],
-                    set_={k: statement.excluded[k] for k in ("project", "client", "bytes_up", "bytes_down")},
-                )
-                with self._engine.begin() as conn:
-                    conn.execute(statement, [{**r, "reason": r["reason"] or "unknown"} for r in rows])
+                self._write(lambda conn, rows=rows: conn.executemany(GAP_UPSERT_SQL, rows))
             batch_file.unlink()
             total += len(rows)
         self.stats.gaps_ingested += total
