@@ -156,11 +156,7 @@ class Pricer:
             cost = usd_to_nanos(calc.total_price)
             savings = 0
             if record.cache_read_tokens:
-                # The same prompt with no cache hits: genai-prices' input_tokens already counts the whole
-                # prompt, so only the cache-read share changes, and long-context tiers stay the same.
-                uncached = calc_price(Usage(**{**usage_fields, "cache_read_tokens": 0}), candidate,
-                                      provider_id=provider_id, genai_request_timestamp=when, price_context=context)
-                savings = usd_to_nanos(uncached.total_price) - cost
+                savings = _cache_savings(calc, record.cache_read_tokens, usage_fields["input_tokens"], cost)
             return Price(cost, True, genai_prices_version() + note, savings)
         model = record.model or record.model_requested
         return Price(None, False, f"unknown model {model!r} in {genai_prices_version()}")
@@ -197,6 +193,24 @@ class Pricer:
                 values.get("web_searches_kcount"), variants,
             )
         return None
+
+
+def _cache_savings(calc: Any, cache_read: int, prompt_tokens: int, cost: int) -> int:
+    """What `cache_read` tokens saved against the base input price, at the tier the call was billed at:
+    the call priced with no cache hits, minus its cost.
+
+    genai-prices' input count already holds the whole prompt, so without cache hits the tier stays the
+    same and only the cache-read share changes: the difference of the two rates the applied price (after
+    service-tier variants) names, over the cache-read tokens. No second full price calculation. No
+    cache-read price means reads cost the input price: nothing saved."""
+    from genai_prices.types import calc_unit_price
+
+    model_price = calc.model_price
+    if model_price is None or model_price.cache_read_mtok is None:
+        return 0
+    delta = (calc_unit_price(model_price.input_mtok, cache_read, prompt_tokens, 1_000_000)
+             - calc_unit_price(model_price.cache_read_mtok, cache_read, prompt_tokens, 1_000_000))
+    return usd_to_nanos(calc.total_price + delta) - cost
 
 
 def _override_cost(record: CallRecord, override: Any, cache_as_input: bool = False) -> Decimal:

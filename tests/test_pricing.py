@@ -10,8 +10,10 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from halton_meter.pricing import Pricer, usd_to_nanos
+from halton_meter.pricing import Pricer, _cache_savings, usd_to_nanos
 from halton_meter.types import CallRecord
 
 
@@ -197,3 +199,37 @@ def test_gateway_model_missing_from_its_list_falls_back_to_the_vendor_list_price
                                model_requested="x-ai/grok-4", input_tokens=1000, output_tokens=100))
     assert price.priced and price.cost_nanos == per_million(i=(1000, "3"), o=(100, "15"))
     assert price.source.endswith("(x-ai list price)")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    model=st.sampled_from([
+        ("anthropic", "claude-sonnet-4-5-20250929"), ("anthropic", "claude-opus-4-1"), ("anthropic", "claude-3-5-haiku"),
+        ("openai", "gpt-4o"), ("openai", "gpt-5"), ("openai", "o3"), ("google", "gemini-2.5-pro"),
+        ("google", "gemini-2.5-flash"), ("deepseek", "deepseek-chat"), ("x-ai", "grok-4"),
+    ]),
+    uncached=st.integers(0, 400_000), cache_read=st.integers(1, 400_000), cache_write=st.integers(0, 50_000),
+    output=st.integers(0, 50_000), tier=st.sampled_from([None, "flex", "priority"]),
+)
+def test_cache_savings_equal_pricing_the_call_again_without_cache_hits(model, uncached, cache_read, cache_write,
+                                                                        output, tier) -> None:
+    """The one-calculation savings must equal the definition: the same call with its cache reads priced as
+    plain input (same prompt size, so the same tier), minus its cost."""
+    import datetime
+
+    from genai_prices import Usage, calc_price
+
+    provider_id, name = model
+    when = datetime.datetime(2026, 11, 1, 12, tzinfo=datetime.UTC)
+    fields = {"input_tokens": uncached + cache_read + cache_write, "cache_read_tokens": cache_read,
+              "cache_write_tokens": cache_write, "output_tokens": output}
+    context = {"service_tier": tier} if tier else None
+    try:
+        calc = calc_price(Usage(**fields), name, provider_id=provider_id, genai_request_timestamp=when,
+                          price_context=context)
+    except LookupError:
+        return
+    cost = usd_to_nanos(calc.total_price)
+    again = calc_price(Usage(**{**fields, "cache_read_tokens": 0}), name, provider_id=provider_id,
+                       genai_request_timestamp=when, price_context=context)
+    assert _cache_savings(calc, cache_read, fields["input_tokens"], cost) == usd_to_nanos(again.total_price) - cost
