@@ -312,3 +312,37 @@ def test_writer_keeps_one_connection_and_a_failed_batch_spools_then_commits_exac
         assert int(check.execute("SELECT value FROM meta WHERE key = 'writes'").fetchone()[0]) == writer.stats.batches
     finally:
         check.close()
+
+
+def test_a_call_that_ends_within_the_linger_is_written_once_and_a_long_one_shows_in_progress(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    migrate(db)
+    writer = Writer(db, spool_dir=tmp_path / "spool").start()
+    try:
+        quick = record()
+        writer.submit(quick.replace(incomplete_reason="in_progress", complete=False))
+        time.sleep(0.005)
+        writer.submit(quick)  # its final row, within the linger: one batch, one write (the final row)
+        assert writer.wait_idle(10)
+        assert writer.stats.committed == 2 and writer.stats.batches == 1
+        slow = record(project="beta")
+        writer.submit(slow.replace(incomplete_reason="in_progress", complete=False))
+        deadline = time.monotonic() + 5
+        seen = None
+        while time.monotonic() < deadline and seen is None:  # a long call's provisional row lands on its own
+            check = sqlite3.connect(db)
+            seen = check.execute("SELECT incomplete_reason FROM calls WHERE id = ?", (slow.id,)).fetchone()
+            check.close()
+            time.sleep(0.01)
+        assert seen == ("in_progress",)
+        writer.submit(slow)
+        assert writer.wait_idle(10)
+    finally:
+        assert writer.close(timeout=15)
+    check = sqlite3.connect(db)
+    try:
+        rows = check.execute("SELECT id, incomplete_reason FROM calls ORDER BY project").fetchall()
+        assert rows == [(quick.id, None), (slow.id, None)]
+        assert check.execute("SELECT sum(calls) FROM rollup").fetchone()[0] == 2
+    finally:
+        check.close()

@@ -46,6 +46,8 @@ from halton_meter.types import CallRecord
 log = structlog.get_logger("halton_meter.writer")
 
 BATCH_MAX = 500
+LINGER_SECONDS = 0.02
+"""How long a lone provisional row waits for more records (usually its own final row) before committing."""
 CHECKPOINT_EVERY = 30.0
 GAP_INGEST_EVERY = 2.0
 IN_PROGRESS = "in_progress"
@@ -97,6 +99,20 @@ def row_values(record: CallRecord, recorded_at: str) -> tuple[Any, ...]:
 
 def record_from_json(data: dict[str, Any]) -> CallRecord:
     return CallRecord(**{k: v for k, v in data.items() if k in _RECORD_FIELDS})
+
+
+def _open_provisionals(batch: list[CallRecord]) -> bool:
+    """Whether some provisional row in the batch has no final row in it yet."""
+    finals = {r.id for r in batch if r.incomplete_reason != IN_PROGRESS}
+    return any(r.incomplete_reason == IN_PROGRESS and r.id not in finals for r in batch)
+
+
+def _superseded_dropped(batch: list[CallRecord]) -> list[CallRecord]:
+    """The batch without provisional rows whose final row is in it too (the final would replace them)."""
+    finals = {r.id for r in batch if r.incomplete_reason != IN_PROGRESS}
+    if not finals:
+        return batch
+    return [r for r in batch if r.incomplete_reason != IN_PROGRESS or r.id not in finals]
 
 
 @dataclass
@@ -239,9 +255,14 @@ class Writer:
                 return
             batch: list[CallRecord] = [item]  # type: ignore[list-item]
             stop_after = False
+            # A provisional row waits a moment for company: most calls end within it, and then only their
+            # final row is written (one commit instead of two). A crash in that moment loses no more than
+            # any record still in the queue would.
+            linger_until = time.monotonic() + LINGER_SECONDS if item.incomplete_reason == IN_PROGRESS else 0.0  # type: ignore[union-attr]
             while len(batch) < BATCH_MAX:
                 try:
-                    more = self._queue.get_nowait()
+                    wait = linger_until - time.monotonic()
+                    more = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if more is _STOP:
@@ -249,9 +270,14 @@ class Writer:
                     stop_after = True
                     break
                 batch.append(more)  # type: ignore[arg-type]
+                if linger_until and not _open_provisionals(batch):
+                    linger_until = 0.0  # every call in the batch has ended: write now
+            taken = len(batch)
+            batch = _superseded_dropped(batch)
             self._price(batch)
-            self._commit(batch)
-            for _ in batch:
+            if self._commit(batch):
+                self.stats.committed += taken - len(batch)  # the provisional rows their final rows replaced
+            for _ in range(taken):
                 self._queue.task_done()
             self._housekeeping(final=stop_after)
             if stop_after:
@@ -324,7 +350,7 @@ class Writer:
 
         self._write(work)
 
-    def _commit(self, batch: list[CallRecord]) -> None:
+    def _commit(self, batch: list[CallRecord]) -> bool:
         delay = 0.05
         spooled = False
         while True:
@@ -338,7 +364,7 @@ class Writer:
                 if self._stopping.is_set() and delay > 2:
                     log.error("stopping with a batch not committed; it stays in the spool for the next start",
                               rows=len(batch), spooled=spooled, error=self.stats.last_error)
-                    return
+                    return False
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.stats.committed += len(batch)
@@ -357,6 +383,7 @@ class Writer:
                 except Exception as exc:
                     self.stats.hook_errors += 1
                     log.error("usage_recorded hook failed", error=f"{type(exc).__name__}: {exc}")
+        return True
 
     def _append_spool(self, batch: list[CallRecord]) -> bool:
         try:
