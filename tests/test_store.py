@@ -346,3 +346,35 @@ def test_a_call_that_ends_within_the_linger_is_written_once_and_a_long_one_shows
         assert check.execute("SELECT sum(calls) FROM rollup").fetchone()[0] == 2
     finally:
         check.close()
+
+
+def test_a_long_migration_is_announced_and_the_supervisor_waits_for_it(tmp_path: Path, monkeypatch) -> None:
+    """Restarting a core that is still migrating would roll the migration back, every time: after the core
+    says MIGRATING the supervisor waits past its usual READY timeout."""
+    import asyncio
+    import os
+
+    from halton_meter import supervisor
+
+    db = tmp_path / "db.sqlite"
+    seen: list[tuple[int, int]] = []
+    migrate(db, on_start=lambda old, new: seen.append((old, new)))
+    assert seen == [(0, LATEST_VERSION)]
+    migrate(db, on_start=lambda old, new: seen.append((old, new)))  # nothing to do: not announced again
+    assert len(seen) == 1
+
+    monkeypatch.setattr(supervisor, "READY_TIMEOUT", 0.3)
+    script = "import time; print('MIGRATING 6 7', flush=True); time.sleep(1.0); print('READY 1', flush=True); time.sleep(30)"
+    slow = supervisor.Child("core", ["-c", script], dict(os.environ))
+    silent = supervisor.Child("core", ["-c", "import time; time.sleep(30)"], dict(os.environ))
+
+    async def both() -> tuple[bool, bool]:
+        try:
+            return await slow.start(), await silent.start()
+        finally:
+            for child in (slow, silent):
+                if child.proc is not None and child.proc.returncode is None:
+                    child.proc.kill()
+                    await child.proc.wait()
+
+    assert asyncio.run(both()) == (True, False)

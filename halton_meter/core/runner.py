@@ -158,7 +158,9 @@ def main() -> int:
     try:
         config = load_config()
         ensure_ca(config.paths)
-        migrate(config.paths.db)
+        # Tell the supervisor a long migration is under way, so it waits for READY instead of restarting us
+        # (which would roll the migration back, every time).
+        migrate(config.paths.db, on_start=lambda old, new: print(f"MIGRATING {old} {new}", flush=True))
     except HaltonError as exc:
         print(f"halton-meter core: {exc.message}", file=sys.stderr, flush=True)
         _remember_failure(exc)

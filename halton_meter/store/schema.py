@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -317,8 +318,10 @@ def check_wal_belongs(path: Path) -> None:
         )
 
 
-def migrate(path: Path) -> Path | None:
-    """Bring the database at `path` to LATEST_VERSION. Returns the backup made, if any."""
+def migrate(path: Path, on_start: Callable[[int, int], None] | None = None) -> Path | None:
+    """Bring the database at `path` to LATEST_VERSION. Returns the backup made, if any. `on_start(from, to)`
+    is called once before a migration that has work to do (a large database can take a while: the
+    backup copies it, and building the rollups reads every call)."""
     _prepare_file(path)
     check_wal_belongs(path)
     try:
@@ -347,6 +350,8 @@ def migrate(path: Path) -> Path | None:
                 f"database {path} holds tables but was not created by Halton Meter; nothing was changed. "
                 f"Move it aside (mv {path} {path}.foreign) or set HALTON_METER_HOME elsewhere"
             )
+        if on_start is not None:
+            on_start(version, LATEST_VERSION)
         backup = _backup(conn, path, version) if version > 0 else None
         for target in range(version + 1, LATEST_VERSION + 1):
             conn.execute("BEGIN IMMEDIATE")
