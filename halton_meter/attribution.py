@@ -53,6 +53,19 @@ class Resolution:
         return self.client.git.branch if self.client.git is not None else None
 
 
+def attribute(attributors: Sequence[Attributor], client: ClientInfo) -> Attribution:
+    """The first answer of `attributors` (already in order) for `client`, else `unattributed`."""
+    for attributor in attributors:
+        try:
+            answer = attributor.resolve(client)
+        except Exception as exc:  # one broken attributor must not unattribute every call
+            log.warning("attributor failed", attributor=attributor.id, error=f"{type(exc).__name__}: {exc}")
+            continue
+        if answer is not None:
+            return answer
+    return UNATTRIBUTED
+
+
 class ProcessFinder:
     """Maps a client socket address to its process.
 
@@ -274,15 +287,7 @@ class AttributionService:
         return Resolution(client, self.attribute(client), time.monotonic())
 
     def attribute(self, client: ClientInfo) -> Attribution:
-        for attributor in self._attributors:
-            try:
-                answer = attributor.resolve(client)
-            except Exception as exc:  # one broken attributor must not unattribute every call
-                log.warning("attributor failed", attributor=attributor.id, error=f"{type(exc).__name__}: {exc}")
-                continue
-            if answer is not None:
-                return answer
-        return UNATTRIBUTED
+        return attribute(self._attributors, client)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -34,6 +34,8 @@ from typing import Any
 
 import structlog
 
+from halton_meter.client_family import client_family
+from halton_meter.config import valid_project_name
 from halton_meter.lifecycle.selftest import CANARY_HOST
 
 log = structlog.get_logger("halton_meter.edge")
@@ -237,7 +239,7 @@ class GapRecorder:
             with contextlib.suppress(Exception):
                 resolution = await asyncio.wait_for(asyncio.wrap_future(lookup), 2.0)
                 line.update(project=resolution.attribution.project,
-                            client=resolution.client.tool or resolution.client.process_name)
+                            client=client_family(None, resolution.client.tool, resolution.client.process_name))
         await asyncio.get_running_loop().run_in_executor(None, self._append, line)
 
 
@@ -720,9 +722,7 @@ def proxy_project(header_block: bytes) -> str | None:
         except (ValueError, UnicodeDecodeError):
             return None
         project = urllib.parse.unquote(password).strip()
-        if user != "project" or not project or len(project) > 100 or any(c in project for c in "\r\n\x00/"):
-            return None
-        return project
+        return project if user == "project" and valid_project_name(project) else None
     return None
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from halton_meter import hookimpl
-from halton_meter.types import Attribution, Check, CheckContext, CheckResult, ClientInfo
+from halton_meter.attribution import UNATTRIBUTED, attribute
+from halton_meter.types import Check, CheckContext, CheckResult, ClientInfo
 from halton_meter.workspace import PROJECT_FILE, find_project_file, git_info
 
 
@@ -20,15 +21,7 @@ def check_project(ctx: CheckContext) -> CheckResult:
                            details={"path": str(found.path)})
     environ = {k: v for k, v in ctx.environ.items() if k.startswith("HALTON_METER_")}
     client = ClientInfo(cwd=cwd, environ=environ, git=git_info(cwd))
-    answer = None
-    for attributor in ctx.attributors:
-        try:
-            answer = attributor.resolve(client)
-        except Exception:  # a plugin's attributor failing is the meter's problem too, but not this row's
-            continue
-        if answer is not None:
-            break
-    answer = answer or Attribution("unattributed", "none")
+    answer = attribute(ctx.attributors, client)
     details: dict[str, Any] = {"cwd": cwd, "project": answer.project, "source": answer.source}
     text = f"calls from {cwd} count as project {answer.project!r} ({answer.source})"
     if found is not None:
@@ -36,7 +29,7 @@ def check_project(ctx: CheckContext) -> CheckResult:
     if client.git is not None:
         details.update(repo=client.git.repo, branch=client.git.branch)
         text += f", branch {client.git.branch}" if client.git.branch else ""
-    if answer.project == "unattributed":
+    if answer == UNATTRIBUTED:
         return CheckResult("warn", text, fix=f'echo \'project = "name"\' > {cwd}/{PROJECT_FILE}', details=details)
     return CheckResult("ok", text, details=details)
 
