@@ -165,13 +165,11 @@ class MeterAddon:
         info = self._connection(flow)
         info.target = (flow.request.host.lower(), flow.request.port)
         provider = self.routing.lookup(*info.target)
-        if provider is not None and type(provider).answer_locally is not Provider.answer_locally:
+        local = provider is not None and type(provider).answer_locally is not Provider.answer_locally
+        if local:
             # A host the core answers itself (the self-test canary): accept the tunnel without connecting
             # upstream, which mitmproxy's eager strategy would otherwise try (and fail: it never resolves).
             flow.response = http.Response.make(200)
-            local = True
-        else:
-            local = False
         info.peer, info.server = _peers(flow, flow.request.headers.get(PEER_HEADER),
                                         flow.request.headers.get(PROXY_HEADER))
         info.proxy_project = _parse_project(flow.request.headers.get(PROJECT_HEADER))

@@ -101,12 +101,6 @@ def record_from_json(data: dict[str, Any]) -> CallRecord:
     return CallRecord(**{k: v for k, v in data.items() if k in _RECORD_FIELDS})
 
 
-def _open_provisionals(batch: list[CallRecord]) -> bool:
-    """Whether some provisional row in the batch has no final row in it yet."""
-    finals = {r.id for r in batch if r.incomplete_reason != IN_PROGRESS}
-    return any(r.incomplete_reason == IN_PROGRESS and r.id not in finals for r in batch)
-
-
 def _superseded_dropped(batch: list[CallRecord]) -> list[CallRecord]:
     """The batch without provisional rows whose final row is in it too (the final would replace them)."""
     finals = {r.id for r in batch if r.incomplete_reason != IN_PROGRESS}
@@ -259,6 +253,7 @@ class Writer:
             # final row is written (one commit instead of two). A crash in that moment loses no more than
             # any record still in the queue would.
             linger_until = time.monotonic() + LINGER_SECONDS if item.incomplete_reason == IN_PROGRESS else 0.0  # type: ignore[union-attr]
+            open_calls = {item.id} if linger_until else set()  # type: ignore[union-attr]
             while len(batch) < BATCH_MAX:
                 try:
                     wait = linger_until - time.monotonic()
@@ -270,8 +265,13 @@ class Writer:
                     stop_after = True
                     break
                 batch.append(more)  # type: ignore[arg-type]
-                if linger_until and not _open_provisionals(batch):
-                    linger_until = 0.0  # every call in the batch has ended: write now
+                if linger_until:  # provisional rows in the batch whose final row has not come yet
+                    if more.incomplete_reason == IN_PROGRESS:  # type: ignore[union-attr]
+                        open_calls.add(more.id)  # type: ignore[union-attr]
+                    else:
+                        open_calls.discard(more.id)  # type: ignore[union-attr]
+                    if not open_calls:
+                        linger_until = 0.0  # every call in the batch has ended: write now
             taken = len(batch)
             batch = _superseded_dropped(batch)
             self._price(batch)
