@@ -273,9 +273,10 @@ def render(results: dict[str, Any]) -> str:
             f"tunnels (the client got the provider's own certificate). Slowest settle "
             f"{max(c['settle_s'] for c in checks) * 1000:.0f} ms.")
         edge = results.get("edge_stats") or {}
-        if edge.get("gaps"):
-            add(f"The edge counted {edge['gaps']} gaps; last reason: “{edge.get('last_gap_reason')}”. Measurements "
-                "with gaps did not measure the meter and are left out of the figures above.")
+        if edge.get("passthrough"):
+            add(f"The edge passed {edge['passthrough']} connections or requests through unmetered; last reason: "
+                f"“{edge.get('last_gap_reason')}”. Measurements with gaps did not measure the meter and are left out "
+                "of the figures above.")
         for c in bad[:8]:
             add(f"* failed at {c['label']}: {c.get('unmetered', 0)} calls unmetered on {c.get('new_gaps', 0)} new gap "
                 f"tunnels; rows {c['rows']:,} for {c.get('metered_calls', c['calls']):,} metered calls, "

@@ -30,6 +30,10 @@ from halton_meter.paths import Paths, write_atomic
 MAX_HEAD_BYTES = 8 * 1024
 HEAD_TIMEOUT = 5.0
 MAX_CONCURRENT = 32
+"""Requests being answered at once (each may read the database on a worker thread)."""
+MAX_CONNECTIONS = 512
+"""Open connections, idle ones included: a connection holds no request slot until its head has arrived,
+so idle connections cannot lock the API; beyond this many, a new one is answered 503 at once."""
 
 
 def allowed_hosts(port: int) -> frozenset[str]:
@@ -72,22 +76,33 @@ class Api:
         self._token = token
         self._paths = paths
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+        self._open = 0
         self._routes: dict[str, Handler] = {"/v1/stats": self._stats, "/v1/calls": self._calls,
                                             "/v1/report": self._report, "/v1/projects": self._projects}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:
+            await _send(writer, 503, {"error": "too many connections"})
+            return
+        self._open += 1
+        try:
+            await self._handle(reader, writer)
+        finally:
+            self._open -= 1
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+        except asyncio.LimitOverrunError:
+            await _send(writer, 431, {"error": "request header too large"})
+            return
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+            writer.close()
+            return
         if self._slots.locked():
             await _send(writer, 503, {"error": "too many concurrent requests"})
             return
         async with self._slots:
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-            except asyncio.LimitOverrunError:
-                await _send(writer, 431, {"error": "request header too large"})
-                return
-            except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-                writer.close()
-                return
             try:
                 status, body = self.check(head)
                 if status == 0:

@@ -132,6 +132,12 @@ class Config:
     edge_idle_timeout_seconds: float = 900.0
     """Per-read idle limit on tunnels: a thinking pause longer than this ends the connection."""
     edge_max_connections: int = 2048
+    """Lowered at start to what the open-file limit can hold (two descriptors a tunnel)."""
+    edge_passthrough_quiet_seconds: float = 2.0
+    """A pass-through tunnel to a metered host (the core was down) closes after this much quiet once the
+    core is back, so the next call is metered (never while a request waits for its answer)."""
+    edge_passthrough_max_seconds: float = 600.0
+    """…and after this age even while the core is still down, at its first idle moment."""
     api_port: int = DEFAULT_API_PORT
     upstream_ca_bundle: Path | None = None
     upstream_resolve: tuple[ResolveRule, ...] = ()
@@ -223,6 +229,18 @@ def _idle_seconds(value: Any, key: str, _: Path) -> float:
     return float(value)
 
 
+def _quiet_seconds(value: Any, key: str, _: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 <= value <= 300:
+        raise ConfigError(f"config.toml: {key} must be a number of seconds between 0.5 and 300, not {value!r}")
+    return float(value)
+
+
+def _passthrough_max(value: Any, key: str, _: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 86400:
+        raise ConfigError(f"config.toml: {key} must be a number of seconds between 1 and 86400, not {value!r}")
+    return float(value)
+
+
 def _connections(value: Any, key: str, _: Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 16 <= value <= 100_000:
         raise ConfigError(f"config.toml: {key} must be an integer between 16 and 100000, not {value!r}")
@@ -235,6 +253,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "port": ("edge_port", _port),
         "idle_timeout_seconds": ("edge_idle_timeout_seconds", _idle_seconds),
         "max_connections": ("edge_max_connections", _connections),
+        "passthrough_quiet_seconds": ("edge_passthrough_quiet_seconds", _quiet_seconds),
+        "passthrough_max_seconds": ("edge_passthrough_max_seconds", _passthrough_max),
     },
     "api": {"port": ("api_port", _port)},
     "upstream": {

@@ -1,14 +1,20 @@
 """The edge: a small asyncio proxy front on the user-visible port (default 127.0.0.1:8081).
 
 * CONNECT to a host a provider claims → handed to the core (mitmproxy), with the client's address so the
-  core can attribute the call. If the core does not answer, the edge tunnels directly instead and counts
-  the call as a gap: traffic never stops because the meter is down.
+  core can attribute the call. If the core is restarting, the CONNECT waits a short grace for it; if it is
+  down or wedged, the edge tunnels directly instead and records the tunnel as a gap: traffic never stops
+  because the meter is down. Such a pass-through tunnel is closed at its first idle moment once the core
+  answers again (`passthrough.py`), so the client's next request is metered.
 * CONNECT to any other host → a direct TCP tunnel. Its TLS is never terminated; we never see inside.
-* Plain-HTTP absolute-form requests → to the core when claimed, otherwise forwarded untouched (except the
-  hop-by-hop proxy headers) to the origin, one request per connection.
-* Never a relay to local services: CONNECTs to our own ports or to link-local addresses are refused.
+* Plain-HTTP absolute-form requests → routed one request at a time (h11 frames them): a claimed host's
+  request goes to the core, any other host's straight to the origin, and every request on a kept-alive
+  connection is checked against the target policy again.
+* Never a relay to local services: targets on this machine, link-local and cloud metadata addresses are
+  refused, before and after DNS, here and again in the core.
+* Only the edge may use the core: every request it sends there carries the core's per-start secret.
 
-Only the standard library and the routing table; the edge must stay small and start fast.
+Only the standard library, h11 (mitmproxy's own HTTP/1 framing library) and the routing table; the edge
+must stay small and start fast.
 """
 
 from __future__ import annotations
@@ -37,12 +43,17 @@ import structlog
 from halton_meter.client_family import client_family
 from halton_meter.config import valid_project_name
 from halton_meter.lifecycle.selftest import CANARY_HOST
+from halton_meter.process import QuietLoopErrors, watch_parent
+from halton_meter.passthrough import MAX_SECONDS, QUIET_SECONDS, STREAM_QUIET_SECONDS, PassThrough
 
 log = structlog.get_logger("halton_meter.edge")
 
 MAX_HEAD_BYTES = 16 * 1024
 HEAD_TIMEOUT = 10.0
 """A client has this long to send its request head (slowloris)."""
+HANDSHAKE_TIMEOUT = 10.0
+"""After `200 Connection established`, a client has this long to send its first byte (its TLS hello): a
+tunnel nobody uses is not allowed to hold a connection slot for the whole idle timeout."""
 CONNECT_TIMEOUT = 10.0
 CORE_TIMEOUT = 0.5
 """The core answers the canary probe at once (no upstream involved): no answer in this long means it is
@@ -50,23 +61,43 @@ down or wedged, and calls go direct."""
 CORE_CONNECT_REPLY_TIMEOUT = 30.0
 """A real CONNECT's answer waits for the core's upstream connection, so it gets longer."""
 PROBE_FRESH = 1.0
+"""A successful probe vouches for the core this long; then the next metered CONNECT probes first."""
 BUSY_CPU_SHARE = 0.2
 """A core that used at least this share of one CPU while a probe went unanswered is busy, not wedged."""
 BUSY_MAX_SECONDS = 10.0
 """…for at most this long: a core spinning without answering anything is wedged too."""
-"""A successful probe vouches for the core this long; then the next metered CONNECT probes first."""
 PROBE_INTERVAL = 0.5
+RESTART_GRACE = 3.5
+"""When the core's process is gone (restarting after a crash, an upgrade, a `restart`), a metered CONNECT
+waits this long for the new core before passing through: the supervisor has one up in about two seconds,
+so a routine restart costs a little latency instead of unmetered calls. A wedged core (alive, silent) gets
+no grace: calls go direct after one probe timeout."""
+RESTART_POLL = 0.1
 IDLE_TIMEOUT = 15 * 60.0
 """Per-read idle limit on tunnels: long enough for a model's longest thinking pause."""
 MAX_CONNECTIONS = 2048
+FDS_PER_CONNECTION = 2
+"""A tunnel holds two descriptors in the edge (client, upstream): the cap never promises more."""
+FD_RESERVE = 64
 DRAIN_QUIET = 3.0
 DRAIN_SECONDS = 60.0
 DRAIN_BYTES = 16 * 1024 * 1024
 MAX_DRAINS = 256
 """Tunnels kept open for the meter after their client left; beyond this they close at once."""
 READ_SIZE = 64 * 1024
-LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
-_HOP_BY_HOP_PROXY_HEADERS = (b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive")
+REAP_INTERVAL = 0.25
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
+    "100.100.100.200",  # Alibaba Cloud instance metadata
+    "fd00:ec2::254",  # AWS instance metadata over IPv6
+    "168.63.129.16",  # Azure wire server
+))
+"""Cloud metadata endpoints outside the link-local ranges (169.254/16 and fe80::/10 are refused whole)."""
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+_HOP_BY_HOP = frozenset({b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive", b"te",
+                         b"trailer", b"upgrade", b"proxy-authenticate"})
+AUTH_HEADER = b"x-halton-meter-auth"
+"""The core's per-start secret (from `run/core.json`, 0600): the core serves no request without it."""
 
 
 class Refused(Exception):
@@ -83,13 +114,85 @@ class EdgeStats:
     metered: int = 0
     tunnelled: int = 0
     refused: int = 0
-    gaps: int = 0
+    passthrough: int = 0
+    """Tunnels and plain-HTTP requests to metered hosts that went direct, unmetered (each a gap in the log)."""
+    passthrough_open: int = 0
+    """Pass-through tunnels to metered hosts open right now."""
+    passthrough_closed_idle: int = 0
+    """…closed by the edge at an idle moment (core back, or the tunnel at its maximum age)."""
     last_gap_reason: str | None = None
     core_down_since: float | None = None
+    restart_waits: int = 0
+    """Metered CONNECTs that waited for a restarting core instead of passing through."""
     drains: int = 0
     """Metered tunnels whose client left mid-response and whose answer the edge read on for the meter."""
     draining: int = 0
     """Tunnels open right now only for the meter (not counted against the connection cap)."""
+    config_error: str | None = None
+    """The edge started without a usable config.toml (defaults, traffic passes): why."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The core: where it is, whether it answers
+# --------------------------------------------------------------------------------------------------
+
+
+class CoreLocator:
+    """Where the core listens and the secret it wants, from `run/core.json`; re-read only when it changes."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stamp: tuple[int, int] | None = None
+        self._port: int | None = None
+        self._pid: int | None = None
+        self._secret: bytes = b""
+
+    def _load(self) -> None:
+        try:
+            st = self._path.stat()
+        except OSError:
+            self._stamp, self._port, self._pid, self._secret = None, None, None, b""
+            return
+        stamp = (st.st_mtime_ns, st.st_ino)
+        if stamp != self._stamp:
+            try:
+                state = json.loads(self._path.read_text())
+                self._port = int(state["port"])
+                self._pid = int(state["pid"]) if state.get("pid") else None
+                self._secret = str(state.get("secret") or "").encode("ascii")
+            except (OSError, ValueError, KeyError, TypeError, UnicodeEncodeError):
+                self._port, self._pid, self._secret = None, None, b""
+            self._stamp = stamp
+
+    def port(self) -> int | None:
+        self._load()
+        return self._port
+
+    def pid(self) -> int | None:
+        self._load()
+        return self._pid
+
+    def secret(self) -> bytes:
+        self._load()
+        return self._secret
+
+    def failing(self) -> bool:
+        """The last core that tried to start could not (it left `core-error.json`, removed by the next core
+        that starts): not a routine restart, so calls should not wait for one."""
+        return (self._path.parent / "core-error.json").exists()
+
+    def alive(self) -> bool:
+        """A core process exists (it may be wedged). False when none is published or its process is gone
+        or a zombie: the core is restarting (or stopped)."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            import psutil
+
+            return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+        except Exception:  # no such process (or not ours to see)
+            return False
 
 
 class CoreHealth:
@@ -97,9 +200,9 @@ class CoreHealth:
 
     Before a metered CONNECT, unless a probe succeeded in the last PROBE_FRESH seconds, the edge probes the
     core: a CONNECT to the self-test canary, which the core answers itself with no upstream involved. No
-    answer within CORE_TIMEOUT marks the core down (wedged, stopped, restarting); from then on metered
-    hosts go direct at once, with no per-call wait, while a background probe every PROBE_INTERVAL marks it
-    up again as soon as it answers.
+    answer within CORE_TIMEOUT marks the core down; from then on metered hosts go direct at once, with no
+    per-call wait, while a background probe marks it up again as soon as it answers. When the core's
+    process is gone rather than wedged, calls first wait RESTART_GRACE for its successor.
     """
 
     def __init__(self, locator: CoreLocator, stats: EdgeStats) -> None:
@@ -110,37 +213,70 @@ class CoreHealth:
         self._fresh_until = 0.0
         self._busy_since: float | None = None
         self._proc: Any = None
+        self._restart_until = 0.0
+        self._back: asyncio.Event | None = None
+        self.on_up: Callable[[], None] | None = None
+        self.restart_grace = RESTART_GRACE
 
     @property
     def up(self) -> bool:
         return self.down_reason is None
 
     async def usable(self) -> bool:
-        if self.down_reason is not None:
-            return False
-        if time.monotonic() < self._fresh_until:
-            return True
-        if await self.answers_or_busy():
-            self._fresh_until = time.monotonic() + PROBE_FRESH
-            return True
-        self.mark_down("core not running" if self.locator.port() is None else "core did not answer the probe")
-        return False
+        if self.down_reason is None:
+            if time.monotonic() < self._fresh_until:
+                return True
+            if await self.answers_or_busy():
+                self._fresh_until = time.monotonic() + PROBE_FRESH
+                return True
+            alive = self.locator.alive()
+            restarting = not alive and not self.locator.failing()
+            self.mark_down("core did not answer the probe" if alive else
+                           "core restarting" if restarting else "core cannot start", restarting=restarting)
+        return await self.wait_for_restart()
 
-    def mark_down(self, reason: str) -> None:
+    async def wait_for_restart(self) -> bool:
+        """Within a restart's grace, wait (bounded) for the new core; True when it answered in time."""
+        remaining = self._restart_until - time.monotonic()
+        if self.down_reason is None:
+            return True
+        if remaining <= 0:
+            return False
+        self.stats.restart_waits += 1
+        if self._back is None:
+            self._back = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._back.wait(), remaining)
+        return self.down_reason is None
+
+    def mark_down(self, reason: str, restarting: bool = False) -> None:
         if self.down_reason is None:
             log.warning("core unavailable: metered hosts pass through until it answers again", reason=reason)
             self.stats.core_down_since = time.time()
+            self._restart_until = time.monotonic() + self.restart_grace if restarting else 0.0
+            self._back = asyncio.Event()
         self.down_reason = reason
+        self._fresh_until = 0.0
         if self._probe is None or self._probe.done():
             self._probe = asyncio.get_running_loop().create_task(self._watch())
 
+    def _mark_up(self) -> None:
+        log.info("core answers again: metering resumed")
+        self.down_reason = None
+        self.stats.core_down_since = None
+        self._fresh_until = time.monotonic() + PROBE_FRESH
+        self._restart_until = 0.0
+        if self._back is not None:
+            self._back.set()
+        if self.on_up is not None:
+            self.on_up()
+
     async def _watch(self) -> None:
         while self.down_reason is not None:
-            await asyncio.sleep(PROBE_INTERVAL)
-            if await self.probe():
-                log.info("core answers again: metering resumed")
-                self.down_reason = None
-                self.stats.core_down_since = None
+            restarting = time.monotonic() < self._restart_until
+            await asyncio.sleep(RESTART_POLL if restarting else PROBE_INTERVAL)
+            if (not restarting or self.locator.alive()) and await self.probe():
+                self._mark_up()
 
     async def answers_or_busy(self, timeout: float = CORE_TIMEOUT) -> bool:
         """The core answered the canary, or it did not but is busy working (a burst on a loaded machine can
@@ -189,7 +325,8 @@ class CoreHealth:
         except (OSError, TimeoutError):
             return False
         try:
-            writer.write(f"CONNECT {CANARY_HOST}:443 HTTP/1.1\r\nhost: {CANARY_HOST}:443\r\n\r\n".encode())
+            writer.write(f"CONNECT {CANARY_HOST}:443 HTTP/1.1\r\nhost: {CANARY_HOST}:443\r\n".encode()
+                         + AUTH_HEADER + b": " + self.locator.secret() + b"\r\n\r\n")
             remaining = max(0.01, deadline - time.monotonic())
             reply = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), remaining)
             return reply.startswith(b"HTTP/1.1 200")
@@ -199,48 +336,72 @@ class CoreHealth:
             writer.close()
 
 
-class GapRecorder:
-    """Appends a line per unmetered pass-through to `spool/gaps.jsonl` (the core ingests it into the
-    database): one when the tunnel opens, so a crash cannot lose it, and one when it closes, with the bytes
-    and who the client was. File I/O runs off the event loop."""
+# --------------------------------------------------------------------------------------------------
+# Gaps
+# --------------------------------------------------------------------------------------------------
 
-    def __init__(self, path: Path | None, attribution: Any = None) -> None:
-        self.path = path
+
+def utc_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class GapRecorder:
+    """Writes the gap log (`store/gaps.py`) for traffic that passed the meter by: a line when it starts, so
+    a crash cannot lose it, and a self-contained line when it ends with what it covered. File I/O runs off
+    the event loop; a line that cannot be written is logged (the edge's counters still show it)."""
+
+    def __init__(self, directory: Path | None, attribution: Any = None) -> None:
+        self.directory = directory
         self.attribution = attribution
 
     def _append(self, line: dict[str, Any]) -> None:
-        if self.path is None:
+        if self.directory is None:
             return
+        from halton_meter.store.gaps import append_line
+
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "a") as fh:
-                fh.write(json.dumps(line, separators=(",", ":")) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:  # counted in the edge's stats either way
+            append_line(self.directory, line)
+        except OSError as exc:
             log.error("could not record a gap durably", error=str(exc))
 
-    async def opened(self, host: str, reason: str, peer: object, project: str | None = None,
-                     server: object = None) -> tuple[str, Any]:
-        gap_id = str(uuid.uuid4())
-        at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        lookup = None
+    async def opened(self, kind: str, host: str, reason: str, peer: object, project: str | None = None,
+                     server: object = None) -> Gap:
+        gap = Gap(id=str(uuid.uuid4()), at=utc_iso(), kind=kind, host=host, reason=reason)
         if self.attribution is not None and isinstance(peer, tuple) and len(peer) >= 2:
             edge = (str(server[0]), int(server[1])) if isinstance(server, tuple) and len(server) >= 2 else None
-            lookup = self.attribution.lookup((str(peer[0]), int(peer[1])), project, edge)
-        await asyncio.get_running_loop().run_in_executor(
-            None, self._append, {"id": gap_id, "at": at, "host": host, "reason": reason})
-        return gap_id, lookup
+            gap.lookup = self.attribution.lookup((str(peer[0]), int(peer[1])), project, edge)
+        await asyncio.get_running_loop().run_in_executor(None, self._append, gap.line())
+        return gap
 
-    async def closed(self, gap_id: str, lookup: Any, up: int, down: int) -> None:
-        line: dict[str, Any] = {"id": gap_id, "bytes_up": up, "bytes_down": down}
-        if lookup is not None:
+    async def closed(self, gap: Gap, up: int, down: int, calls_estimated: int | None = None) -> None:
+        line = gap.line()
+        line.update(bytes_up=up, bytes_down=down, ended_at=utc_iso(),
+                    duration_ms=round((time.monotonic() - gap.started) * 1000, 1))
+        if gap.kind == "tunnel":
+            line["calls_estimated"] = calls_estimated
+        if gap.lookup is not None:
             with contextlib.suppress(Exception):
-                resolution = await asyncio.wait_for(asyncio.wrap_future(lookup), 2.0)
+                resolution = await asyncio.wait_for(asyncio.wrap_future(gap.lookup), 2.0)
                 line.update(project=resolution.attribution.project,
                             client=client_family(None, resolution.client.tool, resolution.client.process_name))
         await asyncio.get_running_loop().run_in_executor(None, self._append, line)
+
+
+@dataclass
+class Gap:
+    id: str
+    at: str
+    kind: str
+    host: str
+    reason: str
+    started: float = field(default_factory=time.monotonic)
+    lookup: Any = None
+
+    def line(self) -> dict[str, Any]:
+        line: dict[str, Any] = {"id": self.id, "at": self.at, "kind": self.kind, "host": self.host,
+                                "reason": self.reason}
+        line.update({"connections": 1} if self.kind == "tunnel" else {"calls": 1})
+        return line
 
 
 class _Slot:
@@ -265,35 +426,9 @@ class _Slot:
         self.state = "released"
 
 
-class CoreLocator:
-    """Where the core listens, from `run/core.json`; re-read only when the file changes."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._stamp: tuple[int, int] | None = None
-        self._port: int | None = None
-        self._pid: int | None = None
-
-    def pid(self) -> int | None:
-        self.port()
-        return self._pid
-
-    def port(self) -> int | None:
-        try:
-            st = self._path.stat()
-        except OSError:
-            self._stamp, self._port = None, None
-            return None
-        stamp = (st.st_mtime_ns, st.st_ino)
-        if stamp != self._stamp:
-            try:
-                state = json.loads(self._path.read_text())
-                self._port = int(state["port"])
-                self._pid = int(state["pid"]) if state.get("pid") else None
-            except (OSError, ValueError, KeyError, TypeError):
-                self._port, self._pid = None, None
-            self._stamp = stamp
-        return self._port
+# --------------------------------------------------------------------------------------------------
+# Target policy
+# --------------------------------------------------------------------------------------------------
 
 
 def parse_authority(authority: str) -> tuple[str, int]:
@@ -313,26 +448,71 @@ def parse_authority(authority: str) -> tuple[str, int]:
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a host literal names, with IPv4-mapped IPv6 (`::ffff:127.0.0.1`) unwrapped: Python
-    does not call those loopback or link-local, but they reach exactly the same places."""
+    """The address a host literal names, with IPv4 embedded in IPv6 unwrapped — IPv4-mapped
+    (`::ffff:127.0.0.1`), IPv4-compatible (`::127.0.0.1`) and NAT64 (`64:ff9b::7f00:1`): Python does not call
+    those loopback or link-local, but they reach exactly the same places."""
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        packed = ip.packed
+        if packed[:12] == bytes(12) and int.from_bytes(packed[12:], "big") > 1:  # ::a.b.c.d, not :: or ::1
+            return ipaddress.IPv4Address(packed[12:])
+        if ip in NAT64_PREFIX:
+            return ipaddress.IPv4Address(packed[12:])
     return ip
 
 
-def _refuse_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> None:
+def refuse_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> None:
+    """Refused(403) for addresses a proxy must never relay to: this machine, link-local (cloud metadata),
+    other metadata endpoints, unspecified and multicast."""
     if ip is None:
         return
     if ip.is_loopback:
         raise Refused(403, "refusing to proxy to local services (loopback)")
-    if ip.is_link_local:
-        raise Refused(403, "refusing to proxy to link-local addresses (cloud metadata endpoints)")
+    if ip.is_link_local or ip in METADATA_ADDRESSES:
+        raise Refused(403, "refusing to proxy to link-local or cloud metadata addresses")
     if ip.is_unspecified or ip.is_multicast:
         raise Refused(403, "refusing to proxy to an unspecified or multicast address")
+
+
+def check_target(host: str, port: int, resolve: dict[tuple[str, int], tuple[str, int]],
+                 own_ports: set[int] | frozenset[int] = frozenset()) -> None:
+    """Never a relay to this machine's services or to cloud metadata: loopback, link-local, metadata,
+    unspecified and multicast targets are refused, unless `upstream.resolve` names them explicitly.
+    Shared by the edge and the core."""
+    if (host, port) in resolve:
+        return
+    ip = _ip(host)
+    if host in LOOPBACK_NAMES or host.endswith(".localhost") or (ip is not None and ip.is_loopback):
+        if port in own_ports:
+            raise Refused(403, "refusing to proxy to Halton Meter's own ports")
+        raise Refused(403, "refusing to proxy to local services (loopback)")
+    refuse_address(ip)
+
+
+def connection_cap(configured: int) -> int:
+    """The configured connection cap, lowered to what the open-file limit can hold (after raising the soft
+    limit to the hard one where the OS lets us)."""
+    try:
+        import resource
+    except ImportError:  # Windows: no per-process descriptor limit of this kind
+        return configured
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return max(16, min(configured, (soft - FD_RESERVE) // FDS_PER_CONNECTION))
+
+
+# --------------------------------------------------------------------------------------------------
+# The edge
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -346,24 +526,23 @@ class Edge:
     max_connections: int = MAX_CONNECTIONS
     gaps: GapRecorder = field(default_factory=lambda: GapRecorder(None))
     health: CoreHealth | None = None
+    passthrough_quiet: float = QUIET_SECONDS
+    passthrough_stream_quiet: float = STREAM_QUIET_SECONDS
+    passthrough_max_seconds: float = MAX_SECONDS
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.health is None:
             self.health = CoreHealth(self.core, self.stats)
+        self.health.on_up = self._wake_reaper
+        self._passthrough: dict[PassThrough, Callable[[], None]] = {}
+        self._reaper: asyncio.Task[None] | None = None
 
     # ---- policy ------------------------------------------------------------------------------------
 
     def check_target(self, host: str, port: int) -> None:
-        """Never a relay to this machine's services or to cloud metadata: loopback, link-local,
-        unspecified and multicast targets are refused, unless `upstream.resolve` names them explicitly."""
-        if (host, port) in self.resolve:
-            return
-        ip = _ip(host)
-        if host in LOOPBACK_NAMES or (ip is not None and ip.is_loopback):
-            if port in self.own_ports or port == self.core.port():
-                raise Refused(403, "refusing to proxy to Halton Meter's own ports")
-            raise Refused(403, "refusing to proxy to local services (loopback)")
-        _refuse_address(ip)
+        core_port = self.core.port()
+        check_target(host, port, self.resolve, self.own_ports | ({core_port} if core_port else set()))
 
     def upstream_address(self, host: str, port: int) -> tuple[str, int]:
         return self.resolve.get((host, port), (host, port))
@@ -391,12 +570,12 @@ class Edge:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object,
-                      slot: _Slot) -> None:
+    async def _read_head(self, reader: asyncio.StreamReader, timeout: float) -> bytes | None:
+        """One request head (validated), or None when the client closed before sending one."""
         try:
-            first = await asyncio.wait_for(reader.readexactly(1), HEAD_TIMEOUT)
+            first = await asyncio.wait_for(reader.readexactly(1), timeout)
         except asyncio.IncompleteReadError:
-            return
+            return None
         if not first.isalpha():
             # A TLS ClientHello (0x16) or other binary: someone used https:// for the proxy URL. Say so now
             # instead of waiting for a header end that never comes.
@@ -408,7 +587,7 @@ class Edge:
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 raise Refused(400, "incomplete request header") from None
-            return
+            return None
         request_line, _, header_block = head.partition(b"\r\n")
         parts = request_line.split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
@@ -419,14 +598,24 @@ class Edge:
             name, colon, _ = line.partition(b":")
             if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
                 raise Refused(400, "malformed header line (no colon, whitespace before it, or obsolete folding)")
-        method, target = parts[0].decode("latin-1"), parts[1].decode("latin-1")
-        project = proxy_project(header_block)
+        return head
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object,
+                      slot: _Slot) -> None:
+        head = await self._read_head(reader, HEAD_TIMEOUT)
+        if head is None:
+            return
+        request_line, _, header_block = head.partition(b"\r\n")
+        method_bytes, target_bytes, _ = request_line.split(b" ")
+        method, target = method_bytes.decode("latin-1"), target_bytes.decode("latin-1")
         if method == "CONNECT":
             host, port = parse_authority(target)
             self.check_target(host, port)
-            await self._connect(reader, writer, host, port, peer, slot, project)
+            await self._connect(reader, writer, host, port, peer, slot, proxy_project(header_block))
         elif target.startswith("http://"):
-            await self._absolute(reader, writer, head, method, target, slot, peer, project)
+            from halton_meter.plainhttp import PlainHttp
+
+            await PlainHttp(self, reader, writer, peer, slot).serve(head)
         else:
             raise Refused(400, "this is a proxy: send CONNECT host:port or an absolute http:// URL")
 
@@ -434,7 +623,6 @@ class Edge:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int, peer: object,
         slot: _Slot, project: str | None = None,
     ) -> None:
-        gap = None
         if self.claims(host, port):
             upstream = await self._open_core_tunnel(host, port, peer, project, writer.get_extra_info("sockname"))
             if upstream is not None:
@@ -444,16 +632,39 @@ class Edge:
                 await writer.drain()
                 await self._splice(reader, writer, core_reader, core_writer, metered=True, slot=slot)
                 return
-            gap = await self.gaps.opened(host, self.health.down_reason or "core unavailable", peer,  # type: ignore[union-attr]
-                                         project, writer.get_extra_info("sockname"))
-        else:
-            self.stats.tunnelled += 1
+            await self._pass_through(reader, writer, host, port, peer, project)
+            return
+        self.stats.tunnelled += 1
         up_reader, up_writer = await self._open_direct(host, port)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
-        moved = await self._splice(reader, writer, up_reader, up_writer)
-        if gap is not None:
-            await self.gaps.closed(gap[0], gap[1], *moved)
+        await self._splice(reader, writer, up_reader, up_writer)
+
+    async def _pass_through(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str,
+                            port: int, peer: object, project: str | None) -> None:
+        """A metered host's tunnel, direct while the core cannot take it: a gap from first to last byte,
+        watched so it can be closed at its first idle moment once the core is back."""
+        up_reader, up_writer = await self._open_direct(host, port)
+        reason = self._note_passthrough(host)
+        gap = await self.gaps.opened("tunnel", f"{host}:{port}" if port != 443 else host, reason, peer, project,
+                                     writer.get_extra_info("sockname"))
+        tunnel = PassThrough(host)
+        self._watch_passthrough(tunnel, lambda: (writer.transport.abort(), up_writer.transport.abort()))
+        try:
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+            await self._splice(reader, writer, up_reader, up_writer, observer=tunnel)
+        finally:
+            self._passthrough.pop(tunnel, None)
+            self.stats.passthrough_open = len(self._passthrough)
+            await self.gaps.closed(gap, tunnel.bytes_up, tunnel.bytes_down, tunnel.calls_estimated)
+
+    def _note_passthrough(self, host: str) -> str:
+        reason = self.health.down_reason or "core unavailable"  # type: ignore[union-attr]
+        self.stats.passthrough += 1
+        self.stats.last_gap_reason = reason
+        log.warning("passing a metered host through unmetered", host=host, reason=reason)
+        return reason
 
     async def _open_direct(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         address = self.upstream_address(host, port)
@@ -464,7 +675,7 @@ class Edge:
                     asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), CONNECT_TIMEOUT
                 )
                 for info in infos:
-                    _refuse_address(_ip(info[4][0]))
+                    refuse_address(_ip(info[4][0]))
                 address = (infos[0][4][0], port)
             return await asyncio.wait_for(asyncio.open_connection(*address), CONNECT_TIMEOUT)
         except TimeoutError:
@@ -474,6 +685,25 @@ class Edge:
         except OSError as exc:
             raise Refused(502, f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
 
+    async def core_connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A fresh connection to a core that answers (waiting out a restart's grace), or None: go direct."""
+        health = self.health
+        assert health is not None
+        for _ in range(2):  # a core found gone on connecting gets one wait for its successor
+            if not await health.usable():
+                return None
+            core_port = self.core.port()
+            if core_port is None:
+                health.mark_down("core not running", restarting=not self.core.failing())
+                continue
+            try:
+                return await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", core_port, limit=MAX_HEAD_BYTES * 4), CORE_TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                health.mark_down(f"core unreachable ({type(exc).__name__})",
+                                 restarting=not self.core.alive() and not self.core.failing())
+        return None
+
     async def _open_core_tunnel(
         self, host: str, port: int, peer: object, project: str | None = None, server: object = None
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes] | None:
@@ -481,21 +711,12 @@ class Edge:
         does not answer within CORE_TIMEOUT."""
         health = self.health
         assert health is not None
-        if not await health.usable():
-            return self._gap(host, health.down_reason or "core down")
-        core_port = self.core.port()
-        if core_port is None:
-            health.mark_down("core not running")
-            return self._gap(host, "core not running")
-        try:
-            core_reader, core_writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", core_port, limit=MAX_HEAD_BYTES * 4), CORE_TIMEOUT
-            )
-        except (OSError, TimeoutError) as exc:
-            health.mark_down(f"core unreachable ({type(exc).__name__})")
-            return self._gap(host, "core unreachable")
+        opened = await self.core_connection()
+        if opened is None:
+            return None
+        core_reader, core_writer = opened
         authority = f"{_format_host(host)}:{port}"
-        extra = b"".join(line + b"\r\n" for line in _meter_headers(peer, project, server))
+        extra = b"".join(line + b"\r\n" for line in _meter_headers(peer, project, server, self.core.secret()))
         core_writer.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n".encode() + extra + b"\r\n")
         try:
             await core_writer.drain()
@@ -515,47 +736,48 @@ class Edge:
             reply = await asyncio.wait_for(reply_task, CORE_CONNECT_REPLY_TIMEOUT)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             core_writer.close()
-            health.mark_down(f"core did not answer ({type(exc).__name__})")
-            return self._gap(host, "core did not answer")
+            health.mark_down(f"core did not answer ({type(exc).__name__})",
+                             restarting=not self.core.alive() and not self.core.failing())
+            return None
+        if not reply.startswith(b"HTTP/1.1 200"):
+            # The core refused (its own policy) or could not reach the provider: the client gets that answer.
+            status = reply.split(b" ", 2)[1:2]
+            core_writer.close()
+            raise Refused(int(status[0]) if status and status[0].isdigit() else 502,
+                          "the meter's core refused or could not open this tunnel")
         return core_reader, core_writer, reply
 
-    def _gap(self, host: str, reason: str) -> None:
-        self.stats.gaps += 1
-        self.stats.last_gap_reason = reason
-        log.warning("passing a metered host through unmetered", host=host, reason=reason)
-        return None
+    # ---- pass-through tunnels: closed at their first idle moment once the core is back ---------------
 
-    async def _absolute(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, method: str, target: str,
-        slot: _Slot, peer: object = None, project: str | None = None,
-    ) -> None:
-        authority, _, path = target[len("http://") :].partition("/")
-        if "@" in authority:
-            authority = authority.rpartition("@")[2]
-        host, port = parse_authority(authority if (":" in authority.rpartition("]")[2]) else authority + ":80")
-        self.check_target(host, port)
-        if self.claims(host, port):
-            core_port = self.core.port() if self.health.up else None  # type: ignore[union-attr]
-            if core_port is not None:
-                try:
-                    up_reader, up_writer = await asyncio.wait_for(
-                        asyncio.open_connection("127.0.0.1", core_port), CORE_TIMEOUT
-                    )
-                except (OSError, TimeoutError):
-                    self.health.mark_down("core unreachable")  # type: ignore[union-attr]
-                    self._gap(host, "core unreachable")
-                else:
-                    self.stats.metered += 1
-                    up_writer.write(_to_core_head(head, peer, project, writer.get_extra_info("sockname")))
-                    await self._splice(reader, writer, up_reader, up_writer, metered=True, slot=slot)
-                    return
-            else:
-                self._gap(host, "core unavailable")
-        else:
-            self.stats.tunnelled += 1
-        up_reader, up_writer = await self._open_direct(host, port)
-        up_writer.write(_origin_form(head, method, "/" + path))
-        await self._splice(reader, writer, up_reader, up_writer)
+    def _watch_passthrough(self, tunnel: PassThrough, close: Callable[[], None]) -> None:
+        self._passthrough[tunnel] = close
+        self.stats.passthrough_open = len(self._passthrough)
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    def _wake_reaper(self) -> None:
+        if self._passthrough and (self._reaper is None or self._reaper.done()):
+            self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    async def _reap(self) -> None:
+        """While pass-through tunnels exist: close those that may be closed (core back, or at their maximum
+        age) at their first idle moment. Bounded: it ends when the last one is gone."""
+        while self._passthrough:
+            await asyncio.sleep(REAP_INTERVAL)
+            now = time.monotonic()
+            core_up = self.health is not None and self.health.up
+            for tunnel, close in list(self._passthrough.items()):
+                if not core_up and now - tunnel.opened < self.passthrough_max_seconds:
+                    continue
+                if tunnel.closable(now, self.passthrough_quiet, self.passthrough_stream_quiet):
+                    self._passthrough.pop(tunnel, None)
+                    self.stats.passthrough_closed_idle += 1
+                    log.info("closing an idle pass-through tunnel so the next call is metered", host=tunnel.host,
+                             age_s=round(now - tunnel.opened, 1), calls_estimated=tunnel.calls_estimated)
+                    close()
+            self.stats.passthrough_open = len(self._passthrough)
+
+    # ---- splicing ----------------------------------------------------------------------------------
 
     async def _splice(
         self,
@@ -565,19 +787,21 @@ class Edge:
         b_writer: asyncio.StreamWriter,
         metered: bool = False,
         slot: _Slot | None = None,
+        observer: PassThrough | None = None,
     ) -> tuple[int, int]:
         """Copy both ways until both sides finish; returns (bytes up, bytes down).
 
         Direct tunnels propagate half-closes. A metered tunnel does not pass the client's going away on to
         the core: it keeps reading the core's answer (discarding it) until the core goes quiet, stops, or a
         bound is hit, so the provider's final usage event reaches the meter and the call is recorded whole
-        even when the client aborted mid-stream.
+        even when the client aborted mid-stream. The client's first byte must come within the handshake
+        timeout; after that, the idle timeout applies.
         """
         state = _Splice(metered, slot, self.stats)
         try:
             up, down = await asyncio.gather(
-                self._pipe_up(a_reader, b_writer, state),
-                self._pipe_down(b_reader, a_writer, state),
+                self._pipe_up(a_reader, b_writer, state, observer),
+                self._pipe_down(b_reader, a_writer, state, observer),
             )
         finally:
             with contextlib.suppress(Exception):
@@ -588,22 +812,26 @@ class Edge:
     # after every read (`reschedule` moves a timer): no task, future or wait set per read — the edge hop
     # costs little more CPU than a bare tunnel.
 
-    async def _pipe_up(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Splice) -> int:
+    async def _pipe_up(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Splice,
+                       observer: PassThrough | None = None) -> int:
         moved = 0
         loop = asyncio.get_running_loop()
         idle = self.idle_timeout
         try:
-            async with asyncio.timeout(loop.time() + idle) as window:
+            async with asyncio.timeout(loop.time() + min(idle, self.handshake_timeout)) as window:
                 while True:
                     data = await reader.read(READ_SIZE)
                     if not data:
                         break
                     moved += len(data)
+                    if observer is not None:
+                        observer.up(data)
                     writer.write(data)
                     await writer.drain()
                     window.reschedule(loop.time() + idle)
         except TimeoutError:
             writer.transport.abort()
+            state.abort_client()
             return moved
         except (ConnectionError, OSError):
             if not state.metered:
@@ -617,11 +845,13 @@ class Edge:
                     writer.write_eof()
         return moved
 
-    async def _pipe_down(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Splice) -> int:
+    async def _pipe_down(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Splice,
+                         observer: PassThrough | None = None) -> int:
         moved = drained = 0
         counted = False
         loop = asyncio.get_running_loop()
         idle = self.idle_timeout
+        state.client_writer = writer
         try:
             async with asyncio.timeout(loop.time() + idle) as window:
                 state.down_window = window
@@ -639,6 +869,8 @@ class Edge:
                                     writer.write_eof()
                         break
                     moved += len(data)
+                    if observer is not None:
+                        observer.down(data)
                     if state.gone:
                         drained += len(data)
                         if not counted:  # the client left while its answer was still coming
@@ -669,7 +901,7 @@ class Edge:
 class _Splice:
     """What the two pipes of one tunnel share: whether the client left, and the drain that follows."""
 
-    __slots__ = ("metered", "slot", "stats", "gone", "deadline", "down_window")
+    __slots__ = ("metered", "slot", "stats", "gone", "deadline", "down_window", "client_writer")
 
     def __init__(self, metered: bool, slot: _Slot | None, stats: EdgeStats) -> None:
         self.metered = metered
@@ -678,6 +910,7 @@ class _Splice:
         self.gone = False
         self.deadline = 0.0
         self.down_window: asyncio.Timeout | None = None
+        self.client_writer: asyncio.StreamWriter | None = None
 
     def client_left(self) -> None:
         """Metered tunnels only: keep reading the answer for the meter, within the drain bounds (or stop at
@@ -692,6 +925,14 @@ class _Splice:
         if window is not None:  # wake the reading side's timer into drain mode
             loop = asyncio.get_running_loop()
             window.reschedule(loop.time() + (DRAIN_QUIET if self.deadline else 0))
+
+    def abort_client(self) -> None:
+        """The client sent nothing in time (or went idle too long): end the whole tunnel now."""
+        if self.client_writer is not None:
+            self.client_writer.transport.abort()
+        window = self.down_window
+        if window is not None:
+            window.reschedule(asyncio.get_running_loop().time())
 
     def drain_remaining(self) -> float:
         return self.deadline - time.monotonic() if self.deadline else 0.0
@@ -726,11 +967,11 @@ def proxy_project(header_block: bytes) -> str | None:
     return None
 
 
-def _meter_headers(peer: object, project: str | None, server: object = None) -> list[bytes]:
+def _meter_headers(peer: object, project: str | None, server: object = None, secret: bytes = b"") -> list[bytes]:
     """What the edge tells the core about a client: its address and the edge address it connected to (for
-    the process lookup: a local port is only unique together with its remote end) and the project from its
-    proxy URL, percent-encoded so any name fits in a header line."""
-    out = []
+    the process lookup: a local port is only unique together with its remote end), the project from its
+    proxy URL, percent-encoded so any name fits in a header line, and the core's secret."""
+    out = [AUTH_HEADER + b": " + secret]
     if isinstance(peer, tuple) and len(peer) >= 2:
         out.append(PEER_HEADER + f": {_format_host(str(peer[0]))}:{peer[1]}".encode())
         if isinstance(server, tuple) and len(server) >= 2:
@@ -740,40 +981,8 @@ def _meter_headers(peer: object, project: str | None, server: object = None) -> 
     return out
 
 
-def _to_core_head(head: bytes, peer: object, project: str | None, server: object = None) -> bytes:
-    """A plain-HTTP request for the core: the proxy credentials and any client-sent meter headers out,
-    ours in."""
-    lines = head.split(b"\r\n")
-    out = [lines[0]]
-    for line in lines[1:]:
-        if not line:
-            continue
-        name = line.split(b":", 1)[0].strip().lower()
-        if name == b"proxy-authorization" or name.startswith(b"x-halton-meter-"):
-            continue
-        out.append(line)
-    out.extend(_meter_headers(peer, project, server))
-    return b"\r\n".join(out) + b"\r\n\r\n"
-
-
-def _origin_form(head: bytes, method: str, path: str) -> bytes:
-    """Absolute-form → origin-form; drop proxy hop-by-hop headers; one request per upstream connection."""
-    lines = head.split(b"\r\n")
-    version = lines[0].rsplit(b" ", 1)[1]
-    out = [f"{method} {path} ".encode("latin-1") + version]
-    for line in lines[1:]:
-        if not line:
-            continue
-        name = line.split(b":", 1)[0].strip().lower()
-        if name in _HOP_BY_HOP_PROXY_HEADERS:
-            continue
-        out.append(line)
-    out.append(b"connection: close")
-    return b"\r\n".join(out) + b"\r\n\r\n"
-
-
 async def _reply(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
-    phrases = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large",
+    phrases = {400: "Bad Request", 403: "Forbidden", 421: "Misdirected Request", 431: "Request Header Fields Too Large",
                502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
     body = f"halton-meter edge: {reason}\n".encode()
     with contextlib.suppress(Exception):
@@ -791,13 +1000,12 @@ async def _reply(writer: asyncio.StreamWriter, status: int, reason: str) -> None
 
 
 async def run_edge(edge: Edge, sock: socket.socket, grace: float, stats_path: Path | None = None) -> None:
-    server = await asyncio.start_server(edge.handle, sock=sock, limit=MAX_HEAD_BYTES)
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(QuietLoopErrors(log))
+    server = await asyncio.start_server(edge.handle, sock=sock, limit=MAX_HEAD_BYTES, backlog=1024)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    from halton_meter.process import watch_parent
-
     orphan_watch = loop.create_task(watch_parent(stop.set))
     publisher = None
     if stats_path is not None:
@@ -805,9 +1013,10 @@ async def run_edge(edge: Edge, sock: socket.socket, grace: float, stats_path: Pa
 
         from halton_meter.stats import Publisher
 
-        publisher = Publisher(stats_path, lambda: asdict(edge.stats)).start()
+        publisher = Publisher(stats_path, lambda: {**asdict(edge.stats), "max_connections": edge.max_connections}
+                              ).start()
     print("READY", flush=True)
-    log.info("edge listening", port=sock.getsockname()[1])
+    log.info("edge listening", port=sock.getsockname()[1], max_connections=edge.max_connections)
     await stop.wait()
     server.close()  # stop accepting; tunnels in progress continue until they finish or the grace ends
     deadline = time.monotonic() + grace
@@ -818,11 +1027,37 @@ async def run_edge(edge: Edge, sock: socket.socket, grace: float, stats_path: Pa
         publisher.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    from halton_meter.config import load_config
+def _routing_and_config() -> tuple[Any, Any, Callable[[str, int], bool], str | None]:
+    """The config and the routing table the edge runs on. The edge always starts: with a config.toml it
+    cannot use, it runs on the defaults (built-in providers; traffic flows, metered hosts go to a core that
+    still runs or pass through as counted gaps) and says why; with a plugin that breaks the host, on the
+    built-in plugins alone."""
+    from halton_meter.config import Config, load_config
     from halton_meter.core.routing import RoutingTable
     from halton_meter.errors import HaltonError
     from halton_meter.host import PluginHost
+    from halton_meter.paths import Paths
+
+    problem = None
+    try:
+        config = load_config()
+    except HaltonError as exc:
+        problem = exc.message
+        print(f"halton-meter edge: {problem}; passing traffic through with the defaults until it is fixed",
+              file=sys.stderr, flush=True)
+        config = Config(paths=Paths.from_env())
+    try:
+        host = PluginHost(config).load()
+        routing = RoutingTable(host.registries.providers)
+    except Exception as exc:  # a third-party plugin that breaks the host must not stop traffic
+        log.error("plugin host failed; routing with the built-in providers only",
+                  error=f"{type(exc).__name__}: {exc}")
+        host = PluginHost(config).load(entry_points=False)
+        routing = RoutingTable(host.registries.providers)
+    return config, host, routing.claims, problem
+
+
+def main(argv: list[str] | None = None) -> int:
     from halton_meter.logs import configure_logging
 
     parser = argparse.ArgumentParser(prog="python -m halton_meter.edge")
@@ -831,13 +1066,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-port", type=int, default=None)
     args = parser.parse_args(argv)
     configure_logging("edge")
-    try:
-        config = load_config()
-    except HaltonError as exc:
-        print(f"halton-meter edge: {exc.message}", file=sys.stderr, flush=True)
-        return int(exc.exit_code)
-    host = PluginHost(config).load()
-    routing = RoutingTable(host.registries.providers)
+    config, host, claims, problem = _routing_and_config()
     if args.listen_fd is not None:
         sock = socket.socket(fileno=args.listen_fd)
     else:
@@ -848,12 +1077,18 @@ def main(argv: list[str] | None = None) -> int:
     from halton_meter.attribution import AttributionService
 
     attribution = AttributionService(host.registries.attributors.ordered(), workers=1)
-    edge = Edge(claims=routing.claims, core=CoreLocator(config.paths.core_state), resolve=config.resolve_map(),
+    edge = Edge(claims=claims, core=CoreLocator(config.paths.core_state), resolve=config.resolve_map(),
                 own_ports=own, idle_timeout=config.edge_idle_timeout_seconds,
-                max_connections=config.edge_max_connections,
-                gaps=GapRecorder(config.paths.spool / "gaps.jsonl", attribution))
+                max_connections=connection_cap(config.edge_max_connections),
+                gaps=GapRecorder(config.paths.spool, attribution),
+                passthrough_quiet=config.edge_passthrough_quiet_seconds,
+                passthrough_max_seconds=config.edge_passthrough_max_seconds)
+    edge.stats.config_error = problem
+    from halton_meter.paths import ensure_private_dir
     from halton_meter.stats import EDGE_STATS
 
+    with contextlib.suppress(OSError):  # counters are informational; traffic does not wait for them
+        ensure_private_dir(config.paths.run_dir)
     asyncio.run(run_edge(edge, sock, config.shutdown_grace_seconds, config.paths.run_dir / EDGE_STATS))
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import fnmatch
 import io
 import sqlite3
 from collections import Counter
@@ -21,13 +22,16 @@ from typing import Any
 
 from halton_meter.errors import UsageError
 from halton_meter.keys import key_label
+from halton_meter.store.gaps import GapSummary, summarize
 from halton_meter.store.aggregate import NONE_VALUE, Cells, Filters, collect, percentile_95, snapshot
 from halton_meter.store.rollup import SUMS
 from halton_meter.store.schema import initialised
 from halton_meter.timewindow import Window, local
 from halton_meter.types import BILLING_SUBSCRIPTION, nanos_to_usd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: `gaps` became an object (connections, exact calls, at-least and estimated calls, bytes) instead of a
+count of calls — a pass-through tunnel is a connection, not a call."""
 GROUPINGS = ("project", "model", "provider", "client", "branch", "key", "day", "hour")
 TIME_GROUPINGS = ("day", "hour")
 DEFAULT_BY = ("project",)
@@ -215,10 +219,10 @@ class Report:
     totals: Node
     floors: list[float]
     daily: list[tuple[datetime.date, Metrics]]
-    gaps: int
+    gaps: GapSummary
     key_names: Mapping[str, str]
     previous_window: Window | None = None
-    previous_gaps: int = 0
+    previous_gaps: GapSummary = field(default_factory=GapSummary)
 
     # ---- labels ----
 
@@ -294,9 +298,9 @@ class Report:
                           f"{_n(t.incomplete, 'call')} incomplete (stream cut, error or crash): numbers may be short"))
         if t.errors:
             found.append(("errors", t.errors, f"{_n(t.errors, 'call')} ended in an error (HTTP 4xx/5xx or network)"))
-        if self.gaps:
-            found.append(("gaps", self.gaps,
-                          f"{_n(self.gaps, 'call')} passed through unmetered during outages: not in these numbers"))
+        if not self.gaps.empty:
+            found.append(("gaps", self.gaps.calls_at_least,
+                          f"{self.gaps.describe()} went unmetered during outages: not in these numbers"))
         return [{"kind": kind, "calls": calls, "text": text} for kind, calls, text in found]
 
     def to_json(self) -> dict[str, Any]:
@@ -323,12 +327,12 @@ class Report:
             "daily": [{"date": day.isoformat(), "calls": m.calls, "cost_usd": nanos_to_usd(m.cost_nanos),
                        "subscription_list_price_usd": nanos_to_usd(m.subscription_cost_nanos)}
                       for day, m in self.daily],
-            "gaps": self.gaps,
+            "gaps": self.gaps.to_json(),
             "notes": self.notes(),
         }
         if self.previous_window is not None:
             data["previous"] = {"window": self.previous_window.label, "since": self.previous_window.since_iso,
-                                "until": self.previous_window.until_iso, "gaps": self.previous_gaps}
+                                "until": self.previous_window.until_iso, "gaps": self.previous_gaps.to_json()}
         return data
 
     def csv_header(self) -> list[str]:
@@ -461,10 +465,12 @@ def _period(by: Sequence[str]) -> str | None:
     return "hour" if "hour" in by else "day" if "day" in by else None
 
 
-def count_gaps(conn: sqlite3.Connection, window: Window, filters: Filters) -> int:
-    """Calls that passed through unmetered in the window (for the project and client filters, when given:
-    gaps know nothing of models, branches or keys)."""
-    where, params = ["at >= ?", "at < ?"], [window.since_iso, window.until_iso]
+def count_gaps(conn: sqlite3.Connection, window: Window, filters: Filters, spool: Path | None = None) -> GapSummary:
+    """What passed through unmetered in the window, from the gaps table and the gap log lines not ingested
+    yet (`spool`), for the project and client filters when given (gaps know nothing of models, branches or
+    keys)."""
+    where: list[str] = []
+    params: list[Any] = []
     for name in ("project", "client"):
         values = getattr(filters, name)
         if values:
@@ -474,8 +480,17 @@ def count_gaps(conn: sqlite3.Connection, window: Window, filters: Filters) -> in
                 options.append(f"ifnull({name}, '') {'GLOB' if any(c in value for c in '*?[') else '='} ?")
                 params.append(value)
             where.append("(" + " OR ".join(options) + ")")
-    sql = f"SELECT count(*) FROM gaps WHERE {' AND '.join(where)}"
-    return int(conn.execute(sql, tuple(params)).fetchone()[0])
+
+    def keep(gap: dict[str, Any]) -> bool:
+        for name in ("project", "client"):
+            values = getattr(filters, name)
+            if values:
+                have = gap.get(name) or ""
+                if not any(fnmatch.fnmatchcase(have, "" if v == NONE_VALUE else v) for v in values):
+                    return False
+        return True
+
+    return summarize(conn, spool, window.since_iso, window.until_iso, " AND ".join(where), tuple(params), keep)
 
 
 def build(
@@ -499,18 +514,18 @@ def build(
     days = window.local_days()
     previous_window = window.previous() if vs_previous else None
     cells, day_cells, prev_cells = Cells(), Cells(), Cells()
-    gaps = prev_gaps = 0
+    gaps, prev_gaps = GapSummary(), GapSummary()
     if db is not None and initialised(db):
         with snapshot(db) as conn:
             cells = collect(conn, window.since, window.until, group=plain, period=period, filters=filters,
                             use_rollup=use_rollup)
             day_cells = collect(conn, window.since, window.until, period="day", filters=filters, hist=False,
                                 use_rollup=use_rollup, only=("calls", "cost_nanos"))
-            gaps = count_gaps(conn, window, filters)
+            gaps = count_gaps(conn, window, filters, db.parent / "spool")
             if previous_window is not None:
                 prev_cells = collect(conn, previous_window.since, previous_window.until, group=prev_by,
                                      filters=filters, use_rollup=use_rollup)
-                prev_gaps = count_gaps(conn, previous_window, filters)
+                prev_gaps = count_gaps(conn, previous_window, filters, db.parent / "spool")
     totals = _tree(cells, by, period)
     if previous_window is not None:
         before = _tree(prev_cells, prev_by, None)

@@ -3,22 +3,27 @@
 Every call carries the canary credential (and a canary prompt) so the session-wide secrets test can prove
 neither reached disk. Every wait is bounded in time; every load loop is bounded in count and time.
 
-The accounting identity every test asserts (RELIABILITY.md §3.6):
+The accounting identity every test asserts (docs/reliability.md):
 
-    calls sent = rows landed + rows pending + counted gaps
+    calls the provider received = rows landed + rows pending + calls covered by gaps
 
+* received: counted by the fake provider itself (`received_since`), never by the meter;
 * landed: final rows in `calls` (not the provisional `in_progress` ones);
-* pending: records the core has not committed yet (writer queue + spool) plus provisional rows of calls
-  still in flight; it must reach 0 once the meter has recovered;
-* gaps: rows in the `gaps` table (ingested from the edge's `spool/gaps.jsonl`) — calls that went through
-  unmetered. One gap per tunnel, so tests that expect gaps open one connection per call.
+* pending: records the core has not committed yet (writer queue), provisional rows of calls still in
+  flight, and pass-through tunnels still open (their calls are counted when they close); it must reach 0
+  once the meter has recovered;
+* calls covered by gaps: from the `gaps` table (ingested from the edge's `spool/gaps.jsonl`): exact for a
+  plain-HTTP request or a record the writer could not keep; for a pass-through tunnel, its estimate from
+  the TLS record pattern (exact for the HTTP/1.1 clients these tests use, and asserted as such).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
+import subprocess
 import ssl
 import statistics
 import threading
@@ -26,11 +31,13 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from halton_meter.stats import CORE_STATS, EDGE_STATS, read_stats
 from halton_meter.testing.meter import MeterProcess
@@ -39,6 +46,18 @@ ANTHROPIC = "https://api.anthropic.com"
 MESSAGES = f"{ANTHROPIC}/v1/messages"
 CANARY_KEY = "sk-ant-api03-CANARYKEY-faultkit-not-a-real-key"
 HEADERS = {"x-api-key": CANARY_KEY, "anthropic-version": "2023-06-01"}
+
+
+LOCKER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+conn.close()
+"""
+"""A separate process holding `BEGIN EXCLUSIVE` on a database for argv[2] seconds ("locked" once it holds it)."""
 
 
 def request_json(stream: bool = False, model: str = "claude-sonnet-4-5") -> dict[str, Any]:
@@ -113,7 +132,8 @@ def _query(meter: MeterProcess, sql: str) -> list[tuple[Any, ...]]:
 
 
 def gap_rows(meter: MeterProcess) -> list[dict[str, Any]]:
-    names = ("id", "at", "host", "reason", "project", "client", "bytes_up", "bytes_down")
+    names = ("id", "at", "host", "reason", "project", "client", "bytes_up", "bytes_down", "kind", "connections",
+             "calls", "calls_estimated", "duration_ms", "ended_at")
     return [dict(zip(names, row, strict=True))
             for row in _query(meter, f"SELECT {', '.join(names)} FROM gaps ORDER BY at, id")]
 
@@ -122,11 +142,22 @@ def in_progress_rows(meter: MeterProcess) -> int:
     return int(_query(meter, "SELECT count(*) FROM calls WHERE incomplete_reason = 'in_progress'")[0][0])
 
 
+def gap_calls(gap: dict[str, Any]) -> int:
+    """The calls a gap row covers: exact for a request or record, the estimate for a tunnel (which must
+    have one: these tests only tunnel TLS)."""
+    if gap["kind"] == "tunnel":
+        assert gap["calls_estimated"] is not None, f"a TLS tunnel gap without an estimate: {gap}"
+        return int(gap["calls_estimated"])
+    return int(gap["calls"] or 0)
+
+
 @dataclass(frozen=True)
 class Ledger:
     landed: int
     pending: int
     gaps: int
+    """Calls covered by gaps (see gap_calls), not gap rows."""
+    gap_rows: int = 0
 
     def total(self) -> int:
         return self.landed + self.pending + self.gaps
@@ -134,9 +165,14 @@ class Ledger:
 
 def ledger(meter: MeterProcess) -> Ledger:
     """The right-hand side of the accounting identity, right now."""
-    writer = core_stats(meter).get("writer", {})
-    pending = int(writer.get("pending", 0) or 0) + int(writer.get("spooled", 0) or 0) + in_progress_rows(meter)
-    return Ledger(landed=len(meter.rows()), pending=pending, gaps=len(gap_rows(meter)))
+    stats = core_stats(meter)
+    writer = stats.get("writer", {}) if stats.get("age_s", 99) < 10 else {}
+    pending = int(writer.get("pending", 0) or 0) + in_progress_rows(meter)
+    gaps = gap_rows(meter)
+    open_tunnels = [g for g in gaps if g["kind"] == "tunnel" and g["ended_at"] is None]
+    closed = [g for g in gaps if g not in open_tunnels]
+    return Ledger(landed=len(meter.rows()), pending=pending + len(open_tunnels),
+                  gaps=sum(gap_calls(g) for g in closed), gap_rows=len(gaps))
 
 
 def assert_accounting(meter: MeterProcess, sent: int, timeout: float = 15.0, base: Ledger | None = None) -> Ledger:
@@ -147,7 +183,7 @@ def assert_accounting(meter: MeterProcess, sent: int, timeout: float = 15.0, bas
     deadline = time.monotonic() + timeout
     while True:
         now = ledger(meter)
-        delta = Ledger(now.landed - start.landed, now.pending, now.gaps - start.gaps)
+        delta = Ledger(now.landed - start.landed, now.pending, now.gaps - start.gaps, now.gap_rows - start.gap_rows)
         if delta.pending == 0 and delta.total() == sent:
             return delta
         if time.monotonic() >= deadline:
@@ -155,6 +191,18 @@ def assert_accounting(meter: MeterProcess, sent: int, timeout: float = 15.0, bas
                 f"accounting identity broken: sent {sent} != landed {delta.landed} + pending {delta.pending} + "
                 f"gaps {delta.gaps}\n{meter.log()[-3000:]}")
         time.sleep(0.1)
+
+
+def received_since(fake: Any, base: int, path: str = "/v1/messages") -> int:
+    """Requests the fake provider itself received for `path` after the first `base` it had received."""
+    return sum(1 for r in fake.requests[base:] if r.path == path)
+
+
+def assert_received(meter: MeterProcess, fake: Any, base: int, timeout: float = 15.0,
+                    path: str = "/v1/messages", start: Ledger | None = None) -> Ledger:
+    """The identity against the provider's own count: what it received since `base` equals rows landed +
+    pending (→ 0) + calls covered by gaps, waiting (bounded) for recovery to finish."""
+    return assert_accounting(meter, received_since(fake, base, path), timeout=timeout, base=start)
 
 
 def rss(pid: int) -> int:
@@ -415,3 +463,46 @@ class ResetServer:
             os.close(tls.detach())
         except (OSError, ValueError):
             conn.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# A disk that fills up
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_tmpfs_at(mount_point: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs mounted at `mount_point` for the test (root only: skipped where mounting is not
+    permitted), unmounted afterwards."""
+    mount_point.mkdir(mode=0o700)
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount_point)],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a tmpfs to fill (F5 needs root or CAP_SYS_ADMIN): {exc}")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill (F5 needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        if subprocess.run(["umount", str(mount_point)], capture_output=True, timeout=10).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=10)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system holding `directory` until it refuses one more byte."""
+    filler = directory / "filler.bin"
+    block = b"\0" * (64 * 1024)
+    with filler.open("wb", buffering=0) as fh:
+        for _ in range(100_000):  # bounded: 6 GiB at most
+            try:
+                fh.write(block)
+            except OSError:
+                break
+        for _ in range(64 * 1024):
+            try:
+                fh.write(b"\0")
+            except OSError:
+                break
+    assert os.statvfs(directory).f_bavail == 0
+    return filler

@@ -145,7 +145,7 @@ def private_home(paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     return paths
 
 
-@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["logs"], ["prices", "claude-sonnet-4-5"],
+@pytest.mark.parametrize("command", [["logs"], ["prices", "claude-sonnet-4-5"],
                                      ["reprice"], ["start"], ["stop"], ["restart"], ["init", "--non-interactive"],
                                      ["uninstall"], ["reset-proxy"], ["calls", "--json"], ["report", "--json"]])
 def test_b1_every_other_command_stops_on_a_config_syntax_error(private_home: Paths, cli, command) -> None:
@@ -156,6 +156,23 @@ def test_b1_every_other_command_stops_on_a_config_syntax_error(private_home: Pat
     assert one_line(result.stderr) == f"halton-meter: error: {private_home.config}:2:8: invalid value"
     assert result.stdout == ""
     assert digest(private_home.home.parent) == before  # no silent defaults: no CA, no database, no rc edits
+
+
+def test_b1_status_says_broken_and_names_the_config_error(private_home: Paths, cli) -> None:
+    """C4's second half: `status` is what a user runs when things break, so it never stops at the config: it
+    reports what runs and says BROKEN with the config line, changing nothing."""
+    private_home.config.write_text(SYNTAX_ERROR)
+    before = digest(private_home.home.parent)
+    result = cli("status", "--json")
+    assert result.exit_code == ExitCode.NOT_RUNNING, result
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "BROKEN" and data["rows"][0]["id"] == "config"
+    assert data["rows"][0]["status"] == "fail" and data["rows"][0]["summary"].startswith(
+        f"{private_home.config}:2:8: invalid value: the meter cannot start or restart with it")
+    assert "config.toml" in data["rows"][0]["fix"]
+    text = cli("status")
+    assert text.exit_code == ExitCode.NOT_RUNNING and text.stdout.startswith("BROKEN") and text.stderr == ""
+    assert digest(private_home.home.parent) == before
 
 
 @pytest.mark.parametrize(
@@ -177,16 +194,60 @@ def test_b1_serve_refuses_to_start_on_any_syntax_error(private_home: Paths, cli,
     assert sorted(p.name for p in private_home.home.iterdir()) == ["config.toml"]
 
 
-@pytest.mark.parametrize("module", [["halton_meter.core"], ["halton_meter.edge", "--port", "0"]])
-def test_b1_core_and_edge_processes_refuse_a_bad_config_on_their_own(paths: Paths, module: list[str]) -> None:
+def test_b1_the_core_refuses_a_bad_config_on_its_own(paths: Paths) -> None:
     """What a supervisor restart meets when config.toml broke while the meter ran: a line and exit 2."""
     paths.home.mkdir(mode=0o700)
     paths.config.write_text(SYNTAX_ERROR)
-    result = run_module(paths.home, *module, timeout=60)
+    result = run_module(paths.home, "halton_meter.core", timeout=60)
     assert result.returncode == ExitCode.USAGE, result.stderr
-    name = module[0].split(".")[-1]
-    assert one_line(result.stderr) == f"halton-meter {name}: {paths.config}:2:8: invalid value"
+    assert one_line(result.stderr) == f"halton-meter core: {paths.config}:2:8: invalid value"
     assert "READY" not in result.stdout
+
+
+def test_b1_the_edge_starts_on_a_bad_config_says_why_and_passes_traffic(paths: Paths) -> None:
+    """C4's first half: an edge restarted after config.toml broke must not leave the proxy port dead (every
+    client would hang on the supervisor's listening socket): it starts on the defaults, names the error,
+    publishes it for `status`, and answers at once."""
+    paths.home.mkdir(mode=0o700)
+    paths.config.write_text(SYNTAX_ERROR)
+    proc = subprocess.Popen([sys.executable, "-m", "halton_meter.edge", "--port", "0"], env=meter_env(paths.home),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"READY"
+        stats = wait_for_stats(paths.run_dir / "edge-stats.json", timeout=10)
+        assert stats["config_error"] == f"{paths.config}:2:8: invalid value"
+        port = listening_port(proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"CONNECT 169.254.169.254:80 HTTP/1.1\r\n\r\n")
+            conn.settimeout(5)
+            assert conn.recv(100).startswith(b"HTTP/1.1 403")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert err.decode().splitlines()[0] == (f"halton-meter edge: {paths.config}:2:8: invalid value; passing traffic "
+                                            "through with the defaults until it is fixed")
+
+
+def wait_for_stats(path: Path, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    raise AssertionError(f"{path} not published within {timeout} s")
+
+
+def listening_port(proc: subprocess.Popen[bytes]) -> int:
+    import psutil
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for conn in psutil.Process(proc.pid).net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN:
+                return int(conn.laddr.port)
+        time.sleep(0.05)
+    raise AssertionError("the edge does not listen")
 
 
 def test_b1_doctor_shows_the_config_error_first(private_home: Paths, cli) -> None:
@@ -233,8 +294,12 @@ def test_b2_serve_refuses_wrong_types_and_unknown_keys_naming_the_key(private_ho
 # ==================================================================================================
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("keep", ["half", "first page", "header only", "random"])
-def test_b3_serve_refuses_a_truncated_or_random_database_and_moves_nothing(private_home: Paths, cli, keep) -> None:
+def test_b3_serve_starts_the_proxy_on_a_corrupt_database_and_moves_nothing(private_home: Paths, keep) -> None:
+    """C5: a database the core cannot use never keeps the proxy from listening (every proxied tool would
+    get "connection refused"): the edge serves, the core says why in one line and is retried, `status`
+    names it, and the file is left exactly as it was."""
     db = private_home.db
     make_database_with_gaps(db, 200, "t")
     data = db.read_bytes()
@@ -243,11 +308,25 @@ def test_b3_serve_refuses_a_truncated_or_random_database_and_moves_nothing(priva
            "random": os.urandom(len(data))}[keep]
     db.write_bytes(cut)
     before = digest(private_home.home)
-    result = cli("serve", "--edge-port", "0", "--api-port", "0")
-    assert result.exit_code == ExitCode.DATABASE, result
-    line = one_line(result.stderr)
-    assert line.startswith(f"halton-meter: error: database {db} is not a valid SQLite file"), line
-    assert "nothing was moved" in line and f"mv {db} {db}.corrupt" in line
+    status: dict[str, Any] = {}
+
+    def while_serving(home: Path) -> None:
+        runtime = json.loads((home / "runtime.json").read_text())
+        with socket.create_connection(("127.0.0.1", runtime["edge_port"]), timeout=5):
+            pass
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (home / "run" / "core-error.json").exists():
+            time.sleep(0.1)
+        status.update(json.loads(run_module(home, "halton_meter", "status", "--json").stdout))
+
+    code, output = _serve_until_ready_or_exit(private_home.home, while_serving=while_serving)
+    assert code is None, output
+    refusals = [line for line in output.splitlines() if line.startswith("halton-meter core: database")]
+    assert refusals and refusals[0].startswith(f"halton-meter core: database {db} is not a valid SQLite file"), output
+    assert "nothing was moved" in refusals[0] and f"mv {db} {db}.corrupt" in refusals[0]
+    assert "Traceback" not in output
+    core_row = next(r for r in status["rows"] if r["id"] == "core")
+    assert core_row["status"] == "fail" and "is not a valid SQLite file" in core_row["summary"], core_row
     after = digest(private_home.home)
     assert {k: v for k, v in after.items() if k in before} == before  # the database is exactly as it was
     assert not [k for k in after if "db.sqlite" in k and k not in before]
@@ -264,9 +343,10 @@ def test_b3_the_core_process_alone_refuses_a_corrupt_database(paths: Paths) -> N
     assert paths.db.read_bytes() == before and not list(paths.home.glob("db.sqlite?*"))
 
 
-def _serve_until_ready_or_exit(home: Path, timeout: float = 40.0) -> tuple[int | None, str]:
-    """Start `serve`; (exit code, output) if it exits by itself, or (None, output) once it is serving (it is
-    then stopped)."""
+def _serve_until_ready_or_exit(home: Path, timeout: float = 40.0,
+                               while_serving: Any = None) -> tuple[int | None, str]:
+    """Start `serve`; (exit code, output) if it exits by itself, or (None, output) once it is serving (after
+    `while_serving(home)`, if given, it is stopped)."""
     log = home.parent / f"{home.name}-serve-probe.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "halton_meter", "serve", "--edge-port", "0", "--api-port", "0"],
@@ -277,6 +357,10 @@ def _serve_until_ready_or_exit(home: Path, timeout: float = 40.0) -> tuple[int |
             if proc.poll() is not None:
                 return proc.returncode, log.read_text(errors="replace")
             if (home / "runtime.json").exists():
+                if while_serving is not None:
+                    while_serving(home)
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
                 return None, log.read_text(errors="replace")
             time.sleep(0.05)
         raise AssertionError(f"serve neither started nor exited within {timeout}s:\n{log.read_text()}")
@@ -304,8 +388,15 @@ def test_b3_a_wal_from_another_database_is_refused_and_left_alone(tmp_path: Path
         assert holder is not None
         holder.close()
     before = digest(home)
-    code, output = _serve_until_ready_or_exit(home)
-    assert code == ExitCode.DATABASE, f"serve started on a foreign WAL:\n{output}"
+
+    def while_serving(home: Path) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (home / "run" / "core-error.json").exists():
+            time.sleep(0.1)
+
+    code, output = _serve_until_ready_or_exit(home, while_serving=while_serving)
+    assert code is None, output  # the proxy serves; the core refuses the database and says why
+    assert "write-ahead log (db.sqlite-wal) that belongs to another database" in output, output
     assert digest(home) == {**before, **{k: v for k, v in digest(home).items() if k not in before}}
     assert (home / "db.sqlite-wal").exists()
 
@@ -390,6 +481,7 @@ def test_b3_status_names_the_database_problem(broken: Broken) -> None:
 # ==================================================================================================
 
 
+@pytest.mark.e2e
 def test_b4_a_newer_schema_is_refused_by_every_command_naming_both_versions(private_home: Paths, cli) -> None:
     db = private_home.db
     migrate(db)
@@ -398,12 +490,20 @@ def test_b4_a_newer_schema_is_refused_by_every_command_naming_both_versions(priv
     conn.commit()
     conn.close()
     before = digest(private_home.home)
-    for command in (["serve", "--edge-port", "0", "--api-port", "0"], ["calls"], ["report"]):
+    for command in (["calls"], ["report"]):
         result = cli(*command)
         assert result.exit_code == ExitCode.DATABASE, (command, result)
         line = one_line(result.stderr)
         assert f"schema version {LATEST_VERSION + 3}, newer than this Halton Meter" in line, line
         assert f"({LATEST_VERSION})" in line and "upgrade halton-meter" in line
+
+    def while_serving(home: Path) -> None:  # the proxy serves; the core refuses, naming both versions
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (home / "run" / "core-error.json").exists():
+            time.sleep(0.1)
+
+    code, output = _serve_until_ready_or_exit(private_home.home, while_serving=while_serving)
+    assert code is None and f"schema version {LATEST_VERSION + 3}, newer than this Halton Meter" in output, output
     assert user_version(db) == LATEST_VERSION + 3  # never downgraded
     assert {k: v for k, v in digest(private_home.home).items() if k in before} == before
 
@@ -860,7 +960,7 @@ def locked(bad: Bad) -> Locked:
         rows = [r for r in meter.rows() if r["model_requested"] == U3_MODEL]
         time.sleep(0.1)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and (_writer_stats(meter).get("pending") or _writer_stats(meter).get("spooled")):
+    while time.monotonic() < deadline and _writer_stats(meter).get("pending"):
         time.sleep(0.2)
     time.sleep(2.5)  # one more publication of the counters
     status_after = json.loads(meter.cli("status", "--json", check=False).stdout)
@@ -876,16 +976,16 @@ def test_u3_status_is_red_while_writes_fail_and_every_row_lands_after(locked: Lo
     assert max(locked.latencies) < 2.0, locked.latencies  # clients never wait for the database
     writes = _row(locked.status_during, "writes")
     assert writes["status"] == "fail", writes
-    assert re.fullmatch(r"last write failed \d+ s ago: database is locked; \d+ row\(s\) pending, \d+ spooled / 0 lost",
+    assert re.fullmatch(r"last write failed \d+ s ago: database is locked; \d+ row\(s\) pending, all journaled / 0 lost",
                         writes["summary"]), writes["summary"]
-    pending, spooled = map(int, re.findall(r"(\d+) (?:row\(s\) pending|spooled)", writes["summary"]))
-    assert pending + spooled >= 3
+    [pending] = map(int, re.findall(r"(\d+) row\(s\) pending", writes["summary"]))
+    assert pending >= 3
     assert writes["fix"] and "lock" in writes["fix"]
     assert locked.status_during["verdict"] == "DEGRADED"
     # Accounting: 3 sent = 3 landed + 0 pending + 0 gaps, once the lock is gone.
     assert len(locked.rows) == 3
     assert all(r["complete"] and (r["input_tokens"], r["output_tokens"]) == (7, 2) for r in locked.rows)
-    assert (locked.stats_after["pending"], locked.stats_after["spooled"], locked.stats_after["dropped"]) == (0, 0, 0)
+    assert (locked.stats_after["pending"], locked.stats_after["unsaved"], locked.stats_after["dropped"]) == (0, 0, 0)
 
 
 @pytest.mark.e2e

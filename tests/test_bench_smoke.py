@@ -103,7 +103,7 @@ def test_every_metered_call_landed_as_one_complete_row(results) -> None:
     assert last["gaps"] == 0 and last["in_progress"] == 0
     assert all(r.get("gaps", 0) == 0 and r.get("unmetered_calls", 0) == 0 for r in results["records"])
     assert results["unmetered_calls"] == 0
-    assert results["edge_stats"]["gaps"] == 0 and results["edge_stats"]["metered"] > 0
+    assert results["edge_stats"]["passthrough"] == 0 and results["edge_stats"]["metered"] > 0
     meter_calls = sum(r["calls"] for r in results["records"] if r["path"] == "meter")
     assert results["meter_calls"] >= meter_calls + results["growth"]["calls"]
     growth = results["growth"]

@@ -34,7 +34,7 @@ def test_calls_and_report_before_any_data(cli) -> None:
     assert cli("calls", "--json").stdout.strip() == "[]"
     assert "No calls recorded yet" in cli("calls").stdout
     report = json.loads(cli("report", "--json").stdout)
-    assert report["totals"]["calls"] == 0 and report["groups"] == [] and report["gaps"] == 0
+    assert report["totals"]["calls"] == 0 and report["groups"] == [] and report["gaps"]["calls_at_least"] == 0
     assert "No calls recorded in this window." in cli("report").stdout
 
 

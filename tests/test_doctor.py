@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -492,11 +493,26 @@ def test_write_counters_and_gaps(paths: Paths) -> None:
     (paths.run_dir / CORE_STATS).write_text(json.dumps({"updated_at": time.time() - 120, "writer": {}}))
     assert "2 min old" in store.check_db_writes(ctx).summary
 
-    publish(EDGE_STATS, gaps=0)
+    # Gaps come from the durable gap log alone: what a process holds in memory is not evidence.
+    publish(EDGE_STATS, passthrough=3, last_gap_reason="core_down")
     assert store.check_gaps(ctx).status == "ok"
-    publish(EDGE_STATS, gaps=3, last_gap_reason="core_down")
+    from halton_meter.store.gaps import append_line
+    from halton_meter.timewindow import iso
+
+    now = datetime.datetime.now(datetime.UTC)
+    append_line(paths.spool, {"id": "old", "at": iso(now - datetime.timedelta(hours=2)), "host": "api.openai.com",
+                              "reason": "core_down", "kind": "request", "calls": 1})
+    old = store.check_gaps(ctx)
+    assert old.status == "ok" and old.summary.startswith("1 call went unmetered in the last 24 h"), old.summary
+    append_line(paths.spool, {"id": "t1", "at": iso(now), "host": "api.anthropic.com", "reason": "core restarting",
+                              "kind": "tunnel", "connections": 1})
+    append_line(paths.spool, {"id": "t1", "at": iso(now), "host": "api.anthropic.com", "reason": "core restarting",
+                              "kind": "tunnel", "connections": 1, "calls_estimated": 3, "bytes_up": 10})
     gaps = store.check_gaps(ctx)
-    assert gaps.status == "warn" and "3 call(s)" in gaps.summary and "core_down" in gaps.summary
+    assert gaps.status == "warn" and gaps.fix, gaps
+    assert gaps.summary.startswith("1 pass-through connection (≥ 1 call, about 3 by estimate) and 1 call went "
+                                   "unmetered in the last 24 h (last 0 s ago: core restarting)"), gaps.summary
+    assert gaps.details["calls_at_least"] == 2 and gaps.details["bytes_up"] == 10
 
 
 def test_service_state_comes_from_the_installer(paths: Paths) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from halton_meter.api import Api
-from halton_meter.edge import CoreLocator, Edge, Refused, _origin_form, parse_authority
+from halton_meter.edge import CoreLocator, Edge, Refused, _ip, parse_authority
 
 
 @pytest.mark.parametrize(
@@ -29,14 +29,6 @@ def test_parse_authority_refuses_bad_targets(authority) -> None:
     assert info.value.status == 400
 
 
-def test_origin_form_drops_proxy_headers_and_closes() -> None:
-    head = (b"GET http://example.test/a?b=1 HTTP/1.1\r\nHost: example.test\r\nProxy-Connection: keep-alive\r\n"
-            b"Proxy-Authorization: Basic eDp5\r\nAccept: */*\r\n\r\n")
-    assert _origin_form(head, "GET", "/a?b=1") == (
-        b"GET /a?b=1 HTTP/1.1\r\nHost: example.test\r\nAccept: */*\r\nconnection: close\r\n\r\n"
-    )
-
-
 async def _echo_server() -> asyncio.Server:
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(1024):
@@ -45,6 +37,33 @@ async def _echo_server() -> asyncio.Server:
         writer.close()
 
     return await asyncio.start_server(echo, "127.0.0.1", 0)
+
+
+async def _http_server(seen: list[bytes]) -> asyncio.Server:
+    """An HTTP/1.1 origin that answers every request with the request head it received (and keeps the
+    connection alive unless asked to close)."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                seen.append(head)
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length) if length else b""
+                answer = head + body
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: "
+                             + str(len(answer)).encode() + b"\r\n\r\n" + answer)
+                await writer.drain()
+                if b"connection: close" in head.lower():
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
 
 
 async def _exchange(port: int, payload: bytes, read_until_close: bool = True) -> bytes:
@@ -65,6 +84,7 @@ def run_edge_test(tmp_path: Path, scenario, claims=lambda h, p: False) -> object
         upstream_port = upstream.sockets[0].getsockname()[1]
         edge = Edge(claims=claims, core=CoreLocator(tmp_path / "core.json"),
                     resolve={("tunnel.test", 443): ("127.0.0.1", upstream_port)}, own_ports={9})
+        edge.health.restart_grace = 0.2  # no core ever runs here: do not wait long for one
         server = await asyncio.start_server(edge.handle, "127.0.0.1", 0, limit=16 * 1024)
         edge.own_ports.add(server.sockets[0].getsockname()[1])
         try:
@@ -97,7 +117,7 @@ def test_claimed_host_with_core_down_passes_through_and_counts_a_gap(tmp_path: P
         writer.write(b"hi")
         assert await asyncio.wait_for(reader.readexactly(7), 5) == b"echo:hi"
         writer.close()
-        assert edge.stats.gaps == 1 and edge.stats.last_gap_reason == "core not running"
+        assert edge.stats.passthrough == 1 and edge.stats.last_gap_reason == "core restarting"
 
     run_edge_test(tmp_path, scenario, claims=lambda h, p: h == "tunnel.test")
 
@@ -110,7 +130,8 @@ def test_claimed_host_with_core_down_passes_through_and_counts_a_gap(tmp_path: P
         (b"CONNECT 169.254.169.254:80 HTTP/1.1\r\n\r\n", b"403"),  # cloud metadata
         (b"CONNECT [fe80::1]:443 HTTP/1.1\r\n\r\n", b"403"),
         (b"CONNECT 0.0.0.0:443 HTTP/1.1\r\n\r\n", b"403"),
-        (b"GET http://169.254.169.254/latest/meta-data HTTP/1.1\r\n\r\n", b"403"),
+        (b"GET http://169.254.169.254/latest/meta-data HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n", b"403"),
+        (b"GET http://x.test/ HTTP/1.1\r\n\r\n", b"400"),  # no Host header
         (b"CONNECT host:0 HTTP/1.1\r\n\r\n", b"400"),
         (b"CONNECT host:99999 HTTP/1.1\r\n\r\n", b"400"),
         (b"CONNECT ::1 HTTP/1.1\r\n\r\n", b"400"),
@@ -133,14 +154,91 @@ def test_refusals_answer_with_a_status_and_the_edge_keeps_serving(tmp_path: Path
     run_edge_test(tmp_path, scenario)
 
 
-def test_absolute_form_plain_http_is_forwarded_in_origin_form(tmp_path: Path) -> None:
+def test_absolute_form_plain_http_is_forwarded_in_origin_form_one_request_at_a_time(tmp_path: Path) -> None:
+    """Each request on a kept-alive plain-HTTP connection is framed, checked and routed on its own: the
+    proxy headers are dropped, the upstream connection closes after each answer, the client's stays open."""
     async def scenario(port: int, edge: Edge, upstream_port: int) -> None:
-        edge.resolve[("plain.test", 80)] = ("127.0.0.1", upstream_port)
-        reply = await _exchange(port, b"GET http://plain.test/path?q=1 HTTP/1.1\r\nHost: plain.test\r\n"
-                                      b"Proxy-Connection: keep-alive\r\n\r\n")
-        assert reply == b"echo:GET /path?q=1 HTTP/1.1\r\nHost: plain.test\r\nconnection: close\r\n\r\n"
+        seen: list[bytes] = []
+        origin = await _http_server(seen)
+        origin_port = origin.sockets[0].getsockname()[1]
+        edge.resolve[("plain.test", 80)] = ("127.0.0.1", origin_port)
+        edge.resolve[("other.test", 80)] = ("127.0.0.1", origin_port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET http://plain.test/path?q=1 HTTP/1.1\r\nHost: plain.test\r\n"
+                         b"Proxy-Connection: keep-alive\r\nProxy-Authorization: Basic eDp5\r\n\r\n")
+            writer.write(b"POST http://other.test/p HTTP/1.1\r\nHost: other.test\r\ncontent-length: 5\r\n\r\nhello")
+            answers = []
+            for _ in range(2):
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                answers.append(await asyncio.wait_for(reader.readexactly(length), 5))
+        finally:
+            writer.close()
+            origin.close()
+        assert answers[0] == b"GET /path?q=1 HTTP/1.1\r\nHost: plain.test\r\nconnection: close\r\n\r\n"
+        assert answers[1] == (b"POST /p HTTP/1.1\r\nHost: other.test\r\ncontent-length: 5\r\n"
+                              b"connection: close\r\n\r\nhello")
+        assert len(seen) == 2 and edge.stats.tunnelled == 2
 
     run_edge_test(tmp_path, scenario)
+
+
+def test_a_second_request_on_a_kept_alive_connection_cannot_reach_a_refused_address(tmp_path: Path) -> None:
+    """X1 at the edge: an allowed plain-HTTP request, then a request to a loopback service on the same
+    connection: refused with 403, and the loopback canary sees nothing."""
+    async def scenario(port: int, edge: Edge, upstream_port: int) -> None:
+        seen, canary_seen = [], []
+        origin, canary = await _http_server(seen), await _http_server(canary_seen)
+        edge.resolve[("plain.test", 80)] = ("127.0.0.1", origin.sockets[0].getsockname()[1])
+        canary_port = canary.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET http://plain.test/ HTTP/1.1\r\nHost: plain.test\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            for second in (f"GET http://127.0.0.1:{canary_port}/ HTTP/1.1\r\nHost: x\r\n\r\n",
+                           f"CONNECT 127.0.0.1:{canary_port} HTTP/1.1\r\n\r\n"):
+                writer.write(second.encode())
+                reply = await asyncio.wait_for(reader.read(65536), 5)
+                if second.startswith("GET"):
+                    assert reply.startswith(b"HTTP/1.1 403"), reply
+                    break
+        finally:
+            writer.close()
+            origin.close()
+            canary.close()
+        assert canary_seen == [] and len(seen) == 1
+
+    run_edge_test(tmp_path, scenario)
+
+
+@pytest.mark.parametrize("host", ["::ffff:127.0.0.1", "::127.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe",
+                                  "fd00:ec2::254", "::ffff:169.254.169.254", "::a9fe:a9fe"])
+def test_embedded_and_v6_forms_of_refused_addresses_are_refused(tmp_path: Path, host: str) -> None:
+    async def scenario(port: int, edge: Edge, upstream_port: int) -> None:
+        reply = await _exchange(port, f"CONNECT [{host}]:80 HTTP/1.1\r\n\r\n".encode())
+        assert reply.startswith(b"HTTP/1.1 403"), (host, reply)
+        reply = await _exchange(port, f"GET http://[{host}]/latest/meta-data HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert reply.startswith(b"HTTP/1.1 403"), (host, reply)
+
+    run_edge_test(tmp_path, scenario)
+
+
+@pytest.mark.parametrize("host", ["100.100.100.200", "168.63.129.16", "169.254.170.2"])
+def test_metadata_endpoints_outside_the_link_local_check_are_refused(tmp_path: Path, host: str) -> None:
+    async def scenario(port: int, edge: Edge, upstream_port: int) -> None:
+        assert (await _exchange(port, f"CONNECT {host}:80 HTTP/1.1\r\n\r\n".encode())).startswith(b"HTTP/1.1 403")
+
+    run_edge_test(tmp_path, scenario)
+
+
+def test_embedded_ipv4_is_unwrapped_but_ordinary_v6_is_not() -> None:
+    assert str(_ip("::ffff:10.0.0.1")) == "10.0.0.1" and str(_ip("::10.0.0.1")) == "10.0.0.1"
+    assert str(_ip("64:ff9b::8.8.8.8")) == "8.8.8.8"
+    assert str(_ip("::1")) == "::1" and str(_ip("2606:4700::1111")) == "2606:4700::1111"
 
 
 def test_unreachable_upstream_gives_502(tmp_path: Path) -> None:

@@ -176,19 +176,33 @@ def test_nested_grouping_filters_and_totals_that_add_up(cli, paths) -> None:
 def test_unpriced_subscription_gaps_and_the_sparkline_are_called_out(cli, paths) -> None:
     write(paths.db, mixed_calls())
     conn = sqlite3.connect(paths.db)
-    conn.execute("INSERT INTO gaps (id, at, host, reason, project) VALUES ('g1', '2026-11-21T08:00:00.000000Z', "
-                 "'api.anthropic.com', 'core_down', 'beta')")
+    conn.execute("INSERT INTO gaps (id, at, host, reason, project, kind, connections, calls_estimated) VALUES "
+                 "('g1', '2026-11-21T08:00:00.000000Z', 'api.anthropic.com', 'core_down', 'beta', 'tunnel', 1, 4)")
+    conn.execute("INSERT INTO gaps (id, at, host, reason, project, kind, calls) VALUES "
+                 "('g2', '2026-11-21T08:01:00.000000Z', 'api.openai.com', 'core_down', 'beta', 'request', 1)")
     conn.commit()
     conn.close()
+    (paths.home / "spool").mkdir()  # a tunnel the edge logged that the writer has not moved in yet: counted
+    (paths.home / "spool" / "gaps.jsonl").write_text(json.dumps(
+        {"id": "g3", "at": "2026-11-21T09:00:00.000000Z", "host": "api.anthropic.com", "reason": "core restarting",
+         "kind": "tunnel", "connections": 1, "project": "gamma"}) + "\n")
     window = ["--since", "2026-11-20T00:00:00Z", "--until", "2026-11-22T00:00:00Z"]
     table = cli("report", *window).stdout
     assert "1 charged call unpriced" in table and "$1.25*" in table  # never a bare cost that hides it
     assert "covered by a subscription: $3.00 at list price, not in the cost" in table
-    assert "1 call passed through unmetered during outages" in table
+    # A tunnel is a connection whose calls nobody counted: never "N calls".
+    assert ("2 pass-through connections (≥ 2 calls, about 5 by estimate) and 1 call went unmetered during "
+            "outages: not in these numbers") in table
     assert "cost/day" in table and "11-20 → 11-21" in table
     data = json.loads(cli("report", *window, "--json").stdout)
-    assert data["gaps"] == 1 and data["notes"][-1]["kind"] == "gaps"
-    assert json.loads(cli("report", *window, "--project", "alpha", "--json").stdout)["gaps"] == 0
+    assert data["schema_version"] == 2
+    assert {k: data["gaps"][k] for k in ("connections", "calls", "calls_at_least", "calls_estimated")} == \
+        {"connections": 2, "calls": 1, "calls_at_least": 3, "calls_estimated": 6}
+    assert data["notes"][-1]["kind"] == "gaps" and data["notes"][-1]["calls"] == 3
+    alpha = json.loads(cli("report", *window, "--project", "alpha", "--json").stdout)["gaps"]
+    assert alpha["connections"] == alpha["calls"] == 0
+    gamma = json.loads(cli("report", *window, "--project", "gamma", "--json").stdout)["gaps"]
+    assert (gamma["connections"], gamma["calls"]) == (1, 0)
     only_today = cli("report", "--since", "2026-11-21T00:00:00Z", "--until", "2026-11-21T12:00:00Z").stdout
     assert "cost/day" not in only_today  # one day: no trend to draw
 

@@ -20,6 +20,12 @@ from halton_meter.timewindow import resolve_window
 from halton_meter.types import CallRecord
 
 
+def journal_ids(spool: Path) -> set[str]:
+    from halton_meter.store import journal
+
+    return {d["id"] for path in spool.glob("journal-*.seg") for d in journal.read_segment(path)}
+
+
 def record(**fields) -> CallRecord:
     base = dict(
         id=str(uuid.uuid4()),
@@ -268,7 +274,8 @@ def test_our_own_wal_after_a_crash_is_accepted_and_replayed(tmp_path: Path) -> N
     check.close()
 
 
-def test_writer_keeps_one_connection_and_a_failed_batch_spools_then_commits_exactly_once(tmp_path: Path) -> None:
+def test_writer_keeps_one_connection_and_a_failed_batch_stays_journaled_then_commits_exactly_once(
+        tmp_path: Path) -> None:
     db = tmp_path / "db.sqlite"
     migrate(db)
     hooked: list[str] = []
@@ -282,24 +289,25 @@ def test_writer_keeps_one_connection_and_a_failed_batch_spools_then_commits_exac
         assert writer.wait_idle(10)
     assert writer._conn is conn and writer.stats.batches == 51
 
-    # A failure that is not BUSY (here a trigger refusing the insert): the batch is spooled (fsynced), retried
-    # on a new connection with backoff, and commits exactly once when the database takes writes again.
+    # A failure that is not BUSY (here a trigger refusing the insert): the batch stays in the journal, is
+    # retried on a new connection with backoff, and commits exactly once when the database takes writes again.
     other = sqlite3.connect(db, isolation_level=None)
     other.execute("CREATE TRIGGER refuse BEFORE INSERT ON calls BEGIN SELECT RAISE(ABORT, 'refused'); END")
     writer.submit(first)  # the final row of the provisional one above
     failing = record(project="beta")
     writer.submit(failing)
     deadline = time.monotonic() + 10
-    while not writer.stats.spooled and time.monotonic() < deadline:
+    while not writer.stats.write_errors and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert writer.stats.spooled and (tmp_path / "spool" / "records.jsonl").exists()
+    assert writer.stats.write_errors and writer.pending == 2
+    assert journal_ids(tmp_path / "spool") >= {failing.id, first.id}
     assert "refused" in (writer.stats.last_error or "") and writer.stats.committed == 51
     assert failing.id not in hooked and first.id not in hooked
     other.execute("DROP TRIGGER refuse")
     other.close()
     assert writer.close(timeout=15)
-    assert writer.stats.committed == 53 and writer.stats.spooled == 0
-    assert not (tmp_path / "spool" / "records.jsonl").exists()
+    assert writer.stats.committed == 53
+    assert not list((tmp_path / "spool").glob("journal-*")), "a clean stop leaves no journal behind"
     assert hooked.count(failing.id) == 1 and hooked.count(first.id) == 1
 
     check = sqlite3.connect(db)

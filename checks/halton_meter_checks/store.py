@@ -10,12 +10,11 @@ from __future__ import annotations
 import datetime
 import sqlite3
 import stat
-import time
 from typing import Any
 
 from halton_meter import hookimpl
 from halton_meter.errors import DatabaseError
-from halton_meter.stats import CORE_STATS, EDGE_STATS, read_stats
+from halton_meter.stats import CORE_STATS, read_stats
 from halton_meter.store.schema import LATEST_VERSION, check_readable
 from halton_meter.types import Check, CheckContext, CheckResult
 from halton_meter_checks._support import ago, since
@@ -130,8 +129,7 @@ def check_db_writes(ctx: CheckContext) -> CheckResult:
     if stats["age_s"] > STALE_STATS_S:
         return CheckResult("warn", f"the core's counters are {ago(stats['age_s'])} old: it is not publishing "
                            "(stopped or wedged)", fix="halton-meter restart  (why: halton-meter logs)", details=details)
-    recovered = (writer.get("last_success_at") or 0) > (writer.get("last_error_at") or 0) \
-        and not writer.get("spooled")
+    recovered = (writer.get("last_success_at") or 0) > (writer.get("last_error_at") or 0) and not pending
     if last_error and error_age is not None and error_age < RECENT_ERROR_S and not recovered:
         return CheckResult("fail", f"writes are failing: {last_error} ({ago(error_age)} ago); {pending} row(s) "
                            "waiting to be written", fix=logs, details=details)
@@ -149,34 +147,15 @@ def check_db_writes(ctx: CheckContext) -> CheckResult:
     return CheckResult("ok", text, details=details)
 
 
-def _recent_gaps(ctx: CheckContext, hours: int = 24) -> int | None:
-    cutoff = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - hours * 3600))
-    try:
-        conn = _read_only(ctx.paths.db)
-        try:
-            return int(conn.execute("SELECT count(*) FROM gaps WHERE at >= ?", (cutoff,)).fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None
-
-
 def check_gaps(ctx: CheckContext) -> CheckResult:
-    stats = read_stats(ctx.paths.run_dir / EDGE_STATS)
-    if stats is None:
-        return CheckResult("skip", f"the edge has published no counters yet ({ctx.paths.run_dir / EDGE_STATS})")
-    gaps = int(stats.get("gaps") or 0)
-    details = {"gaps": gaps, "last_gap_reason": stats.get("last_gap_reason"), "stats_age_s": round(stats["age_s"], 1),
-               "gaps_last_24h": _recent_gaps(ctx) if ctx.paths.db.exists() else None}
-    if stats["age_s"] > STALE_STATS_S:
-        return CheckResult("warn", f"the edge's counters are {ago(stats['age_s'])} old: it is not publishing",
-                           fix="halton-meter restart  (why: halton-meter logs)", details=details)
-    if gaps:
-        return CheckResult("warn", f"{gaps} call(s) to metered hosts passed through unmetered since the edge "
-                           f"started (last reason: {stats.get('last_gap_reason') or 'unknown'}); they are counted "
-                           "in the gaps table, not priced", fix="keep the core up: `halton-meter logs` shows why it "
-                           "was down", details=details)
-    return CheckResult("ok", "no calls passed through unmetered since the edge started", details=details)
+    """The same verdict `status` gives (one health model), from the durable gap log."""
+    from halton_meter.lifecycle.status import gaps_row
+    from halton_meter.runtime import read_runtime
+
+    row = gaps_row(ctx.paths, read_runtime(ctx.paths) or {})
+    if row is None:
+        return CheckResult("ok", "nothing went unmetered (gap log and database)")
+    return CheckResult(row.status, row.summary, fix=row.fix, details=row.details)
 
 
 @hookimpl

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import hmac
 import time
 import urllib.parse
 import uuid
@@ -33,6 +34,7 @@ from halton_meter.attribution import AttributionService, Resolution
 from halton_meter.client_family import client_family
 from halton_meter.core.records import Observed, build_record, provisional_record
 from halton_meter.core.routing import RoutingTable
+from halton_meter.edge import Refused, check_target
 from halton_meter.keys import credential_of, fingerprint
 from halton_meter.redact import redact
 from halton_meter.types import (
@@ -47,6 +49,9 @@ from halton_meter.wire import BodyDecoder, DecodeLimitExceeded, UnsupportedEncod
 
 log = structlog.get_logger("halton_meter.core")
 
+AUTH_HEADER = "x-halton-meter-auth"
+"""Set by the edge on everything it sends the core: the core's per-start secret. Only the edge may use the
+core; anything else that connects to its port is refused."""
 PEER_HEADER = "x-halton-meter-peer"
 """Set by the edge on its CONNECT to the core: the client's address as the edge saw it."""
 PROJECT_HEADER = "x-halton-meter-project"
@@ -79,6 +84,8 @@ class ConnectionInfo:
     proxy_project: str | None = None
     opened: float = field(default_factory=time.monotonic)
     requested: bool = False
+    connected: bool = False
+    """Came in through an (authorised) CONNECT: its requests go to `target` only."""
 
 
 @dataclass
@@ -115,6 +122,7 @@ class MeterAddon:
         capture_projects: frozenset[str] = frozenset(),
         capture_max_bytes: int = 256 * 1024,
         key_secret: bytes | None = None,
+        secret: str | None = None,
     ) -> None:
         self.routing = routing
         self.submit = submit
@@ -124,6 +132,8 @@ class MeterAddon:
         self.capture_projects = capture_projects
         self.capture_max_bytes = capture_max_bytes
         self.key_secret = key_secret
+        self.secret = secret
+        self.refused = 0
         self.connections: dict[str, ConnectionInfo] = {}
         self.in_flight = 0
         self.metered = 0
@@ -161,9 +171,39 @@ class MeterAddon:
             info = self.connections[flow.client_conn.id] = ConnectionInfo()
         return info
 
+    # ---- the target policy, enforced here too (defence in depth behind the edge) ------------------------
+
+    def _authorised(self, flow: http.HTTPFlow) -> bool:
+        """The request carries the core's secret (only the edge knows it); the header never goes upstream."""
+        presented = flow.request.headers.pop(AUTH_HEADER, None)
+        return self.secret is None or (presented is not None and hmac.compare_digest(presented, self.secret))
+
+    def _refuse(self, flow: http.HTTPFlow, why: str) -> None:
+        self.refused += 1
+        log.warning("refused by the core's policy", reason=why, host=flow.request.pretty_host)
+        flow.response = http.Response.make(403, f"halton-meter core: {why}\n".encode(),
+                                           {"content-type": "text/plain", "connection": "close"})
+
+    def _allowed_target(self, host: str, port: int) -> str | None:
+        """Why (host, port) may not be reached through the core, or None when it may: only hosts a provider
+        claims, and never this machine, link-local or metadata addresses unless `upstream.resolve` says so."""
+        if not self.routing.claims(host, port):
+            return "not a metered host"
+        try:
+            check_target(host.lower().rstrip("."), port, self.resolve)
+        except Refused as exc:
+            return exc.reason
+        return None
+
     def http_connect(self, flow: http.HTTPFlow) -> None:
         info = self._connection(flow)
         info.target = (flow.request.host.lower(), flow.request.port)
+        if not self._authorised(flow):
+            return self._refuse(flow, "only the Halton Meter edge may use the core")
+        problem = self._allowed_target(*info.target)
+        if problem is not None:
+            return self._refuse(flow, problem)
+        info.connected = True
         provider = self.routing.lookup(*info.target)
         local = provider is not None and type(provider).answer_locally is not Provider.answer_locally
         if local:
@@ -182,9 +222,15 @@ class MeterAddon:
         self.connections.pop(getattr(client, "id", ""), None)
 
     def server_connect(self, data: ServerConnectionHookData) -> None:
-        """`upstream.resolve`: connect elsewhere, keeping SNI and Host (host-level, so per connection)."""
+        """Every upstream connection the core makes: only to a metered host (never this machine or metadata),
+        and `upstream.resolve` applied (connect elsewhere, keeping SNI and Host)."""
         address = data.server.address
         if address is None:
+            return
+        problem = self._allowed_target(str(address[0]).lower(), int(address[1]))
+        if problem is not None:
+            self.refused += 1
+            data.server.error = f"refused by the meter's target policy: {problem}"
             return
         target = self.resolve.get((str(address[0]).lower(), address[1]))
         if target is not None:
@@ -197,6 +243,14 @@ class MeterAddon:
     def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         info = self._connection(flow)
         info.requested = True
+        if not info.connected:  # plain HTTP from the edge: every request carries the secret
+            if not self._authorised(flow):
+                return self._refuse(flow, "only the Halton Meter edge may use the core")
+            problem = self._allowed_target(flow.request.host.lower(), flow.request.port)
+            if problem is not None:
+                return self._refuse(flow, problem)
+        # Inside an authorised tunnel, mitmproxy pins every request to the tunnel's server connection (whose
+        # every opening passed `server_connect`), whatever the request line or Host header says.
         host, port = info.target or (flow.request.pretty_host.lower(), flow.request.port)
         provider = self.routing.lookup(host, port)
         if provider is None:

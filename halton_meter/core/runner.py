@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -29,7 +30,7 @@ from halton_meter.keys import load_secret
 from halton_meter.logs import configure_logging
 from halton_meter.paths import Paths, ensure_private_dir, write_atomic
 from halton_meter.pricing import Pricer
-from halton_meter.process import watch_parent
+from halton_meter.process import QuietLoopErrors, watch_parent
 from halton_meter.stats import CORE_STATS, Publisher
 from halton_meter.store.schema import migrate
 from halton_meter.store.writer import Writer
@@ -65,11 +66,12 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
     )
     master = Master(opts)
     attribution = AttributionService(host.registries.attributors.ordered())
+    secret = secrets.token_urlsafe(24)  # only the edge (which reads core.json, 0600) may use this core
 
     def on_ready(port: int) -> None:
         ensure_private_dir(paths.run_dir)
         (paths.run_dir / CORE_ERROR).unlink(missing_ok=True)
-        state = {"port": port, "pid": os.getpid()}
+        state = {"port": port, "pid": os.getpid(), "secret": secret}
         write_atomic(paths.core_state, json.dumps(state).encode(), mode=0o600)
         print(f"READY {port}", flush=True)
         log.info("core listening", port=port)
@@ -83,11 +85,13 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
         capture_projects=frozenset(config.capture_projects),
         capture_max_bytes=config.capture_max_bytes,
         key_secret=load_secret(paths.home),
+        secret=secret,
     )
     master.addons.add(*_mitmproxy_addons())
     master.addons.add(addon)
 
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(QuietLoopErrors(log))
     stopping = asyncio.Event()
 
     async def graceful_stop() -> None:
@@ -114,10 +118,10 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
         stats = writer.stats
         return {
             "writer": {"submitted": stats.submitted, "committed": stats.committed, "dropped": stats.dropped,
-                       "pending": writer.pending, "spooled": stats.spooled, "write_errors": stats.write_errors,
+                       "pending": writer.pending, "unsaved": stats.unsaved, "write_errors": stats.write_errors,
                        "last_error": stats.last_error, "last_error_at": stats.last_error_at,
-                       "last_success_at": stats.last_success_at,
-                       "hook_errors": stats.hook_errors},
+                       "last_success_at": stats.last_success_at, "recovered": stats.recovered,
+                       "journal_problem": writer.journal_problem, "hook_errors": stats.hook_errors},
             "calls": {"in_flight": addon.in_flight, "metered": addon.metered},
         }
 
@@ -173,11 +177,9 @@ def main() -> int:
         config.paths.db, on_committed=lambda r: host.hook.halton_usage_recorded(record=r), pricer=Pricer(config),
         spool_dir=config.paths.spool,
     )
-    try:
-        writer.recover()
-    except Exception as exc:  # a spool we cannot replay must not stop metering: it stays for next time
-        log.error("could not replay the spool at start", error=f"{type(exc).__name__}: {exc}")
-    writer.start()
+    # The writer thread replays what an earlier core left (retrying while the database is locked) before it
+    # writes anything new; meanwhile new records are journaled and queued, so serving starts at once.
+    writer.start(recover=True)
     try:
         code = asyncio.run(serve_core(config, host, writer))
     except HaltonError as exc:

@@ -2,7 +2,8 @@
 
 * HEALTHY: edge, core and API answer, writes are keeping up, the CA is valid.
 * DEGRADED: traffic flows but metering is impaired (core down, writes failing, API down, CA expiring…).
-* BROKEN: the proxy port does not answer, so clients pointed at it fail (or nothing runs at all).
+* BROKEN: the proxy port does not answer, so clients pointed at it fail (or nothing runs at all), or
+  config.toml is invalid, so the meter cannot start or restart (a running edge passes traffic on defaults).
 
 It reports what runs, however it was started: a foreground `serve` counts ("unsupervised"), and a meter
 that serves traffic is never called broken because some service file is missing.
@@ -19,7 +20,7 @@ from typing import Any
 from halton_meter.ca import CAProblem, inspect_ca
 from halton_meter.lifecycle.init import InitContext
 from halton_meter.lifecycle.services import probe
-from halton_meter.stats import CORE_STATS, EDGE_STATS, read_stats
+from halton_meter.stats import CORE_STATS, read_stats
 
 STALE_SECONDS = 10.0
 PENDING_WARN = 100
@@ -32,6 +33,7 @@ class Row:
     status: str
     summary: str
     fix: str | None = None
+    details: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "status": self.status, "summary": self.summary, "fix": self.fix}
@@ -41,12 +43,16 @@ def _ago(seconds: float) -> str:
     return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
-def collect(ctx: InitContext) -> dict[str, Any]:
+def collect(ctx: InitContext, config_error: str | None = None) -> dict[str, Any]:
     paths = ctx.paths
     health = probe(paths)
     rows: list[Row] = []
     runtime = health.runtime or {}
     edge_port = runtime.get("edge_port", ctx.config.edge_port)
+    if config_error is not None:
+        rows.append(Row("config", "config", "fail", f"{config_error}: the meter cannot start or restart with it"
+                        + ("; the running edge passes traffic on the defaults" if health.edge else ""),
+                        fix="fix config.toml (`halton-meter doctor` shows the line), then `halton-meter restart`"))
 
     if health.edge:
         rows.append(Row("edge", "proxy", "ok", f"listening on 127.0.0.1:{edge_port}"))
@@ -74,11 +80,9 @@ def collect(ctx: InitContext) -> dict[str, Any]:
         rows.append(Row("api", "api", "skip", "not running"))
 
     rows.append(_writes_row(paths, health.core))
-    gaps = read_stats(paths.run_dir / EDGE_STATS)
-    if gaps and gaps.get("gaps"):
-        rows.append(Row("gaps", "gaps", "warn", f"{gaps['gaps']} call(s) passed through unmetered since the edge "
-                                                f"started (last: {gaps.get('last_gap_reason')})",
-                        fix="keep the core running; `halton-meter report` counts them"))
+    gap_row = gaps_row(paths, runtime)
+    if gap_row is not None:
+        rows.append(gap_row)
 
     try:
         info = inspect_ca(paths)
@@ -100,7 +104,7 @@ def collect(ctx: InitContext) -> dict[str, Any]:
                     f"{mode} (set up {ctx.state.init_at})" if mode else "not set up with `init`",
                     fix=None if mode else "halton-meter init"))
 
-    if not health.edge:
+    if not health.edge or config_error is not None:
         verdict = "BROKEN"
     elif any(r.status in ("fail", "warn") for r in rows):
         verdict = "DEGRADED"
@@ -112,44 +116,102 @@ def collect(ctx: InitContext) -> dict[str, Any]:
 
 
 DISK_FULL_BYTES = 1024 * 1024
+GAPS_RECENT_SECONDS = 15 * 60
+"""Gaps newer than this make status DEGRADED; older ones are reported as information."""
+
+
+def gaps_row(paths: Any, runtime: dict[str, Any]) -> Row | None:
+    """Traffic that passed the meter by since the meter started (the last 24 h when none runs), from the
+    durable gap log — the table and the lines not ingested yet — never from a process's memory."""
+    import sqlite3
+
+    from halton_meter.store.gaps import summarize
+    from halton_meter.timewindow import iso
+
+    since = runtime.get("started_at") or iso(datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1))
+    conn = None
+    try:
+        if paths.db.exists():
+            conn = sqlite3.connect(f"file:{paths.db}?mode=ro", uri=True, timeout=2)
+        summary = summarize(conn, paths.spool, since=since)
+    except sqlite3.Error:
+        summary = summarize(None, paths.spool, since=since)
+    finally:
+        if conn is not None:
+            conn.close()
+    if summary.empty:
+        return None
+    last = _parse_iso(summary.last_at)
+    recent = last is not None and time.time() - last < GAPS_RECENT_SECONDS
+    when = "since the meter started" if runtime.get("started_at") else "in the last 24 h"
+    text = (f"{summary.describe()} went unmetered {when} (last {_ago(time.time() - last)}: "
+            f"{summary.last_reason})" if last is not None else f"{summary.describe()} went unmetered")
+    return Row("gaps", "gaps", "warn" if recent else "ok", text,
+               fix="keep the core running (`halton-meter logs` shows why it was down); `halton-meter report` "
+                   "counts them" if recent else None, details=summary.to_json())
+
+
+def _parse_iso(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _writes_row(paths: Any, core_up: bool) -> Row:
+    from halton_meter.store.journal import backlog
+
     try:
         free = shutil.disk_usage(paths.home).free
     except OSError:
         free = None
-    if free is not None and free < DISK_FULL_BYTES:
-        stats = read_stats(paths.run_dir / CORE_STATS) or {}
-        writer = stats.get("writer", {})
-        return Row("writes", "writes", "fail",
-                   f"disk full: {free} bytes free on the filesystem holding {paths.home}; "
-                   f"{writer.get('pending', '?')} row(s) pending, {writer.get('spooled', '?')} spooled / "
-                   f"{writer.get('dropped', '?')} lost", fix=f"free space on the disk holding {paths.home}; "
-                                                           "pending rows are kept and written then")
     stats = read_stats(paths.run_dir / CORE_STATS)
-    if stats is None:
-        return Row("writes", "writes", "skip" if not core_up else "warn", "no counters published yet")
-    writer = stats.get("writer", {})
-    pending, dropped, spooled = writer.get("pending", 0), writer.get("dropped", 0), writer.get("spooled", 0)
-    last_error, last_at = writer.get("last_error"), writer.get("last_error_at")
-    if last_at and writer.get("last_success_at") and writer["last_success_at"] > last_at and not spooled:
-        last_error = None  # a write has succeeded since: recovered
-    if core_up and stats["age_s"] > STALE_SECONDS:
-        return Row("writes", "writes", "warn", f"counters are {stats['age_s']:.0f} s old: the core may be wedged",
-                   fix="halton-meter restart")
-    if last_error and last_at and time.time() - last_at < 60:
+    fresh = stats is not None and core_up and stats["age_s"] <= STALE_SECONDS
+    writer = (stats or {}).get("writer", {}) if fresh else {}
+    if fresh:
+        pending, unsaved = int(writer.get("pending", 0) or 0), int(writer.get("unsaved", 0) or 0)
+    else:  # no live core: what it left is on disk, in the journal, until the next core writes it
+        pending, unsaved = backlog(paths.spool)
+    dropped = int(writer.get("dropped", 0) or 0)
+    held = _held(pending, unsaved, dropped)
+    if free is not None and free < DISK_FULL_BYTES:
         return Row("writes", "writes", "fail",
-                   f"last write failed {_ago(time.time() - last_at)}: {last_error}; {pending} row(s) pending, "
-                   f"{spooled} spooled / {dropped} lost",
+                   f"disk full: {free} bytes free on the filesystem holding {paths.home}; {held}",
+                   fix=f"free space on the disk holding {paths.home}; pending rows are kept and written then")
+    if not core_up:
+        if pending or unsaved:
+            return Row("writes", "writes", "warn", f"the core is not running; {held}: written when it starts",
+                       fix="halton-meter start   (or see `halton-meter status` above for why the core is down)")
+        return Row("writes", "writes", "skip", "no core running")
+    if stats is None:
+        return Row("writes", "writes", "warn", "no counters published yet")
+    if stats["age_s"] > STALE_SECONDS:
+        return Row("writes", "writes", "warn", f"counters are {stats['age_s']:.0f} s old: the core may be wedged; "
+                                               f"{held}", fix="halton-meter restart")
+    last_error, last_at = writer.get("last_error"), writer.get("last_error_at")
+    if last_at and writer.get("last_success_at") and writer["last_success_at"] > last_at and not pending:
+        last_error = None  # a write has succeeded since and nothing waits: recovered
+    if last_error and last_at and time.time() - last_at < 60:
+        return Row("writes", "writes", "fail", f"last write failed {_ago(time.time() - last_at)}: {last_error}; {held}",
                    fix="free disk space or release the database lock; rows are kept and retried")
+    if writer.get("journal_problem"):
+        return Row("writes", "writes", "warn", f"{writer['journal_problem']}; {held}",
+                   fix=f"free space on the disk holding {paths.home}, or make {paths.spool} writable")
     if dropped:
         return Row("writes", "writes", "warn", f"{dropped} record(s) could not be queued (counted as gaps)")
     if pending > PENDING_WARN:
-        return Row("writes", "writes", "warn", f"{pending} rows pending (writes are behind)")
-    if spooled:
-        return Row("writes", "writes", "warn", f"writes delayed: {spooled} row(s) spooled, {pending} pending")
+        return Row("writes", "writes", "warn", f"writes are behind: {held}")
+    if writer.get("recovered") is False:
+        return Row("writes", "writes", "warn", f"replaying what the previous core left: {held}")
     return Row("writes", "writes", "ok", f"{writer.get('committed', 0)} committed, {pending} pending")
+
+
+def _held(pending: int, unsaved: int, dropped: int) -> str:
+    """`12 row(s) pending, all journaled / 0 lost`: what waits, and whether a crash now would lose any."""
+    safe = "all journaled" if not unsaved else f"{unsaved} not journaled (a crash now would lose them)"
+    return f"{pending} row(s) pending, {safe} / {dropped} lost"
 
 
 def _supervisor_row(ctx: InitContext, health: Any) -> Row:

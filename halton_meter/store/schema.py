@@ -100,6 +100,12 @@ def _define_tables() -> dict[str, Any]:
         sa.Column("client", sa.Text),
         sa.Column("bytes_up", sa.Integer),
         sa.Column("bytes_down", sa.Integer),
+        sa.Column("kind", sa.Text),
+        sa.Column("connections", sa.Integer),
+        sa.Column("calls", sa.Integer),
+        sa.Column("calls_estimated", sa.Integer),
+        sa.Column("duration_ms", sa.Float),
+        sa.Column("ended_at", sa.Text),
     )
 
     meta = sa.Table("meta", metadata, sa.Column("key", sa.Text, primary_key=True), sa.Column("value", sa.Text))
@@ -209,6 +215,19 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # Rollups for fast reports, kept exact by triggers (see halton_meter/store/rollup.py), backfilled.
     7: rollup.migration(),
+    8: [
+        # Gaps say what they covered (store/gaps.py): a pass-through tunnel is one connection carrying an
+        # unknown number of calls (with an estimate, labelled as such); a plain-HTTP request or a record the
+        # writer could not keep is exactly one call. Rows from before were one per tunnel or per record.
+        "ALTER TABLE gaps ADD COLUMN kind TEXT",
+        "ALTER TABLE gaps ADD COLUMN connections INTEGER",
+        "ALTER TABLE gaps ADD COLUMN calls INTEGER",
+        "ALTER TABLE gaps ADD COLUMN calls_estimated INTEGER",
+        "ALTER TABLE gaps ADD COLUMN duration_ms REAL",
+        "ALTER TABLE gaps ADD COLUMN ended_at TEXT",
+        "UPDATE gaps SET kind = 'record', calls = 1 WHERE reason = 'writer_queue_full'",
+        "UPDATE gaps SET kind = 'tunnel', connections = 1 WHERE kind IS NULL",
+    ],
 }
 MIGRATIONS = dict(sorted(MIGRATIONS.items()))
 LATEST_VERSION = max(MIGRATIONS)

@@ -1,23 +1,27 @@
 """The single writer: a thread fed by a bounded queue, pricing records and committing them in batches.
 
-The proxy's event loop only ever calls `submit`, which never blocks. The contract:
+The proxy's event loop only ever calls `submit`, which never blocks on the database. The contract:
 
+* **Durable before queued.** `submit` appends the record to the journal (`store/journal.py`: preallocated
+  segments, one `pwrite`, no fsync) before it queues it, so a record that `submit` accepted survives a
+  crash, a `kill -9` or a stop while the database is locked: the next start replays the journal.
 * **Idempotent by our UUID.** A call is written twice: a provisional row when the request is forwarded
   (`incomplete_reason = "in_progress"`) and the final row when it ends; the final one replaces the
-  provisional one, a provisional one never replaces a final one, and a replayed batch never duplicates.
+  provisional one, a provisional one never replaces a final one, and a replayed record never duplicates.
 * **Nothing is dropped before it commits.** A batch that fails to commit (SQLITE_BUSY, disk full,
-  read-only, I/O error) is first appended to the spool file (`spool/records.jsonl`, fsynced) and then
-  retried with backoff until it commits; the spool is replayed at start and emptied only once everything
-  in it has committed.
+  read-only, I/O error) is retried with backoff until it commits, and stays in the journal until then.
 * **What cannot even be queued is counted.** When the queue is full, the record is counted as dropped
   and written later as a gap row (`reason = writer_queue_full`), never silently lost.
+* **Recovery retries.** At start the writer thread first replays what the previous core left (journal
+  segments, an old spool), ingests gaps and marks calls left in progress as `core_crash`, retrying until
+  the database takes the writes (a lock at start delays recovery; it never skips it).
 * **The WAL stays bounded:** a `wal_checkpoint(TRUNCATE)` runs every 30 s.
 * **One connection, prepared statements.** The thread keeps one sqlite3 connection (opened on first use,
   reopened after any error other than BUSY) and runs each batch as one `BEGIN IMMEDIATE` transaction of
   statements built once; every transaction also touches `meta.writes`, so our WAL always carries the
   identity page (see `schema.check_wal_belongs`).
-* Gaps the edge recorded (`spool/gaps.jsonl`, calls passed through unmetered) are ingested into the
-  `gaps` table.
+* Gaps the edge recorded (`spool/gaps.jsonl`, traffic passed through unmetered) are ingested into the
+  `gaps` table (`store/gaps.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any, TypeVar
 import structlog
 
 from halton_meter.pricing import Pricer
+from halton_meter.store import gaps, journal
 from halton_meter.store.schema import calls, connect
 from halton_meter.types import CallRecord
 
@@ -72,11 +77,6 @@ UPSERT_SQL = (
 TOUCH_SQL = """UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE "key" = 'writes'"""
 CAPTURE_SQL = ("INSERT OR REPLACE INTO captures (call_id, request, response, request_truncated, response_truncated) "
                "VALUES (?, ?, ?, ?, ?)")
-_GAP_COLUMNS = ("id", "at", "host", "reason", "project", "client", "bytes_up", "bytes_down")
-_GAP_VALUES = f"INTO gaps ({', '.join(_GAP_COLUMNS)}) VALUES ({', '.join('?' * len(_GAP_COLUMNS))})"
-DROPPED_SQL = f"INSERT OR IGNORE {_GAP_VALUES}"
-GAP_UPSERT_SQL = (f"INSERT {_GAP_VALUES} ON CONFLICT (id) DO UPDATE SET project = excluded.project, "
-                  "client = excluded.client, bytes_up = excluded.bytes_up, bytes_down = excluded.bytes_down")
 CORE_CRASH_SQL = (f"UPDATE calls SET incomplete_reason = 'core_crash', complete = 0 "
                   f"WHERE incomplete_reason = '{IN_PROGRESS}'")
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -115,8 +115,9 @@ class WriterStats:
     committed: int = 0
     dropped: int = 0
     """Records that could not be queued (queue full): written as gap rows once the database takes writes."""
-    spooled: int = 0
-    """Records in the spool file that have not committed yet."""
+    unsaved: int = 0
+    """Queued records the journal could not take (full disk and every segment full): a crash would lose
+    them, so they are counted on disk (the journal's counter file) until they commit."""
     write_errors: int = 0
     hook_errors: int = 0
     last_error: str | None = None
@@ -125,6 +126,8 @@ class WriterStats:
     batches: int = 0
     replayed: int = 0
     gaps_ingested: int = 0
+    recovered: bool = False
+    """The start-up recovery (journal replay, core_crash marking) has run."""
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -136,47 +139,77 @@ class Writer:
         pricer: Pricer | None = None,
         max_queue: int = 10_000,
         spool_dir: Path | None = None,
+        journal_bytes: int = journal.SEGMENT_BYTES,
     ) -> None:
         self._db_path = db_path
         self._conn: sqlite3.Connection | None = None
         """The writer's one connection: opened on first use, reopened after an error other than BUSY."""
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
+        self._max_queue = max_queue
         self._on_committed = on_committed
         self._pricer = pricer or Pricer()
         self._thread = threading.Thread(target=self._run, name="halton-meter-writer", daemon=True)
         self._stopping = threading.Event()
         self._spool_dir = spool_dir or db_path.parent / "spool"
-        self._spool = self._spool_dir / "records.jsonl"
+        self._old_spool = self._spool_dir / "records.jsonl"
+        """Where versions before the journal kept failed batches: still replayed at start."""
+        self._journal = journal.Journal(self._spool_dir, journal_bytes)
+        self._leftovers: list[Path] | None = None
+        self._submit_lock = threading.Lock()
         self._dropped: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._last_checkpoint = time.monotonic()
         self._last_gap_ingest = 0.0
+        self._recover_at_start = False
         self.stats = WriterStats()
 
     # ---- producer side (event loop) --------------------------------------------------------------
 
-    def start(self) -> Writer:
+    def start(self, recover: bool = False) -> Writer:
+        """Open the journal and start the thread. With `recover`, the thread first replays what an earlier
+        core left behind, retrying until the database takes it, before it writes anything new."""
+        self._open_journal()
+        self._recover_at_start = recover
         self._thread.start()
         return self
 
+    def _open_journal(self) -> None:
+        if self._leftovers is None:
+            self._leftovers = self._journal.leftovers()  # before ours exist: everything here is an earlier core's
+            self._journal.open()
+
     def submit(self, record: CallRecord) -> bool:
-        """Queue a record without blocking. False when the queue is full (the record is counted as a gap)."""
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self.stats.dropped += 1
-            with self._lock:
-                if len(self._dropped) < 100_000:
-                    self._dropped.append({"host": record.host, "project": record.project, "client": record.client,
-                                          "at": record.started_at})
-            log.error("writer queue full; record counted as a gap", record_id=record.id)
-            return False
+        """Journal and queue a record without waiting for the database. False when the queue is full (the
+        record is then counted as a gap)."""
+        with self._submit_lock:  # journal order is queue order, whichever thread submits
+            if self._queue.qsize() >= self._max_queue:
+                self._drop(record)
+                return False
+            seq = self._journal.append(record) if self._journal.available else None
+            if seq is None:
+                self.stats.unsaved += 1
+            self._queue.put_nowait((seq, record))
         self.stats.submitted += 1
         return True
 
+    def _drop(self, record: CallRecord) -> None:
+        self.stats.dropped += 1
+        if record.incomplete_reason == IN_PROGRESS:
+            return  # the call's final record (or, failing that, recovery) accounts for it
+        with self._lock:
+            if len(self._dropped) < 100_000:
+                self._dropped.append({"host": record.host, "project": record.project, "client": record.client,
+                                      "at": record.started_at})
+        log.error("writer queue full; record counted as a gap", record_id=record.id)
+
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        """Records accepted and not committed yet: queued, or in a batch being written (or retried)."""
+        return self._queue.unfinished_tasks
+
+    @property
+    def journal_problem(self) -> str | None:
+        return self._journal.problem
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until everything submitted so far has been committed (tests, shutdown)."""
@@ -190,7 +223,7 @@ class Writer:
     def close(self, timeout: float = 10.0) -> bool:
         """Flush what is queued (up to `timeout`) and stop. True when nothing was left behind.
 
-        A batch that cannot commit before the deadline stays in the spool and is replayed at next start.
+        Whatever cannot commit before the deadline stays in the journal and is replayed at the next start.
         """
         self._stopping.set()
         try:
@@ -199,44 +232,90 @@ class Writer:
             pass
         self._thread.join(timeout)
         left = self._queue.qsize()
-        if left:
-            log.error("writer stopped with records still queued", left=left)
         alive = self._thread.is_alive()
+        if left:
+            log.error("writer stopped with records still queued; they stay in the journal for the next start",
+                      left=left)
         if not alive:  # a thread still retrying keeps its connection (it is a daemon: it ends with the process)
             self._disconnect()
+            self._journal.close(remove=left == 0)
         return left == 0 and not alive
 
     # ---- start-up --------------------------------------------------------------------------------
 
     def recover(self) -> dict[str, int]:
-        """At start, before serving: replay the spool, ingest gaps, and mark calls a crashed core left in
-        progress. Returns counts of each."""
-        replayed = self._replay_spool()
-        ingested = self._ingest_gaps()
-        crashed = self._write(lambda conn: conn.execute(CORE_CRASH_SQL).rowcount)
-        if replayed or ingested or crashed:
-            log.warning("recovered after an unclean stop", replayed=replayed, gaps=ingested, core_crash=crashed)
-        return {"replayed": replayed, "gaps": ingested, "core_crash": crashed}
-
-    def _replay_spool(self) -> int:
-        if not self._spool.exists():
-            return 0
-        records = []
-        with self._spool.open() as fh:
-            for line in fh:
+        """Replay what an earlier core left (journal segments, an old spool, an unsaved count), ingest gaps,
+        and mark calls a crashed core left in progress as `core_crash`. One attempt: raises when the
+        database does not take the writes (the caller retries). Returns counts of each."""
+        self._open_journal()
+        leftovers = self._leftovers or []
+        records: dict[str, CallRecord] = {}
+        for path in leftovers:
+            for data in journal.read_segment(path):
+                self._keep_latest(records, data)
+        if self._old_spool.exists():
+            for line in self._old_spool.read_text(errors="replace").splitlines():
                 try:
-                    records.append(record_from_json(json.loads(line)))
+                    self._keep_latest(records, json.loads(line))
                 except (ValueError, TypeError):
                     continue  # a torn last line from a crash mid-write
-        if records:
-            self._upsert(records)
-        self._spool.unlink()
-        self.stats.replayed += len(records)
-        return len(records)
+        replay = list(records.values())
+        self._price(replay)
+        lost = sum(journal.read_unsaved(path) for path in self._unsaved_leftovers())
+        if replay:
+            for start in range(0, len(replay), BATCH_MAX):
+                self._upsert(replay[start:start + BATCH_MAX])
+        if lost:
+            self._write_gap_records([{"host": "unknown", "project": None, "client": None, "at": utc_now_iso(),
+                                      "reason": "lost_unjournaled", "calls": lost}])
+        ingested = gaps.ingest(self._spool_dir, self._write)
+        crashed = self._write(lambda conn: conn.execute(CORE_CRASH_SQL).rowcount)
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        for path in self._unsaved_leftovers():
+            path.unlink(missing_ok=True)
+        self._old_spool.unlink(missing_ok=True)
+        self._leftovers = []
+        self.stats.replayed += len(replay)
+        self.stats.gaps_ingested += ingested
+        self.stats.recovered = True
+        if replay or ingested or crashed or lost:
+            log.warning("recovered after an unclean stop", replayed=len(replay), gaps=ingested, core_crash=crashed,
+                        lost_unjournaled=lost)
+        return {"replayed": len(replay), "gaps": ingested, "core_crash": crashed, "lost": lost}
+
+    def _unsaved_leftovers(self) -> list[Path]:
+        own = self._journal.counter_path
+        return [p for p in self._spool_dir.glob(f"{journal.PREFIX}*{journal.UNSAVED_SUFFIX}") if p != own]
+
+    @staticmethod
+    def _keep_latest(records: dict[str, CallRecord], data: dict[str, Any]) -> None:
+        """A final record wins over a provisional one of the same call, whatever the order they come in."""
+        record = record_from_json(data)
+        known = records.get(record.id)
+        if known is None or known.incomplete_reason == IN_PROGRESS:
+            records[record.id] = record
+
+    def _recover_until_done(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                self.recover()
+                return
+            except Exception as exc:  # a locked, full or read-only database: keep trying, keep the files
+                self._note_error(exc)
+                if self._stopping.is_set():
+                    log.error("stopping before the start-up recovery could run; it runs at the next start",
+                              error=self.stats.last_error)
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     # ---- consumer side (writer thread) -------------------------------------------------------------
 
     def _run(self) -> None:
+        if self._recover_at_start:
+            self._recover_until_done()
         while True:
             try:
                 item = self._queue.get(timeout=0.5)
@@ -247,13 +326,13 @@ class Writer:
                 self._queue.task_done()
                 self._housekeeping(final=True)
                 return
-            batch: list[CallRecord] = [item]  # type: ignore[list-item]
+            batch: list[tuple[int | None, CallRecord]] = [item]  # type: ignore[list-item]
             stop_after = False
             # A provisional row waits a moment for company: most calls end within it, and then only their
-            # final row is written (one commit instead of two). A crash in that moment loses no more than
-            # any record still in the queue would.
-            linger_until = time.monotonic() + LINGER_SECONDS if item.incomplete_reason == IN_PROGRESS else 0.0  # type: ignore[union-attr]
-            open_calls = {item.id} if linger_until else set()  # type: ignore[union-attr]
+            # final row is written (one commit instead of two). Both are in the journal meanwhile.
+            first = batch[0][1]
+            linger_until = time.monotonic() + LINGER_SECONDS if first.incomplete_reason == IN_PROGRESS else 0.0
+            open_calls = {first.id} if linger_until else set()
             while len(batch) < BATCH_MAX:
                 try:
                     wait = linger_until - time.monotonic()
@@ -266,17 +345,22 @@ class Writer:
                     break
                 batch.append(more)  # type: ignore[arg-type]
                 if linger_until:  # provisional rows in the batch whose final row has not come yet
-                    if more.incomplete_reason == IN_PROGRESS:  # type: ignore[union-attr]
-                        open_calls.add(more.id)  # type: ignore[union-attr]
+                    record = more[1]  # type: ignore[index]
+                    if record.incomplete_reason == IN_PROGRESS:
+                        open_calls.add(record.id)
                     else:
-                        open_calls.discard(more.id)  # type: ignore[union-attr]
+                        open_calls.discard(record.id)
                     if not open_calls:
                         linger_until = 0.0  # every call in the batch has ended: write now
             taken = len(batch)
-            batch = _superseded_dropped(batch)
-            self._price(batch)
-            if self._commit(batch):
-                self.stats.committed += taken - len(batch)  # the provisional rows their final rows replaced
+            records = _superseded_dropped([r for _, r in batch])
+            self._price(records)
+            if self._commit(records):
+                self.stats.committed += taken - len(records)  # the provisional rows their final rows replaced
+                seqs = [seq for seq, _ in batch if seq is not None]
+                unsaved = taken - len(seqs)
+                self.stats.unsaved = max(0, self.stats.unsaved - unsaved)
+                self._journal.committed(max(seqs, default=0), unsaved)
             for _ in range(taken):
                 self._queue.task_done()
             self._housekeeping(final=stop_after)
@@ -352,28 +436,21 @@ class Writer:
 
     def _commit(self, batch: list[CallRecord]) -> bool:
         delay = 0.05
-        spooled = False
         while True:
             try:
                 self._upsert(batch)
                 break
-            except Exception as exc:  # BUSY, disk full, read-only, I/O: make it durable, then retry
+            except Exception as exc:  # BUSY, disk full, read-only, I/O: the batch is in the journal; retry
                 self._note_error(exc)
-                if not spooled:
-                    spooled = self._append_spool(batch)
                 if self._stopping.is_set() and delay > 2:
-                    log.error("stopping with a batch not committed; it stays in the spool for the next start",
-                              rows=len(batch), spooled=spooled, error=self.stats.last_error)
+                    log.error("stopping with a batch not committed; it stays in the journal for the next start",
+                              rows=len(batch), error=self.stats.last_error)
                     return False
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.stats.committed += len(batch)
         self.stats.batches += 1
         self.stats.last_success_at = time.time()
-        if spooled:
-            self.stats.spooled = max(0, self.stats.spooled - len(batch))
-            if self.stats.spooled == 0:
-                self._spool.unlink(missing_ok=True)
         if self._on_committed is not None:
             for record in batch:
                 if record.incomplete_reason == IN_PROGRESS:
@@ -385,28 +462,12 @@ class Writer:
                     log.error("usage_recorded hook failed", error=f"{type(exc).__name__}: {exc}")
         return True
 
-    def _append_spool(self, batch: list[CallRecord]) -> bool:
-        try:
-            self._spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self._spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "a") as fh:
-                for record in batch:
-                    line = {**row_for(record, ""), "capture": record.capture}
-                    fh.write(json.dumps(line, separators=(",", ":")) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:  # the spool's disk is full too: the batch stays in memory and is retried
-            log.error("cannot write the spool either; keeping the batch in memory", error=str(exc))
-            return False
-        self.stats.spooled += len(batch)
-        return True
-
     def _housekeeping(self, final: bool = False) -> None:
         now = time.monotonic()
         if final or now - self._last_gap_ingest > GAP_INGEST_EVERY:
             self._last_gap_ingest = now
             try:
-                self._ingest_gaps()
+                self.stats.gaps_ingested += gaps.ingest(self._spool_dir, self._write)
                 self._write_dropped()
             except Exception as exc:  # retried next time; the files stay in place
                 self._note_error(exc)
@@ -422,39 +483,17 @@ class Writer:
             dropped, self._dropped = self._dropped, []
         if not dropped:
             return
-        rows = [(str(uuid.uuid4()), d["at"], d["host"], "writer_queue_full", d["project"], d["client"], None, None)
-                for d in dropped]
         try:
-            self._write(lambda conn: conn.executemany(DROPPED_SQL, rows))
+            self._write_gap_records([{**d, "reason": "writer_queue_full", "calls": 1} for d in dropped])
         except Exception:
             with self._lock:
                 self._dropped = dropped + self._dropped
             raise
 
-    def _ingest_gaps(self) -> int:
-        """Move the edge's gap lines into the `gaps` table: rename first (the edge opens the file per line),
-        insert, then delete, so a crash at any point loses nothing and duplicates nothing."""
-        live = self._spool_dir / "gaps.jsonl"
-        if live.exists():
-            live.rename(self._spool_dir / f"gaps.{time.time_ns()}.ingest")
-        total = 0
-        for batch_file in sorted(self._spool_dir.glob("gaps.*.ingest")):
-            latest: dict[str, dict[str, Any]] = {}
-            for line in batch_file.read_text().splitlines():
-                try:
-                    gap = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(gap, dict) and gap.get("id"):
-                    latest[gap["id"]] = {**latest.get(gap["id"], {}), **gap}  # a later line completes it
-            rows = [tuple((g.get("reason") or "unknown") if k == "reason" else g.get(k) for k in _GAP_COLUMNS)
-                    for g in latest.values() if g.get("at") and g.get("host")]
-            if rows:
-                self._write(lambda conn, rows=rows: conn.executemany(GAP_UPSERT_SQL, rows))
-            batch_file.unlink()
-            total += len(rows)
-        self.stats.gaps_ingested += total
-        return total
+    def _write_gap_records(self, lost: list[dict[str, Any]]) -> None:
+        """Calls the core metered but could not keep: `record` gaps, each an exact count of calls."""
+        rows = [gaps.row_values({"id": str(uuid.uuid4()), "kind": "record", **d}) for d in lost]
+        self._write(lambda conn: conn.executemany(gaps.UPSERT_SQL, rows))
 
     def _note_error(self, exc: Exception) -> None:
         message = str(getattr(exc, "orig", None) or exc)
