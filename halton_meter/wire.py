@@ -6,11 +6,12 @@ a time, gives the same result) and bounded (no input can grow memory past the ca
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +89,7 @@ class _Zlib:
 
     def flush(self, limit: int) -> Iterator[bytes]:
         if self._obj is not None and limit >= 0:
-            piece = self._obj.flush(limit + 1)
+            piece = self._obj.flush(min(PIECE, limit + 1))  # the initial buffer size, not a limit
             if piece:
                 yield piece
 
@@ -238,7 +239,6 @@ class SSEEvent:
     data: str
 
 
-_LINE_BREAK = re.compile(rb"[\r\n]")
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -285,14 +285,20 @@ class SSEDecoder:
             self._after_cr = False
             if chunk[0] == 0x0A:
                 pos = 1
+        # The next CR and LF, each found at memchr speed and looked for again only once passed (a regex
+        # character class scans about 40 times slower, which showed for multi-megabyte events).
+        next_cr, next_lf = chunk.find(b"\r", pos), chunk.find(b"\n", pos)
         while pos < size:
-            match = _LINE_BREAK.search(chunk, pos)
-            if match is None:
+            if 0 <= next_cr < pos:
+                next_cr = chunk.find(b"\r", pos)
+            if 0 <= next_lf < pos:
+                next_lf = chunk.find(b"\n", pos)
+            if next_cr < 0 and next_lf < 0:
                 if not self._discarding:
                     self._buf += chunk[pos:]
                     self._bound_partial_line()
                 break
-            end = match.start()
+            end = next_lf if next_cr < 0 or 0 <= next_lf < next_cr else next_cr
             if self._discarding:
                 self._discarding = False  # the over-long line ends here
             else:
@@ -393,12 +399,19 @@ class JSONArrayStream:
     """Yields each top-level element of a JSON array as it completes: `[{…},\r\n{…}]` written incrementally.
 
     A scanner tracks nesting and string state across chunks (so a split anywhere, even inside a string or
-    an escape, gives the same elements). An element larger than `max_element_bytes` is skipped and
-    counted in `oversize`; `closed` turns true at the array's closing bracket.
+    an escape, gives the same elements). Each element is parsed within the JSON budget (`load_json`). An
+    element larger than `max_element_bytes`, or over the budget, is skipped and counted in `oversize`;
+    with `partial`, an over-budget object yields what a targeted read recovers (a PartialDocument, counted
+    in `partial_reads`; see `load_json` for `descend`) instead. `closed` turns true at the array's closing
+    bracket.
     """
 
-    def __init__(self, max_element_bytes: int = MAX_SSE_EVENT_BYTES) -> None:
+    def __init__(self, max_element_bytes: int = MAX_SSE_EVENT_BYTES, partial: bool = False,
+                 descend: Collection[str] = ()) -> None:
         self._max = max_element_bytes
+        self._partial = partial
+        self._descend = descend
+        self.partial_reads = 0
         self._started = False
         self._depth = 0
         self._in_string = False
@@ -467,13 +480,371 @@ class JSONArrayStream:
                     self._element = bytearray()
             if self._depth == 0:
                 if not self._skipping:
-                    value = loads_or_none(bytes(self._element))
-                    if value is None:
-                        self.invalid += 1
-                    else:
-                        out.append(value)
+                    self._parse(bytes(self._element), out)
                 self._element = bytearray()
         return out
+
+    def _parse(self, element: bytes, out: list[Any]) -> None:
+        try:
+            value = load_json(element, partial=self._partial, descend=self._descend)
+        except OverBudget:
+            self.oversize += 1
+            return
+        except ValueError:
+            self.invalid += 1
+            return
+        if isinstance(value, PartialDocument):
+            self.partial_reads += 1
+        out.append(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bounded JSON: every parse of untrusted bytes goes through here
+# --------------------------------------------------------------------------------------------------
+
+MAX_JSON_ELEMENTS = 50_000
+"""Most JSON elements one parse may materialise. Estimated before parsing, at C speed, as the count of `,`,
+`{` and `[` (every value but a container's first follows a comma, every container opens with a bracket;
+commas inside strings count too, so the estimate only errs high). Within it, the slowest shapes measured
+(objects of short keys, logprob-like entries) parse in about 40 ms and 10 MiB on the 2-core reference box;
+see docs/memory.md."""
+MAX_JSON_INT_DIGITS = 40
+"""Longest integer literal parsed: CPython converts decimal digits in quadratic time, so 16 MiB of
+4,300-digit integers (few elements) would take half a second. Longer ones make the document over budget."""
+MAX_SCAN_TOKENS = 8192
+"""How many structural tokens (brackets, commas, strings) one direction of a targeted read may visit."""
+REQUEST_SCAN_TOKENS = 32768
+"""The same for a request body, which the targeted read must cover end to end to prove a key is absent."""
+PARTIAL_WINDOW = 256 * 1024
+"""Bytes kept from each end of a body too big to keep whole, and read backwards from the end of a document."""
+_READ_DEPTH = 2
+"""Object levels a targeted read records members of: the top level, and one declared member (`descend`)."""
+
+
+class OverBudget(ValueError):
+    """A JSON document that would cost more than the budget to materialise; it was not materialised.
+
+    A ValueError, so code that treats unparsable JSON as "not JSON" treats this the same way. `reason` is
+    `elements` (the estimate), `depth` (nesting past the decoder's guard) or `number` (an integer literal
+    longer than MAX_JSON_INT_DIGITS)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"JSON over budget ({reason})")
+        self.reason = reason
+
+
+class PartialDocument(dict[str, Any]):
+    """The complete members of an over-budget JSON object that a targeted read recovered from its start and
+    its end (the end wins for a key read at both, as in `json.loads`); every value in it is exactly what
+    `json.loads` gives, except a member declared for descent, itself a PartialDocument. `unread` names the
+    member the read stopped in, when known."""
+
+    def __init__(self, members: dict[str, Any] | None = None, unread: list[str] | None = None) -> None:
+        super().__init__(members or {})
+        self.unread = unread or []
+
+
+def estimate_elements(data: str | bytes | bytearray) -> int:
+    """C-speed counts of `,` `{` `[`: the values (containers and scalars) `json.loads(data)` would build are
+    at most this plus one (the root), keys aside; a nested container counts twice, string contents add."""
+    if isinstance(data, str):
+        return data.count(",") + data.count("{") + data.count("[")
+    return data.count(b",") + data.count(b"{") + data.count(b"[")
+
+
+_ESTIMATE_STEP = 1 << 20
+
+
+def over_estimate(data: str | bytes | bytearray, max_elements: int | None = None) -> bool:
+    """`estimate_elements(data) > max_elements` (default MAX_JSON_ELEMENTS), counting a mebibyte at a time
+    so that a document far over the budget is told after its first slice, not after all of it."""
+    if max_elements is None:
+        max_elements = MAX_JSON_ELEMENTS
+    if len(data) <= max_elements:
+        return False  # every counted character is one character
+    marks = (",", "{", "[") if isinstance(data, str) else (b",", b"{", b"[")
+    total = 0
+    for start in range(0, len(data), _ESTIMATE_STEP):
+        end = start + _ESTIMATE_STEP
+        total += sum(data.count(mark, start, end) for mark in marks)
+        if total > max_elements:
+            return True
+    return False
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_JSON_INT_DIGITS and len(text.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise OverBudget("number")
+    return int(text)
+
+
+_DECODER = json.JSONDecoder(parse_int=_parse_int)
+
+
+def _materialise(data: str | bytes | bytearray) -> Any:
+    """`json.loads(data)` with integer lengths bounded and nesting past the decoder's recursion guard
+    reported as OverBudget. The collector is paused meanwhile: a parse creates no cycles, and a full
+    collection triggered by its allocations would walk the whole heap."""
+    if isinstance(data, str):
+        if data.startswith("\ufeff"):
+            raise ValueError("Unexpected UTF-8 BOM")
+        text = data
+    else:
+        text = data.decode(json.detect_encoding(data), "surrogatepass")
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _DECODER.decode(text)
+    except RecursionError:
+        raise OverBudget("depth") from None
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def bounded_loads(data: str | bytes | bytearray, max_elements: int | None = None) -> Any:
+    """`json.loads` within the budget: raises OverBudget (before parsing, when the estimate is over) instead
+    of materialising a document that would cost more, and ValueError for what is not JSON."""
+    if over_estimate(data, max_elements):
+        raise OverBudget("elements")
+    return _materialise(data)
+
+
+def load_json(data: str | bytes | bytearray, *, partial: bool = False, descend: Collection[str] = (),
+              max_elements: int | None = None, max_tokens: int | None = None) -> Any:
+    """Parse within the budget; when the estimate is over, walk the document's structure instead (bounded
+    by `max_tokens`, default MAX_SCAN_TOKENS): if the walk reaches its end, the estimate was inflated by
+    commas inside strings and the document is parsed whole after all. Otherwise, with `partial`, the
+    complete members of a top-level object readable from its two ends come back as a PartialDocument; a
+    member named in `descend` that is too big is read the same way one level down (e.g. a Responses
+    event's `response`, whose `usage` follows its big `output`). Raises OverBudget when nothing can be read
+    within the budget, ValueError for what is not JSON."""
+    try:
+        return bounded_loads(data, max_elements)
+    except OverBudget as over:
+        reason = over.reason
+    tokens = MAX_SCAN_TOKENS if max_tokens is None else max_tokens
+    value = _targeted_read(data, partial, tokens, descend=descend)
+    if value is None:
+        raise OverBudget(reason)
+    return value
+
+
+def loads_or_none(text: str | bytes | bytearray) -> Any:
+    """The whole document within the budget (see `load_json`), or None: not JSON, or over budget."""
+    try:
+        return load_json(text)
+    except ValueError:
+        return None
+
+
+# ---- targeted reads ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Syntax:
+    token: re.Pattern[Any]
+    quote: Any
+    """The quote as an element of the sequence (int for bytes, a one-character str for str)."""
+    quote_lit: Any
+    backslash: Any
+    key: re.Pattern[Any]
+    non_ws: re.Pattern[Any]
+    chars: dict[str, Any]
+
+
+_BYTES = _Syntax(re.compile(rb'["{}\[\],]'), 0x22, b'"', b"\\", re.compile(rb'\s*("(?:[^"\\]|\\.)*")\s*:'),
+                 re.compile(rb"\S"), {c: ord(c) for c in "{}[],"})
+_STR = _Syntax(re.compile(r'["{}\[\],]'), '"', '"', "\\", re.compile(r'\s*("(?:[^"\\]|\\.)*")\s*:'),
+               re.compile(r"\S"), {c: c for c in "{}[],"})
+_KEY_LOOKAHEAD = 4096
+
+
+def _backslashes(seq: Any, j: int, lo: int, syntax: _Syntax, after: bool) -> int:
+    """How many backslashes run right before index `j` (down to `lo`), or right after it with `after`:
+    at C speed, in slices that grow geometrically."""
+    total, step = 0, 64
+    while True:
+        if after:
+            seg = seq[j + 1 + total : j + 1 + total + step]
+            run = len(seg) - len(seg.lstrip(syntax.backslash))
+        else:
+            start = max(lo, j - total - step)
+            seg = seq[start : j - total]
+            run = len(seg) - len(seg.rstrip(syntax.backslash))
+        total += run
+        if run < len(seg) or not seg or (not after and start == lo):
+            return total
+        step *= 4
+
+
+@dataclass(slots=True)
+class _Frame:
+    opener: Any
+    start: int
+    marks: list[int] | None
+    """For an object shallow enough to be read: the index of its opening bracket, then of each comma."""
+
+
+@dataclass(slots=True)
+class _Walk:
+    path: list[_Frame]
+    """The containers open where the walk stopped, outermost first."""
+    closed_at: int | None = None
+    """Index of the root's closing bracket, when the walk got that far."""
+
+
+def _walk(seq: Any, start: int, syntax: _Syntax, reverse: bool, max_tokens: int) -> _Walk:
+    """Follow the bracket structure from the root's opening bracket at `start`, skipping strings at C speed,
+    until the root closes, the text ends or `max_tokens` tokens were visited. On reversed text (`reverse`)
+    closing brackets open, and a quote is escaped by the backslashes that follow it."""
+    chars = syntax.chars
+    obj_open = chars["}"] if reverse else chars["{"]
+    opens = (chars["}"], chars["]"]) if reverse else (chars["{"], chars["["])
+    comma, quote, search = chars[","], syntax.quote, syntax.token.search
+    path = [_Frame(seq[start], start, [start] if seq[start] == obj_open else None)]
+    pos, tokens = start + 1, 0
+    while tokens < max_tokens:
+        match = search(seq, pos)
+        if match is None:
+            return _Walk(path)
+        i = match.start()
+        char = seq[i]
+        tokens += 1
+        if char == quote:
+            j = i + 1
+            while True:  # the string's closing quote: the next one with an even run of backslashes before it
+                j = seq.find(syntax.quote_lit, j)
+                tokens += 1
+                if j < 0 or tokens >= max_tokens:
+                    return _Walk(path)
+                if _backslashes(seq, j, i + 1, syntax, after=reverse) % 2 == 0:
+                    break
+                j += 1
+            pos = j + 1
+            continue
+        if char in opens:
+            shallow = char == obj_open and len(path) < _READ_DEPTH
+            path.append(_Frame(char, i, [i] if shallow else None))
+        elif char == comma:
+            if path[-1].marks is not None:
+                path[-1].marks.append(i)
+        else:
+            path.pop()
+            if not path:
+                return _Walk([], i)
+        pos = i + 1
+    return _Walk(path)
+
+
+@dataclass(slots=True)
+class _Level:
+    members: dict[str, Any]
+    key: str | None
+    """The member the walk stopped in, when its name could be read (reading forwards only)."""
+    into_object: bool
+    """That member's value is an object the walk went into (the next level)."""
+
+
+def _members(text: Any, lo: int, hi: int) -> dict[str, Any]:
+    """Parse the complete members between `lo` and `hi` (an object's inside without its brackets). The walk
+    visited all of their structure, so their elements are bounded by its token budget."""
+    if hi <= lo:
+        return {}
+    brace = ("{", "}") if isinstance(text, str) else (b"{", b"}")
+    try:
+        value = _materialise(brace[0] + text[lo:hi] + brace[1])
+    except (ValueError, TypeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _levels(seq: Any, walk: _Walk, syntax: _Syntax, original: Any = None) -> list[_Level]:
+    """What a stopped walk read, level by level along its path. With `original`, `seq` is that text reversed
+    (a backward walk): members are parsed from the original text, and the member stopped in has no name."""
+    levels: list[_Level] = []
+    size = len(seq)
+    for depth, frame in enumerate(walk.path):
+        if frame.marks is None:
+            break
+        first, last = frame.marks[0], frame.marks[-1]
+        key = None
+        if original is not None:  # reversed indices [a, b) are the original's [size - b, size - a)
+            members = _members(original, size - last, size - first - 1)
+        else:
+            members = _members(seq, first + 1, last)
+            match = syntax.key.match(seq, last + 1, min(size, last + 1 + _KEY_LOOKAHEAD))
+            if match is not None:
+                name = loads_or_none(match.group(1))
+                key = name if isinstance(name, str) else None
+        child = walk.path[depth + 1] if depth + 1 < len(walk.path) else None
+        levels.append(_Level(members, key, child is not None and child.marks is not None))
+    return levels
+
+
+def _first_non_ws(seq: Any, syntax: _Syntax) -> int:
+    match = syntax.non_ws.search(seq)
+    return -1 if match is None else match.start()
+
+
+def _targeted_read(data: str | bytes | bytearray, partial: bool, max_tokens: int,
+                   tail: str | bytes | None = None, descend: Collection[str] = ()) -> Any:
+    """See `load_json`. `data` is the whole document, or with `tail` its first bytes and `tail` its last."""
+    seq: Any = bytes(data) if isinstance(data, bytearray) else data
+    syntax = _STR if isinstance(seq, str) else _BYTES
+    start = _first_non_ws(seq, syntax)
+    if start < 0:
+        return None
+    if seq[start] not in (syntax.chars["{"], syntax.chars["["]):
+        return _materialise(seq) if tail is None else None  # a scalar: its cost is its length
+    forward = _walk(seq, start, syntax, reverse=False, max_tokens=max_tokens)
+    if forward.closed_at is not None:
+        # The whole structure fits the token budget: the estimate counted commas inside strings.
+        if tail is not None or syntax.non_ws.search(seq, forward.closed_at + 1) is not None:
+            raise ValueError("extra data after the JSON document")
+        return _materialise(seq[start : forward.closed_at + 1])
+    if not partial or seq[start] != syntax.chars["{"]:
+        return None
+    end_text = seq[-PARTIAL_WINDOW:] if tail is None else tail
+    reversed_text = end_text[::-1]
+    last = _first_non_ws(reversed_text, syntax)
+    backward_levels: list[_Level] = []
+    if last >= 0 and reversed_text[last] == syntax.chars["}"]:
+        backward = _walk(reversed_text, last, syntax, reverse=True, max_tokens=max_tokens)
+        if backward.closed_at is None:
+            backward_levels = _levels(reversed_text, backward, syntax, original=end_text)
+    return _merge(_levels(seq, forward, syntax), backward_levels, descend)
+
+
+def _merge(forward: list[_Level], backward: list[_Level], descend: Collection[str]) -> PartialDocument | None:
+    """The complete members read from the start and from the end; None when there are none.
+
+    The member a walk stopped in is not read: it may be big, or merely where the walk's budget ran out. The
+    one exception is a member named in `descend` that both walks stopped in, as an object: it is taken to
+    be the same member (the document's one member too big to read), which is how the backward walk's
+    members one level down get their name, and it becomes a PartialDocument of what both walks read in it.
+    """
+    ahead = forward[0] if forward else None
+    behind = backward[0] if backward else None
+    document = PartialDocument()
+    if ahead is not None:
+        document.update(ahead.members)
+    if behind is not None:
+        document.update(behind.members)  # later in the document: wins, as with json.loads
+    key = ahead.key if ahead is not None else None
+    if key is not None and key not in document:
+        if (key in descend and ahead is not None and ahead.into_object and len(forward) > 1
+                and behind is not None and behind.into_object and len(backward) > 1):
+            inner = _merge(forward[1:2], backward[1:2], ())
+            if inner is not None:
+                document[key] = inner
+            else:
+                document.unread.append(key[:64])
+        else:
+            document.unread.append(key[:64])
+    if not document:
+        return None
+    return document
 
 
 # --------------------------------------------------------------------------------------------------
@@ -482,35 +853,100 @@ class JSONArrayStream:
 
 
 class JSONAccumulator:
-    """Collects a JSON body up to a cap and parses it once at the end."""
+    """Collects a JSON body and parses it once at the end, within the JSON budget.
 
-    def __init__(self, cap: int = DEFAULT_DECODED_CAP) -> None:
+    The body is kept whole while it is within `cap` bytes and its element estimate within `max_elements`.
+    Past either, it is dropped (`oversize`), or with `partial=True` only its first and last PARTIAL_WINDOW
+    bytes are kept, from which `parse()` reads what a targeted read can (a PartialDocument); `oversize`
+    then turns true only if nothing could be read. Memory: at most `cap` bytes, or 3 windows."""
+
+    def __init__(self, cap: int = DEFAULT_DECODED_CAP, *, partial: bool = False,
+                 descend: Collection[str] = (), max_elements: int | None = None) -> None:
         self._buf = bytearray()
         self._cap = cap
+        self._partial = partial
+        self._descend = descend
+        self._max = MAX_JSON_ELEMENTS if max_elements is None else max_elements
+        self._estimate = 0
+        self._head: bytearray | None = None
+        self._tail = bytearray()
+        self._gap = False
         self.oversize = False
 
     def feed(self, data: bytes) -> None:
-        if self.oversize:
+        if self.oversize or not data:
             return
-        if len(self._buf) + len(data) > self._cap:
+        if self._head is not None:
+            self._keep_ends(data)
+            return
+        self._estimate += estimate_elements(data)
+        if len(self._buf) + len(data) <= self._cap and self._estimate <= self._max:
+            self._buf += data
+            return
+        buffered, self._buf = self._buf, bytearray()
+        if not self._partial:
             self.oversize = True
-            self._buf.clear()
             return
-        self._buf += data
+        self._head = bytearray()
+        self._keep_ends(bytes(buffered))
+        del buffered
+        self._keep_ends(data)
+
+    def _keep_ends(self, data: bytes) -> None:
+        head, window = self._head, PARTIAL_WINDOW
+        assert head is not None
+        view = memoryview(data)
+        if len(head) < window:
+            room = window - len(head)
+            head += view[:room]
+            view = view[room:]
+        if len(view) >= window:  # the tail is all in this piece
+            if len(self._tail) + len(view) > window:
+                self._gap = True
+            self._tail = bytearray(view[-window:])
+        elif view:
+            self._tail += view
+            if len(self._tail) > 2 * window:  # trimmed in batches; parse() uses exactly one window
+                del self._tail[: len(self._tail) - window]
+                self._gap = True
 
     def parse(self) -> Any:
-        """The parsed document, or None when empty, oversize or not JSON. Leading blank lines (DeepSeek's
+        """The document, a PartialDocument (over budget, `partial=True`), or None: empty, not JSON, or
+        nothing readable within the budget (then `oversize` is true). Leading blank lines (DeepSeek's
         keep-alives before a delayed body) are skipped."""
-        if self.oversize or not self._buf.strip():
+        if self.oversize:
+            return None
+        if self._head is not None:
+            return self._parse_ends()
+        if _BYTES.non_ws.search(self._buf) is None:
             return None
         try:
-            return json.loads(self._buf)
+            text = self._buf.decode(json.detect_encoding(self._buf), "surrogatepass")
+        except UnicodeDecodeError:
+            return None
+        self._buf = bytearray()  # the decoded copy is all the parse needs: free the bytes first (parse once)
+        try:
+            return _materialise(text)
+        except OverBudget:
+            pass
         except ValueError:
             return None
+        return self._read(text.encode("utf-8", "surrogatepass"), None)
 
+    def _parse_ends(self) -> Any:
+        head, self._head = bytes(self._head or b""), bytearray()
+        tail, self._tail = bytes(self._tail), bytearray()
+        if self._gap:  # the same two windows however the body was chunked
+            return self._read(head, tail[-PARTIAL_WINDOW:])
+        return self._read(head + tail, None)
 
-def loads_or_none(text: str | bytes) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
+    def _read(self, data: bytes, tail: bytes | None) -> Any:
+        value = None
+        if self._partial:
+            try:
+                value = _targeted_read(data, True, MAX_SCAN_TOKENS, tail, self._descend)
+            except ValueError:
+                value = None
+        if value is None:
+            self.oversize = True
+        return value

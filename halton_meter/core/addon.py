@@ -45,7 +45,7 @@ from halton_meter.types import (
     RequestFacts,
     StreamRewriter,
 )
-from halton_meter.wire import BodyDecoder, DecodeLimitExceeded, UnsupportedEncoding
+from halton_meter.wire import DEFAULT_DECODED_CAP, BodyDecoder, DecodeLimitExceeded, UnsupportedEncoding
 
 log = structlog.get_logger("halton_meter.core")
 
@@ -348,7 +348,9 @@ class MeterAddon:
             meter.parser = meter.provider.response_parser(
                 meter.endpoint, meter.facts, response.status_code, content_type
             )
-            meter.decoder = BodyDecoder(response.headers.get("content-encoding"))
+            # A parser may take more than the default cap when it keeps only the ends of a huge body.
+            cap = getattr(meter.parser, "decoded_cap", DEFAULT_DECODED_CAP)
+            meter.decoder = BodyDecoder(response.headers.get("content-encoding"), cap=cap)
             headers = {k.lower(): v for k, v in response.headers.items()}
             rewriter = meter.provider.response_rewriter(meter.endpoint, meter.facts, response.status_code, headers)
             if rewriter is not None:
@@ -442,8 +444,9 @@ class MeterAddon:
         outcome = ParseOutcome()
         if meter.parser is not None:
             outcome = meter.parser.finish(eof and meter.decode_failure is None)  # type: ignore[attr-defined]
-        if meter.facts.extra.get("rewrite_skipped"):
-            outcome.extra["rewrite_skipped"] = meter.facts.extra["rewrite_skipped"]
+        for key in ("rewrite_skipped", "request_read"):  # request-side facts the record should show
+            if meter.facts.extra.get(key):
+                outcome.extra[key] = meter.facts.extra[key]
         sent = meter.sent_mono or meter.started_mono
         error_msg = flow.error.msg if flow.error is not None else None
         seen = Observed(

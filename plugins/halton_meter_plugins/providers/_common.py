@@ -6,7 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from halton_meter.types import Endpoint, ParseOutcome, Provider, RequestFacts
-from halton_meter.wire import JSONAccumulator, SSEDecoder, SSEEvent, loads_or_none
+from halton_meter.wire import (
+    DEFAULT_DECODED_CAP,
+    REQUEST_SCAN_TOKENS,
+    JSONAccumulator,
+    OverBudget,
+    PartialDocument,
+    SSEDecoder,
+    SSEEvent,
+    load_json,
+)
 
 
 def count(value: Any) -> int:
@@ -31,17 +40,32 @@ def dig(obj: Any, *keys: str) -> Any:
     return obj
 
 
+def request_json(body: bytes) -> Any:
+    """A request body's JSON within the JSON budget (`halton_meter.wire.load_json`): the document, or for one
+    over the budget the members a targeted read recovers (a PartialDocument: `model` and `stream` sit at
+    the top level, before or after the big `messages`), or None (empty, not JSON, nothing readable)."""
+    if not body:
+        return None
+    try:
+        return load_json(body, partial=True, max_tokens=REQUEST_SCAN_TOKENS)
+    except ValueError:
+        return None
+
+
 def json_request_facts(body: bytes) -> RequestFacts:
     """`model` and `stream` from a JSON request body (OpenAI- and Anthropic-style)."""
-    data = loads_or_none(body) if body else None
+    data = request_json(body)
     if not isinstance(data, dict):
         return RequestFacts()
     model = data.get("model")
-    return RequestFacts(
+    facts = RequestFacts(
         model_requested=model if isinstance(model, str) else None,
         stream_requested=data.get("stream") is True,
         extra={"include_usage": dig(data, "stream_options", "include_usage") is True},
     )
+    if isinstance(data, PartialDocument):
+        facts.extra["request_read"] = "partial"
+    return facts
 
 
 def is_event_stream(content_type: str) -> bool:
@@ -49,7 +73,20 @@ def is_event_stream(content_type: str) -> bool:
 
 
 class BodyParser:
-    """Base response parser. Subclasses implement `on_event` (streams) and `on_document` (whole bodies)."""
+    """Base response parser. Subclasses implement `on_event` (streams) and `on_document` (whole bodies).
+
+    Every JSON value is read within the JSON budget (`halton_meter.wire.load_json`). A whole body over the
+    budget is read from its two ends (a PartialDocument reaches `on_document`, and `extra["partial_read"]`
+    names what was skipped); if that yields no usage for a successful inference call, or nothing at all,
+    the record is `unparsed_oversize`. Stream handlers read each event with `read_json`."""
+
+    partial_descend: tuple[str, ...] = ()
+    """Top-level members that hold what this parser reads (e.g. `response`): an over-budget value is read
+    one level down into them, from both ends (`halton_meter.wire.load_json`)."""
+    decoded_cap = DEFAULT_DECODED_CAP
+    """Most decoded body bytes the core feeds this parser. Past the JSON accumulator's own cap a body is
+    kept only as its two ends, so a parser whose usage sits at the end of a legitimately huge body
+    (embeddings) may raise this without raising memory."""
 
     def __init__(self, endpoint: Endpoint, request: RequestFacts, status: int, content_type: str) -> None:
         self.endpoint = endpoint
@@ -58,11 +95,12 @@ class BodyParser:
         self.outcome = ParseOutcome()
         self._sse: SSEDecoder | None = None
         self._json: JSONAccumulator | None = None
+        self._over_budget_events = 0
         if is_event_stream(content_type):
             self._sse = SSEDecoder()
             self.outcome.streamed = True
         else:
-            self._json = JSONAccumulator()
+            self._json = JSONAccumulator(partial=True, descend=self.partial_descend)
 
     def feed(self, data: bytes) -> None:
         if self._sse is not None:
@@ -71,6 +109,26 @@ class BodyParser:
         elif self._json is not None:
             self._json.feed(data)
 
+    def read_json(self, text: str | bytes) -> Any:
+        """One stream event's (or element's) JSON within the budget: the value; for an object over the
+        budget the members a targeted read recovers (a PartialDocument, counted in
+        `extra["partial_events"]`); or None: not JSON, or over the budget with nothing readable (counted
+        with the oversize events)."""
+        try:
+            value = load_json(text, partial=True, descend=self.partial_descend)
+        except OverBudget:
+            self._over_budget_events += 1
+            return None
+        except ValueError:
+            return None
+        if isinstance(value, PartialDocument):
+            self.outcome.extra["partial_events"] = self.outcome.extra.get("partial_events", 0) + 1
+        return value
+
+    def oversize_events(self) -> int:
+        """Events skipped for their size or their JSON budget."""
+        return (self._sse.oversize if self._sse is not None else 0) + self._over_budget_events
+
     def finish(self, eof: bool) -> ParseOutcome:
         """`eof`: the body ended as HTTP framing says it should. False: the connection was cut."""
         outcome = self.outcome
@@ -78,23 +136,32 @@ class BodyParser:
             if eof:
                 for event in self._sse.close():
                     self._event(event)
-            if self._sse.oversize:
-                outcome.extra["oversize_events"] = self._sse.oversize
+            oversize = self.oversize_events()
+            if oversize:
+                outcome.extra["oversize_events"] = oversize
             if not outcome.complete and outcome.incomplete_reason is None:
-                outcome.incomplete_reason = "upstream_truncated"
+                outcome.incomplete_reason = "unparsed_oversize" if eof and oversize else "upstream_truncated"
         elif self._json is not None:
+            document = self._json.parse() if eof else None
             if self._json.oversize:
                 outcome.incomplete_reason = "unparsed_oversize"
             elif not eof:
                 outcome.incomplete_reason = "upstream_truncated"
-            else:
-                document = self._json.parse()
-                if document is not None:
-                    self._safe(self.on_document, document)
-                elif self.status < 400 and self.endpoint.inference:
-                    outcome.incomplete_reason = "parse_error"
-                outcome.complete = outcome.incomplete_reason is None
+            elif isinstance(document, PartialDocument):
+                self._partial_document(document)
+            elif document is not None:
+                self._safe(self.on_document, document)
+            elif self.status < 400 and self.endpoint.inference:
+                outcome.incomplete_reason = "parse_error"
+            outcome.complete = outcome.incomplete_reason is None
         return outcome
+
+    def _partial_document(self, document: PartialDocument) -> None:
+        outcome = self.outcome
+        outcome.extra["partial_read"] = {"read": "top-level members from both ends", "unread": document.unread}
+        self._safe(self.on_document, document)
+        if self.status < 400 and self.endpoint.inference and not outcome.usage_reported:
+            outcome.incomplete_reason = outcome.incomplete_reason or "unparsed_oversize"
 
     def _event(self, event: SSEEvent) -> None:
         self._safe(self.on_event, event)
@@ -156,4 +223,5 @@ __all__ = [
     "is_event_stream",
     "json_request_facts",
     "optional_count",
+    "request_json",
 ]

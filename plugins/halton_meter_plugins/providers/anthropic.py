@@ -61,7 +61,7 @@ class MessagesParser(BodyParser):
     # ---- streams ---------------------------------------------------------------------------------
 
     def on_event(self, event: SSEEvent) -> None:
-        data = loads_or_none(event.data)
+        data = self.read_json(event.data)
         if not isinstance(data, dict):
             return
         kind = data.get("type") or event.event

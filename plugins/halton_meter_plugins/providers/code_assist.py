@@ -16,8 +16,7 @@ from urllib.parse import unquote
 
 from halton_meter import hookimpl
 from halton_meter.types import BILLING_SUBSCRIPTION, Endpoint, RequestFacts, ResponseParser
-from halton_meter.wire import loads_or_none
-from halton_meter_plugins.providers._common import NoUsageParser, Provider, dig
+from halton_meter_plugins.providers._common import NoUsageParser, Provider, dig, request_json
 from halton_meter_plugins.providers.gemini import (
     COUNT_TOKENS,
     GENERATE,
@@ -44,6 +43,8 @@ def rpc_method(path: str) -> str | None:
 
 
 class CodeAssistParser(GenerateContentParser):
+    partial_descend = ("response",)  # the GenerateContentResponse is wrapped in `response`
+
     # Gemini CLI hands `traceId` to its caller as the response id, so that is the id a user can look up.
     def unwrap(self, chunk: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         trace = chunk.get("traceId")
@@ -69,7 +70,7 @@ class CodeAssistProvider(Provider):
     ) -> RequestFacts:
         if endpoint is OTHER:
             return RequestFacts()
-        data = loads_or_none(body) if body else None
+        data = request_json(body)
         if endpoint is COUNT_TOKENS:
             model = dig(data, "request", "model")
         else:

@@ -119,7 +119,8 @@ class GenerateContentParser(BodyParser):
             self._sniffing = False
             if data[:1] == b"[":
                 self._json = None
-                self._array = JSONArrayStream(self.max_element_bytes)
+                self._array = JSONArrayStream(self.max_element_bytes, partial=True,
+                                              descend=self.partial_descend)
                 self.outcome.streamed = True
         if self._array is not None:
             for element in self._array.feed(data):
@@ -133,11 +134,13 @@ class GenerateContentParser(BodyParser):
             oversize, ended = self._array.oversize, self._array.closed
             if self._array.invalid:
                 outcome.extra["invalid_events"] = self._array.invalid
+            if self._array.partial_reads:
+                outcome.extra["partial_events"] = self._array.partial_reads
         elif self._sse is not None:
             if eof:
                 for event in self._sse.close():
                     self._event(event)
-            oversize, ended = self._sse.oversize, True
+            oversize, ended = self.oversize_events(), True
         else:
             return super().finish(eof)
         if oversize:
@@ -154,7 +157,7 @@ class GenerateContentParser(BodyParser):
     # ---- elements --------------------------------------------------------------------------------
 
     def on_event(self, event: SSEEvent) -> None:
-        self._stream_element(loads_or_none(event.data))
+        self._stream_element(self.read_json(event.data))
 
     def on_document(self, document: Any) -> None:
         self._element(document, streamed=False)

@@ -29,7 +29,14 @@ from typing import Any
 from halton_meter import hookimpl
 from halton_meter.errors import ConfigError
 from halton_meter.types import Endpoint, ParseOutcome, RequestFacts, ResponseParser, Usage
-from halton_meter.wire import MAX_SSE_EVENT_BYTES, SSEEvent, loads_or_none
+from halton_meter.wire import (
+    MAX_SSE_EVENT_BYTES,
+    REQUEST_SCAN_TOKENS,
+    PartialDocument,
+    SSEEvent,
+    load_json,
+    loads_or_none,
+)
 from halton_meter_plugins.providers._common import (
     BodyParser,
     NoUsageParser,
@@ -39,6 +46,7 @@ from halton_meter_plugins.providers._common import (
     is_event_stream,
     json_request_facts,
     optional_count,
+    request_json,
 )
 
 CHAT = Endpoint("chat.completions", billable=True)
@@ -224,7 +232,7 @@ class ChatParser(BodyParser):
         if event.data.strip() == "[DONE]":
             self.outcome.complete = self.outcome.incomplete_reason is None
             return
-        chunk = loads_or_none(event.data)
+        chunk = self.read_json(event.data)
         if not isinstance(chunk, dict):
             return
         if "error" in chunk and isinstance(chunk["error"], dict):
@@ -297,12 +305,15 @@ def inject_include_usage(body: bytes) -> bytes | None:
 
     Without `stream_options` the member is inserted right after the opening brace, so every other byte is
     the client's. With one, the body is re-serialised compactly (same meaning; refused when a number
-    would not survive, e.g. 1e400)."""
+    would not survive, e.g. 1e400). The body is read within the JSON budget: one too big to parse whole is
+    left alone unless the insertion alone will do, which needs every top-level member name, i.e. a
+    targeted read that covered the whole body (`load_json` then returns the whole document)."""
     try:
-        data = json.loads(body.decode("utf-8"))
+        body.decode("utf-8")
+        data = load_json(body, partial=True, max_tokens=REQUEST_SCAN_TOKENS)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-    if not isinstance(data, dict) or data.get("stream") is not True:
+    if not isinstance(data, dict) or data.get("stream") is not True or isinstance(data, PartialDocument):
         return None
     if "stream_options" not in data:
         start = len(body) - len(body.lstrip(b" \t\r\n"))
@@ -466,6 +477,8 @@ class ResponsesParser(BodyParser):
     stream is complete, and `extra["response_status"]` says "incomplete". `response.failed` is a terminal
     event too (complete, with the error's code); a separate `error` event is a mid-stream error."""
 
+    partial_descend = ("response",)  # a terminal event too big to parse: its usage follows the output
+
     def error_id(self, error: Any) -> str | None:
         """The record's error id for an error object (`code`, else `type`)."""
         return error_type({"error": error}) if isinstance(error, dict) else None
@@ -479,7 +492,7 @@ class ResponsesParser(BodyParser):
     # ---- streams ---------------------------------------------------------------------------------
 
     def on_event(self, event: SSEEvent) -> None:
-        data = loads_or_none(event.data)
+        data = self.read_json(event.data)
         if not isinstance(data, dict):
             return
         kind = data.get("type") if isinstance(data.get("type"), str) else event.event
@@ -553,8 +566,16 @@ class ResponsesParser(BodyParser):
             outcome.error_type = self.error_id(response.get("error")) or outcome.error_type
 
 
+EMBEDDINGS_DECODED_CAP = 128 * 1024 * 1024
+"""An embeddings body may legitimately be tens of MB (2,048 inputs × 1,536 floats, pretty-printed as the API
+writes it, is about 70 MB); its `model` and `usage` follow the vectors at the top level, where the JSON
+accumulator's two-ended read finds them while keeping only the body's first and last 256 KiB."""
+
+
 class EmbeddingsParser(BodyParser):
     """Embeddings: one JSON body; `usage.prompt_tokens` is all input (vectors may be base64 strings)."""
+
+    decoded_cap = EMBEDDINGS_DECODED_CAP
 
     def on_event(self, event: SSEEvent) -> None:
         pass
@@ -636,9 +657,11 @@ class OpenAICompatibleProvider(Provider):
             # Estimate when usage will not be asked for: the mode is off, or the body is compressed (the
             # core never re-encodes a client's body, so it cannot be rewritten).
             if include_usage_mode() == "off" or encoded or not self.inject_usage:
-                data = loads_or_none(body)
+                data = request_json(body)
                 messages = data.get("messages") if isinstance(data, dict) else None
-                facts.extra["prompt_text_bytes"] = message_text_bytes(messages)  # a count, never the text
+                if not isinstance(data, PartialDocument) or messages is not None:
+                    # a count, never the text; not for a body over the JSON budget (messages unread)
+                    facts.extra["prompt_text_bytes"] = message_text_bytes(messages)
         return facts
 
     def rewrite_request(self, endpoint: Endpoint, request: RequestFacts, body: bytes) -> bytes | None:
