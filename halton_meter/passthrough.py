@@ -89,7 +89,7 @@ class PassThrough:
     """One pass-through tunnel to a metered host, observed from both pipes."""
 
     host: str
-    opened: float = field(default_factory=time.monotonic)
+    opened: float = field(default_factory=lambda: time.monotonic())
     last_up: float = 0.0
     last_down: float = 0.0
     bytes_up: int = 0

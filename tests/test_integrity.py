@@ -615,3 +615,62 @@ def test_status_counts_gaps_from_the_durable_log_across_an_edge_restart(start_me
     report = json.loads(meter.cli("report", "--json").stdout)
     assert report["gaps"]["connections"] == 2 and report["gaps"]["calls_estimated"] == 2
     assert in_progress_rows(meter) == 0
+
+
+# ==================================================================================================
+# A database truncated under a running meter
+# ==================================================================================================
+
+
+def test_a_database_truncated_under_the_meter_is_detected_and_nothing_is_lost(start_meter, fake_provider) -> None:
+    """Identity: 7 calls received = 3 rows in the file before it is cut (kept, moved aside by the user) + 4
+    calls made after the cut, which wait in the journal (or pass through as counted gaps while no core runs)
+    and land in the new database once the cut file is moved aside, as the one-line error says.
+
+    On the way: the writer refuses to write into the cut file (never "writes ok" while rows vanish), the core
+    exits 3 and is retried with backoff while the edge keeps traffic flowing, and `status` and every reading
+    command name the problem in one line with exit 3."""
+    meter = start_meter()
+    base = len(fake_provider.requests)
+    with keep_alive_client(meter, fake_provider) as client:
+        assert [timed_call(client).status for _ in range(3)] == [200] * 3
+    meter.wait_for_calls(3)
+    meter.cli("report")  # nothing wrong yet
+    db = meter.home / "db.sqlite"
+    _checkpoint(db)
+    size = db.stat().st_size
+    assert size > 8192
+    with db.open("r+b") as fh:
+        fh.truncate(size // 2)
+    with httpx.Client(proxy=meter.proxy_url, verify=meter.ssl_context(fake_provider.ca_pem), trust_env=False,
+                      timeout=15, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        later = []
+        for _ in range(4):
+            later.append(timed_call(client))
+            time.sleep(0.5)
+    assert all(r.status == 200 for r in later), [r.error for r in later]
+    wait_until(lambda: (meter.home / "run" / "core-error.json").exists(), 30, what="the core refusing the cut file")
+    assert "is truncated" in meter.log() and "Traceback" not in meter.log()
+    core = status_row(status_json(meter), "core")
+    assert core["status"] == "fail" and "is truncated" in core["summary"], core
+    for command in (["calls"], ["projects"], ["report"], ["reprice", "--dry-run"], ["retag", "--from", "a", "--to", "b"]):
+        result = meter.cli(*command, check=False)
+        assert result.returncode == 3, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "is truncated" in lines[0] and "Traceback" not in result.stderr, (command, lines)
+    os.replace(db, meter.home / "db.sqlite.truncated")
+    for suffix in ("-wal", "-shm"):
+        (meter.home / f"db.sqlite{suffix}").unlink(missing_ok=True)
+    wait_until(lambda: core_pid(meter) is not None, 60, what="a core on a new database")
+    ledger = assert_received(meter, fake_provider, base + 3, timeout=30)
+    assert ledger.landed + ledger.gaps == 4 and ledger.landed >= 1, ledger
+
+
+def _checkpoint(db: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.close()

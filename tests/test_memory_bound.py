@@ -74,6 +74,14 @@ def sse_bomb() -> bytes:
     return gzip(b"data: " + tiny_elements(8 * MiB - 64 * 1024) + b"\n\n")
 
 
+@functools.cache
+def flood_bomb() -> bytes:
+    """~16 KiB of gzip that decodes to ~16 MiB of tiny SSE events (`data: x`): each is cheap, but 1.6 M of
+    them in one network read would hold the core's event loop for seconds. The core's per-read parse budget
+    stops reading the body instead."""
+    return gzip(b"data: x\n\n" * ((16 * MiB - 64 * 1024) // 9))
+
+
 @pytest.fixture(autouse=True)
 def _fresh_routes(fake_provider: FakeProvider) -> None:
     fake_provider.clear()
@@ -124,12 +132,12 @@ def _latency_check(before: list[CallResult], during: list[CallResult]) -> None:
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
-@pytest.mark.parametrize("framing", ["json", "sse"])
+@pytest.mark.parametrize("framing", ["json", "sse", "flood"])
 def test_m1_tiny_element_bomb_bounded_rss_original_bytes_one_row_no_stall(warm_meter, fake_provider, provider,
                                                                             framing) -> None:
     meter = warm_meter
     url, path, endpoint_kind = TARGETS[provider]
-    wire = json_bomb() if framing == "json" else sse_bomb()
+    wire = {"json": json_bomb, "sse": sse_bomb, "flood": flood_bomb}[framing]()
     assert len(wire) <= 20 * 1024, len(wire)
     # The body leaves in two pieces 0.3 s apart, so calls that start before it are still running while
     # the core reads the second piece; the core decodes it to megabytes in one go.
@@ -168,7 +176,9 @@ def test_m1_tiny_element_bomb_bounded_rss_original_bytes_one_row_no_stall(warm_m
     [row] = [r for r in rows[rows_before:] if r["endpoint_kind"] == endpoint_kind]
     assert row["status"] == 200 and row["complete"] == 0, row
     assert row["incomplete_reason"] == "unparsed_oversize", row
-    assert row["streamed"] == (framing == "sse")
+    assert row["streamed"] == (framing != "json")
+    if framing == "flood":
+        assert row["extra"].get("parse_budget_exceeded") is True, row["extra"]
     before = [r for r in results if r.started + r.elapsed < bomb_started]
     during = [r for r in results if r.started < bomb_ended and r.started + r.elapsed > bomb_started]
     _latency_check(before, during)

@@ -386,3 +386,27 @@ def test_a_long_migration_is_announced_and_the_supervisor_waits_for_it(tmp_path:
                     await child.proc.wait()
 
     assert asyncio.run(both()) == (True, False)
+
+
+def test_a_truncated_database_is_refused_by_its_own_header(tmp_path: Path) -> None:
+    from halton_meter.store.schema import check_intact, declared_size
+
+    db = tmp_path / "db.sqlite"
+    migrate(db)
+    conn = sqlite3.connect(db)
+    conn.executemany("INSERT INTO gaps (id, at, host, reason) VALUES (?, '2026-01-01T00:00:00Z', 'h', 'r')",
+                     [(str(i),) for i in range(2000)])
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    header = db.read_bytes()[:100]
+    assert declared_size(header) == db.stat().st_size
+    check_intact(db)
+    with db.open("r+b") as fh:
+        fh.truncate(db.stat().st_size - 4096)
+    with pytest.raises(DatabaseError) as info:
+        check_intact(db, settle=1)
+    assert "is truncated" in info.value.message and f"mv {db} {db}.truncated" in info.value.message
+    assert info.value.exit_code == ExitCode.DATABASE
+    with pytest.raises(DatabaseError):
+        migrate(db)

@@ -81,6 +81,19 @@ def _crash_log(exc: BaseException) -> str | None:
         return None
 
 
+def _database_problem(exc: BaseException) -> str | None:
+    """One line for an SQLite error reaching the top (directly or wrapped by SQLAlchemy), else None."""
+    import sqlite3
+
+    error = exc if isinstance(exc, sqlite3.DatabaseError) else getattr(exc, "orig", None)
+    if not isinstance(error, sqlite3.DatabaseError):
+        return None
+    from halton_meter.paths import Paths
+
+    return (f"cannot read the database {Paths.from_env().db} ({error}); the file may be damaged: "
+            "`halton-meter doctor` checks it and says what to do")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         result: Any = cli.main(args=argv, prog_name="halton-meter", standalone_mode=False)
@@ -110,6 +123,10 @@ def main(argv: list[str] | None = None) -> None:
               "(default ~/.halton-meter) is a writable local directory", file=sys.stderr)
         code = int(ExitCode.FAILURE)
     except Exception as exc:  # a traceback is a bug: say so in one line and keep the details
+        damaged = _database_problem(exc)
+        if damaged is not None:  # a file damaged under us (truncated, overwritten): the user's to fix, exit 3
+            print(f"halton-meter: error: {damaged}", file=sys.stderr)
+            sys.exit(int(ExitCode.DATABASE))
         where = _crash_log(exc)
         detail = f"; details in {where}" if where else ""
         print(f"halton-meter: internal error: {type(exc).__name__}: {exc}{detail}", file=sys.stderr)

@@ -67,6 +67,17 @@ ATTRIBUTION_HOLD_SECONDS = 0.25
 ATTRIBUTION_WAIT_SECONDS = 2.0
 
 
+PARSE_SLICE = 16 * 1024
+PARSE_BUDGET_SECONDS = 0.1
+"""Most time one network read may spend being decoded and parsed for the meter (the bytes themselves reach
+the client untouched): past it, the rest of that body is not parsed and the call is `unparsed_oversize`.
+Real reads take a few milliseconds; only a decompression bomb of tiny events gets near this."""
+
+
+class ParseBudgetExceeded(Exception):
+    pass
+
+
 def utc_iso(ts: float | None = None) -> str:
     moment = datetime.datetime.fromtimestamp(ts if ts is not None else time.time(), datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -371,10 +382,19 @@ class MeterAddon:
             if meter.decode_failure is None and meter.parser is not None and meter.decoder is not None:
                 try:
                     pieces = meter.decoder.pieces(chunk) if chunk else meter.decoder.flush_pieces()
+                    started = time.perf_counter()
                     for data in pieces:
-                        meter.parser.feed(data)  # type: ignore[attr-defined]
+                        for offset in range(0, len(data), PARSE_SLICE):
+                            meter.parser.feed(data[offset:offset + PARSE_SLICE])  # type: ignore[attr-defined]
+                            if time.perf_counter() - started > PARSE_BUDGET_SECONDS:
+                                raise ParseBudgetExceeded
                         if meter.capture is not None:
                             self._capture_response(meter, data)
+                except ParseBudgetExceeded:
+                    # A read that decodes into a flood of tiny events (a compression bomb of `data: x`) would hold
+                    # the event loop, and every other call, for seconds: stop reading this body instead.
+                    meter.decode_failure = "unparsed_oversize"
+                    meter.facts.extra["parse_budget_exceeded"] = True
                 except DecodeLimitExceeded:
                     meter.decode_failure = "unparsed_oversize"
                 except Exception as exc:
@@ -444,7 +464,7 @@ class MeterAddon:
         outcome = ParseOutcome()
         if meter.parser is not None:
             outcome = meter.parser.finish(eof and meter.decode_failure is None)  # type: ignore[attr-defined]
-        for key in ("rewrite_skipped", "request_read"):  # request-side facts the record should show
+        for key in ("rewrite_skipped", "request_read", "parse_budget_exceeded"):  # facts the record should show
             if meter.facts.extra.get(key):
                 outcome.extra[key] = meter.facts.extra[key]
         sent = meter.sent_mono or meter.started_mono

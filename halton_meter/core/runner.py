@@ -24,7 +24,7 @@ from halton_meter.ca import ensure_ca, write_upstream_trust
 from halton_meter.config import Config, load_config
 from halton_meter.core.addon import MeterAddon
 from halton_meter.core.routing import RoutingTable
-from halton_meter.errors import ExitCode, HaltonError
+from halton_meter.errors import DatabaseError, ExitCode, HaltonError
 from halton_meter.host import PluginHost
 from halton_meter.keys import load_secret
 from halton_meter.logs import configure_logging
@@ -113,6 +113,20 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     orphan_watch = loop.create_task(watch_parent(on_signal))
+    exit_code = 0
+
+    async def watch_writer() -> None:
+        """A database truncated, replaced or deleted under the writer: say so, stop gracefully and exit 3,
+        so the supervisor restarts a core that checks the file (and refuses it while it stays broken)."""
+        nonlocal exit_code
+        while writer.fatal is None:
+            await asyncio.sleep(1.0)
+        print(f"halton-meter core: {writer.fatal}", file=sys.stderr, flush=True)
+        _remember_failure(DatabaseError(writer.fatal))
+        exit_code = int(ExitCode.DATABASE)
+        on_signal()
+
+    writer_watch = loop.create_task(watch_writer())
 
     def snapshot() -> dict[str, object]:
         stats = writer.stats
@@ -132,13 +146,14 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
         await master.run()
     finally:
         orphan_watch.cancel()
+        writer_watch.cancel()
         publisher.stop()
         attribution.close()
         try:
             paths.core_state.unlink(missing_ok=True)
         except OSError:
             pass
-    return 0
+    return exit_code
 
 
 CORE_ERROR = "core-error.json"

@@ -99,6 +99,7 @@ class Journal:
         """Segments written up to their end, waiting for their last record to commit."""
         self._spares: list[_Segment] = []
         self._seq = 0
+        self.committed_seq = 0
         self._unsaved = 0
         self._unsaved_fd: int | None = None
         self.counter_path = directory / f"{PREFIX}{os.getpid()}-{time.time_ns()}{UNSAVED_SUFFIX}"
@@ -155,8 +156,6 @@ class Journal:
         """Journal one record; its sequence number, or None when it could not be journaled (counted)."""
         line = encode(record)
         with self._lock:
-            self._seq += 1
-            seq = self._seq
             segment = self._room_for(len(line) + 1)
             if segment is None:
                 self._unsaved += 1
@@ -169,9 +168,10 @@ class Journal:
                 self._unsaved += 1
                 self._write_unsaved()
                 return None
+            self._seq += 1
             segment.offset += len(line)
-            segment.last_seq = seq
-            return seq
+            segment.last_seq = self._seq
+            return self._seq
 
     def _room_for(self, size: int) -> _Segment | None:
         current = self._current
@@ -191,6 +191,7 @@ class Journal:
         """Every journaled record up to `seq` has committed (and `unsaved_done` unjournaled ones): free what
         only held those, and keep a spare segment allocated ahead."""
         with self._lock:
+            self.committed_seq = max(self.committed_seq, seq)
             if unsaved_done:
                 self._unsaved = max(0, self._unsaved - unsaved_done)
                 self._write_unsaved()
@@ -219,6 +220,11 @@ class Journal:
     @property
     def unsaved(self) -> int:
         return self._unsaved
+
+    @property
+    def appended(self) -> int:
+        """Sequence number of the last record appended (0: none)."""
+        return self._seq
 
     def _write_unsaved(self) -> None:
         if self._unsaved_fd is not None:

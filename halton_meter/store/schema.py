@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -291,6 +292,45 @@ def make_engine(path: Path, *, immediate: bool = False) -> Engine:
     return engine
 
 
+def declared_size(header: bytes) -> int | None:
+    """The database size (bytes) the SQLite header declares, when it is valid (the "version-valid-for" number
+    matches the change counter), else None. Our files never shrink (no VACUUM, no auto-vacuum), so a file
+    shorter than this was truncated."""
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        return None
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if header[92:96] != header[24:28] or not pages or page_size < 512:
+        return None
+    return pages * page_size
+
+
+def check_intact(path: Path, settle: int = 5) -> None:
+    """DatabaseError (exit 3) when the file is shorter than its own header says: it was truncated (by a sync
+    client, a bad restore, `: > db.sqlite`). Costs a 100-byte read, so every opener can afford it. A
+    checkpoint in progress writes the header page before the pages that extend the file, so a short file is
+    looked at again `settle` times, 50 ms apart, before it is called truncated."""
+    for attempt in range(settle + 1):
+        try:
+            with path.open("rb") as fh:
+                header = fh.read(100)
+                size = os.fstat(fh.fileno()).st_size
+        except OSError:
+            return
+        declared = declared_size(header)
+        if declared is None or size >= declared:
+            return
+        if attempt < settle:
+            time.sleep(0.05)
+    if declared is not None and size < declared:
+        raise DatabaseError(
+            f"database {path} is truncated: it holds {size:,} bytes of the {declared:,} its header declares, so "
+            f"rows are missing; nothing was changed. Move it aside (mv {path} {path}.truncated) and restore a "
+            f"backup (db.sqlite.v*.bak beside it), or let Halton Meter start a new one"
+        )
+
+
 def _version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
@@ -342,6 +382,7 @@ def migrate(path: Path, on_start: Callable[[int, int], None] | None = None) -> P
     is called once before a migration that has work to do (a large database can take a while: the
     backup copies it, and building the rollups reads every call)."""
     _prepare_file(path)
+    check_intact(path)
     check_wal_belongs(path)
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=10)
@@ -397,6 +438,7 @@ def check_readable(path: Path) -> int:
     with path.open("rb") as fh:
         if fh.read(len(SQLITE_HEADER)) not in (SQLITE_HEADER, b""):
             raise DatabaseError(f"database {path} is not a valid SQLite file; move it aside and restart the meter")
+    check_intact(path)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         version = _version(conn)

@@ -45,7 +45,8 @@ import structlog
 
 from halton_meter.pricing import Pricer
 from halton_meter.store import gaps, journal
-from halton_meter.store.schema import calls, connect
+from halton_meter.errors import DatabaseError
+from halton_meter.store.schema import calls, check_intact, connect
 from halton_meter.types import CallRecord
 
 log = structlog.get_logger("halton_meter.writer")
@@ -161,6 +162,10 @@ class Writer:
         self._last_checkpoint = time.monotonic()
         self._last_gap_ingest = 0.0
         self._recover_at_start = False
+        self._identity: tuple[int, int] | None = None
+        self.fatal: str | None = None
+        """Why the writer stopped writing for good (the database file was truncated, replaced or deleted
+        under it): the core then exits 3, and what is queued stays in the journal."""
         self.stats = WriterStats()
 
     # ---- producer side (event loop) --------------------------------------------------------------
@@ -238,7 +243,10 @@ class Writer:
                       left=left)
         if not alive:  # a thread still retrying keeps its connection (it is a daemon: it ends with the process)
             self._disconnect()
-            self._journal.close(remove=left == 0)
+            # The journal goes only when everything it took has committed (a batch that could not commit was
+            # taken off the queue, but it is still in the journal, for the next start).
+            everything = self._journal.committed_seq >= self._journal.appended and not self.stats.unsaved
+            self._journal.close(remove=left == 0 and everything)
         return left == 0 and not alive
 
     # ---- start-up --------------------------------------------------------------------------------
@@ -304,7 +312,7 @@ class Writer:
                 return
             except Exception as exc:  # a locked, full or read-only database: keep trying, keep the files
                 self._note_error(exc)
-                if self._stopping.is_set():
+                if self._stopping.is_set() or self.fatal is not None:
                     log.error("stopping before the start-up recovery could run; it runs at the next start",
                               error=self.stats.last_error)
                     return
@@ -386,6 +394,22 @@ class Writer:
             conn = self._conn = connect(self._db_path)
         return conn
 
+    def _check_file(self) -> None:
+        """Before every write: the file is still the one we opened, and whole. Writing on into a database
+        that was truncated, replaced or deleted under us would report success while the rows vanish."""
+        try:
+            st = os.stat(self._db_path)
+        except FileNotFoundError:
+            raise DatabaseError(f"database {self._db_path} was deleted while the meter ran; restart the meter "
+                                "(queued records are kept in the journal and written then)") from None
+        identity = (st.st_dev, st.st_ino)
+        if self._identity is None:
+            self._identity = identity
+        elif identity != self._identity:
+            raise DatabaseError(f"database {self._db_path} was replaced while the meter ran; the meter restarts "
+                                "on the new file (queued records are kept in the journal and written then)")
+        check_intact(self._db_path, settle=0)
+
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -398,6 +422,15 @@ class Writer:
         """Run `work` and the `meta` touch in one BEGIN IMMEDIATE transaction on the writer's connection.
         On failure the transaction is rolled back and the error raised; after any SQLite error but BUSY
         (disk full, read-only, I/O, corruption) the connection is closed, and the next write opens a new one."""
+        if self.fatal is not None:
+            raise DatabaseError(self.fatal)
+        try:
+            self._check_file()
+        except DatabaseError as exc:
+            self.fatal = exc.message
+            self._disconnect()
+            log.error("the database cannot be written any more", error=exc.message)
+            raise
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -442,6 +475,11 @@ class Writer:
                 break
             except Exception as exc:  # BUSY, disk full, read-only, I/O: the batch is in the journal; retry
                 self._note_error(exc)
+                if self.fatal is not None:
+                    self._stopping.wait(1.0)
+                    if self._stopping.is_set():
+                        return False
+                    continue  # never written by this writer: the core is stopping (it exits 3)
                 if self._stopping.is_set() and delay > 2:
                     log.error("stopping with a batch not committed; it stays in the journal for the next start",
                               rows=len(batch), error=self.stats.last_error)
