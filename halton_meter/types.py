@@ -244,7 +244,7 @@ class CallRecord:
     host: str
     method: str
     path: str
-    """Request path with credentials (`key=`) redacted."""
+    """Request path with credentials redacted by parameter name and by shape (docs/privacy.md)."""
     ended_at: str | None = None
     model: str | None = None
     model_requested: str | None = None

@@ -839,7 +839,11 @@ def test_xai_responses_keep_reported_cost():
          "invalid_argument"),
         ({"code": "Some resource has been exhausted", "error": "Your team has used all available credits."},
          "resource_exhausted"),
-        ({"code": "Something New Happened!", "error": "?"}, "something_new_happened"),
+        # A description that is not a gRPC status is a sentence: never stored, not even as a slug.
+        ({"code": "Something New Happened!", "error": "?"}, None),
+        ({"code": "The model grok-9 does not exist or your team has no access", "error": "?"}, None),
+        ({"code": "unauthenticated", "error": "Incorrect API key provided: xa***."}, "unauthenticated"),
+        ({"code": "Unrecoverable data loss or corruption.", "error": "?"}, "data_loss"),
         ({"error": {"message": "m", "type": "invalid_request_error", "code": "model_not_found"}}, "model_not_found"),
         ({"error": "only a message"}, None),
     ],

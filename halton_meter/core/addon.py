@@ -32,11 +32,11 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from halton_meter.attribution import AttributionService, Resolution
 from halton_meter.client_family import client_family
-from halton_meter.core.records import Observed, build_record, provisional_record
+from halton_meter.core.records import Observed, build_record, provisional_record, stored_path
 from halton_meter.core.routing import RoutingTable
 from halton_meter.edge import Refused, check_target
 from halton_meter.keys import credential_of, fingerprint
-from halton_meter.redact import redact
+from halton_meter.redact import is_identifier, redact
 from halton_meter.types import (
     CallRecord,
     Endpoint,
@@ -370,9 +370,10 @@ class MeterAddon:
                 else:  # cannot change bytes of a compressed or length-framed body: forward untouched
                     meter.facts.extra["rewrite_skipped"] = "compressed or length-framed response"
         except UnsupportedEncoding as exc:
-            meter.decode_failure = f"unsupported content-encoding {exc}"
-        except Exception as exc:
-            meter.decode_failure = f"parser setup failed: {type(exc).__name__}: {exc}"
+            # The token is the provider's header value: named only when it is an identifier.
+            meter.decode_failure = "unsupported content-encoding" + (f" {exc}" if is_identifier(str(exc)) else "")
+        except Exception as exc:  # the exception's text may echo the response: only its type is kept
+            meter.decode_failure = f"parser setup failed: {type(exc).__name__}"
         response.stream = self._tee(meter)
 
     def _tee(self, meter: FlowMeter) -> Callable[[bytes], bytes | list[bytes]]:
@@ -500,7 +501,7 @@ class MeterAddon:
             endpoint_kind=meter.endpoint.kind,
             host=meter.host,
             method=flow.request.method,
-            path=flow.request.path.split("?", 1)[0],
+            path=stored_path(meter.provider, flow.request.path.split("?", 1)[0]),
             status=flow.response.status_code if flow.response is not None else None,
             incomplete_reason=reason,
             user_agent=meter.user_agent,

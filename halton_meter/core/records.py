@@ -6,28 +6,22 @@ case fed straight to a parser and the same case replayed through the proxy must 
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 
 from halton_meter.client_family import client_family
+from halton_meter.redact import CREDENTIAL_QUERY_PARAMS, redact_path, safe_error_type, safe_extra
 from halton_meter.types import CallRecord, Endpoint, ParseOutcome, Provider, RequestFacts
 
-CREDENTIAL_QUERY_PARAMS = frozenset({"key", "api_key", "api-key", "apikey", "access_token", "token"})
+__all__ = [
+    "CREDENTIAL_QUERY_PARAMS", "Observed", "build_record", "provisional_record", "redact_path", "stored_path",
+]
 
 
-def redact_path(path: str, secret_params: frozenset[str] = CREDENTIAL_QUERY_PARAMS) -> str:
-    """Replace the values of credential-carrying query parameters; keep the rest byte for byte."""
-    base, sep, query = path.partition("?")
-    if not sep:
-        return path
-
-    def _redact(match: re.Match[str]) -> str:
-        if match.group(2).lower() in secret_params:
-            return f"{match.group(1)}{match.group(2)}=REDACTED"
-        return match.group(0)
-
-    return base + "?" + re.sub(r"(^|&)([^=&]+)=([^&]*)", _redact, query)
+def stored_path(provider: Provider, path: str) -> str:
+    """The request path as a record stores it: credentials redacted by name (the built-in names and the
+    provider's `secret_query_params`) and by shape (`halton_meter.redact.redact_path`)."""
+    return redact_path(path, CREDENTIAL_QUERY_PARAMS | {p.lower() for p in provider.secret_query_params})
 
 
 @dataclass(slots=True)
@@ -59,7 +53,9 @@ def build_record(
     provider: Provider, endpoint: Endpoint, facts: RequestFacts, outcome: ParseOutcome, seen: Observed,
     record_id: str | None = None,
 ) -> CallRecord:
-    extra = dict(outcome.extra)
+    # Parsers fill `extra` and `error_type` from provider responses: only labels and identifiers are kept,
+    # whatever a plugin put there (halton_meter.redact). The core's own diagnostics are added below.
+    extra = safe_extra(outcome.extra)
     complete = outcome.complete and seen.eof and seen.decode_failure is None
     incomplete_reason = outcome.incomplete_reason
     if seen.decode_failure is not None:
@@ -78,6 +74,7 @@ def build_record(
             incomplete_reason = "client_disconnected"
         if seen.connection_error:
             extra.setdefault("connection_error", seen.connection_error[:200])
+    error_type = safe_error_type(error_type, seen.status, incomplete_reason)
     if seen.status is not None and seen.status >= 400 and error_type is None:
         error_type = f"http_{seen.status}"
     if complete:
@@ -100,7 +97,7 @@ def build_record(
         endpoint_kind=endpoint.kind,
         host=seen.host,
         method=seen.method,
-        path=redact_path(seen.path, CREDENTIAL_QUERY_PARAMS | {p.lower() for p in provider.secret_query_params}),
+        path=stored_path(provider, seen.path),
         model=outcome.model or facts.model_requested,
         model_requested=facts.model_requested,
         streamed=outcome.streamed,
@@ -139,7 +136,7 @@ def provisional_record(record_id: str, provider: Provider, endpoint: Endpoint, f
         endpoint_kind=endpoint.kind,
         host=host,
         method=method,
-        path=redact_path(path, CREDENTIAL_QUERY_PARAMS | {p.lower() for p in provider.secret_query_params}),
+        path=stored_path(provider, path),
         model=facts.model_requested,
         model_requested=facts.model_requested,
         billable=endpoint.billable,

@@ -170,7 +170,10 @@ class BodyParser:
         try:
             handler(arg)
         except Exception as exc:  # a surprising shape must cost one record's detail, never the proxy
-            self.outcome.extra.setdefault("parser_errors", []).append(f"{type(exc).__name__}: {exc}"[:200])
+            # Only the exception's type and where it happened: its message may quote the provider's data
+            # (a KeyError names a key from the response, a ValueError quotes a value).
+            where = getattr(handler, "__name__", "handler")
+            self.outcome.extra.setdefault("parser_errors", []).append(f"{type(exc).__name__} in {where}")
 
     def on_event(self, event: SSEEvent) -> None:
         raise NotImplementedError

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from halton_meter import hookimpl
+from halton_meter.redact import is_identifier
 from halton_meter.types import BILLING_SUBSCRIPTION, Endpoint, RequestFacts, ResponseParser
 from halton_meter_plugins.providers._common import NoUsageParser, Provider, json_request_facts
 from halton_meter_plugins.providers.openai import OTHER, RESPONSES, RESPONSES_COMPACT, ResponsesParser
@@ -30,7 +31,7 @@ def codex_error_type(document: Any) -> str | None:
         return None
     for key in ("type", "code"):
         value = error.get(key)
-        if isinstance(value, str) and value:
+        if is_identifier(value):
             return value
     return "error"
 

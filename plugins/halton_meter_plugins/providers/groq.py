@@ -11,11 +11,11 @@ is counted once.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from halton_meter import hookimpl
+from halton_meter.redact import is_identifier
 from halton_meter.types import Endpoint, RequestFacts, ResponseParser, StreamRewriter
 from halton_meter_plugins.providers._common import USAGE_NOT_READ, UnparsedParser, dig
 from halton_meter_plugins.providers.openai import ChatParser, OpenAICompatibleProvider, chat_usage, error_type
@@ -24,7 +24,6 @@ PREFIX = "/openai/v1"
 _BILLABLE_UNPARSED = frozenset(
     f"{PREFIX}{p}" for p in ("/responses", "/audio/transcriptions", "/audio/translations", "/audio/speech")
 )
-_ERROR_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 class GroqChatParser(ChatParser):
@@ -43,9 +42,9 @@ class GroqChatParser(ChatParser):
         self._breakdown(x_groq.get("usage_breakdown"))
         error = x_groq.get("error")
         if isinstance(error, str) and error:
-            # A free-text reason for an early stop: keep it as the id only when it looks like one.
-            self.outcome.error_type = error if _ERROR_ID.match(error) else "stream_error"
-            self.outcome.extra["stream_error"] = error[:200]
+            # Often a free-text reason for an early stop: kept as the id only when it is one, and never
+            # stored as text (it is the provider's sentence, and may quote the request).
+            self.outcome.error_type = error if is_identifier(error) else "stream_error"
             self.outcome.incomplete_reason = "stream_error"
 
     def on_document(self, document: Any) -> None:

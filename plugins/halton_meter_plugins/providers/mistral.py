@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from halton_meter import hookimpl
+from halton_meter.redact import is_identifier
 from halton_meter.types import Endpoint, RequestFacts, ResponseParser, StreamRewriter
 from halton_meter_plugins.providers._common import USAGE_NOT_READ, NoUsageParser, UnparsedParser
 from halton_meter_plugins.providers.openai import ChatParser, OpenAICompatibleProvider
@@ -46,9 +47,10 @@ def mistral_error(document: Any) -> tuple[str | None, str | None]:
     if isinstance(document.get("error"), dict):
         return openai_error_type(document), None
     code = document.get("code")
-    code_text = str(code) if isinstance(code, str | int) and not isinstance(code, bool) and code != "" else None
+    code_text = str(code) if isinstance(code, str | int) and not isinstance(code, bool) else None
+    code_text = code_text if is_identifier(code_text) else None  # an opaque number, never a sentence
     kind = document.get("type")
-    if isinstance(kind, str) and kind:
+    if is_identifier(kind):
         return kind, code_text
     if code_text is not None:
         return code_text, code_text

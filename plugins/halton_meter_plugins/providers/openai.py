@@ -28,6 +28,7 @@ from typing import Any
 
 from halton_meter import hookimpl
 from halton_meter.errors import ConfigError
+from halton_meter.redact import is_identifier
 from halton_meter.types import Endpoint, ParseOutcome, RequestFacts, ResponseParser, Usage
 from halton_meter.wire import (
     MAX_SSE_EVENT_BYTES,
@@ -96,15 +97,18 @@ def halton_configure(config: Any) -> None:
 
 
 def error_type(document: Any) -> str | None:
+    """`error.code`, else `error.type`, whichever first is an identifier (some compatible servers put a
+    sentence in `code`; sentences are never an error id); `error` when the body has an error object but
+    names it with neither."""
     error = document.get("error") if isinstance(document, dict) else None
     if not isinstance(error, dict):
         return None
     for key in ("code", "type"):
         value = error.get(key)
-        if isinstance(value, str) and value:
-            return value
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)  # OpenRouter: {"error": {"code": 502, "message": ...}}
+        if is_identifier(value):
+            return value
     return "error"
 
 
@@ -499,7 +503,7 @@ class ResponsesParser(BodyParser):
         if kind == "error":
             nested = data.get("error")
             code = data.get("code")
-            if isinstance(code, str) and code:
+            if is_identifier(code):
                 self.outcome.error_type = code
             else:
                 self.outcome.error_type = self.error_id(nested) or self._string(data, "type") or "error"

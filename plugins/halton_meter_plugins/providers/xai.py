@@ -11,40 +11,53 @@ billed per source). The record's own cost still comes from list prices, so the t
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import Any
 
 from halton_meter import hookimpl
+from halton_meter.redact import is_identifier
 from halton_meter.types import ParseOutcome
 from halton_meter_plugins.providers.openai import ChatParser, OpenAICompatibleProvider, ResponsesParser
 
 TICKS_PER_USD_EXPONENT = 10
 
 # xAI's own error bodies are `{"code": "<gRPC status description>", "error": "<message>"}`; the
-# description is a sentence, so name it by its gRPC status instead.
+# description is a sentence, so name it by its gRPC status instead. These are the canonical descriptions of
+# the 16 gRPC status codes (as the tonic gRPC library words them). A description not in the table is not
+# stored at all, not even as a slug: the record gets `http_<status>`.
 _GRPC_STATUS = {
+    "the operation was cancelled": "cancelled",
+    "unknown error": "unknown",
     "client specified an invalid argument": "invalid_argument",
-    "the caller does not have permission to execute the specified operation": "permission_denied",
-    "some requested entity was not found": "not_found",
-    "some resource has been exhausted": "resource_exhausted",
-    "the request does not have valid authentication credentials": "unauthenticated",
-    "the service is currently unavailable": "unavailable",
-    "internal error": "internal",
     "deadline expired before operation could complete": "deadline_exceeded",
+    "some requested entity was not found": "not_found",
+    "some entity that we attempted to create already exists": "already_exists",
+    "the caller does not have permission to execute the specified operation": "permission_denied",
+    "some resource has been exhausted": "resource_exhausted",
     "the system is not in a state required for the operation's execution": "failed_precondition",
+    "the operation was aborted": "aborted",
+    "operation was attempted past the valid range": "out_of_range",
+    "operation is not implemented or not supported": "unimplemented",
+    "internal error": "internal",
+    "the service is currently unavailable": "unavailable",
+    "unrecoverable data loss or corruption": "data_loss",
+    "the request does not have valid authentication credentials": "unauthenticated",
 }
 
 
 def xai_error_type(document: Any) -> str | None:
-    """For xAI's `{"code": str, "error": str}` bodies (OpenAI-shaped ones go through `error_type`)."""
+    """For xAI's `{"code": str, "error": str}` bodies (OpenAI-shaped ones go through `error_type`): the
+    gRPC status named by the description, or the code itself when it already is an identifier
+    (`invalid_argument`); None for any other text."""
     if not isinstance(document, dict) or isinstance(document.get("error"), dict):
         return None
     code = document.get("code")
     if not isinstance(code, str) or not code.strip():
         return None
     text = code.strip().rstrip(".").lower()
-    return _GRPC_STATUS.get(text) or re.sub(r"[^a-z0-9]+", "_", text).strip("_")[:64] or None
+    if text in _GRPC_STATUS:
+        return _GRPC_STATUS[text]
+    return code.strip() if is_identifier(code.strip()) else None
 
 
 def keep_reported_cost(outcome: ParseOutcome, *sources: Any) -> None:
