@@ -233,9 +233,9 @@ def test_k2_twenty_keep_alive_clients_and_a_kill_9_leave_nothing_unaccounted(sta
     assert len(unrowed) == gap_calls, (len(unrowed), gap_calls)
     phantoms = set(rows) - received
     assert all(rows[m]["incomplete_reason"] == "core_crash" for m in phantoms), phantoms
-    assert all(results[m] != 200 for m in phantoms)
-    cut = [m for m in received if rows.get(m, {}).get("incomplete_reason") == "core_crash"]
-    assert all(results.get(m) != 200 for m in cut)
+    assert all(results[m] != 200 for m in phantoms), [(m, results[m], rows[m]) for m in phantoms]
+    # (A call the provider answered can still be `core_crash`: the kill came after its last byte reached the
+    # client but before its final record was journaled. Its row exists; it is just incomplete.)
     assert len(received) >= 200 and len(rows) - len(phantoms) + gap_calls == len(received)
 
 

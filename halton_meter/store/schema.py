@@ -306,11 +306,39 @@ def declared_size(header: bytes) -> int | None:
     return pages * page_size
 
 
+def wal_pages(path: Path, page_size: int) -> set[int]:
+    """Page numbers the write-ahead log holds in committed frames of its current generation (frames whose
+    salts match the log's header, up to the last commit frame). Empty when there is no usable log."""
+    wal = path.with_name(path.name + "-wal")
+    pages: set[int] = set()
+    try:
+        with wal.open("rb") as fh:
+            header = fh.read(32)
+            if len(header) < 32 or int.from_bytes(header[0:4], "big") not in (0x377F0682, 0x377F0683) \
+                    or int.from_bytes(header[8:12], "big") != page_size:
+                return pages
+            salts = header[16:24]
+            pending: set[int] = set()
+            while True:
+                frame = fh.read(24)
+                if len(frame) < 24 or frame[8:16] != salts:
+                    break
+                pending.add(int.from_bytes(frame[0:4], "big"))
+                if int.from_bytes(frame[4:8], "big"):  # a commit frame: what came before it counts
+                    pages |= pending
+                    pending = set()
+                fh.seek(page_size, os.SEEK_CUR)
+    except OSError:
+        return pages
+    return pages
+
+
 def check_intact(path: Path, settle: int = 5) -> None:
-    """DatabaseError (exit 3) when the file is shorter than its own header says: it was truncated (by a sync
-    client, a bad restore, `: > db.sqlite`). Costs a 100-byte read, so every opener can afford it. A
-    checkpoint in progress writes the header page before the pages that extend the file, so a short file is
-    looked at again `settle` times, 50 ms apart, before it is called truncated."""
+    """DatabaseError (exit 3) when the file is shorter than its own header says and the write-ahead log
+    does not hold the missing pages: it was truncated (by a sync client, a bad restore, `: > db.sqlite`).
+    Costs a 100-byte read in the common case. A checkpoint writes the header page before the pages that
+    extend the file, and one cut short (a full disk) leaves those pages in the log, which is fine; a short
+    file is also looked at again `settle` times, 50 ms apart, before it is called truncated."""
     for attempt in range(settle + 1):
         try:
             with path.open("rb") as fh:
@@ -321,6 +349,10 @@ def check_intact(path: Path, settle: int = 5) -> None:
         declared = declared_size(header)
         if declared is None or size >= declared:
             return
+        page_size = declared // int.from_bytes(header[28:32], "big")
+        missing = set(range(size // page_size + 1, declared // page_size + 1))
+        if not missing - wal_pages(path, page_size):
+            return  # an unfinished checkpoint: the log has every page the file lacks
         if attempt < settle:
             time.sleep(0.05)
     if declared is not None and size < declared:

@@ -163,6 +163,7 @@ class Writer:
         self._last_gap_ingest = 0.0
         self._recover_at_start = False
         self._identity: tuple[int, int] | None = None
+        self._largest = 0
         self.fatal: str | None = None
         """Why the writer stopped writing for good (the database file was truncated, replaced or deleted
         under it): the core then exits 3, and what is queued stays in the journal."""
@@ -394,6 +395,18 @@ class Writer:
             conn = self._conn = connect(self._db_path)
         return conn
 
+    def _guard(self) -> None:
+        """Raise (and remember, for good) when the database file can no longer be trusted with writes."""
+        if self.fatal is not None:
+            raise DatabaseError(self.fatal)
+        try:
+            self._check_file()
+        except DatabaseError as exc:
+            self.fatal = exc.message
+            self._disconnect()
+            log.error("the database cannot be written any more", error=exc.message)
+            raise
+
     def _check_file(self) -> None:
         """Before every write: the file is still the one we opened, and whole. Writing on into a database
         that was truncated, replaced or deleted under us would report success while the rows vanish."""
@@ -405,10 +418,13 @@ class Writer:
         identity = (st.st_dev, st.st_ino)
         if self._identity is None:
             self._identity = identity
+            check_intact(self._db_path, settle=0)
         elif identity != self._identity:
             raise DatabaseError(f"database {self._db_path} was replaced while the meter ran; the meter restarts "
                                 "on the new file (queued records are kept in the journal and written then)")
-        check_intact(self._db_path, settle=0)
+        elif st.st_size < self._largest:  # our files never shrink: someone cut it
+            check_intact(self._db_path, settle=0)
+        self._largest = max(self._largest, st.st_size)
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
@@ -422,15 +438,7 @@ class Writer:
         """Run `work` and the `meta` touch in one BEGIN IMMEDIATE transaction on the writer's connection.
         On failure the transaction is rolled back and the error raised; after any SQLite error but BUSY
         (disk full, read-only, I/O, corruption) the connection is closed, and the next write opens a new one."""
-        if self.fatal is not None:
-            raise DatabaseError(self.fatal)
-        try:
-            self._check_file()
-        except DatabaseError as exc:
-            self.fatal = exc.message
-            self._disconnect()
-            log.error("the database cannot be written any more", error=exc.message)
-            raise
+        self._guard()
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -480,11 +488,13 @@ class Writer:
                     if self._stopping.is_set():
                         return False
                     continue  # never written by this writer: the core is stopping (it exits 3)
-                if self._stopping.is_set() and delay > 2:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF in _BUSY
+                if self._stopping.is_set() and (delay > 2 or busy):
                     log.error("stopping with a batch not committed; it stays in the journal for the next start",
                               rows=len(batch), error=self.stats.last_error)
                     return False
-                time.sleep(delay)
+                # A lock already cost the busy timeout: try again soon, to land within moments of its release.
+                time.sleep(0.05 if busy else delay)
                 delay = min(delay * 2, 5.0)
         self.stats.committed += len(batch)
         self.stats.batches += 1
@@ -512,8 +522,9 @@ class Writer:
         if final or now - self._last_checkpoint > CHECKPOINT_EVERY:
             self._last_checkpoint = now
             try:
+                self._guard()  # a checkpoint into a file cut under us would grow it back over the hole
                 self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except Exception:  # busy readers: the next checkpoint will do it
+            except Exception:  # busy readers: the next checkpoint will do it (or the file is broken: fatal)
                 pass
 
     def _write_dropped(self) -> None:
