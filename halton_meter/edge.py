@@ -818,7 +818,7 @@ class Edge:
         loop = asyncio.get_running_loop()
         idle = self.idle_timeout
         try:
-            async with asyncio.timeout(loop.time() + min(idle, self.handshake_timeout)) as window:
+            async with asyncio.timeout_at(loop.time() + min(idle, self.handshake_timeout)) as window:
                 while True:
                     data = await reader.read(READ_SIZE)
                     if not data:
@@ -853,7 +853,7 @@ class Edge:
         idle = self.idle_timeout
         state.client_writer = writer
         try:
-            async with asyncio.timeout(loop.time() + idle) as window:
+            async with asyncio.timeout_at(loop.time() + idle) as window:
                 state.down_window = window
                 while True:
                     if state.gone:

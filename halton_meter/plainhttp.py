@@ -98,12 +98,9 @@ class PlainHttp:
         project = proxy_project(b"\r\n".join(n + b": " + v for n, v in request.headers.raw_items()))
         display = host if port == 80 else f"{host}:{port}"
         to_core = gap = None
-        if self.edge.claims(host, port):
+        metered_host = self.edge.claims(host, port)
+        if metered_host:
             to_core = await self.edge.core_connection()
-            if to_core is None:
-                reason = self.edge._note_passthrough(host)
-                gap = await self.edge.gaps.opened("request", display, reason, self.peer, project,
-                                                  self.writer.get_extra_info("sockname"))
         headers = [(n, v) for n, v in request.headers.raw_items()
                    if n.lower() not in _HOP_BY_HOP and not n.lower().startswith(b"x-halton-meter-")]
         headers.append((b"connection", b"close"))
@@ -115,10 +112,14 @@ class PlainHttp:
                 self.peer, project, sockname, self.edge.core.secret())]
             upstream_target = request.target
         else:
-            if gap is None:
-                self.edge.stats.tunnelled += 1
             up_reader, up_writer = await self.edge._open_direct(host, port)
             upstream_target = b"/" + rest.encode("latin-1")
+            if metered_host:  # it reaches the provider unmetered: exactly one call, in the gap log
+                reason = self.edge._note_passthrough(host)
+                gap = await self.edge.gaps.opened("request", display, reason, self.peer, project,
+                                                  self.writer.get_extra_info("sockname"))
+            else:
+                self.edge.stats.tunnelled += 1
         upstream = h11.Connection(h11.CLIENT)
         moved = [0, 0]
         try:

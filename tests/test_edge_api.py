@@ -324,3 +324,49 @@ def test_everything_but_health_needs_the_token() -> None:
     status, headers, body = api_exchange(b"GET /v1/projects HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\n\r\n")
     assert status == 401 and "api-token" in body["error"]
     assert headers["www-authenticate"].startswith("Bearer")
+
+
+def test_a_tunnel_nobody_uses_is_closed_after_the_handshake_timeout(tmp_path: Path) -> None:
+    """Local denial of service: a CONNECT whose client then sends nothing (no TLS hello) may not hold its
+    connection slot for the 15-minute idle limit."""
+    async def scenario(port: int, edge: Edge, upstream_port: int) -> None:
+        edge.handshake_timeout = 0.5
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"CONNECT tunnel.test:443 HTTP/1.1\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 200")
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(100), 5) == b""  # closed by the edge
+        assert 0.4 < asyncio.get_running_loop().time() - started < 3
+        await asyncio.sleep(0.1)
+        assert edge.stats.active == 0
+        writer.close()
+        # A client that does speak gets the idle limit, not the handshake timeout.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"CONNECT tunnel.test:443 HTTP/1.1\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.write(b"hello")
+        assert await asyncio.wait_for(reader.readexactly(10), 5) == b"echo:hello"
+        await asyncio.sleep(1.0)
+        writer.write(b"again")
+        assert await asyncio.wait_for(reader.readexactly(10), 5) == b"echo:again"
+        writer.close()
+
+    run_edge_test(tmp_path, scenario)
+
+
+def test_while_no_edge_can_start_the_supervisor_answers_503_at_once() -> None:
+    """The proxy port never hangs: the supervisor's own listening socket answers 503 until an edge runs."""
+    from halton_meter.supervisor import _answer_503
+
+    async def main() -> bytes:
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        task = asyncio.get_running_loop().create_task(_answer_503(listener.dup()))
+        try:
+            return await _exchange(port, b"CONNECT api.anthropic.com:443 HTTP/1.1\r\n\r\n")
+        finally:
+            task.cancel()
+            listener.close()
+
+    reply = asyncio.run(main())
+    assert reply.startswith(b"HTTP/1.1 503 Service Unavailable") and b"halton-meter status" in reply

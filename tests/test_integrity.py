@@ -674,3 +674,24 @@ def _checkpoint(db: Path) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     finally:
         conn.close()
+
+
+def test_plain_http_to_a_metered_host_never_hangs_on_a_wedged_core(start_meter) -> None:
+    """Item 6: plain HTTP to a metered host probes the core like a CONNECT does, so a stopped core costs at
+    most a probe timeout: here the request goes direct (the self-test host does not resolve, so the answer is
+    a prompt 502, and no gap: nothing reached a provider) instead of hanging on the wedged core."""
+    meter = start_meter()
+    pid = core_pid(meter)
+    assert pid is not None
+    time.sleep(1.2)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with socket.create_connection(("127.0.0.1", meter.edge_port), timeout=10) as sock:
+            started = time.monotonic()
+            reply = _exchange(sock, SELFTEST_PLAIN)
+            took = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert reply.startswith(b"HTTP/1.1 502") and b"cannot resolve" in reply and took < 3.0, (took, reply[:200])
+    time.sleep(2.5)
+    assert gap_rows(meter) == []

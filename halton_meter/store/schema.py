@@ -301,8 +301,9 @@ def declared_size(header: bytes) -> int | None:
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
-    if header[92:96] != header[24:28] or not pages or page_size < 512:
-        return None
+    valid_size = 512 <= page_size <= 65536 and page_size & (page_size - 1) == 0
+    if header[92:96] != header[24:28] or not pages or not valid_size:
+        return None  # not a header SQLite itself would trust: the other checks say what is wrong
     return pages * page_size
 
 
@@ -350,8 +351,9 @@ def check_intact(path: Path, settle: int = 5) -> None:
         if declared is None or size >= declared:
             return
         page_size = declared // int.from_bytes(header[28:32], "big")
-        missing = set(range(size // page_size + 1, declared // page_size + 1))
-        if not missing - wal_pages(path, page_size):
+        first_missing, last = size // page_size + 1, declared // page_size
+        held = sum(1 for page in wal_pages(path, page_size) if first_missing <= page <= last)
+        if held == last - first_missing + 1:
             return  # an unfinished checkpoint: the log has every page the file lacks
         if attempt < settle:
             time.sleep(0.05)
