@@ -43,8 +43,8 @@ import structlog
 from halton_meter.client_family import client_family
 from halton_meter.config import valid_project_name
 from halton_meter.lifecycle.selftest import CANARY_HOST
-from halton_meter.process import QuietLoopErrors, watch_parent
 from halton_meter.passthrough import MAX_SECONDS, QUIET_SECONDS, STREAM_QUIET_SECONDS, PassThrough
+from halton_meter.process import QuietLoopErrors, watch_parent
 
 log = structlog.get_logger("halton_meter.edge")
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from halton_meter.errors import UsageError
 from halton_meter.keys import key_label
-from halton_meter.store.gaps import GapSummary, summarize
 from halton_meter.store.aggregate import NONE_VALUE, Cells, Filters, collect, percentile_95, snapshot
+from halton_meter.store.gaps import GapSummary, summarize
 from halton_meter.store.rollup import SUMS
 from halton_meter.store.schema import initialised
 from halton_meter.timewindow import Window, local

@@ -23,15 +23,14 @@ import contextlib
 import json
 import os
 import sqlite3
-import subprocess
 import ssl
 import statistics
+import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

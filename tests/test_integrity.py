@@ -29,8 +29,8 @@ import httpx
 import pytest
 from faultkit import (
     HEADERS,
-    MESSAGES,
     LOCKER,
+    MESSAGES,
     assert_received,
     core_pid,
     fill,

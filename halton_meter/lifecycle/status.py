@@ -126,13 +126,14 @@ def gaps_row(paths: Any, runtime: dict[str, Any]) -> Row | None:
     import sqlite3
 
     from halton_meter.store.gaps import summarize
+    from halton_meter.store.schema import read_only_uri
     from halton_meter.timewindow import iso
 
     since = runtime.get("started_at") or iso(datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1))
     conn = None
     try:
         if paths.db.exists():
-            conn = sqlite3.connect(f"file:{paths.db}?mode=ro", uri=True, timeout=2)
+            conn = sqlite3.connect(read_only_uri(paths.db), uri=True, timeout=2)
         summary = summarize(conn, paths.spool, since=since)
     except sqlite3.Error:
         summary = summarize(None, paths.spool, since=since)

@@ -302,7 +302,8 @@ def declared_size(header: bytes) -> int | None:
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
     valid_size = 512 <= page_size <= 65536 and page_size & (page_size - 1) == 0
-    if header[92:96] != header[24:28] or not pages or not valid_size:
+    fixed = header[18] in (1, 2) and header[19] in (1, 2) and header[21:24] == b"\x40\x20\x20"
+    if header[92:96] != header[24:28] or not pages or not valid_size or not fixed:
         return None  # not a header SQLite itself would trust: the other checks say what is wrong
     return pages * page_size
 
@@ -462,6 +463,14 @@ def migrate(path: Path, on_start: Callable[[int, int], None] | None = None) -> P
         raise DatabaseError(f"cannot prepare database {path}: {exc}") from None
     finally:
         conn.close()
+
+
+def read_only_uri(path: Path) -> str:
+    """A URI that reads the database without changing anything beside it: `mode=ro` while a write-ahead
+    log exists (a meter is using the file, so its recent commits are there), else `immutable=1`, which
+    creates no `-wal` or `-shm` files next to a file nobody is writing."""
+    wal = path.with_name(path.name + "-wal")
+    return f"file:{path}?mode=ro" if wal.exists() else f"file:{path}?immutable=1"
 
 
 def check_readable(path: Path) -> int:

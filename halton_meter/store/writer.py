@@ -43,9 +43,9 @@ from typing import Any, TypeVar
 
 import structlog
 
+from halton_meter.errors import DatabaseError
 from halton_meter.pricing import Pricer
 from halton_meter.store import gaps, journal
-from halton_meter.errors import DatabaseError
 from halton_meter.store.schema import calls, check_intact, connect
 from halton_meter.types import CallRecord
 
