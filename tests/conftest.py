@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,23 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[object]:
         return CliResult(code, out.out, out.err)
 
     yield run
+
+
+@pytest.fixture
+def start_meter(fake_provider: Any, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start a `serve` of the test's own (it may be broken on purpose); stopped however the test ends."""
+    from halton_meter.testing.meter import MeterProcess
+
+    started: list[MeterProcess] = []
+
+    def start(home: Path | None = None, extra_config: str = "") -> MeterProcess:
+        meter = MeterProcess.start(home or tmp_path / f"home{len(started)}", fake_provider, extra_config=extra_config)
+        started.append(meter)
+        return meter
+
+    yield start
+    for meter in started:
+        meter.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

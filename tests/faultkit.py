@@ -204,6 +204,44 @@ def assert_received(meter: MeterProcess, fake: Any, base: int, timeout: float = 
     return assert_accounting(meter, received_since(fake, base, path), timeout=timeout, base=start)
 
 
+@contextlib.contextmanager
+def wedged_core(meter: MeterProcess) -> Iterator[int]:
+    """The core stopped (SIGSTOP) for the `with` block — after waiting out the edge's probe freshness, so
+    the next metered call asks it first — and continued however the block ends. Yields its pid."""
+    import signal
+
+    pid = core_pid(meter)
+    assert pid is not None
+    time.sleep(1.2)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pid
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def read_http_message(recv: Callable[[int], bytes], limit: int = 1 << 20) -> tuple[bytes, bytes]:
+    """(head, body) of one HTTP/1 message read with `recv` (a socket's), the body by its Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) < limit:
+        more = recv(65536)
+        if not more:
+            break
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        more = recv(65536)
+        if not more:
+            break
+        body += more
+    return head, body
+
+
 def rss(pid: int) -> int:
     import psutil
 
@@ -438,24 +476,10 @@ class ResetServer:
         conn.settimeout(10)
         try:
             tls = self.context.wrap_socket(conn, server_side=True)
-            data = b""
-            while b"\r\n\r\n" not in data and len(data) < 1 << 20:
-                more = tls.recv(65536)
-                if not more:
-                    tls.close()
-                    return
-                data += more
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value.strip())
-            while len(body) < length:
-                more = tls.recv(65536)
-                if not more:
-                    break
-                body += more
+            head, _ = read_http_message(tls.recv)
+            if not head:
+                tls.close()
+                return
             with self._lock:
                 self.requests += 1
             tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,22 +68,6 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(autouse=True)
 def _fresh_routes(fake_provider: FakeProvider) -> None:
     fake_provider.clear()
-
-
-@pytest.fixture
-def start_meter(fake_provider: FakeProvider, tmp_path: Path) -> Iterator[Callable[..., MeterProcess]]:
-    """Start a `serve` of the test's own (it will be broken on purpose); stopped however the test ends."""
-    started: list[MeterProcess] = []
-
-    def start(home: Path | None = None, extra_config: str = "") -> MeterProcess:
-        meter = MeterProcess.start(home or tmp_path / f"home{len(started)}", fake_provider,
-                                   extra_config=extra_config)
-        started.append(meter)
-        return meter
-
-    yield start
-    for meter in started:
-        meter.stop()
 
 
 class StreamCall:

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from faultkit import (
     fresh_edge_stats,
     gap_rows,
     in_progress_rows,
+    read_http_message,
     request_json,
     small_tmpfs_at,
     status_json,
@@ -44,6 +44,7 @@ from faultkit import (
     timed_call,
     wait_core_pid,
     wait_until,
+    wedged_core,
 )
 
 from halton_meter.store.journal import backlog
@@ -60,20 +61,6 @@ def _fresh_routes(fake_provider: FakeProvider) -> None:
     fake_provider.add("POST", "/v1/messages", Reply(body=bodies.anthropic_message(input_tokens=11, output_tokens=3)))
 
 
-@pytest.fixture
-def start_meter(fake_provider: FakeProvider, tmp_path: Path) -> Iterator[Callable[..., MeterProcess]]:
-    started: list[MeterProcess] = []
-
-    def start(home: Path | None = None, extra_config: str = "") -> MeterProcess:
-        meter = MeterProcess.start(home or tmp_path / f"home{len(started)}", fake_provider, extra_config=extra_config)
-        started.append(meter)
-        return meter
-
-    yield start
-    for meter in started:
-        meter.stop()
-
-
 def keep_alive_client(meter: MeterProcess, fake: FakeProvider, timeout: float = 15.0) -> httpx.Client:
     """One kept-alive connection, as every SDK uses: calls reuse it while it lives."""
     return meter.client(extra_ca=fake.ca_pem, timeout=timeout,
@@ -84,6 +71,13 @@ def wait_metering(meter: MeterProcess, timeout: float = 20.0) -> None:
     """Until the edge publishes that the core answers again."""
     wait_until(lambda: fresh_edge_stats(meter).get("core_down_since") is None, timeout, interval=0.2,
                what="the edge seeing the core answer again")
+
+
+def edge_pid(meter: MeterProcess) -> int:
+    import psutil
+
+    return next(p.pid for p in psutil.Process(meter.proc.pid).children()
+                if "halton_meter.edge" in " ".join(p.cmdline()))
 
 
 def tunnel_gaps(meter: MeterProcess) -> list[dict[str, Any]]:
@@ -102,22 +96,15 @@ def test_k1_a_tunnel_opened_while_the_core_was_wedged_closes_when_idle_and_later
     first idle moment after recovery, so the 20 go through the core on a new connection."""
     meter = start_meter()
     base = len(fake_provider.requests)
-    pid = core_pid(meter)
-    assert pid is not None
-    time.sleep(1.2)  # past the probe's freshness: the next CONNECT asks the core first
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        with keep_alive_client(meter, fake_provider) as client:
-            during = [timed_call(client) for _ in range(2)]
-            assert [r.status for r in during] == [200, 200], during
-            time.sleep(1.0)
-            os.kill(pid, signal.SIGCONT)
-            wait_metering(meter)
-            wait_until(lambda: fresh_edge_stats(meter).get("passthrough_closed_idle") == 1, 10,
-                       what="the edge closing the idle pass-through tunnel")
-            after = [timed_call(client) for _ in range(20)]
-    finally:
+    with wedged_core(meter) as pid, keep_alive_client(meter, fake_provider) as client:
+        during = [timed_call(client) for _ in range(2)]
+        assert [r.status for r in during] == [200, 200], during
+        time.sleep(1.0)
         os.kill(pid, signal.SIGCONT)
+        wait_metering(meter)
+        wait_until(lambda: fresh_edge_stats(meter).get("passthrough_closed_idle") == 1, 10,
+                   what="the edge closing the idle pass-through tunnel")
+        after = [timed_call(client) for _ in range(20)]
     assert [r.status for r in after] == [200] * 20, [r.error for r in after]
     ledger = assert_received(meter, fake_provider, base)
     assert (ledger.landed, ledger.gaps, ledger.gap_rows) == (20, 2, 1)
@@ -135,19 +122,13 @@ def test_k1_a_busy_keep_alive_tunnel_is_counted_call_by_call_and_bounded_in_age(
     makes several tunnels, each bounded."""
     meter = start_meter(extra_config="[edge]\npassthrough_max_seconds = 2\npassthrough_quiet_seconds = 0.5")
     base = len(fake_provider.requests)
-    pid = core_pid(meter)
-    assert pid is not None
     results = []
-    time.sleep(1.2)
     with keep_alive_client(meter, fake_provider) as client:
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with wedged_core(meter):
             stop_at = time.monotonic() + 6.0
             while time.monotonic() < stop_at:
                 results.append(timed_call(client))
                 time.sleep(0.8)
-        finally:
-            os.kill(pid, signal.SIGCONT)
         wait_metering(meter)
         for _ in range(6):
             results.append(timed_call(client))
@@ -352,9 +333,7 @@ def test_c4_a_bad_config_and_an_edge_crash_never_hang_a_call(start_meter, fake_p
         assert timed_call(client).status == 200
     config = meter.home / "config.toml"
     config.write_text(config.read_text() + "\n[edge]\nport = \n")
-    edge_pid = next(p.pid for p in __import__("psutil").Process(meter.proc.pid).children()
-                    if "halton_meter.edge" in " ".join(p.cmdline()))
-    os.kill(edge_pid, signal.SIGKILL)
+    os.kill(edge_pid(meter), signal.SIGKILL)
     with keep_alive_client(meter, fake_provider, timeout=10) as client:
         started = time.monotonic()
         after = timed_call(client)
@@ -432,24 +411,8 @@ class LoopbackCanary:
 def _exchange(sock: socket.socket, data: bytes, timeout: float = 5.0) -> bytes:
     sock.sendall(data)
     sock.settimeout(timeout)
-    out = b""
-    while b"\r\n\r\n" not in out:
-        more = sock.recv(65536)
-        if not more:
-            break
-        out += more
-    head, _, rest = out.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(rest) < length:
-        more = sock.recv(65536)
-        if not more:
-            break
-        rest += more
-    return head + b"\r\n\r\n" + rest
+    head, body = read_http_message(sock.recv)
+    return head + b"\r\n\r\n" + body
 
 
 SELFTEST_PLAIN = (b"POST http://selftest.halton-meter.invalid:443/v1/selftest HTTP/1.1\r\n"
@@ -595,20 +558,11 @@ def test_status_counts_gaps_from_the_durable_log_across_an_edge_restart(start_me
     """Item 3: status and report read the gap log, not a process's memory — a restarted edge (whose
     counters start at zero) changes nothing; plain-HTTP pass-through is logged durably too."""
     meter = start_meter()
-    pid = core_pid(meter)
-    assert pid is not None
-    time.sleep(1.2)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        with httpx.Client(proxy=meter.proxy_url, verify=meter.ssl_context(fake_provider.ca_pem), trust_env=False,
-                          timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client:
-            assert [timed_call(client).status for _ in range(2)] == [200, 200]
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    import psutil
-
-    edge = next(p for p in psutil.Process(meter.proc.pid).children() if "halton_meter.edge" in " ".join(p.cmdline()))
-    edge.kill()
+    with wedged_core(meter), httpx.Client(
+            proxy=meter.proxy_url, verify=meter.ssl_context(fake_provider.ca_pem), trust_env=False, timeout=10,
+            limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        assert [timed_call(client).status for _ in range(2)] == [200, 200]
+    os.kill(edge_pid(meter), signal.SIGKILL)
     wait_until(lambda: fresh_edge_stats(meter).get("passthrough") == 0, 20, what="a restarted edge")
     gaps = wait_until(lambda: (row := status_row(status_json(meter), "gaps")) and row, 10, what="a gaps row")
     assert gaps["status"] == "warn" and gaps["summary"].startswith("2 pass-through connections (≥ 2 calls)"), gaps
@@ -681,17 +635,10 @@ def test_plain_http_to_a_metered_host_never_hangs_on_a_wedged_core(start_meter) 
     most a probe timeout: here the request goes direct (the self-test host does not resolve, so the answer is
     a prompt 502, and no gap: nothing reached a provider) instead of hanging on the wedged core."""
     meter = start_meter()
-    pid = core_pid(meter)
-    assert pid is not None
-    time.sleep(1.2)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        with socket.create_connection(("127.0.0.1", meter.edge_port), timeout=10) as sock:
-            started = time.monotonic()
-            reply = _exchange(sock, SELFTEST_PLAIN)
-            took = time.monotonic() - started
-    finally:
-        os.kill(pid, signal.SIGCONT)
+    with wedged_core(meter), socket.create_connection(("127.0.0.1", meter.edge_port), timeout=10) as sock:
+        started = time.monotonic()
+        reply = _exchange(sock, SELFTEST_PLAIN)
+        took = time.monotonic() - started
     assert reply.startswith(b"HTTP/1.1 502") and b"cannot resolve" in reply and took < 3.0, (took, reply[:200])
     time.sleep(2.5)
     assert gap_rows(meter) == []

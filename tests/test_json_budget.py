@@ -13,8 +13,6 @@ core and the provider plugins goes through `load_json` / `loads_or_none`.
 from __future__ import annotations
 
 import json
-import random
-import struct
 import tracemalloc
 from typing import Any
 
@@ -23,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from halton_meter import wire
+from halton_meter.testing import bodies
 from halton_meter.types import RequestFacts
 from halton_meter.wire import (
     MAX_JSON_ELEMENTS,
@@ -289,17 +288,8 @@ def test_partial_read_members_are_exact(small_budget, head, tail):
 # --------------------------------------------------------------------------------------------------
 
 
-def embeddings_body(inputs: int, dims: int) -> bytes:
-    rnd = random.Random(3)
-    vector = ",\n        ".join(f"{struct.unpack('f', struct.pack('f', rnd.uniform(-0.1, 0.1)))[0]:.9g}"
-                                for _ in range(dims))
-    parts = ['{\n  "object": "list",\n  "data": [\n']
-    for i in range(inputs):
-        parts.append(f'    {{\n      "object": "embedding",\n      "index": {i},\n      "embedding": [\n'
-                     f'        {vector}\n      ]\n    }}{",\n" if i < inputs - 1 else "\n"}')
-    parts.append('  ],\n  "model": "text-embedding-3-small",\n'
-                 '  "usage": {\n    "prompt_tokens": 98304,\n    "total_tokens": 98304\n  }\n}\n')
-    return "".join(parts).encode()
+def embeddings_body(inputs: int = 2048, dims: int = 1536) -> bytes:
+    return bodies.openai_embeddings(inputs, dims, seed=3)
 
 
 def test_embeddings_3m_floats_exact_usage_in_bounded_memory():

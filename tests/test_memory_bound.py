@@ -31,6 +31,7 @@ from faultkit import (
     wait_until,
 )
 
+from halton_meter.testing import bodies
 from halton_meter.testing.fake_provider import FakeProvider, Pause, Reply
 from halton_meter.testing.meter import MeterProcess
 
@@ -185,20 +186,7 @@ def test_m1_tiny_element_bomb_bounded_rss_original_bytes_one_row_no_stall(warm_m
 
 
 def embeddings_body(inputs: int = 2048, dims: int = 1536) -> bytes:
-    """An OpenAI embeddings response as the API writes it (pretty-printed, float32 values)."""
-    import random
-    import struct
-
-    rnd = random.Random(7)
-    values = [struct.unpack("f", struct.pack("f", rnd.uniform(-0.1, 0.1)))[0] for _ in range(dims)]
-    vector = ",\n        ".join(f"{v:.9g}" for v in values)
-    parts = ['{\n  "object": "list",\n  "data": [\n']
-    for i in range(inputs):
-        parts.append(f'    {{\n      "object": "embedding",\n      "index": {i},\n      "embedding": [\n'
-                     f'        {vector}\n      ]\n    }}{",\n" if i < inputs - 1 else "\n"}')
-    parts.append('  ],\n  "model": "text-embedding-3-small",\n'
-                 '  "usage": {\n    "prompt_tokens": 98304,\n    "total_tokens": 98304\n  }\n}\n')
-    return "".join(parts).encode()
+    return bodies.openai_embeddings(inputs, dims, seed=7)
 
 
 def test_embeddings_3m_floats_exact_usage_in_bounded_memory(warm_meter, fake_provider) -> None:

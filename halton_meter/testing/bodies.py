@@ -47,6 +47,7 @@ __all__ = [
     "anthropic_stream_events",
     "openai_chat",
     "openai_chat_stream_events",
+    "openai_embeddings",
     "openai_error",
 ]
 
@@ -403,3 +404,23 @@ def openai_error(
     """An OpenAI-style error body (also what xAI, Groq, DeepSeek, Mistral and OpenRouter send)."""
     error = {"error": {"message": message, "type": type, "param": param, "code": code}}
     return (json.dumps(error, indent=4, ensure_ascii=False) + "\n").encode()
+
+
+def openai_embeddings(inputs: int = 2048, dims: int = 1536, *, seed: int = 7,
+                      model: str = "text-embedding-3-small", prompt_tokens: int = 98304) -> bytes:
+    """An OpenAI embeddings response as the API writes it (pretty-printed, float32 values): with the
+    defaults, 2,048 × 1,536 floats, about 68 MiB — far past any whole-body parse budget, with `usage` and
+    `model` at its end."""
+    import random
+    import struct
+
+    rnd = random.Random(seed)
+    values = [struct.unpack("f", struct.pack("f", rnd.uniform(-0.1, 0.1)))[0] for _ in range(dims)]
+    vector = ",\n        ".join(f"{v:.9g}" for v in values)
+    parts = ['{\n  "object": "list",\n  "data": [\n']
+    for i in range(inputs):
+        parts.append(f'    {{\n      "object": "embedding",\n      "index": {i},\n      "embedding": [\n'
+                     f'        {vector}\n      ]\n    }}{",\n" if i < inputs - 1 else "\n"}')
+    parts.append(f'  ],\n  "model": "{model}",\n'
+                 f'  "usage": {{\n    "prompt_tokens": {prompt_tokens},\n    "total_tokens": {prompt_tokens}\n  }}\n}}\n')
+    return "".join(parts).encode()
