@@ -14,6 +14,7 @@ See docs/privacy.md for the rules in prose.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -186,11 +187,23 @@ _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _INNER_PAIR = re.compile(r"(?:^|[?&#;])([^=&?#;]+)=([^&#;]*)")
 
 
+SHORTEST_CREDENTIAL = 13
+"""No credential shape (`has_credential_shape`: `sk-ant-` + 8, `password=` + 6 …) or token
+(`TOKEN_MIN_LENGTH`) fits in fewer characters."""
+
+
+@functools.lru_cache(maxsize=64)
+def _normal_names(secret_params: frozenset[str]) -> frozenset[str]:
+    return frozenset(_normal_name(p) for p in secret_params)
+
+
 def looks_secret(text: str, secret_params: Iterable[str] = ()) -> bool:
     """`text` (a path segment, a query value, a label), raw or percent-decoded, carries a credential: a
     known credential shape, a long high-entropy token, or (for a value that is itself a URL or a query
     string) a `name=value` pair whose name is in `secret_params`."""
-    names = {_normal_name(p) for p in secret_params}
+    if len(text) < SHORTEST_CREDENTIAL and "%" not in text and "=" not in text:
+        return False  # shorter than any shape below, and no name=value pair inside it
+    names = _normal_names(frozenset(secret_params))
     for candidate in _decodings(text):
         if has_credential_shape(candidate):
             return True
@@ -246,7 +259,8 @@ def redact_path(path: str, secret_params: Iterable[str] = CREDENTIAL_QUERY_PARAM
     value is replaced, never just the matching part, so no piece of a secret is left behind. If anything
     goes wrong the answer is `REDACTED`: a path is never stored unchecked."""
     try:
-        names = frozenset(_normal_name(p) for p in secret_params)
+        secret_params = frozenset(secret_params)
+        names = _normal_names(secret_params)
         rest, hash_mark, fragment = path.partition("#")
         base, question, query = rest.partition("?")
         segments = [PATH_REDACTED if s and looks_secret(s, secret_params) else s for s in base.split("/")]

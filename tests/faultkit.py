@@ -174,10 +174,14 @@ def ledger(meter: MeterProcess) -> Ledger:
                   gaps=sum(gap_calls(g) for g in closed), gap_rows=len(gaps))
 
 
-def assert_accounting(meter: MeterProcess, sent: int, timeout: float = 15.0, base: Ledger | None = None) -> Ledger:
+def assert_accounting(meter: MeterProcess, sent: int, timeout: float = 15.0, base: Ledger | None = None,
+                      received: int | None = None) -> Ledger:
     """`sent == landed + pending + gaps` with `pending == 0`, waiting (bounded) for recovery to finish.
     With `base` (a ledger taken before the test's calls, on a shared meter) only the change is counted;
-    the returned ledger is then that change."""
+    the returned ledger is then that change. With `received` (the fake provider's own count, from
+    `received_since`), `sent` must also be what the provider received: every call reached it once."""
+    if received is not None:
+        assert received == sent, f"the provider received {received} calls, the clients sent {sent}"
     start = base or Ledger(0, 0, 0)
     deadline = time.monotonic() + timeout
     while True:

@@ -6,6 +6,8 @@ case fed straight to a parser and the same case replayed through the proxy must 
 
 from __future__ import annotations
 
+import functools
+
 import uuid
 from dataclasses import dataclass
 
@@ -20,8 +22,14 @@ __all__ = [
 
 def stored_path(provider: Provider, path: str) -> str:
     """The request path as a record stores it: credentials redacted by name (the built-in names and the
-    provider's `secret_query_params`) and by shape (`halton_meter.redact.redact_path`)."""
-    return redact_path(path, CREDENTIAL_QUERY_PARAMS | {p.lower() for p in provider.secret_query_params})
+    provider's `secret_query_params`) and by shape (`halton_meter.redact.redact_path`). Cached: a call's
+    provisional and final records, and every call to the same endpoint, ask for the same path."""
+    return _stored_path(path, frozenset(CREDENTIAL_QUERY_PARAMS | {p.lower() for p in provider.secret_query_params}))
+
+
+@functools.lru_cache(maxsize=1024)
+def _stored_path(path: str, secret_params: frozenset[str]) -> str:
+    return redact_path(path, secret_params)
 
 
 @dataclass(slots=True)
