@@ -7,7 +7,6 @@ case fed straight to a parser and the same case replayed through the proxy must 
 from __future__ import annotations
 
 import functools
-
 import uuid
 from dataclasses import dataclass
 
