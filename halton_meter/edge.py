@@ -96,6 +96,8 @@ METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 _HOP_BY_HOP = frozenset({b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive", b"te",
                          b"trailer", b"upgrade", b"proxy-authenticate"})
+HEALTH_PATH = "/halton-meter/edge-health"
+"""Answered by the edge itself (`200 ok`): liveness of its event loop, not just a listening socket."""
 AUTH_HEADER = b"x-halton-meter-auth"
 """The core's per-start secret (from `run/core.json`, 0600): the core serves no request without it."""
 
@@ -608,6 +610,8 @@ class Edge:
         request_line, _, header_block = head.partition(b"\r\n")
         method_bytes, target_bytes, _ = request_line.split(b" ")
         method, target = method_bytes.decode("latin-1"), target_bytes.decode("latin-1")
+        if method == "GET" and target == HEALTH_PATH:  # `status` and `doctor`: is the edge's loop answering?
+            return await _answer(writer, 200, "OK", b"ok\n")
         if method == "CONNECT":
             host, port = parse_authority(target)
             self.check_target(host, port)
@@ -979,6 +983,13 @@ def _meter_headers(peer: object, project: str | None, server: object = None, sec
     if project:
         out.append(PROJECT_HEADER + b": " + urllib.parse.quote(project, safe="").encode("ascii"))
     return out
+
+
+async def _answer(writer: asyncio.StreamWriter, status: int, phrase: str, body: bytes) -> None:
+    with contextlib.suppress(Exception):
+        writer.write(f"HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain\r\ncontent-length: {len(body)}\r\n"
+                     "connection: close\r\n\r\n".encode() + body)
+        await asyncio.wait_for(writer.drain(), 5)
 
 
 async def _reply(writer: asyncio.StreamWriter, status: int, reason: str) -> None:

@@ -405,6 +405,10 @@ class Check:
     run: Callable[[CheckContext], CheckResult]
     requires: tuple[str, ...] = ()
     """Checks whose result this one depends on; it is shown after them."""
+    status_row: str | None = None
+    """Set for the fast checks `halton-meter status` runs too, as its row id (`edge`, `core`, `writes`…):
+    `status` is the compact view of these same checks, with the same thresholds. Such a check must answer
+    in well under a second."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -120,7 +120,8 @@ def test_init_env_only_status_run_and_uninstall_purge(machine: Machine) -> None:
     data = json.loads(status.stdout)
     assert status.returncode == 0 and data["verdict"] == "HEALTHY", status.stdout
     assert {r["id"]: r["status"] for r in data["rows"]} == {
-        "edge": "ok", "core": "ok", "api": "ok", "writes": "ok", "ca": "ok", "supervisor": "ok", "mode": "ok"}
+        "config": "ok", "edge": "ok", "core": "ok", "api": "ok", "writes": "ok", "gaps": "ok", "ca": "ok",
+        "supervisor": "ok"}
     text = machine.cli("status").stdout
     assert text.startswith("HEALTHY") and f"listening on 127.0.0.1:{machine.edge_port}" in text
 
@@ -283,9 +284,10 @@ def test_foreground_serve_is_healthy_and_unsupervised(machine: Machine) -> None:
         proc.wait(30)
     rows = {r["id"]: r for r in data["rows"]}
     assert data["verdict"] == "DEGRADED"  # healthy meter, but not set up with init: one warn row
-    assert rows["supervisor"]["status"] == "ok"
-    assert rows["supervisor"]["summary"].startswith("unsupervised: `halton-meter serve` in the foreground")
-    assert rows["mode"]["status"] == "warn" and rows["mode"]["fix"] == "halton-meter init"
+    assert [r["id"] for r in data["rows"] if r["status"] != "ok"] == ["supervisor"], data["rows"]
+    assert rows["supervisor"]["status"] == "warn"
+    assert rows["supervisor"]["summary"].startswith("no service installed: the meter runs under `halton-meter serve`")
+    assert rows["supervisor"]["fix"].startswith("halton-meter init")
 
 
 def test_uninstall_include_logs_needs_purge(machine: Machine) -> None:

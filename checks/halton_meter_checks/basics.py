@@ -19,7 +19,12 @@ DISK_FAIL_BYTES = 100 * MiB
 
 def check_config(ctx: CheckContext) -> CheckResult:
     if ctx.config_error:
-        return CheckResult("fail", ctx.config_error,
+        from halton_meter.lifecycle.services import pid_alive
+        from halton_meter.runtime import read_runtime
+
+        running = pid_alive((read_runtime(ctx.paths) or {}).get("pid"))
+        tail = "; the running edge passes traffic on the defaults" if running else ""
+        return CheckResult("fail", f"{ctx.config_error}: the meter cannot start or restart with it{tail}",
                            fix=f"edit {ctx.paths.config} where the message points, then run `halton-meter doctor` again",
                            details={"path": str(ctx.paths.config)})
     if ctx.config is None or ctx.config.source is None:
@@ -76,6 +81,6 @@ def check_disk(ctx: CheckContext) -> CheckResult:
 
 @hookimpl
 def halton_register_checks(register: Any) -> None:
-    register(Check("check.config", "configuration", check_config))
+    register(Check("check.config", "configuration", check_config, status_row="config"))
     register(Check("check.home", "home directory", check_home))
     register(Check("check.disk", "disk space", check_disk))

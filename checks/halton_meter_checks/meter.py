@@ -3,18 +3,17 @@ service that keeps them up."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from halton_meter import __version__, hookimpl
-from halton_meter.lifecycle.services import api_healthy, pid_alive
+from halton_meter.lifecycle.services import api_healthy, core_answers, core_state, edge_answers, pid_alive
 from halton_meter.runtime import port_answers
 from halton_meter.stats import CORE_STATS, read_stats
 from halton_meter.types import Check, CheckContext, CheckResult
 from halton_meter_checks._support import ago, runtime
 
-STALE_STATS_S = 15.0
+STALE_STATS_S = 10.0
 """Counters are published every 2 s; older than this means the process is gone or wedged."""
 
 
@@ -42,6 +41,10 @@ def check_edge(ctx: CheckContext) -> CheckResult:
     if not answers:
         return CheckResult("fail", f"the meter (pid {pid}) runs but its proxy port 127.0.0.1:{port} does not answer",
                            fix="halton-meter restart  (why: halton-meter logs)", details=details)
+    if not edge_answers(port):
+        return CheckResult("fail", f"127.0.0.1:{port} accepts connections but the proxy does not answer (stopped or "
+                           "wedged): every client pointed at it waits", fix="halton-meter restart  (why: halton-meter "
+                           "logs)", details=details)
     version = data.get("version")
     if version and version != __version__:
         return CheckResult("warn", f"listening on 127.0.0.1:{port}, but the running meter is version {version} and "
@@ -49,31 +52,34 @@ def check_edge(ctx: CheckContext) -> CheckResult:
     return CheckResult("ok", f"listening on 127.0.0.1:{port} (pid {pid})", details=details)
 
 
-def _core_state(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("port"), int) else None
-
-
 def check_core(ctx: CheckContext) -> CheckResult:
-    state = _core_state(ctx.paths.core_state)
+    """Asks the core the same canary question the edge asks before every metered call: a frozen or wedged
+    core fails here exactly when calls are passing it by."""
+    state = core_state(ctx.paths)
     unmetered = "provider calls pass through unmetered (counted as gaps) until it is back"
     fix = "halton-meter restart  (why it stopped: halton-meter logs)"
-    if state is None:
-        return CheckResult("fail", f"the core is not running (no {ctx.paths.core_state}): {unmetered}", fix=fix)
+    failure = read_stats(ctx.paths.run_dir / "core-error.json")
+    if state is None or not pid_alive(state.get("pid")):
+        if failure and failure.get("message"):
+            return CheckResult("fail", f"cannot start (exit {failure.get('exit_code')}): {failure['message']}; "
+                               f"{unmetered}", fix="fix what the message names; the supervisor retries",
+                               details={"exit_code": failure.get("exit_code")})
+        if state is None:
+            return CheckResult("fail", f"the core is not running (no {ctx.paths.core_state}): {unmetered}", fix=fix)
+    assert state is not None
     port, pid = state["port"], state.get("pid")
     details = {"port": port, "pid": pid}
-    if not port_answers(port):
-        why = "has exited" if not pid_alive(pid) else "does not answer"
-        return CheckResult("fail", f"the core (pid {pid}) {why} on 127.0.0.1:{port}: {unmetered}; the supervisor "
-                           "restarts it with backoff", fix=fix, details=details)
+    if not pid_alive(pid):
+        return CheckResult("fail", f"the core (pid {pid}) has exited: {unmetered}; the supervisor restarts it with "
+                           "backoff", fix=fix, details=details)
+    if not core_answers(ctx.paths):
+        return CheckResult("fail", f"the core (pid {pid}) does not answer the edge's canary on 127.0.0.1:{port} "
+                           f"(stopped or wedged): {unmetered}", fix=fix, details=details)
     stats = read_stats(ctx.paths.run_dir / CORE_STATS)
     if stats is not None and stats.get("pid") == pid and stats["age_s"] > STALE_STATS_S:
         return CheckResult("warn", f"the core answers on 127.0.0.1:{port} but has not published its counters for "
                            f"{ago(stats['age_s'])} (wedged?)", fix=fix, details=details)
-    return CheckResult("ok", f"answering on 127.0.0.1:{port} (pid {pid})", details=details)
+    return CheckResult("ok", f"metering (internal port {port}, pid {pid})", details=details)
 
 
 def check_api(ctx: CheckContext) -> CheckResult:
@@ -83,8 +89,8 @@ def check_api(ctx: CheckContext) -> CheckResult:
         return CheckResult("fail", f"{ctx.paths.runtime} names no API port", fix="halton-meter restart")
     if api_healthy(port):
         return CheckResult("ok", f"/health answers on 127.0.0.1:{port}", details={"api_port": port})
-    return CheckResult("fail", f"the API on 127.0.0.1:{port} does not answer /health (status, reports and the "
-                       "dashboard need it)", fix="halton-meter restart  (why: halton-meter logs)",
+    return CheckResult("fail", f"the API on 127.0.0.1:{port} does not answer /health (the reports it serves are "
+                       "unavailable; metering goes on)", fix="halton-meter restart  (why: halton-meter logs)",
                        details={"api_port": port})
 
 
@@ -143,7 +149,7 @@ def check_supervisor(ctx: CheckContext) -> CheckResult:
 
 @hookimpl
 def halton_register_checks(register: Any) -> None:
-    register(Check("check.edge", "proxy (edge)", check_edge))
-    register(Check("check.core", "core (mitmproxy)", check_core, requires=("check.edge",)))
-    register(Check("check.api", "loopback API", check_api, requires=("check.edge",)))
-    register(Check("check.supervisor", "service", check_supervisor))
+    register(Check("check.edge", "proxy (edge)", check_edge, status_row="edge"))
+    register(Check("check.core", "core (mitmproxy)", check_core, requires=("check.edge",), status_row="core"))
+    register(Check("check.api", "loopback API", check_api, requires=("check.edge",), status_row="api"))
+    register(Check("check.supervisor", "service", check_supervisor, status_row="supervisor"))

@@ -12,22 +12,17 @@ def command(as_json: bool) -> int:
     Exit codes: 0 HEALTHY · 6 DEGRADED (traffic flows, metering impaired) · 5 BROKEN (the proxy port
     does not answer, nothing runs, or config.toml is invalid so the meter cannot start or restart).
     JSON: {"verdict": "HEALTHY"|"DEGRADED"|"BROKEN", "summary": str,
-           "rows": [{"id", "title", "status": "ok"|"warn"|"fail"|"skip", "summary", "fix"}]}
+           "rows": [{"id", "title", "status": "ok"|"warn"|"fail"|"skip"|"error", "summary", "fix",
+                     "check": the doctor check id}]}
+    Every row is one of `halton-meter doctor`'s checks (same code, same thresholds); status runs the fast
+    ones.
     """
     from halton_meter import terminal
-    from halton_meter.config import Config, load_config
-    from halton_meter.errors import ConfigError, ExitCode
-    from halton_meter.lifecycle.context import build_context
+    from halton_meter.errors import ExitCode
     from halton_meter.lifecycle.status import collect
-    from halton_meter.paths import Paths
 
-    config_error = None
-    try:
-        config = load_config()
-    except ConfigError as exc:  # status must still say what runs, and that the config is what breaks it
-        config_error, config = exc.message, Config(paths=Paths.from_env())
-    ctx, _ = build_context(config=config)
-    data = collect(ctx, config_error=config_error)
+    # The doctor's fast checks; a config.toml that does not load is their first row, never a stop here.
+    data = collect()
     if as_json:
         terminal.print_json(data)
     else:

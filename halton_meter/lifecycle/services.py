@@ -14,7 +14,7 @@ from typing import Any
 from halton_meter.errors import HaltonError
 from halton_meter.logs import LOG_DIR_ENV
 from halton_meter.paths import Paths
-from halton_meter.runtime import port_answers, read_runtime
+from halton_meter.runtime import read_runtime
 
 SERVICE_NAME = "halton-meter"
 START_TIMEOUT = 45.0
@@ -53,6 +53,61 @@ class Health:
         return self.runtime is not None and self.edge
 
 
+LIVENESS_TIMEOUT = 1.0
+"""How long `status`, `doctor` and start-up waits give the edge or the core to answer their liveness
+question: twice the edge's own probe timeout (0.5 s), so a loaded machine is not called wedged."""
+
+
+def _ask(port: int, question: bytes, expect: bytes, timeout: float) -> bool:
+    """Send `question` to 127.0.0.1:`port` and read the answer's first line: True when it starts with
+    `expect` within `timeout` (a listening socket alone says nothing: the kernel accepts for a frozen
+    process)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(question)
+            answer = b""
+            while b"\r\n" not in answer and len(answer) < 4096:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                more = sock.recv(4096)
+                if not more:
+                    break
+                answer += more
+            return answer.startswith(expect)
+    except OSError:
+        return False
+
+
+def edge_answers(port: int, timeout: float = LIVENESS_TIMEOUT) -> bool:
+    """The edge's event loop answers (its own health request), not just its listening socket."""
+    from halton_meter.edge import HEALTH_PATH
+
+    return _ask(port, f"GET {HEALTH_PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".encode(), b"HTTP/1.1 200", timeout)
+
+
+def core_state(paths: Paths) -> dict[str, Any] | None:
+    try:
+        data = json.loads(paths.core_state.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("port"), int) else None
+
+
+def core_answers(paths: Paths, timeout: float = LIVENESS_TIMEOUT) -> bool:
+    """The core answers the canary question the edge asks before every metered CONNECT (with the core's
+    secret, from its 0600 state file): the same test that decides whether calls are metered."""
+    from halton_meter.lifecycle.selftest import CANARY_HOST
+
+    state = core_state(paths)
+    if state is None:
+        return False
+    question = (f"CONNECT {CANARY_HOST}:443 HTTP/1.1\r\nhost: {CANARY_HOST}:443\r\n"
+                f"x-halton-meter-auth: {state.get('secret') or ''}\r\n\r\n").encode()
+    return _ask(state["port"], question, b"HTTP/1.1 200", timeout)
+
+
 def core_port(paths: Paths) -> int | None:
     try:
         return int(json.loads(paths.core_state.read_text())["port"])
@@ -75,12 +130,12 @@ def probe(paths: Paths) -> Health:
     runtime = read_runtime(paths)
     port = core_port(paths)
     if runtime is None:
-        return Health(None, False, False, port is not None and port_answers(port), port, False)
+        return Health(None, False, False, port is not None and core_answers(paths), port, False)
     return Health(
         runtime,
         pid_alive(runtime.get("pid")),
-        port_answers(runtime["edge_port"]),
-        port is not None and port_answers(port),
+        edge_answers(runtime["edge_port"]),
+        port is not None and core_answers(paths),
         port,
         api_healthy(runtime["api_port"]),
     )
