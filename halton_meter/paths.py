@@ -121,3 +121,30 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def writable_problem(directory: Path) -> str | None:
+    """Why the meter cannot write in `directory` (its home, say), as half a sentence, or None when it can.
+    Asks the file system itself: a read-only mount stops root too, whatever the mode bits say."""
+    import errno
+    import tempfile
+
+    target = directory
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=".halton-meter-write-test-", dir=target)
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            return f"{target} is on a read-only file system"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return f"{target} is not writable by you"
+        if exc.errno == errno.ENOSPC:
+            return f"the disk holding {target} is full"
+        return f"{target} cannot be written ({exc.strerror or exc})"
+    os.close(fd)
+    os.unlink(name)
+    return None
+
+
+WRITABLE_FIX = "make it writable (remount read-write, fix its owner), or set HALTON_METER_HOME to a writable directory"

@@ -366,8 +366,17 @@ def test_a_long_migration_is_announced_and_the_supervisor_waits_for_it(tmp_path:
     db = tmp_path / "db.sqlite"
     seen: list[tuple[int, int]] = []
     migrate(db, on_start=lambda old, new: seen.append((old, new)))
-    assert seen == [(0, LATEST_VERSION)]
-    migrate(db, on_start=lambda old, new: seen.append((old, new)))  # nothing to do: not announced again
+    assert seen == []  # a new database is made in moments: nothing to announce
+    old = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(old)
+    for statement in MIGRATIONS[1]:  # a database the first version made
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    migrate(old, on_start=lambda old, new: seen.append((old, new)))
+    assert seen == [(1, LATEST_VERSION)]
+    migrate(old, on_start=lambda old, new: seen.append((old, new)))  # nothing to do: not announced again
     assert len(seen) == 1
 
     monkeypatch.setattr(supervisor, "READY_TIMEOUT", 0.3)

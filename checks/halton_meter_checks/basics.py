@@ -49,8 +49,12 @@ def check_home(ctx: CheckContext) -> CheckResult:
     if mode & 0o077:
         return CheckResult("fail", f"{home} is open to other users (mode {mode:04o}); it holds the CA key and "
                            "your usage", fix=f"chmod 700 {home}", details=details)
-    if not os.access(home, os.W_OK | os.X_OK):
-        return CheckResult("fail", f"{home} is not writable by you (mode {mode:04o})", fix=f"chmod 700 {home}",
+    from halton_meter.paths import WRITABLE_FIX, writable_problem
+
+    problem = writable_problem(home)
+    if problem is not None:
+        fix = f"chmod 700 {home}" if "not writable by you" in problem else WRITABLE_FIX
+        return CheckResult("fail", f"{problem}: the meter cannot keep its database, CA or logs there", fix=fix,
                            details=details)
     return CheckResult("ok", f"{home} (mode {mode:04o})", details=details)
 

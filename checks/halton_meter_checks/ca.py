@@ -130,7 +130,7 @@ def check_trust_bundle(ctx: CheckContext) -> CheckResult:
 
 @hookimpl
 def halton_register_checks(register: Any) -> None:
-    register(Check("check.ca", "certificate authority", check_ca))
+    register(Check("check.ca", "certificate authority", check_ca, requires=("check.home",)))
     register(Check("check.ca.expiry", "CA expiry", check_ca_expiry, requires=("check.ca",), status_row="ca"))
     register(Check("check.ca.key", "CA key permissions", check_ca_key, requires=("check.ca",)))
     register(Check("check.ca.bundle", "trust bundle", check_trust_bundle, requires=("check.ca",)))

@@ -18,6 +18,11 @@ STALE_STATS_S = 10.0
 
 
 def _start_fix(ctx: CheckContext) -> str:
+    from halton_meter.paths import WRITABLE_FIX, writable_problem
+
+    problem = writable_problem(ctx.paths.home)
+    if problem is not None:  # nothing init or start could do about that
+        return f"{problem}: {WRITABLE_FIX}"
     if getattr(ctx.state, "mode", None):
         return "halton-meter start"
     return "halton-meter init  (installs and starts the meter as a service), or `halton-meter serve` in a terminal"
@@ -152,4 +157,4 @@ def halton_register_checks(register: Any) -> None:
     register(Check("check.edge", "proxy (edge)", check_edge, status_row="edge"))
     register(Check("check.core", "core (mitmproxy)", check_core, requires=("check.edge",), status_row="core"))
     register(Check("check.api", "loopback API", check_api, requires=("check.edge",), status_row="api"))
-    register(Check("check.supervisor", "service", check_supervisor, status_row="supervisor"))
+    register(Check("check.supervisor", "service", check_supervisor, requires=("check.home",), status_row="supervisor"))

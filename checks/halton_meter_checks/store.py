@@ -15,7 +15,7 @@ from typing import Any
 from halton_meter import hookimpl
 from halton_meter.errors import DatabaseError
 from halton_meter.stats import CORE_STATS, read_stats
-from halton_meter.store.schema import LATEST_VERSION, check_readable
+from halton_meter.store.schema import LATEST_VERSION, check_readable, connect_read_only
 from halton_meter.types import Check, CheckContext, CheckResult
 from halton_meter_checks._support import ago, since
 
@@ -29,7 +29,7 @@ EXPECTED_TABLES = ("calls", "gaps")
 
 
 def _read_only(path: Any) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    return connect_read_only(path, timeout=BUSY_TIMEOUT_S)
 
 
 def _moved_aside_fix(db: Any) -> str:
@@ -243,7 +243,7 @@ def _epoch(text: str | None) -> float | None:
 @hookimpl
 def halton_register_checks(register: Any) -> None:
     register(Check("check.db", "database", check_db))
-    register(Check("check.db.writable", "database writable", check_db_writable, requires=("check.db",)))
+    register(Check("check.db.writable", "database writable", check_db_writable, requires=("check.db", "check.home")))
     register(Check("check.db.writes", "database writes", check_db_writes, status_row="writes"))
     register(Check("check.gaps", "pass-through gaps", check_gaps, status_row="gaps"))
 

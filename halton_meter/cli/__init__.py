@@ -81,6 +81,18 @@ def _crash_log(exc: BaseException) -> str | None:
         return None
 
 
+def _os_problem(exc: OSError) -> str:
+    """One line for an OSError from the environment: the read-only or full disk named, with the fix."""
+    from halton_meter.paths import WRITABLE_FIX, Paths, writable_problem
+
+    where = f" {exc.filename}" if exc.filename else ""
+    problem = writable_problem(Paths.from_env().home) if exc.errno in (30, 13, 1, 28) else None
+    if problem is not None:
+        return f"cannot write{where}: {problem}; {WRITABLE_FIX}"
+    return (f"cannot use{where}: {exc.strerror or exc}; make sure HALTON_METER_HOME (default ~/.halton-meter) is "
+            "a writable local directory")
+
+
 def _database_problem(exc: BaseException) -> str | None:
     """One line for an SQLite error reaching the top (directly or wrapped by SQLAlchemy), else None."""
     import sqlite3
@@ -88,9 +100,15 @@ def _database_problem(exc: BaseException) -> str | None:
     error = exc if isinstance(exc, sqlite3.DatabaseError) else getattr(exc, "orig", None)
     if not isinstance(error, sqlite3.DatabaseError):
         return None
-    from halton_meter.paths import Paths
+    from halton_meter.paths import WRITABLE_FIX, Paths, writable_problem
 
-    return (f"cannot read the database {Paths.from_env().db} ({error}); the file may be damaged: "
+    db = Paths.from_env().db
+    text = str(error).lower()
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        problem = writable_problem(db.parent)
+        if problem is not None:
+            return f"cannot write the database {db}: {problem}; {WRITABLE_FIX}"
+    return (f"cannot read the database {db} ({error}); the file may be damaged: "
             "`halton-meter doctor` checks it and says what to do")
 
 
@@ -118,9 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         code = 0
     except OSError as exc:  # the environment, not a bug: a read-only or full disk, a missing directory
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"halton-meter: error: cannot use{where}: {exc.strerror or exc}; make sure HALTON_METER_HOME "
-              "(default ~/.halton-meter) is a writable local directory", file=sys.stderr)
+        print(f"halton-meter: error: {_os_problem(exc)}", file=sys.stderr)
         code = int(ExitCode.FAILURE)
     except Exception as exc:  # a traceback is a bug: say so in one line and keep the details
         damaged = _database_problem(exc)

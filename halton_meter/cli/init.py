@@ -37,6 +37,12 @@ def command(mode: str, no_shell_rc: bool, trust_system: bool, non_interactive: b
     options = InitOptions(mode=mode, shell_rc=not no_shell_rc, non_interactive=non_interactive,
                           trust_system=trust_system, dry_run=dry_run)
     ctx, host = build_context(options)
+    if not dry_run:
+        from halton_meter.paths import WRITABLE_FIX, writable_problem
+
+        problem = writable_problem(ctx.paths.home)
+        if problem is not None:  # say it once, before any step changes anything it would then have to undo
+            raise HaltonError(f"cannot set up Halton Meter in {ctx.paths.home}: {problem}; {WRITABLE_FIX}")
     steps = host.registries.init_steps.ordered()
     if mode == "full" and not getattr(ctx.installer, "supports_system_proxy", False):
         raise UsageError(

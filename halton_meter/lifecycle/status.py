@@ -39,8 +39,9 @@ def collect(runner: Any | None = None) -> dict[str, Any]:
     findings = run_checks(checks, ctx, timeout=STATUS_TIMEOUT, only=tuple(rows), owners=owners)
     out = [{"id": row_id(f, rows), "title": row_id(f, rows), "status": f.status, "summary": f.summary,
             "fix": f.fix, "check": f.id} for f in findings]
-    broken = any(f.id in BROKEN_WHEN_FAILING and f.status in ("fail", "error") for f in findings) or \
-        not any(f.id == "check.edge" for f in findings)
+    edge = next((f for f in findings if f.id == "check.edge"), None)
+    broken = edge is None or edge.status not in ("ok", "warn") or \
+        any(f.id in BROKEN_WHEN_FAILING and f.status in ("fail", "error") for f in findings)
     if broken:
         verdict = "BROKEN"
     elif any(f.status in ("fail", "warn", "error") for f in findings):

@@ -20,7 +20,7 @@ from typing import Any
 from halton_meter.errors import DatabaseError
 from halton_meter.store import rollup
 from halton_meter.store.rollup import BINS_PER_ROW, BUCKET_SECONDS, CONTRIBUTES, DAY_SECONDS, DIMENSIONS, SUMS
-from halton_meter.store.schema import check_readable
+from halton_meter.store.schema import check_readable, connect_read_only
 from halton_meter.timewindow import iso, offset_segments
 
 GROUP_DIMENSIONS = {"project": "project", "model": "model", "provider": "provider", "client": "client",
@@ -126,7 +126,8 @@ def snapshot(db: Path) -> Iterator[sqlite3.Connection]:
     """A read-only connection holding one consistent snapshot (a read transaction: the writer carries on).
     DatabaseError (exit 3) when the file is missing, corrupt or too new."""
     check_readable(db)
-    conn = sqlite3.connect(db, timeout=5, isolation_level=None)
+    conn = connect_read_only(db)
+    conn.isolation_level = None
     try:
         conn.execute("PRAGMA query_only = ON")
         conn.execute("BEGIN")

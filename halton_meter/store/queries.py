@@ -26,7 +26,7 @@ STATUS_HELP = "ok, error, incomplete, in-progress, an HTTP status (429) or a cla
 def open_reader(db_path: Path) -> Engine:
     """A read engine; DatabaseError (exit 3) when the file is missing, corrupt or too new."""
     check_readable(db_path)
-    return make_engine(db_path)
+    return make_engine(db_path, read_only=True)
 
 
 def _record(row: sa.Row[Any]) -> CallRecord:

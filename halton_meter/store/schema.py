@@ -268,20 +268,24 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def make_engine(path: Path, *, immediate: bool = False) -> Engine:
+def make_engine(path: Path, *, immediate: bool = False, read_only: bool = False) -> Engine:
     """An engine on the database file. `immediate`: transactions take the write lock at BEGIN, so a writer
-    never deadlocks upgrading a read lock (SQLite's BEGIN IMMEDIATE)."""
+    never deadlocks upgrading a read lock (SQLite's BEGIN IMMEDIATE). `read_only`: connections from
+    `connect_read_only` (reports, `calls`: they work on a read-only file system too)."""
     import sqlalchemy as sa
     from sqlalchemy import event
     from sqlalchemy.pool import NullPool
 
-    engine = sa.create_engine(f"sqlite:///{path}", poolclass=NullPool)
+    if read_only:
+        engine = sa.create_engine("sqlite://", poolclass=NullPool, creator=lambda: connect_read_only(path))
+    else:
+        engine = sa.create_engine(f"sqlite:///{path}", poolclass=NullPool)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
-        for pragma in CONNECTION_PRAGMAS:
+        for pragma in CONNECTION_PRAGMAS if not read_only else ("PRAGMA busy_timeout = 5000",):
             cursor.execute(pragma)
         cursor.close()
 
@@ -445,7 +449,7 @@ def migrate(path: Path, on_start: Callable[[int, int], None] | None = None) -> P
                 f"database {path} holds tables but was not created by Halton Meter; nothing was changed. "
                 f"Move it aside (mv {path} {path}.foreign) or set HALTON_METER_HOME elsewhere"
             )
-        if on_start is not None:
+        if on_start is not None and version > 0:  # a new database is made in moments: no upgrade to announce
             on_start(version, LATEST_VERSION)
         backup = _backup(conn, path, version) if version > 0 else None
         for target in range(version + 1, LATEST_VERSION + 1):
@@ -473,6 +477,21 @@ def read_only_uri(path: Path) -> str:
     return f"file:{path}?mode=ro" if wal.exists() else f"file:{path}?immutable=1"
 
 
+def connect_read_only(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
+    """A read-only connection that also works where nothing may be written beside the file (a read-only
+    file system, a directory you cannot write): `mode=ro` first (it sees a running meter's latest commits);
+    if SQLite cannot open it that way (it needs to create `-shm`), `immutable=1` when no write-ahead log
+    is there to read."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError:
+        if path.with_name(path.name + "-wal").exists():
+            raise
+        return sqlite3.connect(f"file:{path}?immutable=1", uri=True, timeout=timeout)
+
+
 def check_readable(path: Path) -> int:
     """Read-only: the schema version, or DatabaseError when the file is unusable or too new."""
     if not path.exists():
@@ -482,7 +501,10 @@ def check_readable(path: Path) -> int:
         if fh.read(len(SQLITE_HEADER)) not in (SQLITE_HEADER, b""):
             raise DatabaseError(f"database {path} is not a valid SQLite file; move it aside and restart the meter")
     check_intact(path)
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        conn = connect_read_only(path)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"database {path} is not readable ({exc})") from None
     try:
         version = _version(conn)
     except sqlite3.DatabaseError as exc:
