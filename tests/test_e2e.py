@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import ssl
+import subprocess
 import sys
 import textwrap
 import threading
@@ -400,15 +402,16 @@ def _process_name() -> str:
     return psutil.Process().name()
 
 
-def test_run_without_a_running_meter_is_exit_5(tmp_path) -> None:
+def test_run_without_a_running_meter_runs_the_tool_unmetered_with_one_warning(tmp_path) -> None:
+    """Fail open: a stopped meter never keeps a user's tool from running."""
     meter = MeterProcess.__new__(MeterProcess)
     meter.home = tmp_path / "home"
-    result = MeterProcess.cli(meter, "run", "--", "true", check=False)
-    assert result.returncode == 5
-    assert result.stderr.strip() == (
-        f"halton-meter: error: no meter is running for {meter.home}; start one with `halton-meter serve` "
-        "(in another terminal)"
-    )
+    code = "import os, sys; print(os.environ.get('HTTPS_PROXY')); sys.exit(3)"
+    result = MeterProcess.cli(meter, "run", "--", sys.executable, "-c", code, check=False)
+    assert result.returncode == 3 and result.stdout.strip() == "None"  # its own exit code, no proxy set
+    assert result.stderr.strip().splitlines() == [
+        f"halton-meter: warning: no meter is running for {meter.home}: running this command UNMETERED; start the "
+        "meter with `halton-meter start`"]
 
 
 def test_the_self_test_canary_is_answered_by_the_core_and_left_out_of_reports(meter) -> None:
@@ -435,3 +438,37 @@ def test_api_needs_its_token_and_a_loopback_host(meter) -> None:
     assert meter.api_get("/v1/stats", host=f"evil.example:{meter.api_port}").status_code == 421
     token_file = meter.home / "api-token"
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("calls", [1, 4])
+def test_ctrl_c_on_a_foreground_serve_after_calls_prints_no_traceback(tmp_path, fake_provider, calls) -> None:
+    """Ctrl-C reaches the whole foreground process group (serve, edge, core): the drain still runs, every
+    row commits, and nothing but the usual lines is printed."""
+    from halton_meter.testing.meter import meter_env, write_config
+
+    fake_provider.add("POST", "/v1/messages", Reply(body=bodies.anthropic_message(input_tokens=3, output_tokens=1)))
+    home = tmp_path / "home"
+    write_config(home, ca_bundle=fake_provider.ca_pem, resolve=fake_provider.resolve_rules())
+    proc = subprocess.Popen([sys.executable, "-m", "halton_meter", "serve", "--edge-port", "0", "--api-port", "0"],
+                            env=meter_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / "runtime.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        meter = MeterProcess(home, proc, tmp_path / "unused.log")
+        meter.runtime = json.loads((home / "runtime.json").read_text())
+        with meter.client(extra_ca=fake_provider.ca_pem, timeout=10) as client:
+            for _ in range(calls):
+                assert client.post(f"{ANTHROPIC}/v1/messages", json={"model": "m", "messages": []},
+                                   headers={"x-api-key": "sk-ant-api03-CANARY-ctrlc"}).status_code == 200
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text and "Exception in callback" not in text and "KeyboardInterrupt" not in text, text
+    assert len(meter.rows()) == calls

@@ -330,3 +330,23 @@ def test_a_taken_default_port_is_replaced_and_saved_but_a_configured_one_is_an_e
             choose_ports(explicit)
     finally:
         holder.close()
+
+
+def test_start_with_a_taken_port_fails_at_once_naming_the_holder_and_the_config_key(machine: Machine) -> None:
+    import socket
+
+    import psutil
+
+    holder = socket.create_server(("127.0.0.1", machine.edge_port))
+    try:
+        started = time.monotonic()
+        result = machine.cli("start")
+        took = time.monotonic() - started
+    finally:
+        holder.close()
+    assert result.returncode == 4, result.stderr
+    assert took < 10, took  # not the 45 s wait for a service that cannot bind
+    [line] = result.stderr.strip().splitlines()
+    assert line == (f"halton-meter: error: port {machine.edge_port} (edge) is in use by PID {os.getpid()} "
+                    f"({psutil.Process().name()}); stop that process, or set `[edge] port = N` in "
+                    f"{machine.home / 'config.toml'} to another port, then `halton-meter start`")

@@ -6,7 +6,7 @@ import sys
 import click
 
 from halton_meter.config import load_config, valid_project_name
-from halton_meter.errors import ExitCode, HaltonError
+from halton_meter.errors import ExitCode, HaltonError, NotRunningError
 from halton_meter.runtime import metering_env, require_running
 
 
@@ -39,17 +39,23 @@ def command(shell: bool, project: str | None, argv: tuple[str, ...]) -> int:
             raise click.UsageError(f"--project {project!r}: a project name is 1-100 characters, without slashes "
                                    "or control characters, e.g. --project acme-api")
     config = load_config()
-    runtime = require_running(config.paths)
-    if not probe(config.paths).core:
+    try:
+        runtime: dict[str, object] | None = require_running(config.paths)
+    except NotRunningError:
+        runtime = None  # fail open: the user's tool runs, unmetered, and says so once
+        terminal.warn(f"no meter is running for {config.paths.home}: running this command UNMETERED; start the "
+                      "meter with `halton-meter start`")
+    if runtime is not None and not probe(config.paths).core:
         terminal.warn("the meter's core is not running: this command's calls pass through UNMETERED "
                       "(see `halton-meter status`)")
-    env = {**os.environ, **metering_env(runtime, project)}
+    env = {**os.environ, **(metering_env(runtime, project) if runtime is not None else {})}
     if shell:
         env["HALTON_METER_ACTIVE"] = "1"
         args = [os.environ.get("SHELL") or "/bin/sh"]
         for_project = f", project {project}" if project else ""
-        terminal.line(f"metering on for this shell (proxy 127.0.0.1:{runtime['edge_port']}{for_project}); "
-                      "`exit` to leave")
+        if runtime is not None:
+            terminal.line(f"metering on for this shell (proxy 127.0.0.1:{runtime['edge_port']}{for_project}); "
+                          "`exit` to leave")
     sys.stdout.flush()
     sys.stderr.flush()
     try:

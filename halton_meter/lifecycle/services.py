@@ -162,6 +162,10 @@ def wait_until_running(paths: Paths, timeout: float = START_TIMEOUT, pid: int | 
         if health.runtime is not None and (pid is None or health.runtime.get("pid") == pid):
             if health.edge and health.core and health.api:
                 return health.runtime
+        if pid is not None and not pid_alive(pid):  # it exited (a taken port, a bad config): say why now
+            tail = log_tail(paths, lines=3)
+            raise HaltonError("the meter exited as it started" + (f": {tail.splitlines()[-1]}" if tail else
+                                                                   "; see `halton-meter logs`"))
         time.sleep(0.1)
     missing = [name for name, ok in (("edge", health.edge), ("core", health.core), ("api", health.api)) if not ok]
     tail = log_tail(paths)
@@ -169,6 +173,32 @@ def wait_until_running(paths: Paths, timeout: float = START_TIMEOUT, pid: int | 
         f"the meter did not come up within {timeout:g} s ({', '.join(missing) or 'runtime.json'} not answering); "
         f"see `halton-meter logs`" + (f"\n{tail}" if tail else "")
     )
+
+
+def check_ports_free(config: Any) -> None:
+    """Before starting a service: the configured ports are free, or held by this home's own meter.
+    PortInUseError (exit 4) at once, naming the holder and the config key to change — never a long wait
+    for a service that cannot bind."""
+    import errno
+    import socket
+
+    from halton_meter.errors import PortInUseError
+    from halton_meter.supervisor import port_holder
+
+    runtime = read_runtime(config.paths)
+    ours = runtime is not None and pid_alive(runtime.get("pid"))
+    for role, port, key in (("edge", config.edge_port, "[edge] port"), ("api", config.api_port, "[api] port")):
+        if ours and port in (runtime.get("edge_port"), runtime.get("api_port")):  # type: ignore[union-attr]
+            continue
+        try:
+            socket.create_server(("127.0.0.1", port)).close()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                continue  # the service will say what is wrong
+            holder = port_holder(port)
+            by = f" by {holder}" if holder else " by another process"
+            raise PortInUseError(f"port {port} ({role}) is in use{by}; stop that process, or set `{key} = N` in "
+                                 f"{config.paths.config} to another port, then `halton-meter start`") from None
 
 
 def user_config_dir(home: Path) -> Path:
