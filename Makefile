@@ -1,23 +1,34 @@
 # Two commands on a fresh machine:
-#   make init    create .venv, install Halton Meter, set it up and start metering (halton-meter init)
-#   make test    create .venv, install test dependencies and the contrib example plugin, run the suite
-#   make bench   create .venv, install Halton Meter with the test extra, run the benchmark (bench/; about
+#   make init    install Halton Meter for your user (its own virtualenv, `halton-meter` on your PATH), set it
+#                up and start metering (halton-meter init)
+#   make test    create .venv-test, install test dependencies and the contrib example plugin, run the suite
+#   make bench   install Halton Meter with the test extra in .venv, run the benchmark (bench/; about
 #                20 minutes; BENCH_ARGS=--quick for a 3-minute smoke run)
-# (make serve runs the meter in the foreground instead of as a service)
+# (make serve runs the meter from this clone in the foreground; make uninstall undoes make init)
 
 PYTHON ?= python3.12
 # pyenv machines default to an older Python; this selects 3.12 where pyenv provides it and is ignored elsewhere.
 export PYENV_VERSION ?= 3.12.1
 VENV ?= .venv
 BIN := $(VENV)/bin
+TEST_VENV ?= .venv-test
+# Tests install the contrib example plugin (which claims llm.example.internal): never where the meter runs.
+TEST_BIN := $(TEST_VENV)/bin
+# `make init` installs a copy (not an editable link to this clone) in its own virtualenv, so moving, editing
+# or checking out the clone never changes the running meter, and links the command into BIN_DIR.
+APP_DIR ?= $(HOME)/.local/share/halton-meter/app
+BIN_DIR ?= $(HOME)/.local/bin
+APP_PIP_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: init serve test bench install install-test install-bench clean
+.PHONY: init install-app uninstall serve test bench install install-test install-bench clean python-check
 
-$(BIN)/python:
+python-check:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null || { \
 	  echo "Halton Meter needs Python 3.12 or newer: run 'make PYTHON=/path/to/python3.12 ...'"; exit 2; }
+
+$(BIN)/python: | python-check
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
@@ -25,8 +36,12 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml contrib/halton-meter-provider-example/pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test]' -e contrib/halton-meter-provider-example
+$(TEST_BIN)/python: | python-check
+	$(PYTHON) -m venv $(TEST_VENV)
+	$(TEST_BIN)/python -m pip install --quiet --upgrade pip
+
+$(TEST_VENV)/.installed-test: $(TEST_BIN)/python pyproject.toml contrib/halton-meter-provider-example/pyproject.toml
+	$(TEST_BIN)/python -m pip install --quiet -e '.[test]' -e contrib/halton-meter-provider-example
 	@touch $@
 
 # The benchmark needs trustme (its fake provider's CA) from the test extra, but not the contrib plugin.
@@ -36,21 +51,38 @@ $(VENV)/.installed-bench: $(VENV)/.installed pyproject.toml
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test
+install-test: $(TEST_VENV)/.installed-test
 
 install-bench: $(VENV)/.installed-bench
 
-init: install
-	$(BIN)/halton-meter init --non-interactive $(INIT_ARGS)
+install-app: python-check
+	$(PYTHON) -m venv $(APP_DIR)
+	$(APP_DIR)/bin/python -m pip install --quiet --upgrade pip $(APP_PIP_ARGS)
+	$(APP_DIR)/bin/python -m pip install --quiet --upgrade --force-reinstall --no-deps .
+	$(APP_DIR)/bin/python -m pip install --quiet $(APP_PIP_ARGS) .
+	@mkdir -p $(BIN_DIR)
+	@ln -sf $(APP_DIR)/bin/halton-meter $(BIN_DIR)/halton-meter
+	@echo "installed: $(BIN_DIR)/halton-meter -> $(APP_DIR)/bin/halton-meter"
+	@case ":$$PATH:" in *":$(BIN_DIR):"*) ;; *) \
+	  echo "note: $(BIN_DIR) is not on your PATH, so new shells will not find halton-meter; add it with:"; \
+	  echo "  echo 'export PATH=\"$(BIN_DIR):\$$PATH\"' >> ~/.profile   (then open a new terminal)";; esac
+
+init: install-app
+	$(APP_DIR)/bin/halton-meter init --non-interactive $(INIT_ARGS)
+
+uninstall:
+	-$(APP_DIR)/bin/halton-meter uninstall $(UNINSTALL_ARGS)
+	rm -f $(BIN_DIR)/halton-meter
+	rm -rf $(APP_DIR)
 
 serve: install
 	$(BIN)/halton-meter serve
 
 test: install-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(TEST_BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-bench
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(TEST_VENV)

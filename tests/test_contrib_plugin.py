@@ -58,3 +58,15 @@ def test_meters_a_call_to_its_host(meter, fake_provider: FakeProvider) -> None:
     assert (row["input_tokens"], row["cache_read_tokens"], row["output_tokens"]) == (300, 21, 45)
     # A private gateway has no public prices: unknown, never a silent $0.
     assert (row["cost_nanos"], row["priced"], row["price_source"]) == (None, 0, "no price data for this provider")
+
+
+def test_its_check_looks_the_host_up_instead_of_assuming(meter, cli, tmp_path, monkeypatch) -> None:
+    """With upstream.resolve it is routed; without, the check asks DNS (offline here: it does not resolve)
+    and says so, never "resolves" unseen."""
+    routed = json.loads(meter.cli("doctor", "--only", "check.example-gateway", "--json", check=False).stdout)
+    assert routed["checks"][0]["summary"] == f"{GATEWAY} is routed by upstream.resolve"
+    monkeypatch.setenv("HALTON_METER_HOME", str(tmp_path / "elsewhere"))
+    result = cli("doctor", "--only", "check.example-gateway", "--json")
+    [row] = json.loads(result.stdout)["checks"]
+    assert row["status"] == "warn" and row["summary"] == f"{GATEWAY} does not resolve: calls to it fail", row
+    assert "upstream" in row["fix"]
