@@ -246,6 +246,10 @@ class AttributionService:
         self._finder = ProcessFinder()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="halton-meter-attrib")
 
+    def set_attributors(self, attributors: Sequence[Attributor]) -> None:
+        """A reloaded config's chain (new `[projects]` rules): lookups from now on use it."""
+        self._attributors = list(attributors)
+
     def lookup(self, address: Address | None, proxy_project: str | None = None,
                server: Address | None = None) -> Future[Resolution]:
         """Resolve the client connected from `address` to `server` (the proxy's listening address)."""

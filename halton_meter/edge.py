@@ -1010,7 +1010,8 @@ async def _reply(writer: asyncio.StreamWriter, status: int, reason: str) -> None
 # --------------------------------------------------------------------------------------------------
 
 
-async def run_edge(edge: Edge, sock: socket.socket, grace: float, stats_path: Path | None = None) -> None:
+async def run_edge(edge: Edge, sock: socket.socket, grace: float, stats_path: Path | None = None,
+                   watcher: Any = None) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(QuietLoopErrors(log))
     server = await asyncio.start_server(edge.handle, sock=sock, limit=MAX_HEAD_BYTES, backlog=1024)
@@ -1024,8 +1025,14 @@ async def run_edge(edge: Edge, sock: socket.socket, grace: float, stats_path: Pa
 
         from halton_meter.stats import Publisher
 
-        publisher = Publisher(stats_path, lambda: {**asdict(edge.stats), "max_connections": edge.max_connections}
-                              ).start()
+        publisher = Publisher(stats_path, lambda: {
+            **asdict(edge.stats), "max_connections": edge.max_connections,
+            "config": watcher.state.to_json() if watcher is not None else None}).start()
+    config_watch = None
+    if watcher is not None:
+        from halton_meter.configwatch import watch
+
+        config_watch = loop.create_task(watch(watcher))
     print("READY", flush=True)
     log.info("edge listening", port=sock.getsockname()[1], max_connections=edge.max_connections)
     await stop.wait()
@@ -1034,6 +1041,8 @@ async def run_edge(edge: Edge, sock: socket.socket, grace: float, stats_path: Pa
     while edge.stats.active and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     orphan_watch.cancel()
+    if config_watch is not None:
+        config_watch.cancel()
     if publisher is not None:
         publisher.stop()
 
@@ -1095,12 +1104,26 @@ def main(argv: list[str] | None = None) -> int:
                 passthrough_quiet=config.edge_passthrough_quiet_seconds,
                 passthrough_max_seconds=config.edge_passthrough_max_seconds)
     edge.stats.config_error = problem
+    from halton_meter.configwatch import ConfigWatcher
+    from halton_meter.core.routing import RoutingTable
+    from halton_meter.host import PluginHost
     from halton_meter.paths import ensure_private_dir
+
+    def apply_config(new: Any) -> None:
+        claims = RoutingTable(PluginHost(new).load().registries.providers).claims
+        edge.claims, edge.resolve = claims, new.resolve_map()
+        edge.idle_timeout = new.edge_idle_timeout_seconds
+        edge.max_connections = connection_cap(new.edge_max_connections)
+        edge.passthrough_quiet = new.edge_passthrough_quiet_seconds
+        edge.passthrough_max_seconds = new.edge_passthrough_max_seconds
+        edge.stats.config_error = None
+
+    watcher = ConfigWatcher(config, apply_config)
     from halton_meter.stats import EDGE_STATS
 
     with contextlib.suppress(OSError):  # counters are informational; traffic does not wait for them
         ensure_private_dir(config.paths.run_dir)
-    asyncio.run(run_edge(edge, sock, config.shutdown_grace_seconds, config.paths.run_dir / EDGE_STATS))
+    asyncio.run(run_edge(edge, sock, config.shutdown_grace_seconds, config.paths.run_dir / EDGE_STATS, watcher))
     return 0
 
 

@@ -687,3 +687,44 @@ def test_plain_http_to_a_metered_host_that_passes_through_is_one_counted_call(tm
             assert (report["calls"], report["connections"]) == (2, 0)
         finally:
             meter.stop()
+
+
+# ==================================================================================================
+# Config edits apply to a running meter
+# ==================================================================================================
+
+
+def test_a_price_edit_applies_to_the_next_call_and_a_broken_edit_changes_nothing(start_meter, fake_provider) -> None:
+    """Item 4: edit a price, `reload`, and the next call is priced with it; a broken edit is refused, the meter
+    keeps pricing with what it has and `status` says so; a port change is named as needing a restart."""
+    meter = start_meter()
+    config = meter.home / "config.toml"
+    original = config.read_text()
+
+    def call_cost() -> int:
+        before = len(meter.rows())
+        with keep_alive_client(meter, fake_provider) as client:
+            assert timed_call(client).status == 200
+        return meter.wait_for_calls(before + 1)[-1]["cost_nanos"]
+
+    assert call_cost() == 11 * 3_000 + 3 * 15_000  # list price: $3 / $15 per MTok
+    config.write_text(original + '\n[prices.anthropic."claude-sonnet-4-5"]\ninput = 1.0\noutput = 2.0\n')
+    reload = meter.cli("reload")
+    assert "config.toml applied: [prices]" in reload.stdout, reload.stdout
+    assert call_cost() == 11 * 1_000 + 3 * 2_000
+    assert meter.cli("prices", "claude-sonnet-4-5", check=False).returncode == 0
+
+    config.write_text(original + '\n[prices.anthropic."claude-sonnet-4-5"]\ninput = "cheap"\n')
+    refused = meter.cli("reload", check=False)
+    assert refused.returncode == 2 and "prices" in refused.stderr, refused.stderr
+    time.sleep(2.5)  # the meter sees the broken file too, and keeps what it runs
+    assert call_cost() == 11 * 1_000 + 3 * 2_000
+    row = status_row(status_json(meter), "config")
+    assert row["status"] == "fail" and "the running meter keeps the configuration it loaded" in row["summary"], row
+
+    config.write_text(original.replace("[upstream]", "[edge]\nport = 1\n[upstream]"))
+    moved = meter.cli("reload")
+    assert "[edge] port changed: takes effect after `halton-meter restart`" in moved.stderr, moved.stderr
+    row = status_row(status_json(meter), "config")
+    assert row["status"] == "warn" and "[edge] port changed" in row["summary"], row
+    assert call_cost() == 11 * 3_000 + 3 * 15_000  # the price override is gone again

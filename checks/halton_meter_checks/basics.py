@@ -21,15 +21,42 @@ def check_config(ctx: CheckContext) -> CheckResult:
     if ctx.config_error:
         from halton_meter.lifecycle.services import pid_alive
         from halton_meter.runtime import read_runtime
+        from halton_meter.stats import EDGE_STATS, read_stats
 
         running = pid_alive((read_runtime(ctx.paths) or {}).get("pid"))
-        tail = "; the running edge passes traffic on the defaults" if running else ""
+        on_defaults = (read_stats(ctx.paths.run_dir / EDGE_STATS) or {}).get("config_error")
+        tail = ("; the running edge passes traffic on the defaults" if running and on_defaults else
+                "; the running meter keeps the configuration it loaded" if running else "")
         return CheckResult("fail", f"{ctx.config_error}: the meter cannot start or restart with it{tail}",
                            fix=f"edit {ctx.paths.config} where the message points, then run `halton-meter doctor` again",
                            details={"path": str(ctx.paths.config)})
+    pending = _not_applied(ctx)
+    if pending:
+        return CheckResult("warn", pending, fix="halton-meter restart")
     if ctx.config is None or ctx.config.source is None:
         return CheckResult("ok", f"no {ctx.paths.config}: using the defaults")
-    return CheckResult("ok", f"{ctx.config.source} is valid", details={"path": str(ctx.config.source)})
+    return CheckResult("ok", f"{ctx.config.source} is valid and in effect", details={"path": str(ctx.config.source)})
+
+
+def _not_applied(ctx: CheckContext) -> str | None:
+    """What the running meter published about config.toml: changes that wait for a restart, or an apply
+    that failed. None when nothing runs or everything is in effect."""
+    from halton_meter.stats import CORE_STATS, EDGE_STATS, read_stats
+
+    restart: set[str] = set()
+    failed: list[str] = []
+    for name in (CORE_STATS, EDGE_STATS):
+        stats = read_stats(ctx.paths.run_dir / name) or {}
+        state = stats.get("config") if stats.get("age_s", 99) < 30 else None
+        if isinstance(state, dict):
+            restart.update(state.get("restart_needed") or [])
+            if state.get("error"):
+                failed.append(str(state["error"]))
+    if failed:
+        return f"the running meter could not apply config.toml ({failed[0]}); it keeps the configuration it had"
+    if restart:
+        return f"{', '.join(sorted(restart))} changed in config.toml: takes effect after a restart"
+    return None
 
 
 def check_home(ctx: CheckContext) -> CheckResult:

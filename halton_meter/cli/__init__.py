@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "start": ("halton_meter.cli.start", "Start the meter through its service."),
     "stop": ("halton_meter.cli.stop", "Stop the meter."),
     "restart": ("halton_meter.cli.restart", "Restart the meter (same port)."),
+    "reload": ("halton_meter.cli.reload", "Check config.toml and wait until the running meter has taken it."),
     "status": ("halton_meter.cli.status", "HEALTHY / DEGRADED / BROKEN, with a row per component."),
     "uninstall": ("halton_meter.cli.uninstall", "Undo everything init changed (keeps your calls)."),
     "reset-proxy": ("halton_meter.cli.reset_proxy", "Emergency: stop routing apps through the meter."),

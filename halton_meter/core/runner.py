@@ -22,6 +22,7 @@ import structlog
 from halton_meter.attribution import AttributionService
 from halton_meter.ca import ensure_ca, write_upstream_trust
 from halton_meter.config import Config, load_config
+from halton_meter.configwatch import ConfigWatcher, watch
 from halton_meter.core.addon import MeterAddon
 from halton_meter.core.routing import RoutingTable
 from halton_meter.errors import DatabaseError, ExitCode, HaltonError
@@ -90,6 +91,19 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
     master.addons.add(*_mitmproxy_addons())
     master.addons.add(addon)
 
+    def apply_config(new: Config) -> None:
+        """A changed config.toml, validated: build everything from it first, then swap it in (each swap is
+        one attribute assignment, so the event loop sees either the old or the new, never half)."""
+        new_host = PluginHost(new).load()
+        routing, attributors, pricer = (RoutingTable(new_host.registries.providers),
+                                        new_host.registries.attributors.ordered(), Pricer(new))
+        addon.routing, addon.resolve = routing, new.resolve_map()
+        addon.capture_projects, addon.capture_max_bytes = frozenset(new.capture_projects), new.capture_max_bytes
+        attribution.set_attributors(attributors)
+        writer.set_pricer(pricer)
+
+    watcher = ConfigWatcher(config, apply_config)
+
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(QuietLoopErrors(log))
     stopping = asyncio.Event()
@@ -127,6 +141,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
         on_signal()
 
     writer_watch = loop.create_task(watch_writer())
+    config_watch = loop.create_task(watch(watcher))
 
     def snapshot() -> dict[str, object]:
         stats = writer.stats
@@ -137,6 +152,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
                        "last_success_at": stats.last_success_at, "recovered": stats.recovered,
                        "journal_problem": writer.journal_problem, "hook_errors": stats.hook_errors},
             "calls": {"in_flight": addon.in_flight, "metered": addon.metered},
+            "config": watcher.state.to_json(),
         }
 
     ensure_private_dir(paths.run_dir)
@@ -147,6 +163,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
     finally:
         orphan_watch.cancel()
         writer_watch.cancel()
+        config_watch.cancel()
         publisher.stop()
         attribution.close()
         try:

@@ -208,6 +208,10 @@ class Writer:
                                       "at": record.started_at})
         log.error("writer queue full; record counted as a gap", record_id=record.id)
 
+    def set_pricer(self, pricer: Pricer) -> None:
+        """A reloaded config's prices: batches from now on are priced with them."""
+        self._pricer = pricer
+
     @property
     def pending(self) -> int:
         """Records accepted and not committed yet: queued, or in a batch being written (or retried)."""
