@@ -10,8 +10,10 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -19,8 +21,9 @@ from rich.text import Text
 from halton_meter.types import CallRecord, nanos_to_usd
 
 
-def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, no_color="NO_COLOR" in os.environ or None)
+def _console(stderr: bool = False, width: int | None = None) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, no_color="NO_COLOR" in os.environ or None,
+                   width=width)
 
 
 def error(message: str) -> None:
@@ -35,6 +38,22 @@ def warn(message: str) -> None:
 
 def line(message: str = "", style: str | None = None) -> None:
     _console().print(Text(message, style=style or ""), soft_wrap=True)
+
+
+HANGING_MIN = 20
+"""Narrower than this beside its lead, a line is printed whole instead (the terminal wraps it)."""
+
+
+def _hanging(console: Console, lead: Text, body: Text) -> None:
+    """`lead` then `body`, wrapped between words to the console's width, later lines starting under the
+    body's first character (a word longer than the room is folded, never cut)."""
+    room = console.width - lead.cell_len
+    if room < HANGING_MIN:
+        console.print(Text.assemble(lead, body), soft_wrap=True)
+        return
+    for i, part in enumerate(body.wrap(console, room, overflow="fold")):
+        part.rstrip()
+        console.print(Text.assemble(lead if i == 0 else " " * lead.cell_len, part), soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -98,25 +117,133 @@ def call_line(r: CallRecord) -> None:
     _console().print(Text(text), soft_wrap=True)
 
 
+# ---- calls ---------------------------------------------------------------------------------------------
+
+_CALL_NAME_MIN = {"status": 8, "project": 8, "model": 10}
+"""Name columns that may be shortened, least valuable first, and how short each may get."""
+_CALL_STAGES: tuple[dict[str, Any], ...] = (
+    {},
+    {"year": False},
+    {"gap": 1},
+    {"drop": ("provider",)},
+    {"shorten": True},
+    {"drop": ("provider", "status")},
+    {"wrap_time": True},
+    {"wrap_cache": True},
+    {"drop": ("provider", "status", "project")},
+    {"drop": ("provider", "status", "project", "model")},
+)
+
+
+@dataclass
+class _Column:
+    name: str
+    justify: str
+    cells: list[str]
+    width: int = 0
+
+    def __post_init__(self) -> None:
+        self.width = max([cell_len(part) for cell in self.cells for part in cell.split("\n")] + [len(self.name)])
+
+
+def calls_layout(records: Sequence[CallRecord], width: int) -> tuple[list[_Column], int]:
+    """The columns of `halton-meter calls` fitted to `width`, and the gap between them.
+
+    Time, token counts (in, cache read/write, out) and cost are never cut. When the whole table is wider
+    than `width` it gives way in this order, stopping as soon as it fits:
+
+    1. the year goes from the time (`11-20 10:00:00`, as `calls --follow` shows it);
+    2. one space between columns instead of two;
+    3. the provider column goes (the model name says it in nearly every case);
+    4. names are shortened with an ellipsis at the end, least valuable first: the status, then the project,
+       then the model, each down to a minimum (8, 8 and 10 characters) before the next is touched;
+    5. the status column goes;
+    6. the time takes two lines (the date above the time of day);
+    7. the cache counts take two lines (read above write);
+    8. the project column goes;
+    9. the model column goes.
+
+    When even the time and the numbers alone are wider than `width`, the table is as wide as they need (the
+    terminal wraps the lines) rather than cutting a figure.
+    """
+    cells = _call_cells(records)
+    stage: dict[str, Any] = {}
+    columns: list[_Column] = []
+    gap = 2
+    for step in _CALL_STAGES:
+        stage = {**stage, **step}
+        gap = stage.get("gap", 2)
+        columns = _call_columns(cells, stage)
+        needed = sum(c.width for c in columns) + gap * (len(columns) - 1)
+        if needed <= width:
+            return columns, gap
+        if stage.get("shorten") and _shorten(columns, needed - width):
+            return columns, gap
+    return columns, gap
+
+
+def _shorten(columns: list[_Column], excess: int) -> bool:
+    """Take `excess` characters off the name columns, least valuable first (status, project, model), each
+    down to its minimum before the next is touched. False when that is not enough."""
+    names = [c for name in _CALL_NAME_MIN for c in columns if c.name == name]
+    floors = {c.name: min(c.width, _CALL_NAME_MIN[c.name]) for c in names}
+    if sum(c.width - floors[c.name] for c in names) < excess:
+        return False
+    for column in names:
+        cut = min(excess, column.width - floors[column.name])
+        column.width -= cut
+        excess -= cut
+    return True
+
+
+def _call_cells(records: Sequence[CallRecord]) -> dict[str, list[str]]:
+    """Each column's cells at full length, computed once for every layout tried."""
+    return {
+        "time": [local_time(r.started_at) for r in records],
+        "provider": [r.provider for r in records],
+        "model": [r.model or "—" for r in records],
+        "in": [tokens(r.input_tokens) for r in records],
+        "cache r/w": [f"{tokens(r.cache_read_tokens)}/{tokens(r.cache_write_tokens)}" for r in records],
+        "out": [tokens(r.output_tokens) for r in records],
+        "cost": [money(r.cost_nanos) if r.billable or r.cost_nanos is None else "—" for r in records],
+        "project": [r.project for r in records],
+        "status": [_status_text(r) for r in records],
+    }
+
+
+_CALL_JUSTIFY = {"in": "right", "cache r/w": "right", "out": "right", "cost": "right"}
+
+
+def _call_columns(cells: dict[str, list[str]], stage: dict[str, Any]) -> list[_Column]:
+    shown = dict(cells)
+    if not stage.get("year", True):
+        shown["time"] = [text[5:] for text in shown["time"]]
+    if stage.get("wrap_time"):
+        shown["time"] = [text.replace(" ", "\n") for text in shown["time"]]
+    if stage.get("wrap_cache"):
+        shown["cache r/w"] = [text.replace("/", "/\n") for text in shown["cache r/w"]]
+    return [_Column(name, _CALL_JUSTIFY.get(name, "left"), values) for name, values in shown.items()
+            if name not in stage.get("drop", ())]
+
+
 def calls_table(records: Iterable[CallRecord]) -> None:
-    table = _table(
-        [("time", "left"), ("provider", "left"), ("model", "left"), ("in", "right"), ("cache r/w", "right"),
-         ("out", "right"), ("cost", "right"), ("project", "left"), ("status", "left")]
-    )
-    for r in records:
-        status = _status_text(r)
-        table.add_row(
-            local_time(r.started_at),
-            Text(r.provider),
-            Text(r.model or "—"),
-            tokens(r.input_tokens),
-            f"{tokens(r.cache_read_tokens)}/{tokens(r.cache_write_tokens)}",
-            tokens(r.output_tokens),
-            money(r.cost_nanos) if r.billable or r.cost_nanos is None else "—",
-            Text(r.project),
-            Text(status),
-        )
-    _console().print(table)
+    """`halton-meter calls`: fitted to the terminal's width as `calls_layout` says. The width is COLUMNS when
+    set, else the terminal's (of stdin, stdout or stderr, so a pipe inside a terminal gets its width), else
+    80: rich's own rule."""
+    records = list(records)
+    console = _console()
+    columns, gap = calls_layout(records, console.width)
+    needed = sum(c.width for c in columns) + gap * (len(columns) - 1)
+    if needed > console.width:  # only figures left: longer lines, never a cut number
+        console = _console(width=needed)
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold",
+                  padding=(0, 1) if gap == 2 else (0, 0, 0, 1))
+    for column in columns:
+        table.add_column(column.name, justify=column.justify, width=column.width,  # type: ignore[arg-type]
+                         no_wrap=True, overflow="ellipsis")
+    for row in zip(*(c.cells for c in columns), strict=True):
+        table.add_row(*(Text(cell) for cell in row))  # names are not markup
+    console.print(table)
 
 
 def plugins_table(plugins: Iterable[dict[str, Any]]) -> None:
@@ -212,7 +339,9 @@ def sparkline(values: list[int]) -> str:
     return "".join("·" if v <= 0 else _SPARKS[min(len(_SPARKS) - 1, (v * len(_SPARKS) - 1) // top)] for v in values)
 
 
-def _daily_line(data: dict[str, Any]) -> Text | None:
+def _daily_line(data: dict[str, Any], width: int = 80) -> Text | None:
+    """The trend line: one mark per day (or per few days), as many marks as fit `width` (at most
+    SPARK_MAX, at least 7), then the span and the largest mark."""
     daily = data["daily"]
     if len(daily) < 2:
         return None
@@ -222,14 +351,20 @@ def _daily_line(data: dict[str, Any]) -> Text | None:
     if not any(charged):
         series, what = (listed, "list price/day") if any(listed) else ([d["calls"] for d in daily], "calls/day")
         show = usd_short if any(listed) else None  # type: ignore[assignment]
-    per = -(-len(series) // SPARK_MAX)  # days per mark, to stay within SPARK_MAX marks
-    marks = [sum(series[i:i + per]) for i in range(0, len(series), per)]
-    top = max(marks)
-    top_text = (show(f"{top / 1e9:.9f}") if show else f"{top:,}") if top else "0"
-    unit = f"{per} days" if per > 1 else "day"
     first, last = daily[0]["date"][5:], daily[-1]["date"][5:]
-    return Text.assemble((f"{what:<15}", "bold"), sparkline(marks),
-                         (f"  {first} → {last} · max {top_text}{'/' + unit if per > 1 else ''}", "dim"))
+    most = SPARK_MAX
+    while True:
+        per = -(-len(series) // most)  # days per mark, to stay within `most` marks
+        marks = [sum(series[i:i + per]) for i in range(0, len(series), per)]
+        top = max(marks)
+        top_text = (show(f"{top / 1e9:.9f}") if show else f"{top:,}") if top else "0"
+        unit = f"{per} days" if per > 1 else "day"
+        tail = f"  {first} → {last} · max {top_text}{'/' + unit if per > 1 else ''}"
+        room = width - 15 - cell_len(tail)
+        if len(marks) <= room or most <= 7:
+            break
+        most = max(7, min(most - 1, room))
+    return Text.assemble((f"{what:<15}", "bold"), sparkline(marks), (tail, "dim"))
 
 
 def report(data: dict[str, Any]) -> None:
@@ -252,15 +387,18 @@ def report(data: dict[str, Any]) -> None:
     if _usd_nanos(totals["cache_savings_usd"]):
         line.append(f" · cache saved {usd_short(totals['cache_savings_usd'])}")
     console.print(line)
-    console.print(f"tokens   {compact(totals['input_tokens'])} in · {compact(totals['output_tokens'])} out · "
-                  f"{compact(totals['cache_read_tokens'])} cache read · {compact(totals['cache_write_tokens'])} "
-                  "cache write")
-    console.print(f"latency  avg {_duration(totals['avg_latency_ms'])} · p95 {_duration(totals['p95_latency_ms'])}"
-                  f"   TTFT avg {_duration(totals['avg_ttft_ms'])} · p95 {_duration(totals['p95_ttft_ms'])}")
+    _hanging(console, Text("tokens   "), Text(
+        f"{compact(totals['input_tokens'])} in · {compact(totals['output_tokens'])} out · "
+        f"{compact(totals['cache_read_tokens'])} cache read · "
+        f"{compact(totals['cache_write_tokens'])} cache write"))
+    _hanging(console, Text("latency  "), Text(
+        f"avg {_duration(totals['avg_latency_ms'])} · p95 {_duration(totals['p95_latency_ms'])}   "
+        f"TTFT avg {_duration(totals['avg_ttft_ms'])} · p95 {_duration(totals['p95_ttft_ms'])}"))
     if totals["subscription_calls"]:
-        console.print(f"subscription  {_plural(totals['subscription_calls'], 'call')} · "
-                      f"{usd_short(totals['subscription_list_price_usd'])} at list price, not charged")
-    daily = _daily_line(data)
+        _hanging(console, Text("subscription  "), Text(
+            f"{_plural(totals['subscription_calls'], 'call')} · "
+            f"{usd_short(totals['subscription_list_price_usd'])} at list price, not charged"))
+    daily = _daily_line(data, console.width)
     if daily is not None:
         console.print(daily)
     if "previous" in data:
@@ -490,10 +628,50 @@ def status(data: dict[str, Any], verbose: bool = False) -> None:
             console.print(Text(f"    fix: {row['fix']}", style="cyan"), soft_wrap=True)
 
 
-def log_lines(lines: Iterable[str]) -> None:
-    for line in lines:
-        sys.stdout.write(line if line.endswith("\n") else line + "\n")
-    sys.stdout.flush()
+_LOG_LEVEL_STYLE = {"debug": "dim", "warning": "yellow", "error": "red", "critical": "bold red",
+                    "exception": "red"}
+
+
+def log_entries(entries: Iterable[Any], raw: bool = False, day: str | None = None) -> str | None:
+    """`halton-meter logs`: entries (`logread.LogEntry`, already in time order) as
+    `09:46:42.876 core  warning  core unavailable: … reason=core did not answer the probe`, local time, a
+    `── 2026-12-03 ──` line whenever the day changes (`day`: the last one shown; returned for the next
+    batch). A multi-line value (a traceback) and continuation lines follow, indented. With `raw`, the
+    lines exactly as the files hold them."""
+    if raw:
+        for entry in entries:
+            for text in entry.raw:
+                sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        return day
+    console = _console()
+    for entry in entries:
+        if entry.at is None:
+            console.print(Text(f"{entry.process}: {entry.raw[0]}"), soft_wrap=True)
+        else:
+            moment = entry.at.astimezone()
+            if moment.strftime("%Y-%m-%d") != day:
+                day = moment.strftime("%Y-%m-%d")
+                console.print(Text(f"── {day} ──", style="dim"), soft_wrap=True)
+            text = Text.assemble((f"{moment:%H:%M:%S}.{moment.microsecond // 1000:03d} ", "dim"),
+                                 f"{entry.process:<5} ",
+                                 (f"{entry.level:<8}", _LOG_LEVEL_STYLE.get(entry.level, "")), " ", entry.event)
+            blocks = []
+            for key, value in entry.fields.items():
+                shown = value if isinstance(value, str) else repr(value)
+                if "\n" in shown:
+                    blocks.append((key, shown))
+                else:
+                    text.append(f" {key}=", style="dim")
+                    text.append(shown)
+            console.print(text, soft_wrap=True)
+            for key, shown in blocks:
+                console.print(Text(f"    {key}:", style="dim"), soft_wrap=True)
+                for part in shown.splitlines():
+                    console.print(Text(f"      {part}"), soft_wrap=True)
+        for part in entry.raw[1:]:
+            console.print(Text(f"    {part}"), soft_wrap=True)
+    return day
 
 
 # ---- doctor --------------------------------------------------------------------------------------------
@@ -505,39 +683,41 @@ _HOP_MARK = {"ok": ("✓", "green"), "fail": ("✗", "bold red"), "skip": ("○"
 
 def doctor_report(data: dict[str, Any], verbose: bool = False) -> None:
     """`halton-meter doctor`: one line per check in the report's order, the fix under each problem, and a
-    footer counting issues. Takes the `--json` document, so both outputs always agree."""
+    footer counting issues. Takes the `--json` document, so both outputs always agree. Long lines wrap at
+    the width between words, continuing under where their text starts; nothing is cut."""
     console = _console()
     checks = data["checks"]
     width = max((len(c["title"]) for c in checks), default=0)
     for check in checks:
         mark, style = _DOCTOR_MARK.get(check["status"], ("?", ""))
-        text = Text.assemble((f"{mark} ", style), (f"{check['title']:<{width}}", "bold"), "  ", check["summary"])
-        console.print(text, soft_wrap=True)
+        _hanging(console, Text.assemble((f"{mark} ", style), (f"{check['title']:<{width}}", "bold"), "  "),
+                 Text(check["summary"]))
         for hop in check["details"].get("hops", ()) if isinstance(check["details"], dict) else ():
             hop_mark, hop_style = _HOP_MARK.get(hop.get("status"), ("?", ""))
-            console.print(Text.assemble("    ", (f"{hop_mark} ", hop_style), (f"{hop.get('hop', '?'):<7}", "bold"),
-                                        str(hop.get("detail", ""))), soft_wrap=True)
+            lead = Text.assemble("    ", (f"{hop_mark} ", hop_style), (f"{hop.get('hop', '?'):<7}", "bold"))
+            _hanging(console, lead, Text(str(hop.get("detail", ""))))
         if check.get("fix") and check["status"] not in ("ok", "skip"):
-            console.print(Text(f"    fix: {check['fix']}", style="cyan"), soft_wrap=True)
+            _hanging(console, Text("    fix: ", style="cyan"), Text(check["fix"], style="cyan"))
         if verbose:
-            console.print(Text(f"    {check['id']} · {check['duration_ms']} ms", style="dim"), soft_wrap=True)
+            _hanging(console, Text("    "), Text(f"{check['id']} · {check['duration_ms']} ms", style="dim"))
             for key, value in check["details"].items():
                 if key != "hops":
                     shown = value if isinstance(value, str) else json.dumps(value)
-                    console.print(Text(f"    {key}: {shown}", style="dim"), soft_wrap=True)
+                    _hanging(console, Text(f"    {key}: ", style="dim"), Text(shown, style="dim"))
     counts = data["summary"]
     parts = [f"{counts['ok']} ok", f"{counts['warn']} warning{'s' if counts['warn'] != 1 else ''}",
              f"{counts['fail']} failed", f"{counts['skip']} skipped",
              f"{counts['error']} error{'s' if counts['error'] != 1 else ''}"]
     console.print()
-    console.print(Text(f"{len(checks)} check{'s' if len(checks) != 1 else ''}: " + " · ".join(parts)),
-                  soft_wrap=True)
+    total = f"{len(checks)} check{'s' if len(checks) != 1 else ''}: "
+    _hanging(console, Text(""), Text(total + " · ".join(parts)))
     problems = counts["fail"] + counts["error"]
     if problems:
-        console.print(Text(f"{problems} problem{'s' if problems != 1 else ''} found: apply the fix under each, then "
-                           "run `halton-meter doctor` again.", style="bold red"), soft_wrap=True)
+        verdict = Text(f"{problems} problem{'s' if problems != 1 else ''} found: apply the fix under each, then "
+                       "run `halton-meter doctor` again.", style="bold red")
     elif counts["warn"]:
-        console.print(Text(f"No problems; {counts['warn']} warning{'s' if counts['warn'] != 1 else ''} worth a look.",
-                           style="bold yellow"), soft_wrap=True)
+        verdict = Text(f"No problems; {counts['warn']} warning{'s' if counts['warn'] != 1 else ''} worth a look.",
+                       style="bold yellow")
     else:
-        console.print(Text("No problems found.", style="bold green"), soft_wrap=True)
+        verdict = Text("No problems found.", style="bold green")
+    _hanging(console, Text(""), verdict)

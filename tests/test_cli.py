@@ -24,6 +24,27 @@ def test_help_lists_commands_and_every_exit_code(cli) -> None:
         assert f"{int(code):>3}  {text}" in result.stdout
 
 
+def test_bare_command_prints_the_help_and_succeeds(cli) -> None:
+    result = cli()
+    assert result.exit_code == 0 and result.stderr == ""
+    assert result.stdout == cli("--help").stdout
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("reprot", "report"), ("doctr", "doctor"), ("call", "calls"),
+                                              ("unintsall", "uninstall"), ("key-fingerprnt", "key-fingerprint")])
+def test_an_unknown_command_suggests_the_closest_one(cli, typed: str, meant: str) -> None:
+    result = cli(typed, "--json")
+    assert result.exit_code == ExitCode.USAGE and result.stdout == ""
+    assert result.stderr == (f"halton-meter: error: No such command '{typed}'. Did you mean `{meant}`? "
+                             "(see `halton-meter --help`)\n")
+
+
+def test_an_unknown_command_with_nothing_close_is_one_line_without_a_guess(cli) -> None:
+    result = cli("xyzzy")
+    assert result.exit_code == ExitCode.USAGE
+    assert result.stderr == "halton-meter: error: No such command 'xyzzy'. (see `halton-meter --help`)\n"
+
+
 @pytest.mark.parametrize("command", ["serve", "run", "calls", "report", "plugins"])
 def test_every_command_has_help(cli, command) -> None:
     result = cli(command, "--help")

@@ -138,13 +138,17 @@ def test_init_env_only_status_run_and_uninstall_purge(machine: Machine) -> None:
     assert again_steps["self-test through edge and core"] == "done"
 
     logs = machine.cli("logs", "-n", "5")
-    assert "core: " in logs.stdout and "edge: " in logs.stdout
+    shown = {line[13:18].strip() for line in logs.stdout.splitlines() if line[:2].isdigit()}  # 09:46:42.876 core
+    assert {"core", "edge"} <= shown, logs.stdout
+    raw = machine.cli("logs", "-n", "5", "--raw").stdout
+    assert "process='core'" in raw and "process='edge'" in raw
 
     gone = machine.cli("uninstall", "--purge")
     assert gone.returncode == 0, gone.stderr
     assert "kept your calls in" in gone.stdout
-    assert sorted(p.name for p in machine.home.iterdir()) == ["db.sqlite", "db.sqlite-shm", "db.sqlite-wal"] or \
-        sorted(p.name for p in machine.home.iterdir()) == ["db.sqlite"]
+    left = sorted(p.name for p in machine.home.iterdir())
+    assert left in (["db.sqlite", "db.sqlite-shm", "db.sqlite-wal", "fingerprint.key"],
+                    ["db.sqlite", "fingerprint.key"]), left  # the secret behind the calls' key fingerprints
     assert machine.files() == before
     assert machine.cli("status").returncode == 5  # BROKEN: nothing runs any more
 
@@ -174,6 +178,7 @@ def test_apps_mode_switches_cleanly_and_uninstall_restores_rc_byte_for_byte(mach
     assert back.returncode == 0
     assert steps_of(back.stdout)["environment for new shells and apps"] == "undone"
     assert bashrc.read_bytes() == original and not env_d.exists()
+    assert not (machine.user / ".config").exists()  # the directories init made for it went with it
 
     machine.cli("init", "--apps", "--no-shell-rc", "--non-interactive")
     assert bashrc.read_bytes() == original and env_d.exists()
@@ -181,6 +186,7 @@ def test_apps_mode_switches_cleanly_and_uninstall_restores_rc_byte_for_byte(mach
     assert machine.cli("uninstall").returncode == 0
     assert machine.files() == before
     assert bashrc.read_bytes() == original
+    assert not (machine.user / ".config").exists()  # no empty ~/.config/environment.d left behind
 
 
 def test_dry_run_changes_nothing(machine: Machine) -> None:
@@ -293,6 +299,93 @@ def test_foreground_serve_is_healthy_and_unsupervised(machine: Machine) -> None:
 def test_uninstall_include_logs_needs_purge(machine: Machine) -> None:
     result = machine.cli("uninstall", "--include-logs")
     assert result.returncode == 2 and "use it together with --purge" in result.stderr
+
+
+def fill_home(paths: Paths) -> None:
+    """A home as a meter leaves it: calls, a backup, the fingerprint secret, config, CA, logs, spool."""
+    (paths.home / "ca").mkdir(parents=True)
+    (paths.home / "logs").mkdir()
+    (paths.home / "spool").mkdir()
+    for name in ("db.sqlite", "db.sqlite-wal", "db.sqlite-shm", "db.sqlite.v7-20261201.bak", "fingerprint.key",
+                 "config.toml", "api-token", "ca/mitmproxy-ca.pem", "logs/core.log", "spool/records.jsonl"):
+        (paths.home / name).write_text("# empty\n" if name.endswith(".toml") else "x")
+
+
+def test_uninstall_purge_keeps_the_calls_and_the_fingerprint_key(cli, paths: Paths, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    fill_home(paths)
+    result = cli("uninstall", "--purge")
+    assert result.exit_code == 0, result
+    assert sorted(p.name for p in paths.home.iterdir()) == [
+        "db.sqlite", "db.sqlite-shm", "db.sqlite-wal", "db.sqlite.v7-20261201.bak", "fingerprint.key"]
+    assert "kept your calls in" in result.stdout and "fingerprint.key" in result.stdout
+    assert "--include-data" in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["--include-data", "--include-logs"])
+def test_uninstall_purge_include_data_deletes_everything(cli, paths: Paths, monkeypatch, tmp_path, flag) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    fill_home(paths)
+    alone = cli("uninstall", flag)
+    assert alone.exit_code == 2 and alone.stderr == (
+        f"halton-meter: error: {flag} deletes the call database; use it together with --purge\n")
+    assert (paths.home / "db.sqlite").exists()
+    result = cli("uninstall", "--purge", flag)
+    assert result.exit_code == 0, result
+    assert not paths.home.exists()
+
+
+def test_uninstall_help_names_include_data_and_the_old_alias(cli) -> None:
+    text = cli("uninstall", "--help").stdout
+    assert "--include-data" in text and "Old name of --include-data" in text
+
+
+def test_directories_made_for_a_file_go_when_it_is_undone_if_empty(tmp_path: Path) -> None:
+    from halton_meter.config import load_config
+    from halton_meter.lifecycle.commands import RecordingRunner
+    from halton_meter.lifecycle.init import InitContext, InitOptions, rollback
+    from halton_meter.lifecycle.state import SystemState
+    from halton_meter.types import PlatformInfo
+    from halton_meter_plugins.installers.linux import environment_d
+
+    paths = Paths(tmp_path / "home")
+    user = tmp_path / "user"
+    user.mkdir()
+
+    def context(state: SystemState | None = None) -> InitContext:
+        ctx = InitContext(paths=paths, config=load_config(paths), options=InitOptions(mode="apps"),
+                          runner=RecordingRunner(), installer=None, platform=PlatformInfo("linux"),
+                          user_home=user, state=state or SystemState())
+        ctx.current_step = "init.environment"
+        return ctx
+
+    env = {"HTTPS_PROXY": "http://127.0.0.1:1"}
+    ctx = context()
+    conf = environment_d(ctx, env)
+    assert conf.exists() and ctx.state.changes[0].created_dirs == [str(conf.parent), str(user / ".config")]
+    ctx.state.save(tmp_path / "state.json")  # the record survives a save and load
+    ctx = context(SystemState.load(tmp_path / "state.json"))
+    assert ctx.undo_step("init.environment") == 1
+    assert sorted(user.iterdir()) == []  # ~/.config and ~/.config/environment.d were ours: gone
+
+    (user / ".config").mkdir()  # the user's own ~/.config stays; only environment.d was made by init
+    ctx = context()
+    conf = environment_d(ctx, env)
+    ctx.undo_step("init.environment")
+    assert (user / ".config").is_dir() and not conf.parent.exists()
+
+    ctx = context()
+    conf = environment_d(ctx, env)
+    (conf.parent / "50-mine.conf").write_text("EDITOR=vim\n")  # something else lives there now: kept
+    ctx.undo_step("init.environment")
+    assert not conf.exists() and (conf.parent / "50-mine.conf").exists()
+
+    (conf.parent / "50-mine.conf").unlink()
+    conf.parent.rmdir()
+    ctx = context()
+    environment_d(ctx, env)
+    assert rollback(ctx) == 1  # a failed init takes the directory back too
+    assert not conf.parent.exists() and (user / ".config").is_dir()
 
 
 def test_a_taken_default_port_is_replaced_and_saved_but_a_configured_one_is_an_error(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 `main` is the only place exceptions turn into exit codes: a `HaltonError` prints its one line, click's
 usage errors print theirs (exit 2), and anything else is a bug — one line naming the crash log, exit 70.
+Bare `halton-meter` prints the help (exit 0); an unknown command names the closest one (exit 2).
 """
 
 from __future__ import annotations
@@ -53,6 +54,23 @@ class LazyGroup(click.Group):
             return None
         module = importlib.import_module(COMMANDS[name][0])
         return module.command  # type: ignore[no-any-return]
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:  # bare `halton-meter`: the help, and success
+            click.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                             list[str]]:
+        name = args[0]
+        if name in COMMANDS or name.startswith("-") or ctx.resilient_parsing:
+            return super().resolve_command(ctx, args)
+        import difflib
+
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise click.UsageError(f"No such command {name!r}.{hint}", ctx)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):

@@ -91,7 +91,8 @@ class InitContext:
                                 stat.S_IMODE(path.stat().st_mode)), previous, existed)
             return False
         self._record(Change(self.current_step, "file", str(path), existed, _b64(previous),
-                            stat.S_IMODE(path.stat().st_mode) if existed else None), previous, existed)
+                            stat.S_IMODE(path.stat().st_mode) if existed else None,
+                            created_dirs=_missing_dirs(path.parent)), previous, existed)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.halton-meter.tmp")
         tmp.write_bytes(data)
@@ -115,7 +116,7 @@ class InitContext:
             return True
         separator = "\n" if text and not text.endswith("\n") else ""
         change = Change(self.current_step, "block", str(path), existed, block=block, separator=separator,
-                        created_file=not existed)
+                        created_file=not existed, created_dirs=_missing_dirs(path.parent))
         self._record(change, text.encode() if existed else None, existed)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as fh:
@@ -166,6 +167,8 @@ class InitContext:
                     path.unlink()
                 else:
                     path.write_text(text)
+        if change.path and change.created_dirs and not Path(change.path).exists():
+            _remove_empty(change.created_dirs)
         self.state.forget(change)
 
     def undo_step(self, step_id: str) -> int:
@@ -173,6 +176,27 @@ class InitContext:
         for change in changes:
             self.undo_change(change)
         return len(changes)
+
+
+def _missing_dirs(directory: Path) -> list[str]:
+    """`directory` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    while not directory.exists() and directory.parent != directory:
+        missing.append(str(directory))
+        directory = directory.parent
+    return missing
+
+
+def _remove_empty(directories: Sequence[str]) -> None:
+    """Remove directories we made (innermost first), stopping at the first one that is not empty: anything
+    put there since is not ours to delete."""
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return
 
 
 def _b64(data: bytes | None) -> str | None:

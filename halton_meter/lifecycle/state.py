@@ -3,7 +3,7 @@
 Three kinds of change, each undone exactly:
 
 * `file` — a file we own (a unit file, a plist, environment.d): its previous content (or absence) is
-  kept and restored.
+  kept and restored; a directory made to hold it (`~/.config/environment.d`) goes again once empty.
 * `block` — a marked block we added to a file the user owns (a shell rc): on undo exactly that block
   (and the newline we added before it, if any) is removed, so the user's own later edits survive and an
   untouched file comes back byte for byte.
@@ -41,6 +41,8 @@ class Change:
     created_file: bool = False
     undo: list[list[str]] = field(default_factory=list)
     description: str = ""
+    created_dirs: list[str] = field(default_factory=list)
+    """Directories made to hold the file (innermost first): removed on undo if they are empty by then."""
 
     @property
     def previous(self) -> bytes | None:
