@@ -575,3 +575,42 @@ def test_claude_code_lines_without_the_flat_cache_field_or_a_message_id(tmp_path
     [first, second] = ClaudeCodeImporter().read([path], ImportStats())
     assert (first.usage.cache_write_tokens, first.usage.cache_write_1h_tokens) == (70, 40)
     assert (second.key, second.request_ids) == ("claude-code:req:req_Y", ("req_Y",))
+
+
+def test_an_import_waits_for_the_meters_writer_and_says_so_when_it_cannot(
+        cli, paths, config, user_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from halton_meter.store import imports
+
+    claude_logs(user_home, git_repo(tmp_path / "src" / "widget"))
+    migrate(paths.db)
+    blocker = sqlite3.connect(paths.db, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # the meter's writer, mid-transaction
+    release = threading.Timer(1.0, lambda: blocker.execute("COMMIT"))
+    release.start()
+    try:
+        [result] = run_json(cli, "claude-code")["sources"]
+    finally:
+        release.join()
+    assert result["imported"] == 4
+
+    def impatient(db: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(db, isolation_level=None, timeout=0.05)
+        conn.execute("PRAGMA busy_timeout = 50")
+        return conn
+
+    monkeypatch.setattr(imports, "connect", impatient)
+    monkeypatch.setattr(imports, "BUSY_ATTEMPTS", 2)
+    (user_home / ".claude" / "projects" / "-work-acme-app" / "more.jsonl").write_text(json.dumps(
+        claude_assistant("m", WORKSPACE_CWD, "2025-10-05T00:00:00Z", "msg_01M", "req_011M")) + "\n")
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        refused = cli("import", "claude-code")
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    assert refused.exit_code == 3
+    assert refused.stderr.startswith("halton-meter: error: cannot write imported calls: database is locked; what "
+                                     "was imported so far is kept, and running the import again carries on")
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
