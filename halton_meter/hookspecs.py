@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         Attributor,
         CallRecord,
         Check,
+        Importer,
         InitStep,
         PlatformInfo,
         PlatformInstaller,
@@ -113,6 +114,18 @@ def halton_register_attributors(register: Callable[[Attributor], None], config: 
     Called once in the core at start. Attributors run per connection (not per request) in `requires`
     order, off the proxy's event loop; the first one that returns an `Attribution` wins and names itself
     as the record's `project_source`. Returns nothing.
+    """
+
+
+@hookspec
+def halton_register_importers(register: Callable[[Importer], None]) -> None:
+    """Register readers of the usage other tools keep on disk: `register(importer)` with a
+    `halton_meter.types.Importer` (id `import.<name>`; its name is what `halton-meter import NAME` takes).
+
+    Called once by `halton-meter import` (and `plugins`), never by the proxy. Importers only read files and
+    yield calls (ids, model, tokens, times, working directory; never text); the host attributes, prices,
+    de-duplicates and writes them. Two importers of the same name are refused when that name is asked for.
+    Returns nothing.
     """
 
 

@@ -20,7 +20,7 @@ from halton_meter.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from halton_meter.config import Config
-    from halton_meter.types import Attributor, Check, InitStep, Provider, SyncTarget
+    from halton_meter.types import Attributor, Check, Importer, InitStep, Provider, SyncTarget
 
 ENTRY_POINT_GROUP = "halton_meter"
 DISABLE_ENV = "HALTON_METER_DISABLE_PLUGINS"
@@ -47,6 +47,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("installer.windows", "halton_meter_plugins.installers.windows"),
     ("installer.builtin", "halton_meter_plugins.installers.builtin"),
     ("attributors", "halton_meter_plugins.attributors"),
+    ("importer.claude-code", "halton_meter_plugins.importers.claude_code"),
+    ("importer.codex", "halton_meter_plugins.importers.codex"),
     ("checks.basics", "halton_meter_checks.basics"),
     ("checks.ca", "halton_meter_checks.ca"),
     ("checks.meter", "halton_meter_checks.meter"),
@@ -65,6 +67,7 @@ REGISTER_HOOKS: dict[str, str] = {
     "init_steps": "halton_register_init_steps",
     "sync_targets": "halton_register_sync_targets",
     "attributors": "halton_register_attributors",
+    "importers": "halton_register_importers",
 }
 
 T = TypeVar("T")
@@ -172,6 +175,7 @@ class Registries:
     init_steps: Registry[InitStep] = field(default_factory=lambda: Registry("init step"))
     sync_targets: Registry[SyncTarget] = field(default_factory=lambda: Registry("sync target"))
     attributors: Registry[Attributor] = field(default_factory=lambda: Registry("attributor"))
+    importers: Registry[Importer] = field(default_factory=lambda: Registry("importer"))
 
 
 def _env_names(var: str) -> set[str] | None:

@@ -24,6 +24,7 @@ from halton_meter.errors import UsageError
 from halton_meter.keys import key_label
 from halton_meter.store.aggregate import NONE_VALUE, Cells, Filters, collect, percentile_95, snapshot
 from halton_meter.store.gaps import GapSummary, summarize
+from halton_meter.store.imports import count_imported
 from halton_meter.store.rollup import SUMS
 from halton_meter.store.schema import initialised
 from halton_meter.timewindow import Window, local
@@ -223,6 +224,8 @@ class Report:
     key_names: Mapping[str, str]
     previous_window: Window | None = None
     previous_gaps: GapSummary = field(default_factory=GapSummary)
+    imported: dict[str, int] = field(default_factory=dict)
+    """Calls in the window read from a tool's logs by `halton-meter import`, per tool."""
 
     # ---- labels ----
 
@@ -279,7 +282,7 @@ class Report:
 
     def notes(self) -> list[dict[str, Any]]:
         """What the numbers leave out or may get wrong: [{"kind", "calls", "text"}], kinds `unpriced`,
-        `subscription`, `estimated`, `incomplete`, `errors`, `gaps`."""
+        `subscription`, `estimated`, `incomplete`, `errors`, `gaps`, `imported`."""
         t = self.totals.metrics
         found = []
         if t.unpriced:
@@ -301,6 +304,12 @@ class Report:
         if not self.gaps.empty:
             found.append(("gaps", self.gaps.calls_at_least,
                           f"{self.gaps.describe()} went unmetered during outages: not in these numbers"))
+        if self.imported:
+            tools = " and ".join(f"{tool or 'unknown'} ({n:,})" if len(self.imported) > 1 else tool or "unknown"
+                                 for tool, n in self.imported.items())
+            count = sum(self.imported.values())
+            found.append(("imported", count, f"{_n(count, 'call')} imported from {tools} logs (history before "
+                                             "the meter): no latency, endpoint or key recorded"))
         return [{"kind": kind, "calls": calls, "text": text} for kind, calls, text in found]
 
     def to_json(self) -> dict[str, Any]:
@@ -515,6 +524,7 @@ def build(
     previous_window = window.previous() if vs_previous else None
     cells, day_cells, prev_cells = Cells(), Cells(), Cells()
     gaps, prev_gaps = GapSummary(), GapSummary()
+    imported: dict[str, int] = {}
     if db is not None and initialised(db):
         with snapshot(db) as conn:
             cells = collect(conn, window.since, window.until, group=plain, period=period, filters=filters,
@@ -522,6 +532,7 @@ def build(
             day_cells = collect(conn, window.since, window.until, period="day", filters=filters, hist=False,
                                 use_rollup=use_rollup, only=("calls", "cost_nanos"))
             gaps = count_gaps(conn, window, filters, db.parent / "spool")
+            imported = count_imported(conn, window.since_iso, window.until_iso, filters)
             if previous_window is not None:
                 prev_cells = collect(conn, previous_window.since, previous_window.until, group=prev_by,
                                      filters=filters, use_rollup=use_rollup)
@@ -537,5 +548,6 @@ def build(
     for key, sums in day_cells.sums.items():
         per_day.setdefault(key[1], Metrics()).add_cell(key[0], sums)
     daily = [(day, per_day.get((day - _EPOCH_DAY).days, Metrics())) for day in days]
-    return Report(window, by, filters, totals, cells.floors, daily, gaps, key_names or {}, previous_window, prev_gaps)
+    return Report(window, by, filters, totals, cells.floors, daily, gaps, key_names or {}, previous_window, prev_gaps,
+                  imported)
 

@@ -1,8 +1,8 @@
 """The vocabulary shared by the host and every plugin.
 
 Providers turn bytes into `Usage` and a `ParseOutcome`; the core turns those into a `CallRecord`; the store
-writes records. Checks, init steps, sync targets and attributors are small declarative objects registered
-through the hooks in `halton_meter.hookspecs`.
+writes records. Checks, init steps, sync targets, attributors and importers are small declarative objects
+registered through the hooks in `halton_meter.hookspecs`.
 
 Token convention (see PROVIDERS.md, "Token convention"): the four buckets `input_tokens`,
 `cache_read_tokens`, `cache_write_tokens` and `output_tokens` are disjoint and together are everything the
@@ -13,7 +13,7 @@ provider billed. `cache_write_1h_tokens` is the part of `cache_write_tokens` wri
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -220,9 +220,15 @@ PUBLIC_FIELDS: tuple[str, ...] = (
     "latency_ms",
     "ttft_ms",
     "provider_request_id",
+    "source",
     "extra",
 )
 """The public names of a call record, in the order `halton-meter calls --json` prints them."""
+
+SOURCE_PROXY = "proxy"
+"""A call the meter saw on the wire."""
+SOURCE_IMPORT = "import"
+"""A call read from a tool's own logs by `halton-meter import` (history from before the meter)."""
 
 NANOS_PER_USD = 1_000_000_000
 
@@ -284,11 +290,16 @@ class CallRecord:
     latency_ms: float | None = None
     ttft_ms: float | None = None
     provider_request_id: str | None = None
+    source: str = SOURCE_PROXY
+    """`proxy` (metered on the wire) or `import` (read from a tool's logs by `halton-meter import`)."""
     extra: dict[str, Any] = field(default_factory=dict)
     price_provider_id: str | None = None
     """The provider id used to look up prices (not public: an implementation detail of pricing)."""
     capture: dict[str, Any] | None = None
     """Redacted bodies for projects that opted in to capture (stored apart, in `captures`); else None."""
+    import_key: str | None = None
+    """For imported calls, the call's key in its tool's logs (`claude-code:msg_…`), unique in the table, so an
+    import run twice adds nothing (not public: an implementation detail of `halton-meter import`)."""
 
     @property
     def cost_usd(self) -> str | None:
@@ -504,3 +515,98 @@ class SyncTarget:
     id: str
     title: str
     open: Callable[[Mapping[str, Any]], SyncSink]
+
+
+# --------------------------------------------------------------------------------------------------
+# Importers (`halton-meter import`)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ImportStats:
+    """What an importer counts while it reads; `halton-meter import` reports it."""
+
+    files: int = 0
+    unreadable_files: int = 0
+    """Files that could not be opened or read (permissions, vanished): named in `problems`."""
+    unreadable_lines: int = 0
+    """Lines that are not a JSON object, or usage lines that do not have the documented shape."""
+    duplicates: int = 0
+    """Log entries that repeat a call already read (a message streamed over several lines, history copied
+    into a resumed or forked session, a usage event written twice)."""
+    not_calls: int = 0
+    """Entries that look like usage but are no API call (Claude Code's `<synthetic>` error messages)."""
+    problems: list[str] = field(default_factory=list)
+    """One line per unreadable file (at most 20)."""
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < 20:
+            self.problems.append(text)
+
+
+@dataclass(slots=True)
+class ImportedCall:
+    """One API call as a tool's own log recorded it: ids, model, tokens, times and where it ran. Never any
+    prompt or response text."""
+
+    key: str
+    """Unique for this call across every log of the tool, stable across runs (`claude-code:msg_…`): the
+    same call seen twice (in the logs, or in an earlier import) has the same key."""
+    started_at: str
+    """UTC, ISO 8601 with microseconds and a `Z`, as `CallRecord.started_at`."""
+    usage: Usage
+    """The four disjoint buckets of the token convention (module docstring)."""
+    model: str | None = None
+    ended_at: str | None = None
+    cwd: str | None = None
+    """The working directory the tool ran in (for attribution; not stored)."""
+    branch: str | None = None
+    """The git branch the tool recorded (`gitBranch`, `session_meta.git.branch`), when it did."""
+    request_ids: tuple[str, ...] = ()
+    """Ids the meter stores in `provider_request_id` for the same call (message id, request id): a call the
+    meter already recorded is not imported again. Empty when the log has none (then tokens and time are
+    compared)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Labels only (service tier, web searches), as a provider parser's `extra`."""
+
+
+class Importer:
+    """Base class for importers: reads the usage a tool keeps on disk, for `halton-meter import NAME`.
+
+    Importers are read-only and never store text: they yield `ImportedCall`s; the host attributes, prices,
+    de-duplicates against the database and writes them as rows with `source = import`. `read` must never
+    raise on bad input: a line it cannot use is counted in `stats.unreadable_lines`, a file it cannot read
+    in `stats.unreadable_files`.
+    """
+
+    id: str = ""
+    """Registry id, e.g. `import.claude-code`."""
+    name: str = ""
+    """What `halton-meter import` takes and the rows' `client`, e.g. `claude-code`."""
+    title: str = ""
+    """For messages: `Claude Code`."""
+    provider: str = ""
+    """The rows' `provider` (the name the matching provider plugin gives live calls)."""
+    subscription_provider: str | None = None
+    """The rows' `provider` when the calls were covered by a subscription, if that differs (Codex signed in
+    with ChatGPT goes to `codex`, with an API key to `openai`)."""
+    endpoint_kind: str = ""
+    price_provider_id: str | None = None
+    billing: str = BILLING_API
+    """How the tool's calls are paid for when nothing else says (the log never does)."""
+    proxy_providers: tuple[str, ...] = ()
+    """Providers under which the meter records this tool's live calls: where to look for a call the meter
+    already recorded."""
+
+    def default_locations(self, environ: Mapping[str, str], home: Any) -> list[Any]:
+        """The directories the tool writes its logs to, most specific first (existing or not)."""
+        raise NotImplementedError
+
+    def files(self, location: Any) -> list[Any]:
+        """The log files under `location` (a directory or one file), sorted."""
+        raise NotImplementedError
+
+    def read(self, files: Sequence[Any], stats: ImportStats) -> Iterator[ImportedCall]:
+        """Every call in `files`, in order. A call may come more than once (the host keeps one per key: the
+        one with the most output tokens, a later one on a tie, with the earliest start)."""
+        raise NotImplementedError

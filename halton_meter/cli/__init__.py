@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("halton_meter.cli.plugins", "List loaded plugins and what they provide."),
     "prices": ("halton_meter.cli.prices", "Show what the meter charges for a model, and the price source."),
     "reprice": ("halton_meter.cli.reprice", "Recompute stored costs with current prices; report changes."),
+    "import": ("halton_meter.cli.import_cmd", "Import past calls from Claude Code's or Codex's own usage logs."),
     "doctor": ("halton_meter.cli.doctor", "Check the setup read-only; say exactly what is off and how to fix it."),
 }
 

@@ -88,6 +88,8 @@ def _define_tables() -> dict[str, Any]:
         sa.Column("key_fingerprint", sa.Text),
         sa.Column("user_agent", sa.Text),
         sa.Column("cache_savings_nanos", sa.Integer),
+        sa.Column("source", sa.Text, nullable=False, server_default="proxy"),
+        sa.Column("import_key", sa.Text),
     )
 
     gaps = sa.Table(
@@ -228,6 +230,16 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE gaps ADD COLUMN ended_at TEXT",
         "UPDATE gaps SET kind = 'record', calls = 1 WHERE reason = 'writer_queue_full'",
         "UPDATE gaps SET kind = 'tunnel', connections = 1 WHERE kind IS NULL",
+    ],
+    9: [
+        # Where a row comes from: `proxy` (metered on the wire) or `import` (read from a tool's own logs by
+        # `halton-meter import`, see docs/import.md). An imported call's key in those logs is unique, so an
+        # import run twice adds nothing. Both indexes are partial: they hold imported rows only, so the meter's
+        # own rows never enter them.
+        "ALTER TABLE calls ADD COLUMN source TEXT NOT NULL DEFAULT 'proxy'",
+        "ALTER TABLE calls ADD COLUMN import_key TEXT",
+        "CREATE UNIQUE INDEX calls_import_key ON calls (import_key) WHERE import_key IS NOT NULL",
+        "CREATE INDEX calls_imported_started_at ON calls (started_at) WHERE source = 'import'",
     ],
 }
 MIGRATIONS = dict(sorted(MIGRATIONS.items()))
