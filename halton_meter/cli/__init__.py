@@ -21,6 +21,7 @@ from halton_meter.errors import EXIT_CODE_HELP, ExitCode, HaltonError
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help shown in `--help` without importing the module)
     "init": ("halton_meter.cli.init", "Set the meter up (env-only, --apps or --full), start it and self-test."),
+    "demo": ("halton_meter.cli.demo", "Try it without a provider: a throwaway meter, a local fake provider, real calls, the report."),
     "start": ("halton_meter.cli.start", "Start the meter through its service."),
     "stop": ("halton_meter.cli.stop", "Stop the meter."),
     "restart": ("halton_meter.cli.restart", "Restart the meter (same port)."),

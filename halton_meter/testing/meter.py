@@ -92,7 +92,11 @@ class MeterProcess:
         log.close()
         meter = cls(home, proc, log_path)
         STARTED.append(meter)
-        meter._wait_ready()
+        try:
+            meter._wait_ready()
+        except BaseException:  # Ctrl-C while waiting included: never leave a serve running behind
+            meter.stop()
+            raise
         return meter
 
     def _wait_ready(self) -> None:
