@@ -275,8 +275,8 @@ def check_context(runner: Any | None = None, environ: Mapping[str, str] | None =
     except ConfigError as exc:
         config_error = exc.message
     try:
-        host = PluginHost(config).load()
-    except ConfigError as exc:  # a plugin rejected its [plugins.NAME] block
+        host = PluginHost(config).load().validate_config()
+    except ConfigError as exc:  # a plugin rejected its [plugins.NAME] block, or [prices] names no provider
         config, config_error = None, exc.message
         host = PluginHost(None).load()
     _ = host.registries  # run the register hooks so registration errors show in the plugin list

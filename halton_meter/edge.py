@@ -1067,6 +1067,13 @@ def _routing_and_config() -> tuple[Any, Any, Callable[[str, int], bool], str | N
               file=sys.stderr, flush=True)
         config = Config(paths=Paths.from_env())
     try:
+        host = PluginHost(config).load().validate_config()
+        routing = RoutingTable(host.registries.providers)
+    except HaltonError as exc:  # a [prices] provider that does not exist: the same as any config error
+        problem = exc.message
+        print(f"halton-meter edge: {problem}; passing traffic through with the defaults until it is fixed",
+              file=sys.stderr, flush=True)
+        config = Config(paths=Paths.from_env())
         host = PluginHost(config).load()
         routing = RoutingTable(host.registries.providers)
     except Exception as exc:  # a third-party plugin that breaks the host must not stop traffic
@@ -1110,7 +1117,7 @@ def main(argv: list[str] | None = None) -> int:
     from halton_meter.paths import ensure_private_dir
 
     def apply_config(new: Any) -> None:
-        claims = RoutingTable(PluginHost(new).load().registries.providers).claims
+        claims = RoutingTable(PluginHost(new).load().validate_config().registries.providers).claims
         edge.claims, edge.resolve = claims, new.resolve_map()
         edge.idle_timeout = new.edge_idle_timeout_seconds
         edge.max_connections = connection_cap(new.edge_max_connections)

@@ -316,6 +316,24 @@ class PluginHost:
     def hook(self) -> Any:
         return self.pm.hook
 
+    def validate_config(self) -> PluginHost:
+        """What config.toml may only name once plugins are known: `[prices.PROVIDER]` must be a registered
+        provider (or a `[[compatible]]` name). ConfigError with a "did you mean" otherwise — a misspelled
+        provider would silently never apply."""
+        if self.config is None or not self.config.prices:
+            return self
+        import difflib
+
+        from halton_meter.errors import ConfigError
+
+        names = sorted({p.name for p in self.registries.providers} | {c.name for c in self.config.compatible})
+        for provider, _ in self.config.prices:
+            if provider not in names:
+                close = difflib.get_close_matches(provider, names, n=1, cutoff=0.6)
+                hint = f"; did you mean [prices.{close[0]}]?" if close else ""
+                raise ConfigError(f"config.toml: [prices.{provider}] names no provider{hint} (known: {', '.join(names)})")
+        return self
+
     def errors(self) -> list[PluginInfo]:
         return [p for p in self.plugins.values() if p.status == "error"]
 

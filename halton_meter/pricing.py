@@ -49,6 +49,8 @@ class PriceSheet:
     cache_write_1h: Any = None
     web_searches_per_thousand: Any = None
     variants: tuple[str, ...] = ()
+    also: tuple[str, ...] = ()
+    """Other providers priced from the same list (Codex bills at OpenAI's prices)."""
 
 
 @lru_cache(maxsize=1)
@@ -193,6 +195,16 @@ class Pricer:
                 values.get("web_searches_kcount"), variants,
             )
         return None
+
+
+def similar_models(model: str, limit: int = 3) -> list[str]:
+    """Model ids in the bundled price data that look like `model` (a typo, a missing date suffix)."""
+    import difflib
+
+    from genai_prices import data_snapshot
+
+    known = sorted({m.id for p in data_snapshot.get_snapshot().providers for m in p.models})
+    return difflib.get_close_matches(model.lower(), known, n=limit, cutoff=0.75)
 
 
 def _cache_savings(calc: Any, cache_read: int, prompt_tokens: int, cost: int) -> int:

@@ -598,7 +598,8 @@ def sheet_json(sheet: Any) -> dict[str, Any]:
         return str(value)
 
     return {
-        "provider": sheet.provider, "model": sheet.model, "source": sheet.source,
+        "provider": sheet.provider, "also": list(getattr(sheet, "also", ())), "model": sheet.model,
+        "source": sheet.source,
         "per_million_tokens": {k: plain(getattr(sheet, k)) for k in
                                ("input", "cache_read", "cache_write", "cache_write_1h", "output")},
         "web_searches_per_thousand": plain(sheet.web_searches_per_thousand),
@@ -609,7 +610,8 @@ def sheet_json(sheet: Any) -> dict[str, Any]:
 def price_sheets(sheets: Iterable[Any]) -> None:
     console = _console()
     for sheet in sheets:
-        console.print(Text.assemble((f"{sheet.provider} · {sheet.model}", "bold"), f"   from {sheet.source}"))
+        also = f" (also {', '.join(sheet.also)})" if getattr(sheet, "also", ()) else ""
+        console.print(Text.assemble((f"{sheet.provider}{also} · {sheet.model}", "bold"), f"   from {sheet.source}"))
         table = _table([("per 1M tokens", "left"), ("price", "left")], wrap=("price",))
         for label, key in (("input", "input"), ("cache read", "cache_read"), ("cache write (5 min)", "cache_write"),
                            ("cache write (1 h)", "cache_write_1h"), ("output (incl. reasoning)", "output")):

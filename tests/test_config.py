@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,20 @@ def test_key_names() -> None:
     assert key_label("0011aabb", names) == "ci (0011aabb)"
     assert key_label("77777777", names) == "77777777"
     assert key_label(None, names) is None
+
+
+def test_a_misspelled_price_provider_is_a_config_error_with_a_suggestion(paths, cli) -> None:
+    """It used to be accepted and never applied: every call kept its list price, silently."""
+    paths.home.mkdir(mode=0o700, exist_ok=True)
+    paths.config.write_text('[prices.anthropc."claude-sonnet-4-5"]\ninput = 1.0\noutput = 2.0\n')
+    for command in (["prices", "claude-sonnet-4-5"], ["reprice", "--dry-run"], ["serve", "--edge-port", "0"]):
+        result = cli(*command)
+        assert result.exit_code == 2, (command, result)
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("halton-meter: error: config.toml: [prices.anthropc] names no provider; "
+                               "did you mean [prices.anthropic]? (known: "), line
+    doctor = json.loads(cli("doctor", "--only", "check.config", "--json").stdout)["checks"][0]
+    assert doctor["status"] == "fail" and "[prices.anthropc] names no provider" in doctor["summary"]
+    paths.config.write_text('[[compatible]]\nname = "corp"\nhosts = ["llm.corp.example"]\nformat = "openai"\n'
+                            '[prices.corp."*"]\ninput = 1.0\noutput = 2.0\n')
+    assert cli("prices").exit_code == 0  # a [[compatible]] name is a provider

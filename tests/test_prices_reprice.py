@@ -81,3 +81,20 @@ def test_reprice_prices_rows_that_were_unknown(cli, paths) -> None:
 
 def test_reprice_argument_errors(cli) -> None:
     assert cli("reprice", "--since", "1d", "--until", "2d").exit_code == 2
+
+
+def test_prices_names_every_provider_that_bills_a_model(cli) -> None:
+    result = cli("prices", "gpt-4o")
+    assert result.exit_code == 0
+    assert "openai (also codex) · gpt-4o" in result.stdout  # one shared price list, named once
+    [sheet] = [s for s in json.loads(cli("prices", "gpt-4o", "--json").stdout) if s["provider"] == "openai"]
+    assert sheet["also"] == ["codex"]
+    elsewhere = cli("prices", "gpt-4o", "--provider", "groq")
+    assert elsewhere.exit_code == 1
+    assert "groq has no price for 'gpt-4o'; it is priced under openai, codex" in elsewhere.stderr
+
+
+def test_prices_suggests_close_model_names(cli) -> None:
+    typo = cli("prices", "gpt-4p")
+    assert typo.exit_code == 1 and "Did you mean gpt-4, gpt-4o" in typo.stderr
+    assert len(typo.stderr.strip().splitlines()) == 1

@@ -15,14 +15,17 @@ def command(model: str | None, provider: str | None, as_json: bool) -> None:
     Without MODEL, lists the local overrides from [prices] in config.toml. Prices come from those
     overrides first, then from the genai-prices data bundled with this version (never fetched).
     """
+    import dataclasses
+    from typing import Any
+
     from halton_meter import terminal
-    from halton_meter.errors import HaltonError, UsageError
+    from halton_meter.errors import ExitCode, HaltonError, UsageError
     from halton_meter.host import PluginHost
-    from halton_meter.pricing import Pricer
+    from halton_meter.pricing import Pricer, similar_models
 
     config = load_config()
     pricer = Pricer(config)
-    providers = PluginHost(config).load().registries.providers
+    providers = PluginHost(config).load().validate_config().registries.providers
     names = {p.name: p.price_provider_id for p in providers}
     if provider is not None and provider not in names:
         raise UsageError(f"unknown provider {provider!r}; known: {', '.join(sorted(names))}")
@@ -33,15 +36,27 @@ def command(model: str | None, provider: str | None, as_json: bool) -> None:
             if sheet is not None and (provider is None or prov == provider):
                 sheets.append(sheet)
     else:
-        seen: set[tuple[str | None, str]] = set()
-        for name, price_id in sorted(names.items()):
+        # Every provider that prices the model, the direct API first (its own price list), then the others;
+        # providers sharing one price list (Codex bills at OpenAI's) are named together on one sheet.
+        order = sorted(names.items(), key=lambda item: (item[0] != item[1], item[0]))
+        by_sheet: dict[tuple[str | None, str, str], Any] = {}
+        for name, price_id in order:
             if provider is not None and name != provider:
                 continue
             sheet = pricer.sheet(name, price_id, model)
-            if sheet is None or (price_id, sheet.model) in seen and not sheet.source.startswith("config"):
+            if sheet is None:
                 continue
-            seen.add((price_id, sheet.model))
-            sheets.append(sheet)
+            key = (price_id if not sheet.source.startswith("config") else name, sheet.model, sheet.source)
+            if key in by_sheet:
+                by_sheet[key] = dataclasses.replace(by_sheet[key], also=(*by_sheet[key].also, name))
+                continue
+            by_sheet[key] = sheet
+        sheets = list(by_sheet.values())
+        if not sheets and provider is not None:
+            elsewhere = [n for n, pid in order if pricer.sheet(n, pid, model) is not None]
+            if elsewhere:
+                raise HaltonError(f"{provider} has no price for {model!r}; it is priced under {', '.join(elsewhere)} "
+                                  f"(`halton-meter prices {model}`)", exit_code=ExitCode.FAILURE)
     if as_json:
         terminal.print_json([terminal.sheet_json(s) for s in sheets])
         return
@@ -50,6 +65,8 @@ def command(model: str | None, provider: str | None, as_json: bool) -> None:
             terminal.line("No local price overrides; prices come from the bundled genai-prices data. "
                           "Ask for one model: halton-meter prices claude-sonnet-4-5")
             return
-        raise HaltonError(f"no price known for {model!r}; calls to it are recorded as unpriced. "
-                         f'Add one in config.toml: [prices.PROVIDER."{model}"] input = … output = …')
+        close = similar_models(model)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise HaltonError(f"no price known for {model!r}: calls to it are recorded as unpriced.{hint} To price it, add "
+                          f'[prices.PROVIDER."{model}"] input = … output = … to config.toml')
     terminal.price_sheets(sheets)

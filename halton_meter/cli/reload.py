@@ -20,10 +20,12 @@ def command() -> int:
     from halton_meter.config import load_config
     from halton_meter.configwatch import file_stamp
     from halton_meter.errors import HaltonError
+    from halton_meter.host import PluginHost
     from halton_meter.runtime import require_running
     from halton_meter.stats import CORE_STATS, EDGE_STATS, read_stats
 
     config = load_config()  # an invalid file stops here, with its line (exit 2)
+    PluginHost(config).load().validate_config()
     require_running(config.paths)
     stamp = file_stamp(config)
     want = list(stamp) if stamp else None

@@ -27,6 +27,7 @@ def command(since: str, until: str | None, dry_run: bool, as_json: bool) -> None
     from halton_meter.store.schema import make_engine
 
     config = load_config()
+    providers = PluginHost(config).load().validate_config().registries.providers  # prices that apply, or exit 2
     now = datetime.datetime.now(datetime.UTC)
     start = parse_moment(since, now, "--since")
     end = parse_moment(until, now, "--until") if until else now
@@ -36,7 +37,6 @@ def command(since: str, until: str | None, dry_run: bool, as_json: bool) -> None
     result = RepriceResult()
     if config.paths.db.exists():
         read = open_reader(config.paths.db)
-        providers = PluginHost(config).load().registries.providers
         price_ids = {p.name: p.price_provider_id for p in providers}
         write = None if dry_run else make_engine(config.paths.db, immediate=True)
         result = reprice(read, write, Pricer(config), window[0], window[1], price_ids)

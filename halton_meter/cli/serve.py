@@ -19,10 +19,12 @@ def command(edge_port: int | None, api_port: int | None) -> int:
     and the loopback API. On stop, calls in flight finish and their rows commit first.
     """
     from halton_meter import terminal
+    from halton_meter.host import PluginHost
     from halton_meter.logs import configure_logging
     from halton_meter.supervisor import Supervisor
 
     config = load_config()
+    PluginHost(config).load().validate_config()  # every config error before anything starts: one line, exit 2
     configure_logging("serve")
     supervisor = Supervisor(
         config,

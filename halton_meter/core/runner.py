@@ -94,7 +94,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
     def apply_config(new: Config) -> None:
         """A changed config.toml, validated: build everything from it first, then swap it in (each swap is
         one attribute assignment, so the event loop sees either the old or the new, never half)."""
-        new_host = PluginHost(new).load()
+        new_host = PluginHost(new).load().validate_config()
         routing, attributors, pricer = (RoutingTable(new_host.registries.providers),
                                         new_host.registries.attributors.ordered(), Pricer(new))
         addon.routing, addon.resolve = routing, new.resolve_map()
@@ -201,7 +201,12 @@ def main() -> int:
         print(f"halton-meter core: {exc.message}", file=sys.stderr, flush=True)
         _remember_failure(exc)
         return int(exc.exit_code)
-    host = PluginHost(config).load()
+    try:
+        host = PluginHost(config).load().validate_config()
+    except HaltonError as exc:
+        print(f"halton-meter core: {exc.message}", file=sys.stderr, flush=True)
+        _remember_failure(exc)
+        return int(exc.exit_code)
     for plugin in host.errors():
         log.error("plugin failed to load", plugin=plugin.name, error=plugin.error)
     _ = host.registries  # collect now, so a broken plugin is reported before traffic arrives
