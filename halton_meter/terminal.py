@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from halton_meter.types import CallRecord, nanos_to_usd
+from halton_meter.types import SELF_TEST_KIND, CallRecord, nanos_to_usd
 
 
 def _console(stderr: bool = False, width: int | None = None) -> Console:
@@ -100,6 +100,11 @@ def _status_text(r: CallRecord) -> str:
     return status
 
 
+def _project_text(r: CallRecord) -> str:
+    """The project column: a self-test row belongs to no project."""
+    return "(self-test)" if r.endpoint_kind == SELF_TEST_KIND else r.project
+
+
 _LINE = "{0:<14} {1:<10} {2:<28} {3:>8} {4:>7} {5:>9}  {6:<16} {7}"
 
 
@@ -113,7 +118,7 @@ def call_line(r: CallRecord) -> None:
     """`calls --follow`: one call per line, aligned with `call_line_header`."""
     cost = money(r.cost_nanos) if r.billable or r.cost_nanos is None else "—"
     text = _LINE.format(local_time(r.started_at)[5:], r.provider, r.model or "—", tokens(r.input_tokens),
-                        tokens(r.output_tokens), cost, r.project, _status_text(r))
+                        tokens(r.output_tokens), cost, _project_text(r), _status_text(r))
     _console().print(Text(text), soft_wrap=True)
 
 
@@ -206,7 +211,7 @@ def _call_cells(records: Sequence[CallRecord]) -> dict[str, list[str]]:
         "cache r/w": [f"{tokens(r.cache_read_tokens)}/{tokens(r.cache_write_tokens)}" for r in records],
         "out": [tokens(r.output_tokens) for r in records],
         "cost": [money(r.cost_nanos) if r.billable or r.cost_nanos is None else "—" for r in records],
-        "project": [r.project for r in records],
+        "project": [_project_text(r) for r in records],
         "status": [_status_text(r) for r in records],
     }
 
@@ -624,6 +629,13 @@ def price_sheets(sheets: Iterable[Any]) -> None:
         console.print()
 
 
+def _repriced_cost(usd: str | None, unpriced: int) -> str:
+    """A model's cost before or after a reprice: "unpriced" when no call had a price, never "$0.00"."""
+    if usd is None:
+        return "unpriced"
+    return _usd_text(usd) + (f" + {unpriced:,} unpriced" if unpriced else "")
+
+
 def reprice(data: dict[str, Any]) -> None:
     console = _console()
     mode = "dry run: nothing written" if data["dry_run"] else ("written" if data["written"] else "nothing to write")
@@ -635,7 +647,8 @@ def reprice(data: dict[str, Any]) -> None:
     if data["by_model"]:
         table = _table([("model", "left"), ("calls", "right"), ("before", "right"), ("after", "right")])
         for row in data["by_model"][:20]:
-            table.add_row(row["model"], f"{row['calls']:,}", _usd_text(row["before_usd"]), _usd_text(row["after_usd"]))
+            table.add_row(row["model"], f"{row['calls']:,}", _repriced_cost(row["before_usd"], row["before_unpriced"]),
+                          _repriced_cost(row["after_usd"], row["after_unpriced"]))
         console.print(table)
 
 

@@ -55,6 +55,12 @@ BILLING_SUBSCRIPTION = "subscription"
 """Covered by a flat plan (ChatGPT sign-in for Codex, a Claude subscription login, Code Assist quota):
 tokens are counted and priced at list-price equivalent, but nobody is charged per token."""
 
+SELF_TEST_KIND = "self_test"
+"""The endpoint kind of the meter's own canary call (`halton-meter doctor`, `init`)."""
+SELF_TEST_PROJECT = ""
+"""The project of a self-test row: the empty string, which no project can be named, so it is in no count."""
+SELF_TEST_SOURCE = "self-test"
+
 
 @dataclass(slots=True)
 class RequestFacts:

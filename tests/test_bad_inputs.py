@@ -626,7 +626,7 @@ def test_b6_read_only_home_gives_one_line_naming_the_path(tmp_path: Path) -> Non
     serve = _read_only_home_run(tmp_path, "serve", "--edge-port", "0", "--api-port", "0")
     assert serve.returncode != 0 and "Traceback" not in serve.stderr + serve.stdout
     line = one_line(serve.stderr)
-    assert str(target) in line and "Read-only file system" in line, line
+    assert str(target) in line and "read-only file system" in line and "HALTON_METER_HOME" in line, line
     # Read-only commands keep working (nothing to show yet), still without a traceback.
     for command, code in ((["calls"], 0), (["report"], 0), (["status"], ExitCode.NOT_RUNNING)):
         result = _read_only_home_run(tmp_path, *command)

@@ -414,16 +414,33 @@ def test_run_without_a_running_meter_runs_the_tool_unmetered_with_one_warning(tm
         "meter with `halton-meter start`"]
 
 
-def test_the_self_test_canary_is_answered_by_the_core_and_left_out_of_reports(meter) -> None:
+def test_the_self_test_canary_is_answered_by_the_core_and_left_out_of_reports(meter, fake_provider) -> None:
+    fake_provider.add("POST", "/v1/messages", Reply(body=bodies.anthropic_message(input_tokens=10, output_tokens=2)))
     before = len(meter.rows())
+    with meter.client(extra_ca=fake_provider.ca_pem) as client:  # a real call from the same process first
+        assert client.post(f"{ANTHROPIC}/v1/messages", json={"model": "claude-sonnet-4-5"}).status_code == 200
+    [real] = new_rows(meter, before, 1)
+    before += 1
     with meter.client() as client:  # our CA only: no upstream, no fake provider involved
         response = client.post("https://selftest.halton-meter.invalid/v1/selftest", json={"model": "x"})
     assert response.status_code == 200 and response.headers["x-halton-meter"] == "selftest"
     [row] = new_rows(meter, before, 1)
     assert (row["provider"], row["endpoint_kind"], row["billable"]) == ("selftest", "self_test", 0)
     assert (row["input_tokens"], row["output_tokens"], row["complete"]) == (1, 1, 1)
-    report = json.loads(meter.cli("report", "--by", "model", "--json").stdout)
+    assert (row["project"], row["project_source"]) == ("", "self-test")  # no project's count moves
+    report = json.loads(meter.cli("report", "--by", "model", "--since", "1d", "--json").stdout)
     assert all(m["model"] != "halton-meter-selftest" for m in report["groups"])
+    # Every command that counts calls counts the same ones: the self-test is in none of them.
+    projects = json.loads(meter.cli("projects", "--since", "1d", "--json").stdout)["projects"]
+    assert real["project"] in {p["project"] for p in projects} and "" not in {p["project"] for p in projects}
+    reprice = json.loads(meter.cli("reprice", "--since", "1d", "--dry-run", "--json").stdout)
+    assert sum(p["calls"] for p in projects) == report["totals"]["calls"] == reprice["examined"]
+    for p in projects:
+        moved = json.loads(meter.cli("retag", "--from", p["project"], "--to", "elsewhere", "--since", "1d",
+                                     "--dry-run", "--json").stdout)
+        assert moved["calls"] == p["calls"], (p, moved)
+    listed = meter.cli("calls", "--limit", "1").stdout
+    assert "(self-test)" in listed
 
 
 def test_api_needs_its_token_and_a_loopback_host(meter) -> None:

@@ -74,6 +74,11 @@ def test_reprice_prices_rows_that_were_unknown(cli, paths) -> None:
     [row] = list_calls(open_reader(paths.db))
     assert (row.cost_nanos, row.priced) == (None, False)
     paths.config.write_text('[prices.anthropic."brand-new-model"]\ninput = 1\noutput = 1\n')
+    dry = cli("reprice", "--since", "2026-11-01", "--dry-run")
+    [line] = [x for x in dry.stdout.splitlines() if "brand-new-model" in x]
+    assert "unpriced" in line and "$0.10" in line and "$0.00" not in line  # unpriced is not $0
+    [model] = json.loads(cli("reprice", "--since", "2026-11-01", "--dry-run", "--json").stdout)["by_model"]
+    assert (model["before_usd"], model["before_unpriced"], model["after_usd"]) == (None, 1, "0.100000000")
     data = json.loads(cli("reprice", "--since", "2026-11-01", "--json").stdout)
     assert data["newly_priced"] == 1
     assert list_calls(open_reader(paths.db))[0].cost_nanos == 100_000_000

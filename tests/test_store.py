@@ -418,3 +418,24 @@ def test_a_truncated_database_is_refused_by_its_own_header(tmp_path: Path) -> No
     assert info.value.exit_code == ExitCode.DATABASE
     with pytest.raises(DatabaseError):
         migrate(db)
+
+
+def test_migration_10_takes_self_tests_out_of_every_project(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for version in range(1, 10):
+        for statement in MIGRATIONS.get(version, []):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 9")
+    for row_id, kind in (("canary", "self_test"), ("real", "messages")):
+        conn.execute(
+            "INSERT INTO calls (id, started_at, recorded_at, provider, endpoint_kind, host, method, path, streamed,"
+            " complete, billable, usage_reported, priced, project, project_source)"
+            f" VALUES ('{row_id}', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z', 'anthropic', "
+            f"'{kind}', 'api.anthropic.com', 'POST', '/v1/messages', 0, 1, 1, 1, 1, 'acme', 'cwd')")
+    conn.close()
+    migrate(db)
+    conn = sqlite3.connect(db)
+    found = dict((r[0], (r[1], r[2])) for r in conn.execute("SELECT id, project, project_source FROM calls"))
+    conn.close()
+    assert found == {"canary": ("", "self-test"), "real": ("acme", "cwd")}

@@ -24,6 +24,8 @@ def command(source: str, target: str, dry_run: bool, as_json: bool, **params: An
     if not valid_project_name(target):
         raise UsageError(f"--to {target!r} is not a project name (1-100 characters, no slashes or control "
                          "characters, no spaces at either end)")
+    if not source.strip():
+        raise UsageError("--from names no project; see `halton-meter projects` for the names")
     if source == target:
         raise UsageError(f"--from and --to are both {source!r}: nothing would move")
     config = load_config()

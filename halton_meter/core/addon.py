@@ -38,6 +38,9 @@ from halton_meter.edge import Refused, check_target
 from halton_meter.keys import credential_of, fingerprint
 from halton_meter.redact import is_identifier, redact
 from halton_meter.types import (
+    SELF_TEST_KIND,
+    SELF_TEST_PROJECT,
+    SELF_TEST_SOURCE,
     CallRecord,
     Endpoint,
     ParseOutcome,
@@ -522,6 +525,9 @@ class MeterAddon:
             log.warning("attribution did not finish in time", waited_s=ATTRIBUTION_WAIT_SECONDS)
         client = resolution.client
         record.project, record.project_source = resolution.attribution.project, resolution.attribution.source
+        if record.endpoint_kind == SELF_TEST_KIND:
+            # The canary is the meter testing itself: it belongs to no project, so no project's count moves.
+            record.project, record.project_source = SELF_TEST_PROJECT, SELF_TEST_SOURCE
         record.client_process = client.process_name
         record.client = client_family(record.user_agent, client.tool, client.process_name)
         record.repo, record.branch = resolution.repo, resolution.branch

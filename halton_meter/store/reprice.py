@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from halton_meter.pricing import Pricer
 from halton_meter.store.queries import _RECORD_COLUMNS, _record
 from halton_meter.store.schema import calls
-from halton_meter.types import nanos_to_usd
+from halton_meter.types import SELF_TEST_KIND, nanos_to_usd
 
 
 @dataclass
@@ -20,6 +20,8 @@ class ModelChange:
     calls: int = 0
     before_nanos: int = 0
     after_nanos: int = 0
+    before_unpriced: int = 0
+    after_unpriced: int = 0
 
 
 @dataclass
@@ -43,8 +45,11 @@ class RepriceResult:
             "after_usd": nanos_to_usd(self.after_nanos),
             "written": self.written,
             "by_model": [
-                {"model": model, "calls": c.calls, "before_usd": nanos_to_usd(c.before_nanos),
-                 "after_usd": nanos_to_usd(c.after_nanos)}
+                {"model": model, "calls": c.calls,
+                 # null when none of the calls had (has) a price: unpriced is not $0
+                 "before_usd": None if c.before_unpriced == c.calls else nanos_to_usd(c.before_nanos),
+                 "after_usd": None if c.after_unpriced == c.calls else nanos_to_usd(c.after_nanos),
+                 "before_unpriced": c.before_unpriced, "after_unpriced": c.after_unpriced}
                 for model, c in sorted(self.by_model.items(), key=lambda kv: -abs(kv[1].after_nanos - kv[1].before_nanos))
             ],
         }
@@ -59,7 +64,8 @@ def reprice(
     """
     result = RepriceResult()
     updates: list[dict[str, Any]] = []
-    window = sa.and_(calls.c.started_at >= since, calls.c.started_at < until)
+    # The meter's own self-test rows are not calls anyone pays for: never examined, never counted.
+    window = sa.and_(calls.c.started_at >= since, calls.c.started_at < until, calls.c.endpoint_kind != SELF_TEST_KIND)
     with read.connect() as conn:
         rows = conn.execute(sa.select(*_RECORD_COLUMNS).where(window)).all()
     for row in rows:
@@ -81,6 +87,8 @@ def reprice(
         change.calls += 1
         change.before_nanos += record.cost_nanos or 0
         change.after_nanos += price.cost_nanos or 0
+        change.before_unpriced += int(not record.priced)
+        change.after_unpriced += int(not price.priced)
         updates.append({"row_id": record.id, "cost_nanos": price.cost_nanos, "priced": price.priced,
                         "price_source": price.source, "price_provider_id": record.price_provider_id,
                         "cache_savings_nanos": price.cache_savings_nanos})

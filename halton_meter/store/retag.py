@@ -16,7 +16,7 @@ from halton_meter.types import BILLING_SUBSCRIPTION, nanos_to_usd
 
 CHUNK = 2000
 RETAG_SOURCE = "retag"
-_WINDOW = "project = ? AND started_at >= ? AND started_at < ?"
+_WINDOW = "project = ? AND started_at >= ? AND started_at < ? AND endpoint_kind IS NOT 'self_test'"
 _ENDED = "incomplete_reason IS NOT 'in_progress'"
 
 

@@ -241,6 +241,11 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE UNIQUE INDEX calls_import_key ON calls (import_key) WHERE import_key IS NOT NULL",
         "CREATE INDEX calls_imported_started_at ON calls (started_at) WHERE source = 'import'",
     ],
+    10: [
+        # Self-test rows (the meter's canary) belong to no project: the project is the empty string, which no
+        # project can be named, so no `projects`, `retag` or `--project` count includes them.
+        "UPDATE calls SET project = '', project_source = 'self-test' WHERE endpoint_kind = 'self_test'",
+    ],
 }
 MIGRATIONS = dict(sorted(MIGRATIONS.items()))
 LATEST_VERSION = max(MIGRATIONS)
