@@ -114,4 +114,4 @@ def check_disk(ctx: CheckContext) -> CheckResult:
 def halton_register_checks(register: Any) -> None:
     register(Check("check.config", "configuration", check_config, status_row="config"))
     register(Check("check.home", "home directory", check_home))
-    register(Check("check.disk", "disk space", check_disk))
+    register(Check("check.disk", "disk space", check_disk, status_row="disk"))

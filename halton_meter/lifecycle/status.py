@@ -1,7 +1,7 @@
 """`halton-meter status`: one verdict and a row per component — the compact view of the doctor's own checks.
 
 There is one health model. The checks that register a `status_row` (the configuration, the proxy, the core,
-the API, database writes, gaps, the CA's expiry, the service) are the fast subset `status` runs, with the
+the API, database writes, gaps, free disk, the CA's expiry, the service) are the fast subset `status` runs, with the
 same code and thresholds `doctor` uses, so the two commands never disagree on the same machine. A check
 another one requires runs too, and is shown when it is what blocked a row.
 
