@@ -213,7 +213,8 @@ def test_doctor_never_mentions_a_dashboard(paths: Paths) -> None:
     paths.home.mkdir(parents=True)
     paths.runtime.write_text(json.dumps({"api_port": 9, "edge_port": 9, "pid": 1}))  # nothing answers on 9
     result = meter_checks.check_api(CheckContext(paths=paths, config=Config(paths=paths), environ={}))
-    assert result.status == "fail" and "halton-meter status" in result.summary
+    assert result.status == "fail" and result.fix.startswith("halton-meter ")
+    assert "dashboard" not in f"{result.summary} {result.fix}".lower()
     sources = [Path(doctor.__file__), *Path(halton_meter_checks.__file__).parent.glob("*.py")]
     for source in sources:
         assert "dashboard" not in source.read_text().lower(), source
