@@ -493,7 +493,7 @@ async def _main_async(bench: Bench, plan: Plan, skip: set[str]) -> dict[str, Any
         log(f"  RSS growth over {plan.growth_calls} calls through the meter ...")
         out["growth"] = await bench.growth()
     if "meter" in plan.paths:
-        from halton_meter.stats import CORE_STATS, EDGE_STATS, read_stats
+        from halton_meter.serve.stats import CORE_STATS, EDGE_STATS, read_stats
 
         run_dir = Path(str(bench.children["meter"].extra["home"])) / "run"
         asked = time.time()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from halton_meter.attribution import attribute
+from halton_meter.attribution.service import attribute
 from halton_meter.errors import HaltonError, PluginError, UsageError
 from halton_meter.pricing import Pricer
 from halton_meter.redact import safe_extra
@@ -46,7 +46,7 @@ from halton_meter.types import (
     ImportStats,
     nanos_to_usd,
 )
-from halton_meter.workspace import git_info
+from halton_meter.attribution.workspace import git_info
 
 SETTLE_SECONDS = 600
 """Calls newer than this are left for a later run (a tool writes a streamed response over several lines,

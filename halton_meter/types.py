@@ -354,7 +354,7 @@ class ClientInfo:
     """The tool family the process is (claude-code, codex, …), from its name and command line; the command
     line itself is never kept."""
     git: Any = None
-    """`halton_meter.workspace.GitInfo` for the working directory, when it is inside a git work tree."""
+    """`halton_meter.attribution.workspace.GitInfo` for the working directory, when it is inside a git work tree."""
 
 
 @dataclass(frozen=True, slots=True)

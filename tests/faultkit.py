@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 import pytest
 
-from halton_meter.stats import CORE_STATS, EDGE_STATS, read_stats
+from halton_meter.serve.stats import CORE_STATS, EDGE_STATS, read_stats
 from halton_meter.testing.meter import MeterProcess
 
 ANTHROPIC = "https://api.anthropic.com"

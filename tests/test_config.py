@@ -171,7 +171,7 @@ def test_bad_project_rules_and_key_names_are_config_errors(tmp_path: Path, text:
 
 
 def test_key_names() -> None:
-    from halton_meter.keys import key_label
+    from halton_meter.attribution.keys import key_label
 
     names = {"3f9a": "team key", "0011aabb": "ci"}
     assert key_label("3f9a1c2e", names) == "team key (3f9a1c2e)"

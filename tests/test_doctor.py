@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from halton_meter import doctor
+from halton_meter.doctor import runner as doctor
 from halton_meter.ca import ensure_ca
 from halton_meter.config import Config
 from halton_meter.lifecycle.commands import CommandResult, RecordingRunner
 from halton_meter.lifecycle.state import SystemState
 from halton_meter.paths import Paths
-from halton_meter.runtime import port_answers
-from halton_meter.stats import CORE_STATS, EDGE_STATS
+from halton_meter.serve.runtime import port_answers
+from halton_meter.serve.stats import CORE_STATS, EDGE_STATS
 from halton_meter.store.schema import migrate
 from halton_meter.testing.meter import MeterProcess
 from halton_meter.types import Check, CheckContext, CheckResult, ServiceState

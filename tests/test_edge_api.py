@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from halton_meter.api import Api
-from halton_meter.edge import CoreLocator, Edge, Refused, _ip, parse_authority
+from halton_meter.serve.api import Api
+from halton_meter.edge.server import CoreLocator, Edge, Refused, _ip, parse_authority
 
 
 @pytest.mark.parametrize(
@@ -356,7 +356,7 @@ def test_a_tunnel_nobody_uses_is_closed_after_the_handshake_timeout(tmp_path: Pa
 
 def test_while_no_edge_can_start_the_supervisor_answers_503_at_once() -> None:
     """The proxy port never hangs: the supervisor's own listening socket answers 503 until an edge runs."""
-    from halton_meter.supervisor import _answer_503
+    from halton_meter.serve.supervisor import _answer_503
 
     async def main() -> bytes:
         listener = socket.create_server(("127.0.0.1", 0))

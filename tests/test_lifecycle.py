@@ -22,7 +22,7 @@ import pytest
 
 from halton_meter.lifecycle.init import BLOCK_BEGIN
 from halton_meter.paths import Paths
-from halton_meter.runtime import read_runtime
+from halton_meter.serve.runtime import read_runtime
 
 pytestmark = pytest.mark.e2e
 

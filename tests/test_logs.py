@@ -30,7 +30,7 @@ EDGE = [
     "timestamp='2026-12-03T14:46:44.000000Z' process='edge' level='info' event='tunnel' host='api.anthropic.com'",
     "timestamp='2026-12-03T14:46:51.500000Z' process='edge' level='debug' event='closed' took=0.25 ok=True",
 ]
-SERVE = ["2026-12-03 09:46:39,000 serve INFO halton_meter.supervisor: started edge, core and api"]
+SERVE = ["2026-12-03 09:46:39,000 serve INFO halton_meter.serve.supervisor: started edge, core and api"]
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_lines_are_merged_in_time_order_and_rendered(cli, paths: Paths, new_york
     assert result.exit_code == 0, result
     assert result.stdout.splitlines() == [
         "── 2026-12-03 ──",
-        "09:46:39.000 serve info     halton_meter.supervisor: started edge, core and api",
+        "09:46:39.000 serve info     halton_meter.serve.supervisor: started edge, core and api",
         "09:46:40.000 edge  info     listening port=8080",
         "09:46:42.876 core  warning  core unavailable: passing through reason=core did not answer the probe "
         "port=8081",

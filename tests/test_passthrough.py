@@ -1,4 +1,4 @@
-"""Pass-through tunnels (halton_meter/passthrough.py): the call estimate from TLS records, and when a tunnel
+"""Pass-through tunnels (halton_meter/edge/passthrough.py): the call estimate from TLS records, and when a tunnel
 may be closed. Synthetic record streams pin the rules; a real TLS 1.3 exchange (Python's OpenSSL server,
 which sends two session tickets, one of them between a request's head and its body) checks them on the
 wire."""
@@ -12,8 +12,8 @@ import threading
 import pytest
 import trustme
 
-from halton_meter import passthrough
-from halton_meter.passthrough import PassThrough
+from halton_meter.edge import passthrough
+from halton_meter.edge.passthrough import PassThrough
 
 
 class Clock:

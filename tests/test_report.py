@@ -359,7 +359,7 @@ def test_empty_database_and_no_database(cli, paths) -> None:
 
 
 def test_api_report_takes_the_same_parameters_and_returns_the_same_json(cli, paths, new_york) -> None:
-    from halton_meter.api import Api
+    from halton_meter.serve.api import Api
 
     window = seed_golden(paths)
     api = Api(0, "t" * 43, paths)

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from halton_meter.attribution import AttributionService, ProcessFinder
-from halton_meter.client_family import client_family, tool_from_process
+from halton_meter.attribution.service import AttributionService, ProcessFinder
+from halton_meter.attribution.client_family import client_family, tool_from_process
 from halton_meter.core.records import CREDENTIAL_QUERY_PARAMS, redact_path
 from halton_meter.core.routing import RoutingTable, parse_host_pattern
-from halton_meter.edge import proxy_project
+from halton_meter.edge.server import proxy_project
 from halton_meter.errors import PluginError
 from halton_meter.host import PluginHost
-from halton_meter.runtime import metering_env
+from halton_meter.serve.runtime import metering_env
 from halton_meter.types import Attribution, Attributor, ClientInfo, Provider
 
 
@@ -224,7 +224,7 @@ def test_a_shared_local_port_is_told_apart_by_the_address_it_connects_to() -> No
 
 
 def test_proc_net_spelling() -> None:
-    from halton_meter.attribution import _plain, _proc_net_address
+    from halton_meter.attribution.service import _plain, _proc_net_address
 
     assert _proc_net_address(("127.0.0.1", 8081)) == ("tcp", "0100007F:1F91")
     assert _proc_net_address(("::1", 80)) == ("tcp6", "00000000000000000000000001000000:0050")
@@ -241,7 +241,7 @@ def test_where_the_socket_table_is_root_only_each_own_process_is_asked(monkeypat
         raise psutil.AccessDenied(pid=None)
 
     monkeypatch.setattr(psutil, "net_connections", denied)
-    monkeypatch.setattr("halton_meter.attribution._PROC_NET", Path("/nonexistent"))
+    monkeypatch.setattr("halton_meter.attribution.service._PROC_NET", Path("/nonexistent"))
     server = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(server.getsockname())
     try:

@@ -361,7 +361,7 @@ def test_a_long_migration_is_announced_and_the_supervisor_waits_for_it(tmp_path:
     import asyncio
     import os
 
-    from halton_meter import supervisor
+    from halton_meter.serve import supervisor
 
     db = tmp_path / "db.sqlite"
     seen: list[tuple[int, int]] = []

@@ -205,7 +205,7 @@ def test_doctor_wraps_within_the_width_and_cuts_nothing(cli, paths: Paths, monke
 def test_doctor_never_mentions_a_dashboard(paths: Paths) -> None:
     """There is no dashboard: no check may send anyone looking for one."""
     import halton_meter_checks
-    from halton_meter import doctor
+    from halton_meter.doctor import runner as doctor
     from halton_meter.config import Config
     from halton_meter.types import CheckContext
     from halton_meter_checks import meter as meter_checks

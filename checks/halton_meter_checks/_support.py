@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from halton_meter.runtime import read_runtime
+from halton_meter.serve.runtime import read_runtime
 from halton_meter.types import CheckContext
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from halton_meter import hookimpl
-from halton_meter.attribution import UNATTRIBUTED, attribute
+from halton_meter.attribution.service import UNATTRIBUTED, attribute
 from halton_meter.types import Check, CheckContext, CheckResult, ClientInfo
-from halton_meter.workspace import PROJECT_FILE, find_project_file, git_info
+from halton_meter.attribution.workspace import PROJECT_FILE, find_project_file, git_info
 
 
 def check_project(ctx: CheckContext) -> CheckResult:

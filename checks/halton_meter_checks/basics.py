@@ -20,8 +20,8 @@ DISK_FAIL_BYTES = 100 * MiB
 def check_config(ctx: CheckContext) -> CheckResult:
     if ctx.config_error:
         from halton_meter.lifecycle.services import pid_alive
-        from halton_meter.runtime import read_runtime
-        from halton_meter.stats import EDGE_STATS, read_stats
+        from halton_meter.serve.runtime import read_runtime
+        from halton_meter.serve.stats import EDGE_STATS, read_stats
 
         running = pid_alive((read_runtime(ctx.paths) or {}).get("pid"))
         on_defaults = (read_stats(ctx.paths.run_dir / EDGE_STATS) or {}).get("config_error")
@@ -41,7 +41,7 @@ def check_config(ctx: CheckContext) -> CheckResult:
 def _not_applied(ctx: CheckContext) -> str | None:
     """What the running meter published about config.toml: changes that wait for a restart, or an apply
     that failed. None when nothing runs or everything is in effect."""
-    from halton_meter.stats import CORE_STATS, EDGE_STATS, read_stats
+    from halton_meter.serve.stats import CORE_STATS, EDGE_STATS, read_stats
 
     restart: set[str] = set()
     failed: list[str] = []

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from halton_meter import hookimpl
-from halton_meter.runtime import NO_PROXY, port_answers
+from halton_meter.serve.runtime import NO_PROXY, port_answers
 from halton_meter.types import Check, CheckContext, CheckResult
 from halton_meter_checks._support import (
     CA_VARS,

@@ -8,8 +8,8 @@ from typing import Any
 
 from halton_meter import __version__, hookimpl
 from halton_meter.lifecycle.services import api_healthy, core_answers, core_state, edge_answers, pid_alive
-from halton_meter.runtime import port_answers
-from halton_meter.stats import CORE_STATS, read_stats
+from halton_meter.serve.runtime import port_answers
+from halton_meter.serve.stats import CORE_STATS, read_stats
 from halton_meter.types import Check, CheckContext, CheckResult
 from halton_meter_checks._support import ago, runtime
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from halton_meter import hookimpl
 from halton_meter.errors import DatabaseError
-from halton_meter.stats import CORE_STATS, read_stats
+from halton_meter.serve.stats import CORE_STATS, read_stats
 from halton_meter.store.schema import LATEST_VERSION, check_readable, connect_read_only
 from halton_meter.types import Check, CheckContext, CheckResult
 from halton_meter_checks._support import ago, since
@@ -199,7 +199,7 @@ def check_gaps(ctx: CheckContext) -> CheckResult:
     (15 min) are a warning; older ones are reported as information."""
     import time
 
-    from halton_meter.runtime import read_runtime
+    from halton_meter.serve.runtime import read_runtime
     from halton_meter.store.gaps import summarize
     from halton_meter.store.schema import read_only_uri
     from halton_meter.timewindow import iso

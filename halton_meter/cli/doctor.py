@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from halton_meter.doctor import DEFAULT_TIMEOUT
+from halton_meter.doctor.runner import DEFAULT_TIMEOUT
 
 
 @click.command("doctor")
@@ -47,7 +47,7 @@ def command(only: tuple[str, ...], as_json: bool, curl: bool, timeout: float, ve
     Rows come in a fixed order: each after the checks it requires, ties by id.
     """
     from halton_meter import terminal
-    from halton_meter.doctor import run_doctor
+    from halton_meter.doctor.runner import run_doctor
 
     report = run_doctor(only, curl=curl, timeout=timeout)
     data = report.to_json()

@@ -20,7 +20,7 @@ def command() -> None:
 
     Example: halton-meter key-fingerprint < ~/.secrets/anthropic-key   (or paste the key and press Ctrl-D)
     """
-    from halton_meter.keys import fingerprint, key_label, load_secret
+    from halton_meter.attribution.keys import fingerprint, key_label, load_secret
 
     config = load_config()
     if sys.stdin.isatty():

@@ -18,11 +18,11 @@ def command() -> int:
     """
     from halton_meter import terminal
     from halton_meter.config import load_config
-    from halton_meter.configwatch import file_stamp
+    from halton_meter.serve.configwatch import file_stamp
     from halton_meter.errors import HaltonError
     from halton_meter.host import PluginHost
-    from halton_meter.runtime import require_running
-    from halton_meter.stats import CORE_STATS, EDGE_STATS, read_stats
+    from halton_meter.serve.runtime import require_running
+    from halton_meter.serve.stats import CORE_STATS, EDGE_STATS, read_stats
 
     config = load_config()  # an invalid file stops here, with its line (exit 2)
     PluginHost(config).load().validate_config()

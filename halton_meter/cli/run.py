@@ -7,7 +7,7 @@ import click
 
 from halton_meter.config import load_config, valid_project_name
 from halton_meter.errors import ExitCode, HaltonError, NotRunningError
-from halton_meter.runtime import metering_env, require_running
+from halton_meter.serve.runtime import metering_env, require_running
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -21,7 +21,7 @@ def command(edge_port: int | None, api_port: int | None) -> int:
     from halton_meter import terminal
     from halton_meter.host import PluginHost
     from halton_meter.logs import configure_logging
-    from halton_meter.supervisor import Supervisor
+    from halton_meter.serve.supervisor import Supervisor
 
     config = load_config()
     PluginHost(config).load().validate_config()  # every config error before anything starts: one line, exit 2

@@ -30,12 +30,12 @@ import structlog
 from mitmproxy import http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
-from halton_meter.attribution import AttributionService, Resolution
-from halton_meter.client_family import client_family
+from halton_meter.attribution.service import AttributionService, Resolution
+from halton_meter.attribution.client_family import client_family
 from halton_meter.core.records import Observed, build_record, provisional_record, stored_path
 from halton_meter.core.routing import RoutingTable
-from halton_meter.edge import Refused, check_target
-from halton_meter.keys import credential_of, fingerprint
+from halton_meter.edge.server import Refused, check_target
+from halton_meter.attribution.keys import credential_of, fingerprint
 from halton_meter.redact import is_identifier, redact
 from halton_meter.types import (
     SELF_TEST_KIND,

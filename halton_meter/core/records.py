@@ -10,7 +10,7 @@ import functools
 import uuid
 from dataclasses import dataclass
 
-from halton_meter.client_family import client_family
+from halton_meter.attribution.client_family import client_family
 from halton_meter.redact import CREDENTIAL_QUERY_PARAMS, redact_path, safe_error_type, safe_extra
 from halton_meter.types import CallRecord, Endpoint, ParseOutcome, Provider, RequestFacts
 

@@ -14,7 +14,7 @@ from typing import Any
 from halton_meter.errors import HaltonError
 from halton_meter.logs import LOG_DIR_ENV
 from halton_meter.paths import Paths
-from halton_meter.runtime import read_runtime
+from halton_meter.serve.runtime import read_runtime
 
 SERVICE_NAME = "halton-meter"
 START_TIMEOUT = 45.0
@@ -82,7 +82,7 @@ def _ask(port: int, question: bytes, expect: bytes, timeout: float) -> bool:
 
 def edge_answers(port: int, timeout: float = LIVENESS_TIMEOUT) -> bool:
     """The edge's event loop answers (its own health request), not just its listening socket."""
-    from halton_meter.edge import HEALTH_PATH
+    from halton_meter.edge.server import HEALTH_PATH
 
     return _ask(port, f"GET {HEALTH_PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".encode(), b"HTTP/1.1 200", timeout)
 
@@ -183,7 +183,7 @@ def check_ports_free(config: Any) -> None:
     import socket
 
     from halton_meter.errors import PortInUseError
-    from halton_meter.supervisor import port_holder
+    from halton_meter.serve.supervisor import port_holder
 
     runtime = read_runtime(config.paths)
     ours = runtime is not None and pid_alive(runtime.get("pid"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from halton_meter.doctor import Finding, check_context, ordered_checks, run_checks
+from halton_meter.doctor.runner import Finding, check_context, ordered_checks, run_checks
 
 STATUS_TIMEOUT = 3.0
 """Each status check answers in well under a second; this bounds a stuck one."""

@@ -185,7 +185,7 @@ class MeterProcess:
         response."""
         import httpx
 
-        from halton_meter.api import read_token
+        from halton_meter.serve.api import read_token
         from halton_meter.paths import Paths
 
         headers = {}
@@ -198,7 +198,7 @@ class MeterProcess:
 
     def env(self) -> dict[str, str]:
         """The environment `halton-meter run` would give a client."""
-        from halton_meter.runtime import metering_env
+        from halton_meter.serve.runtime import metering_env
 
         return {**meter_env(self.home), **metering_env(self.runtime)}
 

@@ -25,7 +25,7 @@ from typing import Any
 from halton_meter import hookimpl
 from halton_meter.config import ProjectRule, valid_project_name
 from halton_meter.types import Attribution, Attributor, ClientInfo
-from halton_meter.workspace import find_project_file
+from halton_meter.attribution.workspace import find_project_file
 
 PROJECT_ENV = "HALTON_METER_PROJECT"
 

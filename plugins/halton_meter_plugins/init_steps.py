@@ -20,7 +20,7 @@ from halton_meter.lifecycle.init import StepSkipped
 from halton_meter.lifecycle.selftest import run_self_test
 from halton_meter.lifecycle.services import probe
 from halton_meter.paths import ensure_private_dir
-from halton_meter.runtime import NO_PROXY
+from halton_meter.serve.runtime import NO_PROXY
 from halton_meter.types import InitStep
 
 SHELL_RC = {"bash": ".bashrc", "zsh": ".zshrc"}
@@ -118,7 +118,7 @@ def choose_ports(ctx: Any) -> None:
     A default port that is taken is replaced by a free one, saved in config.toml (the one place every
     consumer reads), and said out loud: never a silent change."""
     from halton_meter.config import load_config
-    from halton_meter.supervisor import port_holder
+    from halton_meter.serve.supervisor import port_holder
 
     explicit = (ctx.config.source.read_text() if ctx.config.source else "")
     lines = []

@@ -19,7 +19,7 @@ from halton_meter import hookimpl
 from halton_meter.errors import HaltonError
 from halton_meter.lifecycle.init import UnsupportedOnPlatform
 from halton_meter.lifecycle.services import pid_alive, probe, serve_argv, service_env, wait_until_running
-from halton_meter.runtime import read_runtime
+from halton_meter.serve.runtime import read_runtime
 from halton_meter.types import PlatformInfo, ServiceState
 from halton_meter_plugins.installers import linux
 

@@ -48,7 +48,7 @@ from halton_meter.lifecycle.services import (
     serve_argv,
     service_env,
 )
-from halton_meter.runtime import port_answers, read_runtime
+from halton_meter.serve.runtime import port_answers, read_runtime
 from halton_meter.types import PlatformInfo, ServiceState
 
 TASK = SERVICE_NAME

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from halton_meter.edge import (
+from halton_meter.edge.server import (
     _HOP_BY_HOP,
     DRAIN_BYTES,
     DRAIN_SECONDS,
@@ -35,7 +35,7 @@ from halton_meter.edge import (
 )
 
 if TYPE_CHECKING:
-    from halton_meter.edge import Edge
+    from halton_meter.edge.server import Edge
 
 KEEPALIVE_IDLE = 120.0
 """How long a kept-alive plain-HTTP client connection may sit idle between requests."""
@@ -223,6 +223,6 @@ class PlainHttp:
         """Answer a refused or malformed request (when no answer has started yet); the connection ends."""
         if self.client.our_state not in (h11.IDLE, h11.SEND_RESPONSE, h11.ERROR):
             return
-        from halton_meter.edge import _reply
+        from halton_meter.edge.server import _reply
 
         await _reply(self.writer, status, reason)

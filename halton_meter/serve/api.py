@@ -149,7 +149,7 @@ class Api:
     # ---- endpoints (run in a worker thread) ---------------------------------------------------------
 
     def _stats(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        from halton_meter.stats import CORE_STATS, EDGE_STATS, read_stats
+        from halton_meter.serve.stats import CORE_STATS, EDGE_STATS, read_stats
 
         assert self._paths is not None
         run = self._paths.run_dir

@@ -28,12 +28,12 @@ from pathlib import Path
 import structlog
 
 from halton_meter import __version__
-from halton_meter.api import Api, ensure_token
+from halton_meter.serve.api import Api, ensure_token
 from halton_meter.ca import ensure_ca
 from halton_meter.config import Config
 from halton_meter.errors import ExitCode, HaltonError, PortInUseError
 from halton_meter.paths import ensure_private_dir, write_atomic
-from halton_meter.process import PARENT_PID_ENV
+from halton_meter.serve.process import PARENT_PID_ENV
 
 log = structlog.get_logger("halton_meter.supervisor")
 

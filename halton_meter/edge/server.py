@@ -40,11 +40,11 @@ from typing import Any
 
 import structlog
 
-from halton_meter.client_family import client_family
+from halton_meter.attribution.client_family import client_family
 from halton_meter.config import valid_project_name
 from halton_meter.lifecycle.selftest import CANARY_HOST
-from halton_meter.passthrough import MAX_SECONDS, QUIET_SECONDS, STREAM_QUIET_SECONDS, PassThrough
-from halton_meter.process import QuietLoopErrors, watch_parent
+from halton_meter.edge.passthrough import MAX_SECONDS, QUIET_SECONDS, STREAM_QUIET_SECONDS, PassThrough
+from halton_meter.serve.process import QuietLoopErrors, watch_parent
 
 log = structlog.get_logger("halton_meter.edge")
 
@@ -617,7 +617,7 @@ class Edge:
             self.check_target(host, port)
             await self._connect(reader, writer, host, port, peer, slot, proxy_project(header_block))
         elif target.startswith("http://"):
-            from halton_meter.plainhttp import PlainHttp
+            from halton_meter.edge.plainhttp import PlainHttp
 
             await PlainHttp(self, reader, writer, peer, slot).serve(head)
         else:
@@ -1023,14 +1023,14 @@ async def run_edge(edge: Edge, sock: socket.socket, grace: float, stats_path: Pa
     if stats_path is not None:
         from dataclasses import asdict
 
-        from halton_meter.stats import Publisher
+        from halton_meter.serve.stats import Publisher
 
         publisher = Publisher(stats_path, lambda: {
             **asdict(edge.stats), "max_connections": edge.max_connections,
             "config": watcher.state.to_json() if watcher is not None else None}).start()
     config_watch = None
     if watcher is not None:
-        from halton_meter.configwatch import watch
+        from halton_meter.serve.configwatch import watch
 
         config_watch = loop.create_task(watch(watcher))
     print("READY", flush=True)
@@ -1101,7 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
     own = {sock.getsockname()[1]}
     if args.api_port:
         own.add(args.api_port)
-    from halton_meter.attribution import AttributionService
+    from halton_meter.attribution.service import AttributionService
 
     attribution = AttributionService(host.registries.attributors.ordered(), workers=1)
     edge = Edge(claims=claims, core=CoreLocator(config.paths.core_state), resolve=config.resolve_map(),
@@ -1111,7 +1111,7 @@ def main(argv: list[str] | None = None) -> int:
                 passthrough_quiet=config.edge_passthrough_quiet_seconds,
                 passthrough_max_seconds=config.edge_passthrough_max_seconds)
     edge.stats.config_error = problem
-    from halton_meter.configwatch import ConfigWatcher
+    from halton_meter.serve.configwatch import ConfigWatcher
     from halton_meter.core.routing import RoutingTable
     from halton_meter.host import PluginHost
     from halton_meter.paths import ensure_private_dir
@@ -1126,14 +1126,10 @@ def main(argv: list[str] | None = None) -> int:
         edge.stats.config_error = None
 
     watcher = ConfigWatcher(config, apply_config)
-    from halton_meter.stats import EDGE_STATS
+    from halton_meter.serve.stats import EDGE_STATS
 
     with contextlib.suppress(OSError):  # counters are informational; traffic does not wait for them
         ensure_private_dir(config.paths.run_dir)
     asyncio.run(run_edge(edge, sock, config.shutdown_grace_seconds, config.paths.run_dir / EDGE_STATS, watcher))
     return 0
 
-
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())

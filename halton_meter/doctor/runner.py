@@ -430,7 +430,7 @@ def python_hops(paths: Any, port: int) -> list[dict[str, str]]:
 
 def probe_through_proxy(ctx: CheckContext, runner: Any) -> CheckResult:
     from halton_meter.lifecycle.selftest import utc_stamp, wait_for_record
-    from halton_meter.runtime import read_runtime
+    from halton_meter.serve.runtime import read_runtime
 
     data = read_runtime(ctx.paths)
     if data is None:

@@ -20,9 +20,9 @@ from typing import Any
 import psutil
 import structlog
 
-from halton_meter.client_family import tool_from_process
+from halton_meter.attribution.client_family import tool_from_process
 from halton_meter.types import Attribution, Attributor, ClientInfo
-from halton_meter.workspace import git_info
+from halton_meter.attribution.workspace import git_info
 
 log = structlog.get_logger("halton_meter.attribution")
 

@@ -1,0 +1,1 @@
+"""`halton-meter doctor`: runs every registered check and renders the verdict."""
