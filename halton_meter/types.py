@@ -4,7 +4,7 @@ Providers turn bytes into `Usage` and a `ParseOutcome`; the core turns those int
 writes records. Checks, init steps, sync targets, attributors and importers are small declarative objects
 registered through the hooks in `halton_meter.hookspecs`.
 
-Token convention (see PROVIDERS.md, "Token convention"): the four buckets `input_tokens`,
+Token convention (see docs/concepts/tokens.md): the four buckets `input_tokens`,
 `cache_read_tokens`, `cache_write_tokens` and `output_tokens` are disjoint and together are everything the
 provider billed. `cache_write_1h_tokens` is the part of `cache_write_tokens` written with a 1-hour TTL, and
 `reasoning_tokens` is the part of `output_tokens` spent thinking (None when the provider gave no breakdown).
@@ -561,7 +561,7 @@ class ImportedCall:
     started_at: str
     """UTC, ISO 8601 with microseconds and a `Z`, as `CallRecord.started_at`."""
     usage: Usage
-    """The four disjoint buckets of the token convention (module docstring)."""
+    """The four disjoint buckets of docs/concepts/tokens.md (module docstring)."""
     model: str | None = None
     ended_at: str | None = None
     cwd: str | None = None

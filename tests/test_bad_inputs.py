@@ -1,4 +1,4 @@
-"""Bad inputs (RELIABILITY.md §3.3, B1–B10) and the UX-of-failure items U2–U4 (§3.5).
+"""Bad inputs (docs/testing.md, "Bad inputs", B1–B10) and the UX-of-failure items U2–U4 ("UX of failure").
 
 The contract: one clear line, the documented exit code, never a traceback, never silently weaker privacy,
 and nothing the user owns moved or deleted.

@@ -1,6 +1,6 @@
 """S14, offline: known security advisories for the dependencies that carry our traffic and trust.
 
-RELIABILITY.md §3.4 S14 asks for `pip-audit` in CI. It cannot run from these machines: its PyPI service
+docs/testing.md ("Security", S14) asks for `pip-audit` in CI. It cannot run from these machines: its PyPI service
 reads `https://pypi.org/pypi/<name>/<version>/json`, and those per-version pages answer 404 here (only
 the per-project page is served, and it lists only the newest release's advisories); its OSV service needs
 `api.osv.dev`, which does not resolve. So this module keeps a small table of advisories by hand, for the

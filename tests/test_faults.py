@@ -1,4 +1,4 @@
-"""Faults injected into a real `halton-meter serve` (RELIABILITY.md §3.2): nothing lost, or a clear error plus
+"""Faults injected into a real `halton-meter serve` (docs/testing.md, "Faults"): nothing lost, or a clear error plus
 a counted gap.
 
 Tests that break the meter (kill, stop, lock, fill, terminate) get their own `serve`; the ones that only

@@ -1,4 +1,4 @@
-"""Load through a real `halton-meter serve` (RELIABILITY.md §3.1, L1 and L2).
+"""Load through a real `halton-meter serve` (docs/testing.md, "Load", L1 and L2).
 
 The CI variant runs about 20 s: non-streaming calls at concurrency 20, then rounds of 20 concurrent SSE
 streams (20 events, 50 ms apart). It asserts correctness only: zero client errors and exactly one row per

@@ -1,6 +1,6 @@
 """Anthropic Messages provider: routing, request facts and the response parser.
 
-Normative references: PROVIDERS.md §0, §1, §13 and the "Token convention" (Anthropic row: input =
+Normative references: docs/providers/index.md, docs/providers/anthropic.md and docs/concepts/tokens.md (Anthropic row: input =
 `input_tokens`, cache_read = `cache_read_input_tokens`, cache_write = `cache_creation_input_tokens` with its
 1h part from `cache_creation.ephemeral_1h_input_tokens`, output = `output_tokens`, reasoning =
 `output_tokens_details.thinking_tokens` else null; stream usage: `message_start` overridden field by field by
@@ -358,7 +358,7 @@ def test_json_message_oversize_body():
 
 
 # --------------------------------------------------------------------------------------------------
-# error bodies (§13)
+# error bodies (docs/providers/index.md, "Error bodies")
 # --------------------------------------------------------------------------------------------------
 
 

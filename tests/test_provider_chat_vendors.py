@@ -1,6 +1,6 @@
 """Groq, DeepSeek, Mistral and OpenRouter: the OpenAI-compatible vendors with their own usage rules.
 
-Normative references: PROVIDERS.md §9–§13 and the "Token convention" (per-provider mapping table):
+Normative references: docs/providers/groq.md, docs/providers/openrouter.md, docs/providers/mistral.md, docs/providers/deepseek.md, docs/providers/index.md and docs/concepts/tokens.md (per-provider mapping table):
 Groq usage may arrive twice in a stream (x_groq.usage and a usage chunk) and counts once; DeepSeek input
 is prompt_cache_miss_tokens and cache reads prompt_cache_hit_tokens; Mistral attaches usage to the finish
 chunk and has its own error object; OpenRouter's prompt_tokens includes cache reads and writes, and its

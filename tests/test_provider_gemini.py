@@ -1,6 +1,6 @@
 """Gemini API and Gemini Code Assist providers: routing, request facts and the response parsers.
 
-Normative references: PROVIDERS.md §0, §6, §7, §13 and the "Token convention" (Gemini row: input =
+Normative references: docs/providers/index.md, docs/providers/gemini.md, docs/providers/code-assist.md and docs/concepts/tokens.md (Gemini row: input =
 promptTokenCount − cachedContentTokenCount (+ toolUsePromptTokenCount, priced as input), cache_read =
 cachedContentTokenCount, output = candidatesTokenCount + thoughtsTokenCount, reasoning = thoughtsTokenCount
 else null; `usageMetadata` is a running total: the last one wins, none is ever added to another).

@@ -1,12 +1,12 @@
 """OpenAI Chat Completions provider (and the OpenAI-compatible family): routing, request facts, parser.
 
-Normative references: PROVIDERS.md §0, §2, §13 and the "Token convention" (OpenAI Chat row: input =
+Normative references: docs/providers/index.md, docs/providers/openai.md and docs/concepts/tokens.md (OpenAI Chat row: input =
 prompt_tokens − cached_tokens, cache_read = cached_tokens, cache_write = 0, output =
 max(completion_tokens, total_tokens − prompt_tokens), reasoning =
 completion_tokens_details.reasoning_tokens;
 error_type = error.code if non-null else error.type). Vendor quirks exercised through the same parser:
-xAI (§8, reasoning outside completion_tokens), Mistral (§11, usage on the finish chunk), OpenRouter (§10,
-`: OPENROUTER PROCESSING` comments), DeepSeek (§12, keep-alives), Gemini's OpenAI endpoint (§2, usage on
+xAI (reasoning outside completion_tokens), Mistral (usage on the finish chunk), OpenRouter (
+`: OPENROUTER PROCESSING` comments), DeepSeek (keep-alives), Gemini's OpenAI endpoint (usage on
 every chunk — take the last).
 
 Bodies are written the way the APIs send them: `data: {json}\\n\\n` events and a final `data: [DONE]`.
@@ -323,7 +323,7 @@ def test_json_garbage_200_is_parse_error():
 
 
 # --------------------------------------------------------------------------------------------------
-# error bodies (§13)
+# error bodies (docs/providers/index.md, "Error bodies")
 # --------------------------------------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """OpenAI Responses and Embeddings, include_usage injection (request rewrite and stream filter), the
 estimate path, `[plugins.openai]` configuration, the ChatGPT/Codex backend and xAI.
 
-Normative references: PROVIDERS.md §0, §2–§5, §8, §13 and the token convention. Chat Completions parsing
+Normative references: docs/providers/index.md, docs/providers/openai.md, docs/providers/codex.md, docs/providers/xai.md and docs/concepts/tokens.md. Chat Completions parsing
 itself is covered in tests/test_provider_openai.py; whole wire cases in tests/corpus/{openai,codex,xai}.py.
 """
 

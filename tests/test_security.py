@@ -1,4 +1,4 @@
-"""Security checks of the reliability contract (RELIABILITY.md §3.4), against a real `halton-meter serve`.
+"""Security checks of the reliability contract (docs/testing.md, "Security"), against a real `halton-meter serve`.
 
 One meter serves the whole module. Before it starts, the test builds what it needs around it: the fake
 provider (its CA in `upstream.ca_bundle`), two rogue "provider" servers for S11 (one with a self-signed

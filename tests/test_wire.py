@@ -1,6 +1,6 @@
 """Tests for the incremental body readers in `halton_meter.wire`.
 
-Normative references: PROVIDERS.md §0 (SSE parsing, transport) and the WHATWG SSE parsing rules the
+Normative references: docs/providers/index.md (SSE parsing, transport) and the WHATWG SSE parsing rules the
 `SSEDecoder` docstring claims to follow. Everything in wire.py promises chunk-boundary independence: a body
 split anywhere (one byte at a time included) gives the same result as the body fed whole.
 """

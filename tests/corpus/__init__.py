@@ -1,5 +1,5 @@
 """The provider fixture corpus: wire-exact requests and responses, authored from the documented formats
-(PROVIDERS.md), each with the record it must produce and the cost computed by hand from list prices.
+(docs/providers/index.md), each with the record it must produce and the cost computed by hand from list prices.
 
 Every case runs twice (tests/test_corpus.py): fed straight to the provider's parser (whole, and split at
 random points by hypothesis), and replayed through a real `halton-meter serve` against the fake provider,

@@ -1,4 +1,4 @@
-"""Anthropic Messages API (PROVIDERS.md §1). Sonnet 4.5 list prices per MTok: input $3, output $15,
+"""Anthropic Messages API (docs/providers/anthropic.md). Sonnet 4.5 list prices per MTok: input $3, output $15,
 cache read $0.30, cache write 5m $3.75, 1h $6; above 200k prompt tokens: $6 / $22.50 / $0.60 / $7.50 / $12.
 Opus 4.1: $15 / $75. Haiku 3.5: $0.80 / $4."""
 

@@ -1,4 +1,4 @@
-"""Gemini Code Assist, the Gemini CLI backend (PROVIDERS.md §7). Covered by the user's plan (billing
+"""Gemini Code Assist, the Gemini CLI backend (docs/providers/code-assist.md). Covered by the user's plan (billing
 `subscription`), but tokens are counted and priced at Google's list prices as for the Gemini API:
   gemini-2.5-pro        input $1.25, cache read $0.125, output $10 (prompts ≤ 200k tokens)
   gemini-2.5-flash      input $0.30, cache read $0.03, output $2.50

@@ -1,4 +1,4 @@
-"""ChatGPT / Codex backend (PROVIDERS.md §4): `chatgpt.com/backend-api/codex/responses`, Responses SSE.
+"""ChatGPT / Codex backend (docs/providers/codex.md): `chatgpt.com/backend-api/codex/responses`, Responses SSE.
 
 Calls are covered by the ChatGPT plan (billing "subscription"); the cost is the OpenAI list-price
 equivalent. gpt-5-codex is listed at gpt-5's prices: $1.25 input, $0.125 cached input, $10 output per

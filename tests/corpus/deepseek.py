@@ -1,4 +1,4 @@
-"""DeepSeek (PROVIDERS.md §12).
+"""DeepSeek (docs/providers/deepseek.md).
 
 Prices: genai-prices prices deepseek-chat and deepseek-reasoner by time of day (UTC 00:30–16:30 standard,
 otherwise a discount), and a call replayed through the real proxy is priced at the wall-clock time it ran,

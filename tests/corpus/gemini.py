@@ -1,4 +1,4 @@
-"""Google Gemini API (PROVIDERS.md §6, §13). List prices per MTok (https://ai.google.dev/gemini-api/docs/pricing),
+"""Google Gemini API (docs/providers/gemini.md, docs/providers/index.md). List prices per MTok (https://ai.google.dev/gemini-api/docs/pricing),
 output including thinking:
   gemini-2.5-pro        input $1.25, cache read $0.125, output $10; prompts > 200k tokens: $2.50 / $0.25 / $15
   gemini-2.5-flash      input $0.30, cache read $0.03, output $2.50

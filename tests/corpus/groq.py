@@ -1,4 +1,4 @@
-"""Groq (PROVIDERS.md §9). List prices per MTok (groq.com/pricing, checked against genai-prices' `groq`
+"""Groq (docs/providers/groq.md). List prices per MTok (groq.com/pricing, checked against genai-prices' `groq`
 entries): llama-3.3-70b-versatile input $0.59, output $0.79; moonshotai/kimi-k2-instruct-0905 input $1,
 cached input $0.50, output $3. groq/compound has no per-token price (it bills each inner model)."""
 

@@ -1,4 +1,4 @@
-"""Mistral (PROVIDERS.md §11). Prices per MTok as genai-prices' `mistral` entries give them for
+"""Mistral (docs/providers/mistral.md). Prices per MTok as genai-prices' `mistral` entries give them for
 2026-11-22 (checked against mistral.ai/pricing where it publishes them): mistral-large-2512 (Large 3)
 input $0.50, output $1.50; mistral-medium-latest input $1.50, cached $0.15, output $7.50;
 mistral-small-latest input $0.15, cached $0.015, output $0.60; codestral-latest input $0.30, output

@@ -1,4 +1,4 @@
-"""OpenAI (PROVIDERS.md §2, §3, §5, §13): Chat Completions, Responses, Embeddings on `api.openai.com`.
+"""OpenAI (docs/providers/openai.md, docs/providers/index.md): Chat Completions, Responses, Embeddings on `api.openai.com`.
 
 List prices, USD per million tokens (input / cached input / output), as published by OpenAI:
 gpt-4o $2.50 / $1.25 / $10; gpt-4o-mini $0.15 / $0.075 / $0.60; gpt-4.1 $2 / $0.50 / $8;

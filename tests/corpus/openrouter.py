@@ -1,4 +1,4 @@
-"""OpenRouter (PROVIDERS.md §10). Prices per MTok from genai-prices' `openrouter` entries, which follow
+"""OpenRouter (docs/providers/openrouter.md). Prices per MTok from genai-prices' `openrouter` entries, which follow
 the vendors' list prices: anthropic/claude-sonnet-4.5 input $3, cache read $0.30, cache write $3.75,
 output $15 (≤200k prompt); openai/gpt-4o-mini input $0.15, cached $0.075, output $0.60;
 google/gemini-2.5-flash input $0.30, output $2.50. x-ai/grok-4 has no `openrouter` entry, so it is priced

@@ -1,4 +1,4 @@
-"""xAI (PROVIDERS.md §8): Chat Completions and Responses on `api.x.ai`.
+"""xAI (docs/providers/xai.md): Chat Completions and Responses on `api.x.ai`.
 
 xAI list prices per million tokens (input / cached input / output): grok-4 (grok-4-0709) $3 / $0.75 / $15;
 grok-3-mini $0.30 / $0.075 / $0.50; grok-4-fast-reasoning $0.20 / $0.05 / $0.50. Reasoning tokens are

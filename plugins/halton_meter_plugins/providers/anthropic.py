@@ -1,6 +1,6 @@
 """Anthropic Messages API (`api.anthropic.com`), JSON and SSE.
 
-Usage semantics (PROVIDERS.md §1): `message_start.message.usage` first, then every field that
+Usage semantics (docs/providers/anthropic.md): `message_start.message.usage` first, then every field that
 `message_delta.usage` carries overrides it (cumulative values, never summed). The 1-hour cache-write split
 exists only in `message_start`. `count_tokens` answers are not usage; batch calls are not live calls.
 """

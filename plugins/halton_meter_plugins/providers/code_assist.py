@@ -1,7 +1,7 @@
 """Gemini Code Assist (`cloudcode-pa.googleapis.com`), the backend of Gemini CLI signed in with Google.
 
 RPC-style paths with the colon right after the version (`/v1internal:streamGenerateContent?alt=sse`,
-PROVIDERS.md §7). The model is a request body field; every response body or SSE event wraps a Gemini
+docs/providers/code-assist.md). The model is a request body field; every response body or SSE event wraps a Gemini
 `GenerateContentResponse` as `{"response": {...}, "traceId": ...}`, which is unwrapped and read with the
 Gemini rules (cumulative `usageMetadata`, thinking billed as output). Calls are covered by the user's
 Code Assist plan: tokens are counted and priced at Google's list prices, but billing is `subscription`.

@@ -1,4 +1,4 @@
-"""ChatGPT / Codex backend (`chatgpt.com`, PROVIDERS.md §4): Codex CLI and IDE signed in with a ChatGPT plan.
+"""ChatGPT / Codex backend (`chatgpt.com`, docs/providers/codex.md): Codex CLI and IDE signed in with a ChatGPT plan.
 
 `POST /backend-api/codex/responses` speaks the Responses API (request body and SSE grammar), so the
 Responses parser does the work. Tokens count against the ChatGPT plan, not per token: billing is

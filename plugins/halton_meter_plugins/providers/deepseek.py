@@ -1,6 +1,6 @@
 """DeepSeek (`api.deepseek.com`, OpenAI-compatible at `/chat/completions` and `/v1/chat/completions`).
 
-Mapping (PROVIDERS.md §12 and the token convention): input = prompt_cache_miss_tokens, cache_read =
+Mapping (docs/providers/deepseek.md and docs/concepts/tokens.md): input = prompt_cache_miss_tokens, cache_read =
 prompt_cache_hit_tokens (hits are billed far lower; writes are free), output = completion_tokens, reasoning
 = completion_tokens_details.reasoning_tokens (deepseek-reasoner). When the hit/miss pair is absent the
 OpenAI fields stand in: cache_read = prompt_tokens_details.cached_tokens, input = prompt − cached.

@@ -1,6 +1,6 @@
 """Google Gemini API (`generativelanguage.googleapis.com`): JSON, SSE (`alt=sse`) and the JSON-array stream.
 
-Usage semantics (PROVIDERS.md §6 and the token convention): `usageMetadata` holds running totals, so the
+Usage semantics (docs/providers/gemini.md and docs/concepts/tokens.md): `usageMetadata` holds running totals, so the
 last one seen is the call's usage and none is ever added to another. input = promptTokenCount −
 cachedContentTokenCount + toolUsePromptTokenCount (tool results fed back in are priced as input);
 cache_read = cachedContentTokenCount; output = candidatesTokenCount + thoughtsTokenCount (thinking is

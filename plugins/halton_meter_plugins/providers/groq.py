@@ -1,6 +1,6 @@
 """Groq (`api.groq.com`, OpenAI-compatible under `/openai/v1`), JSON and SSE.
 
-Mapping as OpenAI Chat (PROVIDERS.md §9 and the token convention): input = prompt_tokens − cached_tokens,
+Mapping as OpenAI Chat (docs/providers/groq.md and docs/concepts/tokens.md): input = prompt_tokens − cached_tokens,
 cache_read = cached_tokens (implicit caching, no write charge), output = completion_tokens.
 
 Streams carry usage in `x_groq.usage` on the final chunk (the one with `finish_reason`) whether or not the

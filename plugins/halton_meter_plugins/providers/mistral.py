@@ -1,6 +1,6 @@
 """Mistral (`api.mistral.ai`), OpenAI-compatible chat, FIM and embeddings under `/v1`.
 
-Mapping as OpenAI Chat (PROVIDERS.md §11 and the token convention): input = prompt_tokens − cached_tokens,
+Mapping as OpenAI Chat (docs/providers/mistral.md and docs/concepts/tokens.md): input = prompt_tokens − cached_tokens,
 cache_read = cached_tokens (`prompt_cache_key` caching), output = completion_tokens. Embeddings report
 prompt_tokens only. In streams usage rides on the chunk that carries `finish_reason` (no separate usage
 chunk), always, whatever the request asked for.

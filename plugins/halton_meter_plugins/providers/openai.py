@@ -1,7 +1,7 @@
 """OpenAI (`api.openai.com`): Chat Completions, Responses and Embeddings, JSON and SSE, and the
 OpenAI-compatible family that reuses these parsers under its own hosts and path prefix.
 
-Chat mapping (PROVIDERS.md, token convention): input = prompt_tokens − cached_tokens; cache_read =
+Chat mapping (docs/concepts/tokens.md): input = prompt_tokens − cached_tokens; cache_read =
 cached_tokens; output = max(completion_tokens, total_tokens − prompt_tokens) (xAI reports reasoning outside
 completion_tokens; for OpenAI itself this is completion_tokens); reasoning is a subset of output. In streams
 the usage chunk (empty `choices`, or attached to the finish chunk by some vendors) carries totals: the last

@@ -1,6 +1,6 @@
 """OpenRouter (`openrouter.ai`, OpenAI-compatible under `/api/v1`), JSON and SSE.
 
-Mapping (PROVIDERS.md §10 and the token convention): prompt_tokens includes both cache reads and cache
+Mapping (docs/providers/openrouter.md and docs/concepts/tokens.md): prompt_tokens includes both cache reads and cache
 writes, so input = prompt_tokens − cached_tokens − cache_write_tokens, cache_read = cached_tokens,
 cache_write = prompt_tokens_details.cache_write_tokens (Anthropic and Gemini models through OpenRouter),
 output and reasoning as OpenAI. Usage is always included (the request options are no-ops), in the last

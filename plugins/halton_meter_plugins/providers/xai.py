@@ -1,4 +1,4 @@
-"""xAI (`api.x.ai`, PROVIDERS.md §8): Chat Completions and Responses, OpenAI-compatible under `/v1`.
+"""xAI (`api.x.ai`, docs/providers/xai.md): Chat Completions and Responses, OpenAI-compatible under `/v1`.
 
 On Chat Completions xAI reports reasoning *outside* `completion_tokens` (total = prompt + completion +
 reasoning); the shared rule output = max(completion_tokens, total_tokens − prompt_tokens) bills it at the
