@@ -41,7 +41,7 @@ $(TEST_BIN)/python: | python-check
 	$(TEST_BIN)/python -m pip install --quiet --upgrade pip
 
 $(TEST_VENV)/.installed-test: $(TEST_BIN)/python pyproject.toml contrib/halton-meter-provider-example/pyproject.toml
-	$(TEST_BIN)/python -m pip install --quiet -e '.[test]' -e contrib/halton-meter-provider-example
+	$(TEST_BIN)/python -m pip install --quiet -e '.[test,docs]' -e contrib/halton-meter-provider-example
 	@touch $@
 
 # The benchmark needs trustme (its fake provider's CA) from the test extra, but not the contrib plugin.
