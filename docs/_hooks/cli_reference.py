@@ -36,7 +36,7 @@ def _param_row(param: click.Parameter) -> tuple[str, str]:
     if not param.is_flag and param.metavar:
         opts += f" `{param.metavar}`"
     elif not param.is_flag and not param.count:
-        type_name = param.type.name.upper() if param.type.name else "VALUE"
+        type_name = param.type.name.upper().removesuffix(" RANGE") if param.type.name else "VALUE"
         if isinstance(param.type, click.Choice):
             type_name = "|".join(str(c) for c in param.type.choices)
         opts += f" `{type_name}`"
