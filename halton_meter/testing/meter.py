@@ -185,8 +185,8 @@ class MeterProcess:
         response."""
         import httpx
 
-        from halton_meter.serve.api import read_token
         from halton_meter.paths import Paths
+        from halton_meter.serve.api import read_token
 
         headers = {}
         value = read_token(Paths(self.home)) if token is True else token
