@@ -58,10 +58,13 @@ class ParsedCall:
 
 
 def compress(data: bytes, encoding: str) -> bytes:
-    """`data` with a content-encoding applied: gzip, deflate, br or zstd."""
+    """`data` with a content-encoding applied: gzip, deflate, br or zstd, or a list of them in the order
+    they were applied (`"gzip, br"`), as the header names them."""
     from halton_meter.testing.fake_provider import _compress
 
-    return _compress(data, encoding)  # type: ignore[arg-type]
+    for token in encoding.split(","):
+        data = _compress(data, token.strip().lower())  # type: ignore[arg-type]
+    return data
 
 
 def _request_bytes(request: bytes | Mapping[str, Any] | None) -> bytes:
@@ -111,8 +114,12 @@ def parse_call(
                         wall=lambda: started_at, parse_budget=None)
     sent = _request_bytes(request)
     req_headers = {k.lower(): v for k, v in (request_headers or {}).items()}
-    body = call.read_request(sent, req_headers)
-    replacement = call.rewrite_request(body, req_headers)
+    try:
+        body = call.read_request(sent, req_headers)
+        replacement = call.rewrite_request(body, req_headers)
+    except Exception as exc:  # as in the core: an unreadable request is still forwarded and recorded
+        call.request_failed(exc)
+        replacement = None
     upstream = replacement if replacement is not None else sent
     call.request_sent()
     call.start_response(status, {k.lower(): v for k, v in (response_headers or {"content-type": JSON}).items()})
