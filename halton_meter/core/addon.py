@@ -11,6 +11,11 @@ Event flow for a metered request:
   for the writer thread.
 
 Nothing here blocks: parsing is incremental and bounded, and all I/O happens on other threads.
+
+The per-call steps themselves (request facts, parser, tee, record, degraded record) are one
+`CallPipeline` per flow (halton_meter/core/pipeline.py), which the test kit drives too; this module adds
+mitmproxy, the target policy, attribution, capture and the writer around it. A client connection's state
+is in halton_meter/core/connections.py.
 """
 
 from __future__ import annotations
@@ -19,10 +24,9 @@ import asyncio
 import contextlib
 import hmac
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 from mitmproxy import http
@@ -31,6 +35,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from halton_meter.attribution.client_family import client_family
 from halton_meter.attribution.keys import credential_of, fingerprint
 from halton_meter.attribution.service import AttributionService, Resolution
+from halton_meter.core.connections import ConnectionInfo, parse_project, peers
 from halton_meter.core.pipeline import CallPipeline
 from halton_meter.core.routing import RoutingTable
 from halton_meter.edge.server import Refused, check_target
@@ -64,19 +69,6 @@ ATTRIBUTION_WAIT_SECONDS = 2.0
 
 
 FIRST_REQUEST_GRACE = 5.0
-
-
-@dataclass
-class ConnectionInfo:
-    target: tuple[str, int] | None = None
-    attribution: Future[Resolution] | None = None
-    peer: tuple[str, int] | None = None
-    server: tuple[str, int] | None = None
-    proxy_project: str | None = None
-    opened: float = field(default_factory=time.monotonic)
-    requested: bool = False
-    connected: bool = False
-    """Came in through an (authorised) CONNECT: its requests go to `target` only."""
 
 
 @dataclass
@@ -186,9 +178,9 @@ class MeterAddon:
             # A host the core answers itself (the self-test canary): accept the tunnel without connecting
             # upstream, which mitmproxy's eager strategy would otherwise try (and fail: it never resolves).
             flow.response = http.Response.make(200)
-        info.peer, info.server = _peers(flow, flow.request.headers.get(PEER_HEADER),
+        info.peer, info.server = peers(flow, flow.request.headers.get(PEER_HEADER),
                                         flow.request.headers.get(PROXY_HEADER))
-        info.proxy_project = _parse_project(flow.request.headers.get(PROJECT_HEADER))
+        info.proxy_project = parse_project(flow.request.headers.get(PROJECT_HEADER))
         # Start the lookup now, while the client does its TLS handshake with us; not for the canary (the
         # edge's health probes only open a tunnel), whose requests, if any, look up on arrival.
         if self.routing.claims(*info.target) and info.attribution is None and not local:
@@ -240,8 +232,8 @@ class MeterAddon:
         proxy_header = headers.pop(PROXY_HEADER, None)
         if info.attribution is None:  # plain HTTP (the edge put the client's address in the request), canary
             if info.peer is None:
-                info.peer, info.server = _peers(flow, peer_header, proxy_header)
-            info.attribution = self.attribution.lookup(info.peer, info.proxy_project or _parse_project(project_header),
+                info.peer, info.server = peers(flow, peer_header, proxy_header)
+            info.attribution = self.attribution.lookup(info.peer, info.proxy_project or parse_project(project_header),
                                                        info.server)
         elif info.attribution.done() and not info.attribution.cancelled() and info.attribution.exception() is None:
             previous = info.attribution.result()
@@ -386,37 +378,6 @@ class MeterAddon:
         self.submit(record)
 
 
-def _peers(flow: http.HTTPFlow, peer_header: str | None,
-           proxy_header: str | None) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
-    """(client address, the address it connected to): from the edge's headers, else this connection's."""
-    peer = _parse_peer(peer_header)
-    if peer is not None:
-        return peer, _parse_peer(proxy_header)
-    sock = flow.client_conn.sockname
-    return _peer_of(flow), ((str(sock[0]), int(sock[1])) if sock else None)
-
-
-def _peer_of(flow: http.HTTPFlow) -> tuple[str, int] | None:
-    peer = flow.client_conn.peername
-    return (str(peer[0]), int(peer[1])) if peer else None
-
-
 async def _hold_until(future: Future[Resolution], timeout: float) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
-
-
-def _parse_project(value: str | None) -> str | None:
-    if not value:
-        return None
-    project = urllib.parse.unquote(value).strip()
-    return project[:100] or None
-
-
-def _parse_peer(value: str | None) -> tuple[str, int] | None:
-    if not value:
-        return None
-    host, _, port = value.rpartition(":")
-    if not port.isdigit():
-        return None
-    return host.strip("[]"), int(port)
