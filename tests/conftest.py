@@ -13,6 +13,24 @@ from halton_meter.paths import Paths
 pytest_plugins = ["halton_meter.testing.pytest_plugin"]
 
 
+SECRET_CANARIES = (b"CANARY", b"SECRETKEY")
+"""Every credential and prompt the suite sends contains one of these (tests/test_secrets_at_rest.py)."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secrets_at_rest() -> Iterator[None]:
+    """After the session's last test, whatever the order or selection: every meter it started is stopped
+    and each file it wrote is searched for the canaries. A hit fails the run."""
+    from halton_meter.testing.meter import STARTED, secrets_at_rest
+
+    yield
+    if not STARTED:
+        return
+    searched, hits = secrets_at_rest(list(STARTED), SECRET_CANARIES)
+    assert searched >= 3 * len(STARTED), "each meter leaves at least a database, a WAL or log, and its output"
+    assert hits == [], f"credentials or prompt text reached disk: {hits}"
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the developer's home, proxies, plugin filters or colours."""

@@ -19,6 +19,7 @@ from halton_meter.paths import Paths
 from halton_meter.pricing import Pricer
 from halton_meter.testing.fake_provider import PROVIDER_HOSTS, FakeProvider, Reply
 from halton_meter.testing.meter import MeterProcess, write_config
+from halton_meter.testing.providers import compress, split_points
 from halton_meter.types import CallRecord
 
 CASES = all_cases()
@@ -57,12 +58,8 @@ def test_parser_gives_the_expected_record(case: Case, routing) -> None:
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_chunking_gives_the_same_record(case: Case, routing, data) -> None:
-    from halton_meter.testing.fake_provider import _compress
-
-    size = len(_compress(case.body, case.encoding) if case.encoding else case.body)  # type: ignore[arg-type]
-    split = data.draw(st.lists(st.integers(0, size), max_size=12)) if size else []
-    if data.draw(st.booleans()) and size < 4096:
-        split = list(range(1, size))  # one byte at a time
+    size = len(compress(case.body, case.encoding) if case.encoding else case.body)
+    split = data.draw(split_points(size))
     check(parse_case(case, *routing, split=split), case.expect)
 
 

@@ -567,7 +567,7 @@ def test_f12_a_client_closing_after_a_complete_response_is_not_a_drain(shared_me
 
 def keep_for_secret_scan(meter: MeterProcess, copy_to: Path) -> None:
     """The tmpfs goes away after the test: keep a copy of what the meter wrote for the session's secrets
-    scan (tests/test_zz_secrets_at_rest.py), and point the meter at it."""
+    scan (`_no_secrets_at_rest` in tests/conftest.py), and point the meter at it."""
     import shutil
 
     meter.stop()

@@ -11,7 +11,6 @@ Bodies are written the way api.anthropic.com sends them: compact JSON, `event:` 
 
 from __future__ import annotations
 
-import gzip
 import json
 from typing import Any
 
@@ -19,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from halton_meter.testing.providers import compress, parse_call
 from halton_meter.types import Endpoint, ParseOutcome, RequestFacts, Usage
-from halton_meter.wire import BodyDecoder
 from halton_meter_plugins.providers.anthropic import AnthropicCompatibleProvider
 
 SSE = "text/event-stream; charset=utf-8"
@@ -147,15 +146,11 @@ def run(
     eof: bool = True,
     provider: AnthropicCompatibleProvider | None = None,
 ) -> ParseOutcome:
-    provider = provider or AnthropicCompatibleProvider()
-    endpoint = provider.route(method, path)
-    assert endpoint is not None
+    """The parser's outcome for `body` (or `chunks`, one per network read) through the test kit."""
     req = dict(REQUEST, stream=content_type.startswith("text/event-stream")) if request is None else request
-    facts = provider.inspect_request(endpoint, path, dumps(req).encode())
-    parser = provider.response_parser(endpoint, facts, status, content_type)
-    for chunk in [body] if chunks is None else chunks:
-        parser.feed(chunk)
-    return parser.finish(eof)
+    return parse_call(provider or AnthropicCompatibleProvider(), body if chunks is None else chunks, path=path,
+                      method=method, request=req, status=status, response_headers={"content-type": content_type},
+                      eof=eof).outcome
 
 
 def pieces(data: bytes, size: int) -> list[bytes]:
@@ -318,11 +313,10 @@ def test_json_message_priority_tier():
 
 def test_json_message_gzip_encoded_body_decoded_first():
     body = message_json(dict(START_USAGE, output_tokens=77))
-    wire = gzip.compress(body)
-    decoder = BodyDecoder("gzip")
-    decoded = [decoder.decode(c) for c in pieces(wire, 5)] + [decoder.flush()]
     whole = run(body, content_type=JSON_CT)
-    out = run(b"", content_type=JSON_CT, chunks=decoded)
+    out = parse_call(AnthropicCompatibleProvider(), pieces(compress(body, "gzip"), 5), path="/v1/messages",
+                     request=dict(REQUEST, stream=False),
+                     response_headers={"content-type": JSON_CT, "content-encoding": "gzip"}).outcome
     assert out == whole
     assert out.usage.output_tokens == 77 and out.usage.cache_write_1h_tokens == 1000
 
@@ -351,10 +345,12 @@ def test_json_message_with_leading_blank_lines():
 
 
 def test_json_message_oversize_body():
-    out = run(b"", content_type=JSON_CT, chunks=[b" " * (1 << 20)] * 17)
-    assert out.incomplete_reason == "unparsed_oversize"
-    assert out.complete is False
-    assert out.usage_reported is False
+    # Past the decoder's cap the core stops parsing: the record says so, whatever the parser made of it.
+    call = parse_call(AnthropicCompatibleProvider(), [b" " * (1 << 20)] * 17, path="/v1/messages",
+                      request=REQUEST, response_headers={"content-type": JSON_CT})
+    assert call.record.incomplete_reason == "unparsed_oversize"
+    assert call.record.complete is False
+    assert call.record.usage_reported is False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -784,16 +780,8 @@ def test_json_any_split_gives_identical_outcome(data, index):
 
 @pytest.mark.parametrize("encoding", ["gzip", "br", "zstd", "deflate"])
 def test_stream_compressed_sse_decoded_first(encoding):
-    import brotli
-    import zstandard
-
     body = stream()
-    wire = {
-        "gzip": gzip.compress,
-        "br": brotli.compress,
-        "zstd": zstandard.ZstdCompressor().compress,
-        "deflate": lambda b: __import__("zlib").compress(b),
-    }[encoding](body)
-    decoder = BodyDecoder(encoding)
-    decoded = [decoder.decode(c) for c in pieces(wire, 3)] + [decoder.flush()]
-    assert run(b"", chunks=decoded) == run(body)
+    out = parse_call(AnthropicCompatibleProvider(), pieces(compress(body, encoding), 3), path="/v1/messages",
+                     request=dict(REQUEST, stream=True),
+                     response_headers={"content-type": SSE, "content-encoding": encoding}).outcome
+    assert out == run(body)

@@ -23,6 +23,7 @@ from corpus import openrouter as openrouter_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from halton_meter.testing.providers import comparable, parse_call
 from halton_meter.types import CallRecord, Endpoint, ParseOutcome, Provider, Usage
 from halton_meter_plugins.providers.deepseek import DeepSeekProvider, deepseek_usage
 from halton_meter_plugins.providers.groq import GroqProvider
@@ -48,13 +49,9 @@ DONE = b"data: [DONE]\n\n"
 
 def run(provider: Provider, body: bytes | list[bytes], *, path: str, request: dict[str, Any] | None = None,
         status: int = 200, content_type: str = SSE, eof: bool = True) -> ParseOutcome:
-    endpoint = provider.route("POST", path)
-    assert endpoint is not None
-    facts = provider.inspect_request(endpoint, path, dumps(request or {"model": "m", "stream": True}))
-    parser = provider.response_parser(endpoint, facts, status, content_type)
-    for piece in [body] if isinstance(body, bytes) else body:
-        parser.feed(piece)
-    return parser.finish(eof)
+    """The parser's outcome for `body` (or one element per network read) through the test kit."""
+    return parse_call(provider, body, path=path, request=request or {"model": "m", "stream": True}, status=status,
+                      response_headers={"content-type": content_type}, eof=eof).outcome
 
 
 def record_of(case: Case, provider: Provider, started_at: str = "2026-11-22T12:00:00.000000Z",
@@ -485,12 +482,6 @@ STREAMS = [
     (OPENROUTER, case_named(openrouter_corpus, "openrouter/stream-processing-comments-usage-chunk")),
     (OPENROUTER, case_named(openrouter_corpus, "openrouter/stream-mid-stream-error-event")),
 ]
-
-
-def comparable(record: CallRecord) -> dict[str, Any]:
-    public = record.to_public()
-    public.pop("id")
-    return public
 
 
 @settings(max_examples=80, deadline=None)

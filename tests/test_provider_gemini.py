@@ -13,7 +13,6 @@ Three framings of one `GenerateContentResponse` sequence: a whole JSON body (`ge
 
 from __future__ import annotations
 
-import gzip
 import json
 from typing import Any
 
@@ -21,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from halton_meter.testing.providers import compress, parse_call
 from halton_meter.types import BILLING_SUBSCRIPTION, ParseOutcome, Provider, Usage
-from halton_meter.wire import BodyDecoder
 from halton_meter_plugins.providers import gemini as gemini_module
 from halton_meter_plugins.providers.code_assist import CodeAssistProvider
 from halton_meter_plugins.providers.gemini import GeminiProvider, error_type, parse_model_path
@@ -107,13 +106,9 @@ def run(
     eof: bool = True,
     provider: Provider = G,
 ) -> ParseOutcome:
-    endpoint = provider.route(method, path)
-    assert endpoint is not None
-    facts = provider.inspect_request(endpoint, path, request)
-    parser = provider.response_parser(endpoint, facts, status, content_type)
-    for piece in [body] if chunks is None else chunks:
-        parser.feed(piece)
-    return parser.finish(eof)
+    """The parser's outcome for `body` (or `chunks`, one per network read) through the test kit."""
+    return parse_call(provider, body if chunks is None else chunks, path=path, method=method, request=request,
+                      status=status, response_headers={"content-type": content_type}, eof=eof).outcome
 
 
 def pieces(data: bytes, size: int) -> list[bytes]:
@@ -572,10 +567,9 @@ def test_sse_error_response_with_http_status():
 
 def test_json_gzip_body_decoded_first():
     raw = dumps(chunk("hi", "STOP", usage=meta(300, 50))).encode()
-    decoder = BodyDecoder("gzip")
-    data = gzip.compress(raw)
-    out = run(b"", chunks=[decoder.decode(data[:10]), decoder.decode(data[10:]), decoder.flush()],
-              path=f"/v1beta/models/{FLASH}:generateContent")
+    data = compress(raw, "gzip")
+    out = parse_call(G, [data[:10], data[10:]], path=f"/v1beta/models/{FLASH}:generateContent", request=b"{}",
+                     response_headers={"content-type": JSON_CT, "content-encoding": "gzip"}).outcome
     assert out.usage == Usage(input_tokens=300, output_tokens=50)
 
 

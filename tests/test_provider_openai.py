@@ -14,7 +14,6 @@ Bodies are written the way the APIs send them: `data: {json}\\n\\n` events and a
 
 from __future__ import annotations
 
-import gzip
 import json
 from typing import Any
 
@@ -22,8 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from halton_meter.testing.providers import compress, parse_call
 from halton_meter.types import Endpoint, ParseOutcome, RequestFacts, Usage
-from halton_meter.wire import BodyDecoder
 from halton_meter_plugins.providers.openai import OpenAICompatibleProvider
 
 SSE = "text/event-stream; charset=utf-8"
@@ -136,15 +135,11 @@ def run(
     eof: bool = True,
     provider: OpenAICompatibleProvider | None = None,
 ) -> ParseOutcome:
-    provider = provider or OpenAICompatibleProvider()
-    endpoint = provider.route(method, path)
-    assert endpoint is not None
+    """The parser's outcome for `body` (or `chunks`, one per network read) through the test kit."""
     req = dict(REQUEST, stream=content_type.startswith("text/event-stream")) if request is None else request
-    facts = provider.inspect_request(endpoint, path, dumps(req).encode())
-    parser = provider.response_parser(endpoint, facts, status, content_type)
-    for piece in [body] if chunks is None else chunks:
-        parser.feed(piece)
-    return parser.finish(eof)
+    return parse_call(provider or OpenAICompatibleProvider(), body if chunks is None else chunks, path=path,
+                      method=method, request=req, status=status, response_headers={"content-type": content_type},
+                      eof=eof).outcome
 
 
 def pieces(data: bytes, size: int) -> list[bytes]:
@@ -300,10 +295,9 @@ def test_json_deepseek_keepalive_blank_lines_before_body():
 
 def test_json_gzip_encoded_body_decoded_first():
     body = completion_json(USAGE)
-    wire = gzip.compress(body)
-    decoder = BodyDecoder("gzip")
-    decoded = [decoder.decode(c) for c in pieces(wire, 7)] + [decoder.flush()]
-    out = run(b"", chunks=decoded, content_type=JSON_CT)
+    out = parse_call(OpenAICompatibleProvider(), pieces(compress(body, "gzip"), 7), path="/v1/chat/completions",
+                     request=dict(REQUEST, stream=False),
+                     response_headers={"content-type": JSON_CT, "content-encoding": "gzip"}).outcome
     assert out == run(body, content_type=JSON_CT)
     assert out.usage == EXPECTED
 
@@ -651,17 +645,9 @@ def test_json_any_split_gives_identical_outcome(data, index):
 
 @pytest.mark.parametrize("encoding", ["gzip", "br", "zstd", "gzip, br"])
 def test_json_compressed_decoded_with_body_decoder(encoding):
-    import brotli
-    import zstandard
-
     body = completion_json(USAGE)
-    wire = body
-    for token in encoding.split(","):
-        token = token.strip()
-        wire = {"gzip": gzip.compress, "br": brotli.compress,
-                "zstd": zstandard.ZstdCompressor().compress}[token](wire)
-    decoder = BodyDecoder(encoding)
-    decoded = [decoder.decode(c) for c in pieces(wire, 1)] + [decoder.flush()]
-    out = run(b"", chunks=decoded, content_type=JSON_CT)
+    out = parse_call(OpenAICompatibleProvider(), pieces(compress(body, encoding), 1), path="/v1/chat/completions",
+                     request=dict(REQUEST, stream=False),
+                     response_headers={"content-type": JSON_CT, "content-encoding": encoding}).outcome
     assert out == run(body, content_type=JSON_CT)
     assert out.usage == EXPECTED

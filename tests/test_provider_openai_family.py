@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from halton_meter.errors import ConfigError
+from halton_meter.testing.providers import compress, parse_call
 from halton_meter.types import BILLING_SUBSCRIPTION, ParseOutcome, RequestFacts, StreamRewriter, Usage
 from halton_meter_plugins.providers.codex import CodexProvider
 from halton_meter_plugins.providers.openai import (
@@ -51,17 +52,11 @@ def _default_mode() -> Iterator[None]:
 
 def parse(provider: Any, path: str, request: dict[str, Any] | bytes | None, body: bytes | list[bytes], *,
           status: int = 200, content_type: str = SSE, method: str = "POST", eof: bool = True,
-          headers: dict[str, str] | None = None, rewrite: bool = True) -> tuple[RequestFacts, ParseOutcome]:
-    """What the core does: route, inspect, maybe rewrite, then parse the (whole upstream) body."""
-    endpoint = provider.route(method, path)
-    raw = request if isinstance(request, bytes) else (b"" if request is None else dumps(request))
-    facts = provider.inspect_request(endpoint, path, raw, headers or {})
-    if rewrite and not (headers or {}).get("content-encoding"):
-        provider.rewrite_request(endpoint, facts, raw)
-    parser = provider.response_parser(endpoint, facts, status, content_type)
-    for piece in [body] if isinstance(body, bytes) else body:
-        parser.feed(piece)
-    return facts, parser.finish(eof)
+          headers: dict[str, str] | None = None) -> tuple[RequestFacts, ParseOutcome]:
+    """What the core does (route, inspect, maybe rewrite, parse the whole upstream body), through the kit."""
+    call = parse_call(provider, body, path=path, request=request, method=method, status=status, request_headers=headers,
+                      response_headers={"content-type": content_type}, eof=eof)
+    return call.facts, call.outcome
 
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -573,13 +568,19 @@ def test_compressed_request_in_inject_mode_is_estimated_not_rewritten():
     facts = P.inspect_request(endpoint, CHAT, dumps(STREAM), {"content-encoding": "zstd"})
     assert facts.extra["prompt_text_bytes"] == len("héllo".encode())
     assert P.rewrite_request(endpoint, facts, dumps(STREAM)) is None  # the core would not even ask
-    _, out = parse(P, CHAT, STREAM, plain_stream(("abcd",)), headers={"content-encoding": "zstd"})
+    _, out = parse(P, CHAT, compress(dumps(STREAM), "zstd"), plain_stream(("abcd",)),
+                   headers={"content-encoding": "zstd"})
     assert out.estimated and out.usage == Usage(input_tokens=2, output_tokens=1)
 
 
 def test_no_estimate_in_inject_mode():
     # e.g. the body could not be rewritten: usage is unknown, and said to be (never silently estimated)
-    facts, out = parse(P, CHAT, STREAM, plain_stream(("Hi",)), rewrite=False)
+    # The core cannot be made to skip a rewrite it may do, so this drives the provider's hooks directly.
+    endpoint = P.route("POST", CHAT)
+    facts = P.inspect_request(endpoint, CHAT, dumps(STREAM), {})
+    parser = P.response_parser(endpoint, facts, 200, SSE)
+    parser.feed(plain_stream(("Hi",)))
+    out = parser.finish(True)
     assert "prompt_text_bytes" not in facts.extra
     assert not out.estimated and not out.usage_reported and out.usage == Usage()
 

@@ -465,7 +465,7 @@ def test_parser_errors_name_the_exception_type_only() -> None:
 # End to end: canaries in paths, unlisted parameters and provider errors, through a real meter
 # --------------------------------------------------------------------------------------------------
 
-# Every value contains CANARY, so tests/test_zz_secrets_at_rest.py searches for them too.
+# Every value contains CANARY, so the session-end search (tests/conftest.py) looks for them too.
 PATH_KEY = "sk-ant-api03-CANARYpathKey-Xq7Lz2Wm9Kd4Rt8Vb3Ny6Hj"  # a known shape, as a path segment
 PATH_TOKEN = "CANARYr4Nd0mTk3Jx9QmZt7Lp2VwR8sYbE"  # no known prefix: caught by its shape only
 SAS_SIG = "CANARYsig/q8Zr2mX+9vLk4PwT8sB3nYd6Qe1Ha5Uc7Gf="  # base64, percent-encoded on the wire

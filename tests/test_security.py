@@ -8,8 +8,8 @@ a plain-HTTP origin, and `upstream.resolve` rules so that non-provider names (`t
 fake. Everything listens on 127.0.0.1; nothing leaves the machine.
 
 Every credential or prompt sent contains `CANARY`. The last test of this module stops the meter and
-searches its home (database, WAL, spool, logs, CA dir) and its output for them; `test_zz_secrets_at_rest`
-does the same again for every meter of the session.
+searches its home (database, WAL, spool, logs, CA dir) and its output for them; the session-end search in
+tests/conftest.py does the same again for every meter of the session.
 
 Covered elsewhere, on purpose not repeated here:
 * CA created 0700/0600, reused, a readable key refused, our CA never in the upstream trust:

@@ -84,6 +84,14 @@ def check_core(ctx: CheckContext) -> CheckResult:
     if stats is not None and stats.get("pid") == pid and stats["age_s"] > STALE_STATS_S:
         return CheckResult("warn", f"the core answers on 127.0.0.1:{port} but has not published its counters for "
                            f"{ago(stats['age_s'])} (wedged?)", fix=fix, details=details)
+    writer = (stats.get("writer") or {}) if stats is not None and stats.get("pid") == pid else {}
+    hook_errors = int(writer.get("hook_errors") or 0)
+    if hook_errors:  # calls are metered and stored; a plugin listening for them failed (halton_usage_recorded)
+        details["hook_errors"] = hook_errors
+        return CheckResult("warn", f"metering (internal port {port}, pid {pid}), but a plugin's halton_usage_recorded "
+                           f"hook failed {hook_errors} time(s) since the core started (those calls are stored)",
+                           fix="halton-meter logs  (names the error); fix or disable the plugin "
+                               "(HALTON_METER_DISABLE_PLUGINS=NAME), then halton-meter restart", details=details)
     return CheckResult("ok", f"metering (internal port {port}, pid {pid})", details=details)
 
 

@@ -11,44 +11,42 @@ Event flow for a metered request:
   for the writer thread.
 
 Nothing here blocks: parsing is incremental and bounded, and all I/O happens on other threads.
+
+The per-call steps themselves (request facts, parser, tee, record, degraded record) are one
+`CallPipeline` per flow (halton_meter/core/pipeline.py), which the test kit drives too; this module adds
+mitmproxy, the target policy, attribution, capture and the writer around it. A client connection's state
+is in halton_meter/core/connections.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import hmac
 import time
-import urllib.parse
-import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 from mitmproxy import http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
-from halton_meter.attribution.service import AttributionService, Resolution
 from halton_meter.attribution.client_family import client_family
-from halton_meter.core.records import Observed, build_record, provisional_record, stored_path
+from halton_meter.attribution.keys import credential_of, fingerprint
+from halton_meter.attribution.service import AttributionService, Resolution
+from halton_meter.core.connections import ConnectionInfo, parse_project, peers
+from halton_meter.core.pipeline import CallPipeline
 from halton_meter.core.routing import RoutingTable
 from halton_meter.edge.server import Refused, check_target
-from halton_meter.attribution.keys import credential_of, fingerprint
-from halton_meter.redact import is_identifier, redact
+from halton_meter.redact import redact
 from halton_meter.types import (
     SELF_TEST_KIND,
     SELF_TEST_PROJECT,
     SELF_TEST_SOURCE,
     CallRecord,
-    Endpoint,
-    ParseOutcome,
     Provider,
-    RequestFacts,
-    StreamRewriter,
 )
-from halton_meter.wire import DEFAULT_DECODED_CAP, BodyDecoder, DecodeLimitExceeded, UnsupportedEncoding
 
 log = structlog.get_logger("halton_meter.core")
 
@@ -70,59 +68,15 @@ ATTRIBUTION_HOLD_SECONDS = 0.25
 ATTRIBUTION_WAIT_SECONDS = 2.0
 
 
-PARSE_SLICE = 16 * 1024
-PARSE_BUDGET_SECONDS = 0.1
-"""Most time one network read may spend being decoded and parsed for the meter (the bytes themselves reach
-the client untouched): past it, the rest of that body is not parsed and the call is `unparsed_oversize`.
-Real reads take a few milliseconds; only a decompression bomb of tiny events gets near this."""
-
-
-class ParseBudgetExceeded(Exception):
-    pass
-
-
-def utc_iso(ts: float | None = None) -> str:
-    moment = datetime.datetime.fromtimestamp(ts if ts is not None else time.time(), datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 FIRST_REQUEST_GRACE = 5.0
 
 
 @dataclass
-class ConnectionInfo:
-    target: tuple[str, int] | None = None
-    attribution: Future[Resolution] | None = None
-    peer: tuple[str, int] | None = None
-    server: tuple[str, int] | None = None
-    proxy_project: str | None = None
-    opened: float = field(default_factory=time.monotonic)
-    requested: bool = False
-    connected: bool = False
-    """Came in through an (authorised) CONNECT: its requests go to `target` only."""
-
-
-@dataclass
 class FlowMeter:
-    provider: Provider
-    endpoint: Endpoint
-    host: str
-    started_at: str
-    started_mono: float
+    """A metered flow: its call's pipeline (halton_meter/core/pipeline.py) and its connection."""
+
+    pipeline: CallPipeline
     connection: ConnectionInfo
-    facts: RequestFacts = field(default_factory=RequestFacts)
-    sent_mono: float | None = None
-    first_byte_mono: float | None = None
-    parser: object | None = None
-    decoder: BodyDecoder | None = None
-    rewriter: StreamRewriter | None = None
-    decode_failure: str | None = None
-    request_problem: str | None = None
-    finished: bool = False
-    user_agent: str | None = None
-    key_fingerprint: str | None = None
-    record_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    capture: dict[str, object] | None = None
 
 
 class MeterAddon:
@@ -224,9 +178,9 @@ class MeterAddon:
             # A host the core answers itself (the self-test canary): accept the tunnel without connecting
             # upstream, which mitmproxy's eager strategy would otherwise try (and fail: it never resolves).
             flow.response = http.Response.make(200)
-        info.peer, info.server = _peers(flow, flow.request.headers.get(PEER_HEADER),
+        info.peer, info.server = peers(flow, flow.request.headers.get(PEER_HEADER),
                                         flow.request.headers.get(PROXY_HEADER))
-        info.proxy_project = _parse_project(flow.request.headers.get(PROJECT_HEADER))
+        info.proxy_project = parse_project(flow.request.headers.get(PROJECT_HEADER))
         # Start the lookup now, while the client does its TLS handshake with us; not for the canary (the
         # edge's health probes only open a tunnel), whose requests, if any, look up on arrival.
         if self.routing.claims(*info.target) and info.attribution is None and not local:
@@ -278,8 +232,8 @@ class MeterAddon:
         proxy_header = headers.pop(PROXY_HEADER, None)
         if info.attribution is None:  # plain HTTP (the edge put the client's address in the request), canary
             if info.peer is None:
-                info.peer, info.server = _peers(flow, peer_header, proxy_header)
-            info.attribution = self.attribution.lookup(info.peer, info.proxy_project or _parse_project(project_header),
+                info.peer, info.server = peers(flow, peer_header, proxy_header)
+            info.attribution = self.attribution.lookup(info.peer, info.proxy_project or parse_project(project_header),
                                                        info.server)
         elif info.attribution.done() and not info.attribution.cancelled() and info.attribution.exception() is None:
             previous = info.attribution.result()
@@ -291,16 +245,17 @@ class MeterAddon:
                                                     else None)
             if credential:
                 key_fp = fingerprint(self.key_secret, credential)
-        flow.metadata["halton_meter"] = FlowMeter(
+        pipeline = CallPipeline(
             provider=provider,
             endpoint=endpoint,
+            method=flow.request.method,
             host=host if port == 443 else f"{host}:{port}",
-            started_at=utc_iso(),
-            started_mono=time.monotonic(),
-            connection=info,
+            path=flow.request.path,
             user_agent=(headers.get("user-agent") or "")[:USER_AGENT_MAX] or None,
             key_fingerprint=key_fp,
+            capture_max_bytes=self.capture_max_bytes,
         )
+        flow.metadata["halton_meter"] = FlowMeter(pipeline=pipeline, connection=info)
         self.in_flight += 1
         pending = info.attribution
         if not pending.done():
@@ -315,40 +270,27 @@ class MeterAddon:
         meter: FlowMeter | None = flow.metadata.get("halton_meter")
         if meter is None:
             return
-        body = flow.request.raw_content or b""
-        encoding = flow.request.headers.get("content-encoding")
-        path = flow.request.path.split("?", 1)[0]
+        call = meter.pipeline
+        headers = {k.lower(): v for k, v in flow.request.headers.items()}
         try:
-            if encoding:  # e.g. Codex sends zstd request bodies; decode a copy, capped, for reading only
-                decoder = BodyDecoder(encoding)
-                body = decoder.decode(body) + decoder.flush()
-            headers = {k.lower(): v for k, v in flow.request.headers.items()}
-            meter.facts = meter.provider.inspect_request(meter.endpoint, path, body, headers)
-            local = meter.provider.answer_locally(flow.request.method, path, body)
+            body = call.read_request(flow.request.raw_content or b"", headers)
+            local = call.provider.answer_locally(flow.request.method, call.bare_path, body)
             if local is not None:
                 status, response_headers, response_body = local
                 flow.response = http.Response.make(status, response_body, response_headers)
             else:
-                self.submit(provisional_record(meter.record_id, meter.provider, meter.endpoint, meter.facts,
-                                               flow.request.method, meter.host, flow.request.path, meter.started_at))
+                self.submit(call.provisional())
             if self.capture_projects:
-                self._start_capture(meter, body)
-            if not encoding:  # never re-encode a client's compressed body just to add a field
-                replacement = meter.provider.rewrite_request(meter.endpoint, meter.facts, body)
-                if replacement is not None:
-                    flow.request.content = replacement
+                # Opt-in body capture for the projects named in [capture]: held (capped) while the call runs and
+                # kept only if the call's project, known once attribution finishes, is one of them. Redaction
+                # happens before anything is stored.
+                call.start_capture(body)
+            replacement = call.rewrite_request(body, headers)
+            if replacement is not None:
+                flow.request.content = replacement
         except Exception as exc:  # a request we cannot read is still forwarded and still recorded
-            meter.facts = RequestFacts()
-            meter.request_problem = f"request body unreadable: {type(exc).__name__}"
-        meter.sent_mono = time.monotonic()
-
-    def _start_capture(self, meter: FlowMeter, body: bytes) -> None:
-        """Opt-in body capture for the projects named in [capture]. Only configured at all if the user named
-        projects; then bodies are held (capped) while the call runs and kept only if the call's project,
-        known once attribution finishes, is one of them. Redaction happens before anything is stored."""
-        limit = self.capture_max_bytes
-        meter.capture = {"request": bytes(body[:limit]), "request_truncated": len(body) > limit,
-                         "response": bytearray(), "response_truncated": False}
+            call.request_failed(exc)
+        call.request_sent()
 
     # ---- responses ---------------------------------------------------------------------------------
 
@@ -357,81 +299,17 @@ class MeterAddon:
         if meter is None or flow.response is None:
             return
         response = flow.response
-        content_type = response.headers.get("content-type", "")
-        try:
-            meter.parser = meter.provider.response_parser(
-                meter.endpoint, meter.facts, response.status_code, content_type
-            )
-            # A parser may take more than the default cap when it keeps only the ends of a huge body.
-            cap = getattr(meter.parser, "decoded_cap", DEFAULT_DECODED_CAP)
-            meter.decoder = BodyDecoder(response.headers.get("content-encoding"), cap=cap)
-            headers = {k.lower(): v for k, v in response.headers.items()}
-            rewriter = meter.provider.response_rewriter(meter.endpoint, meter.facts, response.status_code, headers)
-            if rewriter is not None:
-                if meter.decoder.identity and "content-length" not in headers:
-                    meter.rewriter = rewriter
-                else:  # cannot change bytes of a compressed or length-framed body: forward untouched
-                    meter.facts.extra["rewrite_skipped"] = "compressed or length-framed response"
-        except UnsupportedEncoding as exc:
-            # The token is the provider's header value: named only when it is an identifier.
-            meter.decode_failure = "unsupported content-encoding" + (f" {exc}" if is_identifier(str(exc)) else "")
-        except Exception as exc:  # the exception's text may echo the response: only its type is kept
-            meter.decode_failure = f"parser setup failed: {type(exc).__name__}"
-        response.stream = self._tee(meter)
-
-    def _tee(self, meter: FlowMeter) -> Callable[[bytes], bytes | list[bytes]]:
-        def tee(chunk: bytes) -> bytes | list[bytes]:
-            if chunk and meter.first_byte_mono is None:
-                meter.first_byte_mono = time.monotonic()
-            if meter.decode_failure is None and meter.parser is not None and meter.decoder is not None:
-                try:
-                    pieces = meter.decoder.pieces(chunk) if chunk else meter.decoder.flush_pieces()
-                    started = time.perf_counter()
-                    for data in pieces:
-                        for offset in range(0, len(data), PARSE_SLICE):
-                            meter.parser.feed(data[offset:offset + PARSE_SLICE])  # type: ignore[attr-defined]
-                            if time.perf_counter() - started > PARSE_BUDGET_SECONDS:
-                                raise ParseBudgetExceeded
-                        if meter.capture is not None:
-                            self._capture_response(meter, data)
-                except ParseBudgetExceeded:
-                    # A read that decodes into a flood of tiny events (a compression bomb of `data: x`) would hold
-                    # the event loop, and every other call, for seconds: stop reading this body instead.
-                    meter.decode_failure = "unparsed_oversize"
-                    meter.facts.extra["parse_budget_exceeded"] = True
-                except DecodeLimitExceeded:
-                    meter.decode_failure = "unparsed_oversize"
-                except Exception as exc:
-                    meter.decode_failure = f"undecodable body: {type(exc).__name__}"
-            if meter.rewriter is not None:
-                try:
-                    out = meter.rewriter.rewrite(chunk) if chunk else meter.rewriter.flush()
-                except Exception as exc:  # a rewriter bug must not corrupt the stream: stop rewriting
-                    log.error("stream rewriter failed; forwarding untouched", error=f"{type(exc).__name__}: {exc}")
-                    meter.rewriter = None
-                    return chunk
-                # An empty list, not b"": an empty chunk must never reach the client's framing.
-                return [out] if out else []
-            return chunk
-
-        return tee
-
-    def _capture_response(self, meter: FlowMeter, data: bytes) -> None:
-        captured = meter.capture["response"]  # type: ignore[index]
-        room = self.capture_max_bytes - len(captured)  # type: ignore[arg-type]
-        if room > 0:
-            captured += data[:room]  # type: ignore[operator]
-        if len(data) > room:
-            meter.capture["response_truncated"] = True  # type: ignore[index]
+        meter.pipeline.start_response(response.status_code, {k.lower(): v for k, v in response.headers.items()})
+        response.stream = meter.pipeline.tee
 
     def response(self, flow: http.HTTPFlow) -> None:
         meter: FlowMeter | None = flow.metadata.get("halton_meter")
-        if meter is not None and meter.first_byte_mono is None and flow.response is not None \
+        if meter is not None and meter.pipeline.first_byte_mono is None and flow.response is not None \
                 and flow.response.raw_content:
             # A body that never went through the tee (a local answer): parse it whole, here.
-            if meter.parser is None:
+            if meter.pipeline.parser is None:
                 self.responseheaders(flow)
-            self._tee(meter)(flow.response.raw_content)
+            meter.pipeline.tee(flow.response.raw_content)
             flow.response.stream = False
         self._finalise(flow, eof=True)
 
@@ -442,17 +320,15 @@ class MeterAddon:
 
     def _finalise(self, flow: http.HTTPFlow, eof: bool) -> None:
         meter: FlowMeter | None = flow.metadata.get("halton_meter")
-        if meter is None or meter.finished:
+        if meter is None or meter.pipeline.finished:
             return
-        meter.finished = True
         self.in_flight -= 1
-        try:
-            record = self._record(flow, meter, eof)
-        except Exception as exc:  # never lose the call: write what we know
-            log.error("building record failed", error=f"{type(exc).__name__}: {exc}")
-            record = self._degraded_record(flow, meter, f"internal: {type(exc).__name__}")
-        if meter.capture is not None:
-            record.capture = meter.capture  # raw for now: decided and redacted once the project is known
+        call = meter.pipeline
+        if call.status is None and flow.response is not None:  # a response whose headers event never ran
+            call.status = flow.response.status_code
+            call.response_request_id = flow.response.headers.get("request-id")
+        record = call.finish(eof, connection_error=flow.error.msg if flow.error is not None else None,
+                             shutdown=self.shutting_down)
         future = meter.connection.attribution
         if future is None or future.done():
             self._attach_attribution(record, future)
@@ -461,58 +337,6 @@ class MeterAddon:
             task = asyncio.get_running_loop().create_task(self._submit_when_attributed(record, future))
             self._pending_submits.add(task)
             task.add_done_callback(self._pending_submits.discard)
-
-    def _record(self, flow: http.HTTPFlow, meter: FlowMeter, eof: bool) -> CallRecord:
-        now = time.monotonic()
-        response = flow.response
-        outcome = ParseOutcome()
-        if meter.parser is not None:
-            outcome = meter.parser.finish(eof and meter.decode_failure is None)  # type: ignore[attr-defined]
-        for key in ("rewrite_skipped", "request_read", "parse_budget_exceeded"):  # facts the record should show
-            if meter.facts.extra.get(key):
-                outcome.extra[key] = meter.facts.extra[key]
-        sent = meter.sent_mono or meter.started_mono
-        error_msg = flow.error.msg if flow.error is not None else None
-        seen = Observed(
-            method=flow.request.method,
-            host=meter.host,
-            path=flow.request.path,
-            started_at=meter.started_at,
-            ended_at=utc_iso(),
-            status=response.status_code if response is not None else None,
-            eof=eof,
-            latency_ms=round((now - sent) * 1000, 3),
-            ttft_ms=round((meter.first_byte_mono - sent) * 1000, 3) if meter.first_byte_mono is not None else None,
-            decode_failure=meter.decode_failure,
-            request_problem=meter.request_problem,
-            connection_error=error_msg,
-            client_gone=bool(error_msg and "client" in error_msg.lower()),
-            shutdown=self.shutting_down,
-            response_request_id=response.headers.get("request-id") if response is not None else None,
-            user_agent=meter.user_agent,
-        )
-        record = build_record(meter.provider, meter.endpoint, meter.facts, outcome, seen, record_id=meter.record_id)
-        record.key_fingerprint = meter.key_fingerprint
-        return record
-
-    def _degraded_record(self, flow: http.HTTPFlow, meter: FlowMeter, reason: str) -> CallRecord:
-        return CallRecord(
-            id=meter.record_id,
-            started_at=meter.started_at,
-            ended_at=utc_iso(),
-            provider=meter.provider.name,
-            endpoint_kind=meter.endpoint.kind,
-            host=meter.host,
-            method=flow.request.method,
-            path=stored_path(meter.provider, flow.request.path.split("?", 1)[0]),
-            status=flow.response.status_code if flow.response is not None else None,
-            incomplete_reason=reason,
-            user_agent=meter.user_agent,
-            client=client_family(meter.user_agent),
-            key_fingerprint=meter.key_fingerprint,
-            billing=meter.facts.billing or meter.provider.billing,
-            price_provider_id=meter.facts.price_provider_id or meter.provider.price_provider_id,
-        )
 
     def _attach_attribution(self, record: CallRecord, future: Future[Resolution] | None) -> None:
         resolution = Resolution()
@@ -554,37 +378,6 @@ class MeterAddon:
         self.submit(record)
 
 
-def _peers(flow: http.HTTPFlow, peer_header: str | None,
-           proxy_header: str | None) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
-    """(client address, the address it connected to): from the edge's headers, else this connection's."""
-    peer = _parse_peer(peer_header)
-    if peer is not None:
-        return peer, _parse_peer(proxy_header)
-    sock = flow.client_conn.sockname
-    return _peer_of(flow), ((str(sock[0]), int(sock[1])) if sock else None)
-
-
-def _peer_of(flow: http.HTTPFlow) -> tuple[str, int] | None:
-    peer = flow.client_conn.peername
-    return (str(peer[0]), int(peer[1])) if peer else None
-
-
 async def _hold_until(future: Future[Resolution], timeout: float) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
-
-
-def _parse_project(value: str | None) -> str | None:
-    if not value:
-        return None
-    project = urllib.parse.unquote(value).strip()
-    return project[:100] or None
-
-
-def _parse_peer(value: str | None) -> tuple[str, int] | None:
-    if not value:
-        return None
-    host, _, port = value.rpartition(":")
-    if not port.isdigit():
-        return None
-    return host.strip("[]"), int(port)

@@ -19,18 +19,18 @@ import time
 
 import structlog
 
+from halton_meter.attribution.keys import load_secret
 from halton_meter.attribution.service import AttributionService
 from halton_meter.ca import ensure_ca, write_upstream_trust
 from halton_meter.config import Config, load_config
-from halton_meter.serve.configwatch import ConfigWatcher, watch
 from halton_meter.core.addon import MeterAddon
 from halton_meter.core.routing import RoutingTable
 from halton_meter.errors import DatabaseError, ExitCode, HaltonError
 from halton_meter.host import PluginHost
-from halton_meter.attribution.keys import load_secret
 from halton_meter.logs import configure_logging
 from halton_meter.paths import Paths, ensure_private_dir, write_atomic
 from halton_meter.pricing import Pricer
+from halton_meter.serve.configwatch import ConfigWatcher, watch
 from halton_meter.serve.process import QuietLoopErrors, watch_parent
 from halton_meter.serve.stats import CORE_STATS, Publisher
 from halton_meter.store.schema import migrate

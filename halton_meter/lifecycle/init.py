@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from halton_meter.errors import ExitCode, HaltonError
-from halton_meter.lifecycle.commands import CommandRunner
+from halton_meter.lifecycle.commands import CommandFailed, CommandRunner
 from halton_meter.lifecycle.state import Change, SystemState
 from halton_meter.paths import Paths
 from halton_meter.types import InitStep, PlatformInfo, PlatformInstaller
@@ -78,6 +78,8 @@ class InitContext:
     run_log: list[tuple[Change, bytes | None, bool]] = field(default_factory=list)
     """This run's changes with the state *before this run*, for rollback: (change, previous, existed)."""
     notes: list[str] = field(default_factory=list)
+    undo_failures: list[str] = field(default_factory=list)
+    """One line per change (or step undo) a rollback could not reverse; each is also sent to `report`."""
 
     # ---- recorded changes ---------------------------------------------------------------------------
 
@@ -140,11 +142,15 @@ class InitContext:
 
     # ---- undo ---------------------------------------------------------------------------------------
 
-    def undo_change(self, change: Change, previous: bytes | None = None, existed: bool | None = None) -> None:
-        """Reverse one change. With `previous`/`existed`, to that state (rollback); else to the recorded one."""
+    def undo_change(self, change: Change, previous: bytes | None = None, existed: bool | None = None,
+                    strict: bool = False) -> None:
+        """Reverse one change. With `previous`/`existed`, to that state (rollback); else to the recorded one.
+        `strict`: an undo command that fails raises (`CommandFailed`) and the change stays recorded."""
         if change.kind == "command":
-            for argv in change.undo:
-                self.runner.run(argv, check=False)
+            results = [self.runner.run(argv, check=False) for argv in change.undo]
+            failed = [r for r in results if not getattr(r, "ok", True)]
+            if strict and failed:
+                raise CommandFailed(failed[0])
         elif change.kind == "file" and change.path:
             path = Path(change.path)
             target_existed = change.existed if existed is None else existed
@@ -213,6 +219,9 @@ class InitResult:
     outcomes: list[StepOutcome]
     failed: StepFailed | None = None
     rolled_back: int = 0
+    """Changes the rollback after `failed` undid."""
+    undo_failures: list[str] = field(default_factory=list)
+    """What that rollback could not undo, one line each (they stay recorded, so `uninstall` retries them)."""
 
 
 def ordered_steps(steps: Sequence[InitStep]) -> list[InitStep]:
@@ -272,7 +281,11 @@ def run_init(ctx: InitContext, steps: Sequence[InitStep], on_step: Callable[[Ste
             outcomes.append(outcome)
             on_step(outcome)
             rolled_back = rollback(ctx, applied)
-            return InitResult(outcomes, failure, rolled_back)
+            if ctx.undo_failures:
+                # The outcome stays a failure (exit 1); its one line says the machine is not back as it was.
+                failure.args = (f"{failure.message}; rollback incomplete: {len(ctx.undo_failures)} undo(s) failed "
+                                "(listed above; `halton-meter uninstall` tries them again)",)
+            return InitResult(outcomes, failure, rolled_back, list(ctx.undo_failures))
         if outcome.status == "done" and ctx.notes:
             outcome.detail = ctx.notes.pop()
         outcomes.append(outcome)
@@ -281,23 +294,42 @@ def run_init(ctx: InitContext, steps: Sequence[InitStep], on_step: Callable[[Ste
 
 
 def rollback(ctx: InitContext, applied: Sequence[InitStep] = ()) -> int:
-    """Undo this run: steps' own undo (newest first), then every change recorded in this run."""
+    """Undo this run: steps' own undo (newest first), then every change recorded in this run. Returns how
+    many changes were undone. What cannot be undone is never silent: one line each in `ctx.undo_failures`,
+    sent to `ctx.report` as it happens; the rest is still undone, and a change that failed stays recorded in
+    the state, so `uninstall` tries it again."""
     count = 0
     for step in reversed(applied):
         if step.undo is not None:
             ctx.current_step = step.id
             try:
                 step.undo(ctx)
-            except Exception:
-                pass
+            except Exception as exc:
+                _undo_failed(ctx, f"step {step.id} ({step.title})", exc)
     for change, previous, existed in reversed(ctx.run_log):
         try:
-            ctx.undo_change(change, previous, existed)
-        except Exception:  # keep undoing the rest; the failure itself is what the user sees
-            pass
+            ctx.undo_change(change, previous, existed, strict=True)
+        except Exception as exc:  # keep undoing the rest
+            _undo_failed(ctx, f"{_describe(change)} (step {change.step})", exc)
+            continue
         count += 1
     ctx.run_log.clear()
     return count
+
+
+def _describe(change: Change) -> str:
+    if change.kind == "command":
+        return f"command `{change.description}`" if change.description else "a command"
+    if change.kind == "block":
+        return f"the block added to {change.path}"
+    return f"file {change.path}"
+
+
+def _undo_failed(ctx: InitContext, what: str, exc: BaseException) -> None:
+    reason = exc.message if isinstance(exc, HaltonError) else f"{type(exc).__name__}: {exc}"
+    line = f"could not undo {what}: {reason}"
+    ctx.undo_failures.append(line)
+    ctx.report(line)
 
 
 def undo_all(ctx: InitContext, steps: Mapping[str, InitStep]) -> int:

@@ -21,6 +21,10 @@ Stream builders return one `bytes` per SSE event, each ending in a blank line, s
 
 JSON is serialised the way each provider does on the wire: Anthropic compact, OpenAI pretty-printed for
 whole bodies (2-space indent for completions, 4 for errors) and compact inside SSE `data:` lines.
+
+Why this module is long: it is the whole wire vocabulary of the two providers the fake serves (messages,
+streams, errors, embeddings), one small builder per body shape, kept in one place so `bodies.X` is all a
+test needs to import.
 """
 
 from __future__ import annotations

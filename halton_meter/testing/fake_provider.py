@@ -31,6 +31,10 @@ The server speaks HTTP/1.1 only (ALPN offers `http/1.1`), with keep-alive, `Cont
 request bodies, `Expect: 100-continue` and `Connection: close`. It runs its own asyncio loop in a daemon
 thread; `close()` (or leaving the `with` block) stops it within `STOP_TIMEOUT` seconds. Every read and
 write is bounded in size and time (see the `MAX_*` constants and `io_timeout`).
+
+Why this module is long: it is one self-contained HTTP/1.1 server (request parsing, framing, compression,
+pauses, gates and cuts) whose parts share one connection's state; the reply scripts above the server are
+what tests import, and splitting the server itself would spread one protocol state machine over files.
 """
 
 from __future__ import annotations

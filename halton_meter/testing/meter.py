@@ -29,6 +29,22 @@ STARTED: list[MeterProcess] = []
 """Every meter started in this process, so a final check can search all their files (secrets at rest)."""
 
 
+def secrets_at_rest(meters: Iterable[MeterProcess], canaries: Iterable[bytes]) -> tuple[int, list[str]]:
+    """Stop each meter (so its database, WAL and logs are final) and search every file it wrote for the
+    `canaries`: (files searched, one `path: canary` line per hit). Certificates and trust bundles (`ca/`)
+    are public material and skipped."""
+    searched, hits = 0, []
+    for meter in meters:
+        meter.stop()
+        for path in meter.files_at_rest():
+            if path.parent.name == "ca":
+                continue
+            data = path.read_bytes()
+            searched += 1
+            hits += [f"{path}: {canary.decode()}" for canary in canaries if canary in data]
+    return searched, hits
+
+
 def write_config(home: Path, *, ca_bundle: Path | None = None, resolve: Iterable[str] = (), extra: str = "") -> Path:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     lines = []
@@ -185,8 +201,8 @@ class MeterProcess:
         response."""
         import httpx
 
-        from halton_meter.serve.api import read_token
         from halton_meter.paths import Paths
+        from halton_meter.serve.api import read_token
 
         headers = {}
         value = read_token(Paths(self.home)) if token is True else token

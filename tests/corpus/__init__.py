@@ -93,34 +93,21 @@ FIXED_TIME = "2026-11-22T12:00:00.000000Z"
 
 def replay(case: Case, provider: Any, pricer: Any = None, split: list[int] | None = None,
            started_at: str = FIXED_TIME) -> Any:
-    """A case straight through `provider`'s parser (no proxy): the wire body, compressed when the case
-    says so, split at `split` offsets, decoded and fed; then the record, priced as if started at
-    `started_at`. The proxy does exactly this with the bytes it sees, so both must agree."""
-    from halton_meter.core.records import Observed, build_record
+    """A case straight through `provider` with the test kit (halton_meter.testing.providers: the core's own
+    per-call pipeline, no proxy): the wire body, compressed when the case says so, split at `split`
+    offsets; then the record, priced as if started at `started_at`. The proxy does exactly this with the
+    bytes it sees, so both must agree."""
     from halton_meter.pricing import Pricer
-    from halton_meter.testing.fake_provider import _compress
-    from halton_meter.wire import BodyDecoder
+    from halton_meter.testing.providers import compress, parse_call
 
-    path = case.path.split("?", 1)[0]
-    endpoint = provider.route(case.method, path)
-    assert endpoint is not None
-    headers = {k.lower(): v for k, v in case.request_headers.items()}
-    facts = provider.inspect_request(endpoint, path, case.request_bytes, headers)
-    provider.rewrite_request(endpoint, facts, case.request_bytes)
-    parser = provider.response_parser(endpoint, facts, case.status, case.response_content_type)
-    wire = _compress(case.body, case.encoding) if case.encoding else case.body  # type: ignore[arg-type]
-    decoder = BodyDecoder(case.encoding)
-    cuts = sorted(set(split or []))
-    for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
-        parser.feed(decoder.decode(wire[start:end]))
-    if not case.cut:
-        parser.feed(decoder.flush())
-    seen = Observed(method=case.method, host=case.host, path=case.path, started_at=started_at,
-                    ended_at=started_at, status=case.status, eof=not case.cut)
-    record = build_record(provider, endpoint, facts, parser.finish(not case.cut), seen)
-    price = (pricer or Pricer()).price(record)
-    record.cost_nanos, record.priced, record.price_source = price.cost_nanos, price.priced, price.source
-    return record
+    headers = {"content-type": case.response_content_type, **case.response_headers}
+    wire = case.body
+    if case.encoding:
+        wire, headers["content-encoding"] = compress(case.body, case.encoding), case.encoding
+    return parse_call(provider, wire, path=case.path, request=case.request_bytes, method=case.method,
+                      host=case.host, status=case.status, request_headers=case.request_headers,
+                      response_headers=headers, split=split, eof=not case.cut, pricer=pricer or Pricer(),
+                      started_at=started_at).record
 
 
 def _modules() -> list[Any]:
