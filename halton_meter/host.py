@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pluggy
 
@@ -20,7 +20,7 @@ from halton_meter.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from halton_meter.config import Config
-    from halton_meter.types import Attributor, Check, Importer, InitStep, Provider, SyncTarget
+    from halton_meter.types import Attributor, Check, Importer, InitStep, PluginConfig, Provider, SyncTarget
 
 ENTRY_POINT_GROUP = "halton_meter"
 DISABLE_ENV = "HALTON_METER_DISABLE_PLUGINS"
@@ -356,6 +356,14 @@ def load_host(config: Config | None = None) -> PluginHost:
     return PluginHost(config).load()
 
 
+def provider_hosts(config: PluginConfig | None) -> dict[str, tuple[str, ...]]:
+    """Provider name -> hosts it claims (built-in, third-party and `[[compatible]]` endpoints), from a host
+    of its own: for checks, which are handed plugin facts but not the registries (module imports are
+    cached; nothing is started)."""
+    host = PluginHost(cast("Config | None", config)).load()
+    return {p.name: tuple(p.hosts) for p in host.registries.providers}
+
+
 __all__ = [
     "ALLOW_ENV",
     "BUILTIN_PLUGINS",
@@ -366,5 +374,6 @@ __all__ = [
     "Registries",
     "Registry",
     "load_host",
+    "provider_hosts",
     "topological_order",
 ]

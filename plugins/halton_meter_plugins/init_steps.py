@@ -10,18 +10,24 @@ which records every change for `uninstall` and for rollback when a later step fa
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.ca import client_bundle_bytes, ensure_ca, inspect_ca, write_client_bundle
-from halton_meter.errors import HaltonError
-from halton_meter.lifecycle.init import StepSkipped
-from halton_meter.lifecycle.selftest import run_self_test
-from halton_meter.lifecycle.services import probe
-from halton_meter.paths import ensure_private_dir
-from halton_meter.serve.runtime import NO_PROXY
-from halton_meter.types import InitStep
+from halton_meter.plugin import (
+    NO_PROXY,
+    HaltonError,
+    InitStep,
+    StepSkipped,
+    client_bundle_bytes,
+    ensure_ca,
+    ensure_private_dir,
+    hookimpl,
+    inspect_ca,
+    probe,
+    run_self_test,
+    write_client_bundle,
+)
 
 SHELL_RC = {"bash": ".bashrc", "zsh": ".zshrc"}
 
@@ -117,8 +123,7 @@ def choose_ports(ctx: Any) -> None:
     """A port the configuration names explicitly is the user's choice: if it is taken, stop and say so.
     A default port that is taken is replaced by a free one, saved in config.toml (the one place every
     consumer reads), and said out loud: never a silent change."""
-    from halton_meter.config import load_config
-    from halton_meter.serve.supervisor import port_holder
+    from halton_meter.plugin import load_config, port_holder
 
     explicit = (ctx.config.source.read_text() if ctx.config.source else "")
     lines = []
@@ -259,6 +264,6 @@ STEPS = (
 
 
 @hookimpl
-def halton_register_init_steps(register: Any) -> None:
+def halton_register_init_steps(register: Callable[[InitStep], None]) -> None:
     for step in STEPS:
         register(step)

@@ -15,12 +15,19 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.errors import HaltonError
-from halton_meter.lifecycle.init import UnsupportedOnPlatform
-from halton_meter.lifecycle.services import pid_alive, probe, serve_argv, service_env, wait_until_running
-from halton_meter.serve.runtime import read_runtime
-from halton_meter.types import PlatformInfo, ServiceState
+from halton_meter.plugin import (
+    HaltonError,
+    PlatformInfo,
+    ServiceState,
+    UnsupportedOnPlatform,
+    hookimpl,
+    pid_alive,
+    probe,
+    read_runtime,
+    serve_argv,
+    service_env,
+    wait_until_running,
+)
 from halton_meter_plugins.installers import linux
 
 STOP_TIMEOUT = 40.0

@@ -29,12 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.ca import CA_COMMON_NAME
-from halton_meter.errors import HaltonError
-from halton_meter.lifecycle.commands import CommandFailed
-from halton_meter.lifecycle.services import serve_argv, service_env, wait_until_running
-from halton_meter.types import PlatformInfo, ServiceState
+from halton_meter.plugin import (
+    CA_COMMON_NAME,
+    CommandFailed,
+    HaltonError,
+    PlatformInfo,
+    ServiceState,
+    hookimpl,
+    serve_argv,
+    service_env,
+    wait_until_running,
+)
 
 LABEL = "com.halton-meter.serve"
 ENV_LABEL = "com.halton-meter.env"

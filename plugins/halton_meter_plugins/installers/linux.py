@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from halton_meter.lifecycle.services import user_config_dir
+from halton_meter.plugin import user_config_dir
 
 SYSTEM_CA_PATH = Path("/usr/local/share/ca-certificates/halton-meter.crt")
 ENV_FILE = "60-halton-meter.conf"

@@ -15,16 +15,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.lifecycle.init import UnsupportedOnPlatform
-from halton_meter.lifecycle.services import (
+from halton_meter.plugin import (
     SERVICE_NAME,
+    PlatformInfo,
+    ServiceState,
+    UnsupportedOnPlatform,
+    hookimpl,
     serve_argv,
     service_env,
     user_config_dir,
     wait_until_running,
 )
-from halton_meter.types import PlatformInfo, ServiceState
 from halton_meter_plugins.installers import linux
 
 UNIT = f"{SERVICE_NAME}.service"

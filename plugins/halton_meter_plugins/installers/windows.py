@@ -35,21 +35,23 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from halton_meter import hookimpl
-from halton_meter.errors import HaltonError
-from halton_meter.lifecycle.commands import CommandFailed
-from halton_meter.lifecycle.init import UnsupportedOnPlatform
-from halton_meter.lifecycle.services import (
+from halton_meter.plugin import (
     SERVICE_NAME,
     START_TIMEOUT,
+    CommandFailed,
+    HaltonError,
+    PlatformInfo,
+    ServiceState,
+    UnsupportedOnPlatform,
     api_healthy,
     core_port,
+    hookimpl,
     log_tail,
+    port_answers,
+    read_runtime,
     serve_argv,
     service_env,
 )
-from halton_meter.serve.runtime import port_answers, read_runtime
-from halton_meter.types import PlatformInfo, ServiceState
 
 TASK = SERVICE_NAME
 LAUNCHER = "serve-task.py"

@@ -7,23 +7,24 @@ exists only in `message_start`. `count_tokens` answers are not usage; batch call
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.types import (
+from halton_meter.plugin import (
     BILLING_SUBSCRIPTION,
     Endpoint,
     ParseOutcome,
+    Provider,
     RequestFacts,
     ResponseParser,
+    SSEEvent,
     Usage,
+    hookimpl,
+    loads_or_none,
 )
-from halton_meter.wire import SSEEvent, loads_or_none
 from halton_meter_plugins.providers._common import (
     BodyParser,
     NoUsageParser,
-    Provider,
     count,
     dig,
     json_request_facts,
@@ -242,5 +243,5 @@ class AnthropicCompatibleProvider(Provider):
 
 
 @hookimpl
-def halton_register_providers(register: Any) -> None:
+def halton_register_providers(register: Callable[[Provider], None]) -> None:
     register(AnthropicCompatibleProvider())
