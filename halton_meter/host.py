@@ -6,6 +6,7 @@ so tests get a fresh host per test and nothing happens at import time.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -149,8 +150,8 @@ class Registry[T]:
 
 def topological_order(requires: dict[str, tuple[str, ...]], kind: str = "item") -> list[str]:
     """Kahn's algorithm with a sorted ready set, so the order never depends on registration order."""
-    for item, deps in requires.items():
-        unknown = [d for d in deps if d not in requires]
+    for item, wanted in requires.items():
+        unknown = [d for d in wanted if d not in requires]
         if unknown:
             raise PluginError(f"{kind} {item!r} requires unknown id(s): {', '.join(sorted(unknown))}")
     remaining = {item: set(deps) for item, deps in requires.items()}
@@ -211,7 +212,7 @@ class PluginHost:
             if name in disabled:
                 self._disable(info, f"disabled by {DISABLE_ENV}")
                 continue
-            self._guarded_register(info, lambda m=module_name: importlib.import_module(m))
+            self._guarded_register(info, functools.partial(importlib.import_module, module_name))
         if entry_points:
             for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
                 dist = getattr(ep, "dist", None)

@@ -649,9 +649,13 @@ class InitContext(Protocol):
     user_home: Path
     state: SystemState
     """What earlier runs recorded (`for_step`, `changes`, `mode`)."""
-    report: Callable[[str], None]
     notes: list[str]
     """Lines `init` prints under the step that added them."""
+
+    @property
+    def report(self) -> Callable[[str], None]:
+        """Prints one progress line under the running step."""
+        ...
 
     def write_file(self, path: Path, content: bytes | str, mode: int = 0o644) -> bool: ...
 

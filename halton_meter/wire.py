@@ -144,7 +144,8 @@ class _Zstd:
 
         self._sink = _CappedSink()
         self._writer = zstandard.ZstdDecompressor().stream_writer(
-            self._sink, write_size=64 * 1024, closefd=False
+            self._sink,  # type: ignore[arg-type]  # has the write() it calls; not a whole IO[bytes]
+            write_size=64 * 1024, closefd=False
         )
 
     def pieces(self, data: bytes, limit: int) -> Iterator[bytes]:
@@ -377,7 +378,8 @@ class SSEDecoder:
         """End of body: a final line without its terminator still counts, then the pending event."""
         events: list[SSEEvent] = []
         if self._bom_pending:
-            self._bom_pending, pending = None, self._bom_pending
+            pending = self._bom_pending
+            self._bom_pending = None
             events.extend(self.feed(pending))
         if self._buf and not self._discarding:
             line = bytes(self._buf)
@@ -668,11 +670,13 @@ def over_estimate(data: str | bytes | bytearray, max_elements: int | None = None
         max_elements = MAX_JSON_ELEMENTS
     if len(data) <= max_elements:
         return False  # every counted character is one character
-    marks = (",", "{", "[") if isinstance(data, str) else (b",", b"{", b"[")
     total = 0
     for start in range(0, len(data), _ESTIMATE_STEP):
         end = start + _ESTIMATE_STEP
-        total += sum(data.count(mark, start, end) for mark in marks)
+        if isinstance(data, str):
+            total += data.count(",", start, end) + data.count("{", start, end) + data.count("[", start, end)
+        else:
+            total += data.count(b",", start, end) + data.count(b"{", start, end) + data.count(b"[", start, end)
         if total > max_elements:
             return True
     return False

@@ -43,7 +43,7 @@ def check_env_proxy(ctx: CheckContext) -> CheckResult:
     target = parse_proxy(value)
     if target is None:
         return CheckResult("warn", f"{name}={shown} is not a proxy URL", fix=f"unset {name}", details=details)
-    if target.loopback and ports.ours(target.port):
+    if target.loopback and target.port is not None and ports.ours(target.port):
         if ports.running is not None and target.port != ports.running:
             return CheckResult("fail", f"{name} points at 127.0.0.1:{target.port}, but the meter listens on "
                                f"127.0.0.1:{ports.running}: HTTPS calls from this shell fail",

@@ -4,13 +4,13 @@ service that keeps them up."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from halton_meter.plugin import (
     CORE_STATS,
     Check,
     CheckContext,
     CheckResult,
+    SystemState,
     __version__,
     api_healthy,
     core_answers,
@@ -111,7 +111,7 @@ def check_api(ctx: CheckContext) -> CheckResult:
                        details={"api_port": port})
 
 
-def _state(ctx: CheckContext) -> tuple[Any, str | None]:
+def _state(ctx: CheckContext) -> tuple[SystemState | None, str | None]:
     if ctx.state is not None:
         return ctx.state, None
     from halton_meter.plugin import STATE_FILE, HaltonError, SystemState
@@ -130,7 +130,7 @@ def check_supervisor(ctx: CheckContext) -> CheckResult:
         path = ctx.paths.home / STATE_FILE
         return CheckResult("fail", error, fix=f"mv {path} {path}.broken && halton-meter init")
     data = runtime(ctx)
-    if not getattr(state, "mode", None):
+    if state is None or not state.mode:
         if data is not None and pid_alive(data.get("pid")):
             return CheckResult("warn", f"no service installed: the meter runs under `halton-meter serve` (pid "
                                f"{data.get('pid')}) and stops with it", fix="halton-meter init  (installs a service "

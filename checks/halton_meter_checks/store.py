@@ -11,6 +11,7 @@ import datetime
 import sqlite3
 import stat
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from halton_meter.plugin import (
@@ -36,11 +37,11 @@ PENDING_WARN = 1000
 EXPECTED_TABLES = ("calls", "gaps")
 
 
-def _read_only(path: Any) -> sqlite3.Connection:
+def _read_only(path: Path) -> sqlite3.Connection:
     return connect_read_only(path, timeout=BUSY_TIMEOUT_S)
 
 
-def _moved_aside_fix(db: Any) -> str:
+def _moved_aside_fix(db: Path) -> str:
     return f"mv {db} {db}.corrupt && halton-meter restart  (the meter starts a new, empty database)"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from halton_meter.errors import HaltonError, StepSkipped
+from halton_meter.errors import UnsupportedOnPlatform as UnsupportedOnPlatform  # its old import path
 from halton_meter.lifecycle.commands import CommandRunner
 from halton_meter.lifecycle.state import Change, SystemState
 from halton_meter.paths import Paths

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from halton_meter.plugin import (
     Attribution,
@@ -55,7 +54,7 @@ def from_file(client: ClientInfo) -> Attribution | None:
     return Attribution(found.project, "file")
 
 
-def rules_attributor(rules: Sequence[ProjectRule]) -> Any:
+def rules_attributor(rules: Sequence[ProjectRule]) -> Callable[[ClientInfo], Attribution | None]:
     def from_config(client: ClientInfo) -> Attribution | None:
         if not client.cwd:
             return None

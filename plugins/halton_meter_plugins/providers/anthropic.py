@@ -155,13 +155,13 @@ class BatchResultsParser:
         for line in lines:
             self._line(line)
 
-    def _line(self, line: bytes) -> None:
+    def _line(self, line: bytes | bytearray) -> None:
         item = loads_or_none(line) if line.strip() else None
         if not isinstance(item, dict):
             return
         self._sums["requests"] += 1
-        result = item.get("result") if isinstance(item.get("result"), dict) else {}
-        if result.get("type") != "succeeded":
+        result = item.get("result")
+        if not isinstance(result, dict) or result.get("type") != "succeeded":
             return
         usage = dig(result, "message", "usage") or {}
         self._sums["succeeded"] += 1

@@ -28,7 +28,7 @@ def error_type(document: Any) -> str | None:
         value = error.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)  # OpenRouter: {"error": {"code": 502, "message": ...}}
-        if is_identifier(value):
+        if isinstance(value, str) and is_identifier(value):
             return value
     return "error"
 
