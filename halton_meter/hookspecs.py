@@ -1,8 +1,9 @@
 """The table of contents: every hook Halton Meter calls, grouped by the phase in which it runs.
 
 A plugin is a module (or object) with functions named after these hooks and marked with
-`halton_meter.plugin.hookimpl` (the module that holds everything a plugin may import). Built-in plugins are listed by name in `halton_meter.host.BUILTIN_PLUGINS`;
-third-party plugins are found through the `halton_meter` entry-point group::
+`halton_meter.plugin.hookimpl` (`halton_meter.plugin` holds everything a plugin may import). Built-in
+plugins are listed by name in `halton_meter.host.BUILTIN_PLUGINS`; third-party plugins are found through
+the `halton_meter` entry-point group::
 
     [project.entry-points.halton_meter]
     my_provider = "halton_meter_provider_x.plugin"
@@ -16,6 +17,11 @@ How the host calls them:
 * Where items must run in an order (init steps, attributors, checks), each declares the ids it
   `requires`; the host sorts them topologically and refuses cycles and unknown ids. Registration order
   and tryfirst/trylast never decide order.
+* Every `register_*` hook may also take `config` (the validated configuration, a `PluginConfig`, or None
+  when the caller has none, e.g. some tests): a plugin reads its `[plugins.NAME]` block there and hands
+  what it needs to the items it registers. Nothing is kept in module globals, so two hosts in one process
+  never see each other's configuration. An implementation names only the arguments it uses (pluggy), so
+  `def halton_register_checks(register)` is fine too.
 * No hook is called per request or per chunk. The core builds its routing table from the registries
   once at start; only `halton_usage_recorded` runs per call, after the row has committed, on the
   writer thread, off the proxy's event loop.
@@ -57,9 +63,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def halton_configure(config: PluginConfig) -> None:
     """Called once, after `config.toml` has been read and validated, before anything is registered.
 
-    Historic: a plugin registered later still receives the call. A plugin reads its own block from
-    `config.plugin_config(<plugin name>)` and raises `ConfigError` (one line: key path
-    and the fix) when that block is invalid. Returns nothing.
+    Historic: a plugin registered later still receives the call. For validation: a plugin reads its own
+    block from `config.plugin_config(<plugin name>)` and raises `ConfigError` (one line: key path and the
+    fix) when that block is invalid, which stops the command with exit code 2. It keeps nothing: what a
+    plugin's items need reaches them through the `config` argument of the `register_*` hooks. Returns
+    nothing.
     """
 
 

@@ -15,6 +15,10 @@ administrator rights are ever asked for, and nothing is written under HKLM or Pr
   told (WM_SETTINGCHANGE "Environment", and WinINet's settings-changed/refresh options) through a short
   PowerShell P/Invoke passed with `-EncodedCommand`, so no quoting can go wrong.
 * Full mode (a machine-wide proxy) is not offered.
+
+Why this module is long: the Windows installer is one unit (task XML, its launcher, the registry and
+certificate-store commands and their exact undo), tested command by command against a recorded runner;
+splitting it would only scatter the commands that undo each other.
 """
 
 from __future__ import annotations
