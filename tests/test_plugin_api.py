@@ -206,3 +206,31 @@ def test_no_hook_implementation_in_a_plugin_takes_any() -> None:
                 problems.extend(any_parameters(node, str(path.relative_to(ROOT))))
     assert count >= 25
     assert not problems, problems
+
+
+# ---- the SSE event rewriter plugins build on (halton_meter.wire) ------------------------------------------
+
+
+class _DropPings(plugin.SSEEventRewriter):
+    def rewrite_event(self, event: bytes) -> bytes:
+        return b"" if b"ping" in event else event
+
+
+def _through(rewriter: plugin.SSEEventRewriter, body: bytes, cuts: list[int]) -> bytes:
+    points = sorted({0, len(body), *(c for c in cuts if 0 < c < len(body))})
+    return b"".join(rewriter.rewrite(body[a:b]) for a, b in zip(points, points[1:], strict=False)) + rewriter.flush()
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_sse_event_rewriter_is_byte_exact_and_chunking_blind(newline: bytes) -> None:
+    events = [b"event: a", b"data: {\"x\":1}", b"", b": comment", b"data: ping", b"", b"data: last", b""]
+    body = newline.join(events) + newline
+    kept = newline.join([b"event: a", b"data: {\"x\":1}", b"", b"data: last", b""]) + newline
+    for cuts in ([], list(range(1, len(body))), [3, 17, 18, 30]):
+        assert _through(plugin.SSEEventRewriter(), body, cuts) == body
+        assert _through(_DropPings(), body, cuts) == kept
+
+
+def test_sse_event_rewriter_bounds_what_it_holds() -> None:
+    big = b"data: " + b"p" * 100 + b"ping\n\n"
+    assert _through(_DropPings(max_held=32), big, [10, 50]) == big  # too big to hold: passed unchanged
