@@ -88,7 +88,6 @@ from halton_meter.paths import WRITABLE_FIX, Paths, ensure_private_dir, writable
 from halton_meter.redact import is_identifier, is_label
 from halton_meter.serve.runtime import NO_PROXY, port_answers, read_runtime
 from halton_meter.serve.stats import CORE_STATS, EDGE_STATS, read_stats
-from halton_meter.serve.supervisor import port_holder
 from halton_meter.store.gaps import GapSummary
 from halton_meter.store.gaps import summarize as summarize_gaps
 from halton_meter.store.journal import backlog
@@ -157,6 +156,16 @@ _PROVIDER_BASES = {
 }
 """The provider bases live in the built-in plugins that use them; they are imported on first access (PEP
 562), because those plugins themselves import this module."""
+
+
+def port_holder(port: int) -> str | None:
+    """`PID 1234 (python3)` for the process listening on a local TCP port, when the OS lets us see it.
+
+    (Imports the supervisor only when called, so a process that loads plugins, like the edge, does not load
+    the serve machinery with them.)"""
+    from halton_meter.serve.supervisor import port_holder as holder
+
+    return holder(port)
 
 
 def __getattr__(name: str) -> object:
