@@ -187,7 +187,8 @@ class Api:
         window = resolve_window(**flags, since=single.get("since"),
                                 until=single.get("until"), default_since=DEFAULT_SINCE, prefix="")
         key_names = load_config(self._paths).key_names
-        filters = Filters(*(tuple(query.get(name, ())) for name in ("project", "model", "provider", "client",  # type: ignore[misc]  # five fields; mypy cannot count a starred generator
+        # five positional fields (project … branch): mypy cannot count a starred generator
+        filters = Filters(*(tuple(query.get(name, ())) for name in ("project", "model", "provider", "client",  # type: ignore[misc]
                                                                      "branch")),
                           key=report.key_filter(query.get("key", []), key_names))
         vs_previous = query.get("vs_previous", ["0"])[-1].lower() in ("1", "true", "yes")
