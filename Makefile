@@ -79,6 +79,7 @@ serve: install
 	$(BIN)/halton-meter serve
 
 test: install-test
+	$(TEST_BIN)/python -m mypy
 	$(TEST_BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-bench

@@ -1,11 +1,12 @@
 """Halton Meter: a local HTTPS proxy that meters what AI coding tools cost.
 
-Plugins import the hook marker from here and never import pluggy themselves::
+Plugins import everything they use, the hook marker included, from `halton_meter.plugin` (the whole plugin
+API; `from halton_meter import hookimpl` keeps working) and never import pluggy themselves::
 
-    from halton_meter import hookimpl
+    from halton_meter.plugin import hookimpl
 
     @hookimpl
-    def halton_register_providers(register):
+    def halton_register_providers(register, config):
         register(MyProvider())
 """
 

@@ -77,3 +77,13 @@ class PluginError(HaltonError):
     """A plugin misbehaved (duplicate id, bad registration). Becomes an error record, never a crash."""
 
     exit_code = ExitCode.FAILURE
+
+
+class UnsupportedOnPlatform(HaltonError):
+    """What a platform installer raises for a feature this platform does not offer (e.g. `init --full`)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class StepSkipped(Exception):
+    """Raised by a step's apply when it does not apply here (e.g. no per-user trust store); not a failure."""

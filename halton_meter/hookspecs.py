@@ -1,8 +1,9 @@
 """The table of contents: every hook Halton Meter calls, grouped by the phase in which it runs.
 
 A plugin is a module (or object) with functions named after these hooks and marked with
-`halton_meter.hookimpl`. Built-in plugins are listed by name in `halton_meter.host.BUILTIN_PLUGINS`;
-third-party plugins are found through the `halton_meter` entry-point group::
+`halton_meter.plugin.hookimpl` (`halton_meter.plugin` holds everything a plugin may import). Built-in
+plugins are listed by name in `halton_meter.host.BUILTIN_PLUGINS`; third-party plugins are found through
+the `halton_meter` entry-point group::
 
     [project.entry-points.halton_meter]
     my_provider = "halton_meter_provider_x.plugin"
@@ -16,6 +17,11 @@ How the host calls them:
 * Where items must run in an order (init steps, attributors, checks), each declares the ids it
   `requires`; the host sorts them topologically and refuses cycles and unknown ids. Registration order
   and tryfirst/trylast never decide order.
+* Every `register_*` hook may also take `config` (the validated configuration, a `PluginConfig`, or None
+  when the caller has none, e.g. some tests): a plugin reads its `[plugins.NAME]` block there and hands
+  what it needs to the items it registers. Nothing is kept in module globals, so two hosts in one process
+  never see each other's configuration. An implementation names only the arguments it uses (pluggy), so
+  `def halton_register_checks(register)` is fine too.
 * No hook is called per request or per chunk. The core builds its routing table from the registries
   once at start; only `halton_usage_recorded` runs per call, after the row has committed, on the
   writer thread, off the proxy's event loop.
@@ -29,7 +35,6 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from halton_meter.config import Config
     from halton_meter.types import (
         Attributor,
         CallRecord,
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
         InitStep,
         PlatformInfo,
         PlatformInstaller,
+        PluginConfig,
         Provider,
         SyncTarget,
     )
@@ -54,12 +60,14 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec(historic=True)
-def halton_configure(config: Config) -> None:
+def halton_configure(config: PluginConfig) -> None:
     """Called once, after `config.toml` has been read and validated, before anything is registered.
 
-    Historic: a plugin registered later still receives the call. A plugin reads its own block from
-    `config.plugin_config(<plugin name>)` and raises `halton_meter.errors.ConfigError` (one line: key path
-    and the fix) when that block is invalid. Returns nothing.
+    Historic: a plugin registered later still receives the call. For validation: a plugin reads its own
+    block from `config.plugin_config(<plugin name>)` and raises `ConfigError` (one line: key path and the
+    fix) when that block is invalid, which stops the command with exit code 2. It keeps nothing: what a
+    plugin's items need reaches them through the `config` argument of the `register_*` hooks. Returns
+    nothing.
     """
 
 
@@ -69,8 +77,8 @@ def halton_configure(config: Config) -> None:
 
 
 @hookspec
-def halton_register_providers(register: Callable[[Provider], None], config: Config | None) -> None:
-    """Register provider parsers: `register(provider)` with a `halton_meter.types.Provider`.
+def halton_register_providers(register: Callable[[Provider], None], config: PluginConfig | None) -> None:
+    """Register provider parsers: `register(provider)` with a `halton_meter.plugin.Provider`.
 
     `config` is the validated configuration (None when the caller has none, e.g. some tests), so a plugin
     can register providers the user declared (`[[compatible]]` endpoints) without global state.
@@ -82,8 +90,8 @@ def halton_register_providers(register: Callable[[Provider], None], config: Conf
 
 
 @hookspec
-def halton_register_checks(register: Callable[[Check], None]) -> None:
-    """Register doctor rows: `register(check)` with a `halton_meter.types.Check`.
+def halton_register_checks(register: Callable[[Check], None], config: PluginConfig | None) -> None:
+    """Register doctor rows: `register(check)` with a `halton_meter.plugin.Check`.
 
     Checks are read-only; a crashing check becomes an `error` row. Rows print in `requires` order, ties
     broken by id. Returns nothing.
@@ -91,8 +99,8 @@ def halton_register_checks(register: Callable[[Check], None]) -> None:
 
 
 @hookspec
-def halton_register_init_steps(register: Callable[[InitStep], None]) -> None:
-    """Register `halton-meter init` steps: `register(step)` with a `halton_meter.types.InitStep`.
+def halton_register_init_steps(register: Callable[[InitStep], None], config: PluginConfig | None) -> None:
+    """Register `halton-meter init` steps: `register(step)` with a `halton_meter.plugin.InitStep`.
 
     Steps run in topological order of their `requires`; a cycle or an unknown id is refused before any
     step runs. Each step has a read-only `check`, an idempotent `apply` and an `undo`. Returns nothing.
@@ -100,16 +108,16 @@ def halton_register_init_steps(register: Callable[[InitStep], None]) -> None:
 
 
 @hookspec
-def halton_register_sync_targets(register: Callable[[SyncTarget], None]) -> None:
-    """Register places rows may be pushed to: `register(target)` with a `halton_meter.types.SyncTarget`.
+def halton_register_sync_targets(register: Callable[[SyncTarget], None], config: PluginConfig | None) -> None:
+    """Register places rows may be pushed to: `register(target)` with a `halton_meter.plugin.SyncTarget`.
 
     Registering a target never enables it; only config does. Returns nothing.
     """
 
 
 @hookspec
-def halton_register_attributors(register: Callable[[Attributor], None], config: Config | None) -> None:
-    """Register project resolvers: `register(attributor)` with a `halton_meter.types.Attributor`.
+def halton_register_attributors(register: Callable[[Attributor], None], config: PluginConfig | None) -> None:
+    """Register project resolvers: `register(attributor)` with a `halton_meter.plugin.Attributor`.
 
     Called once in the core at start. Attributors run per connection (not per request) in `requires`
     order, off the proxy's event loop; the first one that returns an `Attribution` wins and names itself
@@ -118,9 +126,9 @@ def halton_register_attributors(register: Callable[[Attributor], None], config: 
 
 
 @hookspec
-def halton_register_importers(register: Callable[[Importer], None]) -> None:
+def halton_register_importers(register: Callable[[Importer], None], config: PluginConfig | None) -> None:
     """Register readers of the usage other tools keep on disk: `register(importer)` with a
-    `halton_meter.types.Importer` (id `import.<name>`; its name is what `halton-meter import NAME` takes).
+    `halton_meter.plugin.Importer` (id `import.<name>`; its name is what `halton-meter import NAME` takes).
 
     Called once by `halton-meter import` (and `plugins`), never by the proxy. Importers only read files and
     yield calls (ids, model, tokens, times, working directory; never text); the host attributes, prices,

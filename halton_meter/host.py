@@ -6,12 +6,13 @@ so tests get a fresh host per test and nothing happens at import time.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pluggy
 
@@ -20,7 +21,7 @@ from halton_meter.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from halton_meter.config import Config
-    from halton_meter.types import Attributor, Check, Importer, InitStep, Provider, SyncTarget
+    from halton_meter.types import Attributor, Check, Importer, InitStep, PluginConfig, Provider, SyncTarget
 
 ENTRY_POINT_GROUP = "halton_meter"
 DISABLE_ENV = "HALTON_METER_DISABLE_PLUGINS"
@@ -149,8 +150,8 @@ class Registry[T]:
 
 def topological_order(requires: dict[str, tuple[str, ...]], kind: str = "item") -> list[str]:
     """Kahn's algorithm with a sorted ready set, so the order never depends on registration order."""
-    for item, deps in requires.items():
-        unknown = [d for d in deps if d not in requires]
+    for item, wanted in requires.items():
+        unknown = [d for d in wanted if d not in requires]
         if unknown:
             raise PluginError(f"{kind} {item!r} requires unknown id(s): {', '.join(sorted(unknown))}")
     remaining = {item: set(deps) for item, deps in requires.items()}
@@ -211,7 +212,7 @@ class PluginHost:
             if name in disabled:
                 self._disable(info, f"disabled by {DISABLE_ENV}")
                 continue
-            self._guarded_register(info, lambda m=module_name: importlib.import_module(m))
+            self._guarded_register(info, functools.partial(importlib.import_module, module_name))
         if entry_points:
             for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
                 dist = getattr(ep, "dist", None)
@@ -356,6 +357,14 @@ def load_host(config: Config | None = None) -> PluginHost:
     return PluginHost(config).load()
 
 
+def provider_hosts(config: PluginConfig | None) -> dict[str, tuple[str, ...]]:
+    """Provider name -> hosts it claims (built-in, third-party and `[[compatible]]` endpoints), from a host
+    of its own: for checks, which are handed plugin facts but not the registries (module imports are
+    cached; nothing is started)."""
+    host = PluginHost(cast("Config | None", config)).load()
+    return {p.name: tuple(p.hosts) for p in host.registries.providers}
+
+
 __all__ = [
     "ALLOW_ENV",
     "BUILTIN_PLUGINS",
@@ -366,5 +375,6 @@ __all__ = [
     "Registries",
     "Registry",
     "load_host",
+    "provider_hosts",
     "topological_order",
 ]

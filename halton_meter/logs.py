@@ -75,6 +75,7 @@ def configure_logging(process: str, level: str | None = None) -> None:
     directory = log_dir()
     sink: object = _RotatingFile(directory / f"{process}.log") if directory else _StderrProxy()
     stdlib_stream = sink if directory else sys.stderr
+    # our sinks have write() and flush(), all logging uses; typeshed wants a whole TextIO
     logging.basicConfig(stream=stdlib_stream, level=numeric,  # type: ignore[arg-type]
                         format=f"%(asctime)s {process} %(levelname)s %(name)s: %(message)s", force=True)
     structlog.configure(
@@ -89,7 +90,7 @@ def configure_logging(process: str, level: str | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         # Resolve the sink when a logger is made, not once at import: a replaced stderr (a test harness, a
         # closed terminal) must never make logging, and with it the writer thread, fail.
-        logger_factory=lambda *args: structlog.PrintLogger(sink),  # type: ignore[arg-type]
+        logger_factory=lambda *args: structlog.PrintLogger(sink),  # type: ignore[arg-type]  # as above: a file-like sink
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(process=process)

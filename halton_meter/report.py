@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from halton_meter.errors import UsageError
 from halton_meter.attribution.keys import key_label
+from halton_meter.errors import UsageError
 from halton_meter.store.aggregate import NONE_VALUE, Cells, Filters, collect, percentile_95, snapshot
 from halton_meter.store.gaps import GapSummary, summarize
 from halton_meter.store.imports import count_imported
@@ -185,7 +185,7 @@ def _usd_nanos(value: str) -> int:
 
 def change(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Absolute and relative change per metric: {"abs": …, "pct": …}; pct is null when the previous was 0."""
-    result = {}
+    result: dict[str, dict[str, Any]] = {}
     for key in CHANGE_KEYS:
         now, before = current[key], previous[key]
         if now is None or before is None:
@@ -423,7 +423,7 @@ def _tree(cells: Cells, by: Sequence[str], period: str | None) -> Node:
 
     def path(values: Sequence[Any], p: int) -> tuple[Any, ...]:
         named = dict(zip(plain, values, strict=True))
-        keys = []
+        keys: list[object] = []
         for dim in by:
             if dim == "day":
                 keys.append(_EPOCH_DAY + datetime.timedelta(days=p) if period == "day" else local(_utc(p)).date())

@@ -8,6 +8,14 @@ Token convention (see docs/concepts/tokens.md): the four buckets `input_tokens`,
 `cache_read_tokens`, `cache_write_tokens` and `output_tokens` are disjoint and together are everything the
 provider billed. `cache_write_1h_tokens` is the part of `cache_write_tokens` written with a 1-hour TTL, and
 `reasoning_tokens` is the part of `output_tokens` spent thinking (None when the provider gave no breakdown).
+
+The contexts a plugin is handed (`PluginConfig`, `InitContext`, `CommandRunner`, `CheckContext`'s members)
+are `typing.Protocol`s or plain value types here, so a plugin is typed against what it may use and never
+against the host's classes. Plugins import all of this from `halton_meter.plugin`, not from here.
+
+Why this module is long: it is the whole shared vocabulary (usage, records, and every registered item and
+the context it runs with) in one place, so that a plugin author reads one file; the sections below are
+independent and each is short.
 """
 
 from __future__ import annotations
@@ -16,7 +24,15 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from halton_meter.attribution.workspace import GitInfo
+    from halton_meter.config import CompatibleEndpoint, ProjectRule, ResolveRule
+    from halton_meter.lifecycle.init import InitOptions
+    from halton_meter.lifecycle.state import Change, SystemState
+    from halton_meter.paths import Paths
 
 # --------------------------------------------------------------------------------------------------
 # Usage and parsing
@@ -353,8 +369,8 @@ class ClientInfo:
     tool: str | None = None
     """The tool family the process is (claude-code, codex, …), from its name and command line; the command
     line itself is never kept."""
-    git: Any = None
-    """`halton_meter.attribution.workspace.GitInfo` for the working directory, when it is inside a git work tree."""
+    git: GitInfo | None = None
+    """`GitInfo` (repository, branch) for the working directory, when it is inside a git work tree."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,25 +407,52 @@ class CheckResult:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
+class PluginStatus(Protocol):
+    """What the host knows about one loaded plugin (`halton-meter plugins` prints the same)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def source(self) -> str:
+        """`builtin` or `entry_point`."""
+        ...
+
+    @property
+    def module(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def status(self) -> str:
+        """`ok`, `error` or `disabled`."""
+        ...
+
+    @property
+    def error(self) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class CheckContext:
     """What a check may look at. Checks are read-only: they never repair (repairs go through `init`)."""
 
-    paths: Any
-    config: Any | None
+    paths: Paths
+    config: PluginConfig | None
+    """None when config.toml could not be loaded (`config_error` says why)."""
     config_error: str | None = None
-    plugins: tuple[Any, ...] = ()
-    """`halton_meter.host.PluginInfo` of every plugin (status, error)."""
-    runner: Any | None = None
-    """The command-runner seam (`halton_meter.lifecycle.commands`), for checks that ask the OS."""
-    installer: Any | None = None
+    plugins: tuple[PluginStatus, ...] = ()
+    """Every plugin (status, error)."""
+    runner: CommandRunner | None = None
+    """The command-runner seam, for checks that ask the OS."""
+    installer: PlatformInstaller | None = None
     """The platform installer in use, or None when none answers."""
-    state: Any | None = None
-    """`halton_meter.lifecycle.state.SystemState`: what `init` set up (mode, changes)."""
-    platform: Any | None = None
+    state: SystemState | None = None
+    """What `init` set up (mode, changes)."""
+    platform: PlatformInfo | None = None
     environ: Mapping[str, str] = field(default_factory=dict)
     """The environment of the shell running `doctor`."""
-    attributors: tuple[Any, ...] = ()
+    attributors: tuple[Attributor, ...] = ()
     """The project attributors, in order (to say which project calls from `cwd` would get)."""
     cwd: str | None = None
     """Where `doctor` runs."""
@@ -445,9 +488,9 @@ class InitStep:
 
     id: str
     title: str
-    check: Callable[[Any], bool]
-    apply: Callable[[Any], None]
-    undo: Callable[[Any], None] | None = None
+    check: Callable[[InitContext], bool]
+    apply: Callable[[InitContext], None]
+    undo: Callable[[InitContext], None] | None = None
     requires: tuple[str, ...] = ()
     modes: tuple[str, ...] = ("env", "apps", "full")
     """The init modes this step runs in; in other modes its recorded changes are undone (mode switch)."""
@@ -487,23 +530,23 @@ class PlatformInstaller(Protocol):
 
     def describe(self) -> str: ...
 
-    def install_services(self, ctx: Any) -> None: ...
+    def install_services(self, ctx: InitContext) -> None: ...
 
-    def start(self, ctx: Any) -> None: ...
+    def start(self, ctx: InitContext) -> None: ...
 
-    def stop(self, ctx: Any) -> None: ...
+    def stop(self, ctx: InitContext) -> None: ...
 
-    def service_state(self, ctx: Any) -> ServiceState: ...
+    def service_state(self, ctx: InitContext) -> ServiceState: ...
 
-    def trust_ca(self, ctx: Any) -> bool:
+    def trust_ca(self, ctx: InitContext) -> bool:
         """Add our CA to the per-user OS trust store; False when the platform has none (a skip, not a fail)."""
         ...
 
-    def persist_env(self, ctx: Any, env: Mapping[str, str]) -> None:
+    def persist_env(self, ctx: InitContext, env: Mapping[str, str]) -> None:
         """Apps mode: make `env` visible to GUI apps started from now on (environment.d, launchctl, HKCU)."""
         ...
 
-    def set_system_proxy(self, ctx: Any, port: int) -> None:
+    def set_system_proxy(self, ctx: InitContext, port: int) -> None:
         """Full mode: point the OS proxy at the edge; raise UnsupportedOnPlatform where that is not offered."""
         ...
 
@@ -521,6 +564,108 @@ class SyncTarget:
     id: str
     title: str
     open: Callable[[Mapping[str, Any]], SyncSink]
+    """Opens a sink from the target's config block (TOML values)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The contexts plugins are handed: configuration, the command runner, the init context
+# --------------------------------------------------------------------------------------------------
+
+
+class PluginConfig(Protocol):
+    """The validated configuration (`config.toml`) as plugins see it: read-only.
+
+    A plugin reads its own `[plugins.NAME]` block with `plugin_config(NAME)` (TOML values: validate them
+    and raise `ConfigError` with one line naming the key and the fix)."""
+
+    @property
+    def paths(self) -> Paths: ...
+
+    @property
+    def source(self) -> Path | None:
+        """The config.toml that was read, or None when there is none (defaults)."""
+        ...
+
+    @property
+    def edge_port(self) -> int:
+        """The proxy port clients use (127.0.0.1)."""
+        ...
+
+    @property
+    def api_port(self) -> int: ...
+
+    @property
+    def upstream_resolve(self) -> Sequence[ResolveRule]: ...
+
+    @property
+    def compatible(self) -> Sequence[CompatibleEndpoint]:
+        """The `[[compatible]]` endpoints the user declared."""
+        ...
+
+    @property
+    def project_rules(self) -> Sequence[ProjectRule]:
+        """`[projects]` directory rules, in order."""
+        ...
+
+    def plugin_config(self, name: str) -> Mapping[str, Any]:
+        """The `[plugins.NAME]` block (empty when absent)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class CommandRunner(Protocol):
+    """The one seam through which OS commands run (replaced by a recorder in tests). With `check`, a
+    non-zero exit raises `CommandFailed`."""
+
+    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 30.0,
+            input: str | None = None) -> CommandResult: ...
+
+    def which(self, name: str) -> str | None: ...
+
+
+class InitContext(Protocol):
+    """What an init step and a platform installer work with. Every change to the machine goes through
+    `write_file`, `add_block` or `run`, which record it for `uninstall` and rollback; `runner` is for
+    commands that change nothing (queries)."""
+
+    paths: Paths
+    config: PluginConfig
+    """Settable: a step that rewrites config.toml (the ports step) reloads it here for the steps after it."""
+    options: InitOptions
+    runner: CommandRunner
+    installer: PlatformInstaller
+    platform: PlatformInfo
+    user_home: Path
+    state: SystemState
+    """What earlier runs recorded (`for_step`, `changes`, `mode`)."""
+    notes: list[str]
+    """Lines `init` prints under the step that added them."""
+
+    @property
+    def report(self) -> Callable[[str], None]:
+        """Prints one progress line under the running step."""
+        ...
+
+    def write_file(self, path: Path, content: bytes | str, mode: int = 0o644) -> bool: ...
+
+    def add_block(self, path: Path, body: str, comment: str = "#") -> bool: ...
+
+    def run(self, argv: Sequence[str], undo: Sequence[Sequence[str]] = (), description: str = "",
+            timeout: float = 60.0) -> CommandResult: ...
+
+    def undo_change(self, change: Change, previous: bytes | None = None, existed: bool | None = None) -> None: ...
+
 
 
 # --------------------------------------------------------------------------------------------------
@@ -604,15 +749,15 @@ class Importer:
     """Providers under which the meter records this tool's live calls: where to look for a call the meter
     already recorded."""
 
-    def default_locations(self, environ: Mapping[str, str], home: Any) -> list[Any]:
+    def default_locations(self, environ: Mapping[str, str], home: Path) -> list[Path]:
         """The directories the tool writes its logs to, most specific first (existing or not)."""
         raise NotImplementedError
 
-    def files(self, location: Any) -> list[Any]:
+    def files(self, location: Path) -> list[Path]:
         """The log files under `location` (a directory or one file), sorted."""
         raise NotImplementedError
 
-    def read(self, files: Sequence[Any], stats: ImportStats) -> Iterator[ImportedCall]:
+    def read(self, files: Sequence[Path], stats: ImportStats) -> Iterator[ImportedCall]:
         """Every call in `files`, in order. A call may come more than once (the host keeps one per key: the
         one with the most output tokens, a later one on a tie, with the earliest start)."""
         raise NotImplementedError

@@ -2,6 +2,11 @@
 
 Nothing here knows a provider. Everything is chunk-boundary-agnostic (a body split anywhere, one byte at
 a time, gives the same result) and bounded (no input can grow memory past the caps below).
+
+Why this module is long: its four readers (content decoding, SSE framing and byte-exact SSE rewriting,
+JSON-array streams, the bounded JSON loader) share the caps and budgets defined here, which tests and
+callers tune as `halton_meter.wire.NAME` (a package would split each cap from the code that reads it);
+each section below stands alone.
 """
 
 from __future__ import annotations
@@ -139,7 +144,8 @@ class _Zstd:
 
         self._sink = _CappedSink()
         self._writer = zstandard.ZstdDecompressor().stream_writer(
-            self._sink, write_size=64 * 1024, closefd=False
+            self._sink,  # type: ignore[arg-type]  # has the write() it calls; not a whole IO[bytes]
+            write_size=64 * 1024, closefd=False
         )
 
     def pieces(self, data: bytes, limit: int) -> Iterator[bytes]:
@@ -372,7 +378,8 @@ class SSEDecoder:
         """End of body: a final line without its terminator still counts, then the pending event."""
         events: list[SSEEvent] = []
         if self._bom_pending:
-            self._bom_pending, pending = None, self._bom_pending
+            pending = self._bom_pending
+            self._bom_pending = None
             events.extend(self.feed(pending))
         if self._buf and not self._discarding:
             line = bytes(self._buf)
@@ -384,6 +391,107 @@ class SSEDecoder:
         if event is not None:
             events.append(event)
         return events
+
+
+_LINE_BREAK = re.compile(rb"[\r\n]")
+_LINES = re.compile(rb"([^\r\n]*)(\r\n|\r|\n|\Z)")
+
+
+def sse_lines(event: bytes) -> list[tuple[bytes, bytes]]:
+    """The lines of one held SSE event as (content, terminator) pairs; joined back they are the event."""
+    return [(m.group(1), m.group(2)) for m in _LINES.finditer(event) if m.group(0)]
+
+
+class SSEEventRewriter:
+    """Byte-exact rewriting of an SSE stream, one whole event at a time (a `StreamRewriter`).
+
+    Subclasses implement `rewrite_event(event) -> bytes`: it receives the raw bytes of one event (its
+    lines with their terminators, and the blank line that ended it, when there was one) and returns what
+    the client receives instead: the same bytes, other bytes, or nothing to drop the event. Anything not
+    inside an event passes byte for byte.
+
+    Bytes are held only until the current event is complete (its blank line); a complete event is never
+    held. Lines end with LF, CRLF or CR, and a CRLF may be split across chunks (the LF of a dropped
+    event's CRLF is dropped with it). An event larger than `max_held` is forwarded unchanged as it
+    arrives, so memory stays bounded. `flush` hands a last event cut short of its blank line to
+    `rewrite_event` too.
+    """
+
+    def __init__(self, max_held: int = MAX_SSE_EVENT_BYTES) -> None:
+        self._held = bytearray()
+        self._max_held = max_held
+        self._passing = False
+        """The current event outgrew `max_held`: its bytes go straight through until it ends."""
+        self._line_open = False
+        """The current line already has bytes (so a line break next does not make a blank line)."""
+        self._after_cr: str | None = None
+        """The last byte seen was a CR ending a line; an LF next belongs to that line's terminator.
+        `line`: a line inside the current event; `kept` / `dropped`: the blank line that ended an event."""
+
+    def rewrite_event(self, event: bytes) -> bytes:
+        """What the client receives for one whole event (the default: the event unchanged)."""
+        return event
+
+    def rewrite(self, data: bytes) -> bytes:
+        out = bytearray()
+        pos, size = 0, len(data)
+        if size and self._after_cr is not None:
+            state, self._after_cr = self._after_cr, None
+            if data[0] == 0x0A:
+                pos = 1
+                if state == "kept" or (state == "line" and self._passing):
+                    out.append(0x0A)
+                elif state == "line":
+                    self._held.append(0x0A)
+        while pos < size:
+            match = _LINE_BREAK.search(data, pos)
+            end = size if match is None else match.start()
+            blank = match is not None and end == pos and not self._line_open
+            trailing_cr = False
+            if match is None:
+                nxt = size
+            elif data[end] == 0x0D:
+                if end + 1 == size:
+                    nxt, trailing_cr = size, True
+                else:
+                    nxt = end + 2 if data[end + 1] == 0x0A else end + 1
+            else:
+                nxt = end + 1
+            if self._passing:
+                out += data[pos:nxt]
+            else:
+                self._held += data[pos:nxt]
+                if len(self._held) > self._max_held:
+                    out += self._held
+                    self._held.clear()
+                    self._passing = True
+            self._line_open = match is None and (self._line_open or nxt > pos)
+            pos = nxt
+            if match is None:
+                break
+            if blank:
+                if self._passing:
+                    self._passing = False
+                    kept = True
+                else:
+                    event = bytes(self._held)
+                    self._held.clear()
+                    rewritten = self.rewrite_event(event)
+                    out += rewritten
+                    kept = bool(rewritten)
+                if trailing_cr:
+                    self._after_cr = "kept" if kept else "dropped"
+            elif trailing_cr:
+                self._after_cr = "line"
+        return bytes(out)
+
+    def flush(self) -> bytes:
+        # An event without its blank line is never dispatched by a client; rewrite it all the same so that
+        # what the rewriter removes cannot leak through when a stream is cut short of its terminator.
+        event = bytes(self._held)
+        self._held.clear()
+        self._line_open = self._passing = False
+        return self.rewrite_event(event) if event else b""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -562,11 +670,13 @@ def over_estimate(data: str | bytes | bytearray, max_elements: int | None = None
         max_elements = MAX_JSON_ELEMENTS
     if len(data) <= max_elements:
         return False  # every counted character is one character
-    marks = (",", "{", "[") if isinstance(data, str) else (b",", b"{", b"[")
     total = 0
     for start in range(0, len(data), _ESTIMATE_STEP):
         end = start + _ESTIMATE_STEP
-        total += sum(data.count(mark, start, end) for mark in marks)
+        if isinstance(data, str):
+            total += data.count(",", start, end) + data.count("{", start, end) + data.count("[", start, end)
+        else:
+            total += data.count(b",", start, end) + data.count(b"{", start, end) + data.count(b"[", start, end)
         if total > max_elements:
             return True
     return False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,26 +27,19 @@ from halton_meter_plugins.providers.openai import (
     halton_configure,
     include_usage_mode,
     inject_include_usage,
-    set_include_usage_mode,
 )
 from halton_meter_plugins.providers.xai import XAIProvider
 
 SSE = "text/event-stream; charset=utf-8"
 JSON_CT = "application/json"
 P = OpenAICompatibleProvider()
+OFF = OpenAICompatibleProvider(include_usage="off")  # `[plugins.openai] include_usage = "off"`
 CODEX = CodexProvider()
 XAI = XAIProvider()
 
 
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-@pytest.fixture(autouse=True)
-def _default_mode() -> Iterator[None]:
-    set_include_usage_mode("inject")
-    yield
-    set_include_usage_mode("inject")
 
 
 def parse(provider: Any, path: str, request: dict[str, Any] | bytes | None, body: bytes | list[bytes], *,
@@ -434,13 +426,12 @@ def config(block: dict[str, Any] | None) -> Any:
 
 
 def test_configure_modes():
-    halton_configure(config({"include_usage": "off"}))
-    assert include_usage_mode() == "off"
-    halton_configure(config({"include_usage": "inject"}))
-    assert include_usage_mode() == "inject"
-    halton_configure(config({"include_usage": "off"}))
-    halton_configure(config(None))  # no block: back to the default
-    assert include_usage_mode() == "inject"
+    assert include_usage_mode(config({"include_usage": "off"})) == "off"
+    assert include_usage_mode(config({"include_usage": "inject"})) == "inject"
+    assert include_usage_mode(config(None)) == "inject"  # no block: the default
+    assert include_usage_mode(None) == "inject"  # no config at all
+    halton_configure(config({"include_usage": "off"}))  # validates, keeps nothing
+    assert P.include_usage == "inject" and OFF.include_usage == "off"
 
 
 @pytest.mark.parametrize("value", ["on", "Inject", "", True, 1, None, ["off"]])
@@ -450,7 +441,6 @@ def test_configure_rejects_other_values(value):
     message = raised.value.message
     assert "[plugins.openai] include_usage" in message and '"inject"' in message and '"off"' in message
     assert "\n" not in message
-    assert include_usage_mode() == "inject"
 
 
 def test_configure_rejects_unknown_keys():
@@ -466,16 +456,19 @@ def test_configure_from_config_toml(paths):
     (paths.home / "config.toml").write_text('[plugins.openai]\ninclude_usage = "off"\n')
     host = PluginHost(load_config(paths)).load(entry_points=False)
     assert host.plugins["openai"].status == "ok"
-    assert include_usage_mode() == "off"
+    providers = host.registries.providers
+    assert providers.get("provider.openai").include_usage == "off"
+    assert providers.get("provider.xai").include_usage == "off"  # one setting for the OpenAI family
+    # The setting lives in the providers a host built, not in the process: another host is unaffected.
+    assert PluginHost().load(entry_points=False).registries.providers.get("provider.openai").include_usage == "inject"
 
 
 def test_mode_off_forwards_the_request_untouched():
-    set_include_usage_mode("off")
-    endpoint = P.route("POST", CHAT)
-    facts = P.inspect_request(endpoint, CHAT, dumps(STREAM))
-    assert P.rewrite_request(endpoint, facts, dumps(STREAM)) is None
+    endpoint = OFF.route("POST", CHAT)
+    facts = OFF.inspect_request(endpoint, CHAT, dumps(STREAM))
+    assert OFF.rewrite_request(endpoint, facts, dumps(STREAM)) is None
     assert facts.usage_injected is False
-    assert P.response_rewriter(endpoint, facts, 200, {"content-type": SSE}) is None
+    assert OFF.response_rewriter(endpoint, facts, 200, {"content-type": SSE}) is None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -502,9 +495,8 @@ def plain_stream(texts: tuple[str, ...], done: bool = True) -> bytes:
 
 
 def test_estimate_when_mode_is_off():
-    set_include_usage_mode("off")
     request = {"model": "gpt-4o", "messages": EST_MESSAGES, "stream": True}
-    facts, out = parse(P, CHAT, request, plain_stream(("Hé", "llo ✓", "!")))
+    facts, out = parse(OFF, CHAT, request, plain_stream(("Hé", "llo ✓", "!")))
     assert facts.extra["prompt_text_bytes"] == EST_PROMPT_BYTES
     assert "messages" not in json.dumps(facts.extra)  # a count, never the text
     assert out.estimated is True
@@ -515,7 +507,6 @@ def test_estimate_when_mode_is_off():
 
 
 def test_estimate_counts_reasoning_and_tool_call_deltas():
-    set_include_usage_mode("off")
     body = b"".join([
         event(chunk({"reasoning_content": "abcd"})),
         event(chunk({"reasoning": "ef"})),
@@ -524,13 +515,12 @@ def test_estimate_counts_reasoning_and_tool_call_deltas():
         event(chunk({}, "stop")),
         b"data: [DONE]\n\n",
     ])
-    _, out = parse(P, CHAT, {"model": "gpt-4o", "messages": [], "stream": True}, body)
+    _, out = parse(OFF, CHAT, {"model": "gpt-4o", "messages": [], "stream": True}, body)
     assert out.usage == Usage(input_tokens=0, output_tokens=math.ceil((4 + 2 + 2 + 4 + 2) / 4))
 
 
 def test_estimate_of_a_truncated_stream_counts_what_arrived():
-    set_include_usage_mode("off")
-    _, out = parse(P, CHAT, {**STREAM, "messages": EST_MESSAGES}, plain_stream(("abcdefgh",), done=False), eof=False)
+    _, out = parse(OFF, CHAT, {**STREAM, "messages": EST_MESSAGES}, plain_stream(("abcdefgh",), done=False), eof=False)
     assert out.estimated and not out.complete and out.incomplete_reason == "upstream_truncated"
     assert out.usage.output_tokens == 2
 
@@ -538,28 +528,25 @@ def test_estimate_of_a_truncated_stream_counts_what_arrived():
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_estimate_does_not_depend_on_chunking(data):
-    set_include_usage_mode("off")
     body = plain_stream(("Hé", "llo ✓ \U0001F600", "…"))
     cuts = data.draw(st.lists(st.integers(1, len(body) - 1), max_size=20))
     request = {**STREAM, "messages": EST_MESSAGES}
-    assert parse(P, CHAT, request, split_at(body, cuts))[1] == parse(P, CHAT, request, body)[1]
+    assert parse(OFF, CHAT, request, split_at(body, cuts))[1] == parse(OFF, CHAT, request, body)[1]
 
 
 def test_reported_usage_is_never_replaced_by_an_estimate():
-    set_include_usage_mode("off")
     body = plain_stream(("Hi",)).replace(b"data: [DONE]", dumps({"id": "c", "choices": [], "usage": USAGE}).join(
         [b"data: ", b"\n\ndata: [DONE]"]))
-    _, out = parse(P, CHAT, STREAM, body)
+    _, out = parse(OFF, CHAT, STREAM, body)
     assert out.usage_reported and not out.estimated and "estimator" not in out.extra
     assert out.usage == Usage(input_tokens=19, output_tokens=10, reasoning_tokens=0)
 
 
 def test_no_estimate_for_json_bodies_or_when_the_client_asked_for_usage():
-    set_include_usage_mode("off")
-    _, out = parse(P, CHAT, {**STREAM, "stream_options": {"include_usage": True}}, plain_stream(("Hi",)))
+    _, out = parse(OFF, CHAT, {**STREAM, "stream_options": {"include_usage": True}}, plain_stream(("Hi",)))
     assert not out.estimated and not out.usage_reported
     err = dumps({"error": {"message": "m", "type": "invalid_request_error", "param": None, "code": None}})
-    _, out = parse(P, CHAT, STREAM, err, status=400, content_type=JSON_CT)
+    _, out = parse(OFF, CHAT, STREAM, err, status=400, content_type=JSON_CT)
     assert not out.estimated and out.error_type == "invalid_request_error"
 
 

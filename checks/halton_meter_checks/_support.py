@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from halton_meter.serve.runtime import read_runtime
-from halton_meter.types import CheckContext
+from halton_meter import plugin
+from halton_meter.plugin import CheckContext, read_runtime
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 HTTPS_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -127,9 +127,6 @@ def since(timestamp: float | None) -> float | None:
 def provider_hosts(ctx: CheckContext) -> dict[str, tuple[str, ...]]:
     """Provider name -> hosts it claims (built-in, third-party and `[[compatible]]` endpoints).
 
-    CheckContext carries plugin facts but not the registries, so this builds a registry of its own (module
-    imports are cached; nothing is started)."""
-    from halton_meter.host import PluginHost
-
-    host = PluginHost(ctx.config).load()
-    return {p.name: tuple(p.hosts) for p in host.registries.providers}
+    CheckContext carries plugin facts but not the registries, so the host builds a registry of its own
+    (module imports are cached; nothing is started)."""
+    return plugin.provider_hosts(ctx.config)

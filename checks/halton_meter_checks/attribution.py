@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.attribution.service import UNATTRIBUTED, attribute
-from halton_meter.types import Check, CheckContext, CheckResult, ClientInfo
-from halton_meter.attribution.workspace import PROJECT_FILE, find_project_file, git_info
+from halton_meter.plugin import (
+    PROJECT_FILE,
+    UNATTRIBUTED,
+    Check,
+    CheckContext,
+    CheckResult,
+    ClientInfo,
+    attribute,
+    find_project_file,
+    git_info,
+    hookimpl,
+)
 
 
 def check_project(ctx: CheckContext) -> CheckResult:
@@ -35,5 +44,5 @@ def check_project(ctx: CheckContext) -> CheckResult:
 
 
 @hookimpl
-def halton_register_checks(register: Any) -> None:
+def halton_register_checks(register: Callable[[Check], None]) -> None:
     register(Check("check.project", "project here", check_project, requires=("check.config",)))

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.types import Check, CheckContext, CheckResult
+from halton_meter.plugin import Check, CheckContext, CheckResult, hookimpl
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -19,9 +18,7 @@ DISK_FAIL_BYTES = 100 * MiB
 
 def check_config(ctx: CheckContext) -> CheckResult:
     if ctx.config_error:
-        from halton_meter.lifecycle.services import pid_alive
-        from halton_meter.serve.runtime import read_runtime
-        from halton_meter.serve.stats import EDGE_STATS, read_stats
+        from halton_meter.plugin import EDGE_STATS, pid_alive, read_runtime, read_stats
 
         running = pid_alive((read_runtime(ctx.paths) or {}).get("pid"))
         on_defaults = (read_stats(ctx.paths.run_dir / EDGE_STATS) or {}).get("config_error")
@@ -41,7 +38,7 @@ def check_config(ctx: CheckContext) -> CheckResult:
 def _not_applied(ctx: CheckContext) -> str | None:
     """What the running meter published about config.toml: changes that wait for a restart, or an apply
     that failed. None when nothing runs or everything is in effect."""
-    from halton_meter.serve.stats import CORE_STATS, EDGE_STATS, read_stats
+    from halton_meter.plugin import CORE_STATS, EDGE_STATS, read_stats
 
     restart: set[str] = set()
     failed: list[str] = []
@@ -76,7 +73,7 @@ def check_home(ctx: CheckContext) -> CheckResult:
     if mode & 0o077:
         return CheckResult("fail", f"{home} is open to other users (mode {mode:04o}); it holds the CA key and "
                            "your usage", fix=f"chmod 700 {home}", details=details)
-    from halton_meter.paths import WRITABLE_FIX, writable_problem
+    from halton_meter.plugin import WRITABLE_FIX, writable_problem
 
     problem = writable_problem(home)
     if problem is not None:
@@ -111,7 +108,7 @@ def check_disk(ctx: CheckContext) -> CheckResult:
 
 
 @hookimpl
-def halton_register_checks(register: Any) -> None:
+def halton_register_checks(register: Callable[[Check], None]) -> None:
     register(Check("check.config", "configuration", check_config, status_row="config"))
     register(Check("check.home", "home directory", check_home))
     register(Check("check.disk", "disk space", check_disk, status_row="disk"))

@@ -7,10 +7,10 @@ import datetime
 import os
 import re
 import stat
+from collections.abc import Callable
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.types import Check, CheckContext, CheckResult
+from halton_meter.plugin import Check, CheckContext, CheckResult, hookimpl
 
 EXPIRY_WARN_DAYS = 30
 _KEY_BLOCK = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S)
@@ -110,7 +110,7 @@ def check_ca_key(ctx: CheckContext) -> CheckResult:
 
 
 def check_trust_bundle(ctx: CheckContext) -> CheckResult:
-    from halton_meter.ca import client_bundle_bytes
+    from halton_meter.plugin import client_bundle_bytes
 
     bundle = ctx.paths.client_bundle
     fix = "halton-meter init  (rewrites the bundle; restarting the meter does too)"
@@ -129,7 +129,7 @@ def check_trust_bundle(ctx: CheckContext) -> CheckResult:
 
 
 @hookimpl
-def halton_register_checks(register: Any) -> None:
+def halton_register_checks(register: Callable[[Check], None]) -> None:
     register(Check("check.ca", "certificate authority", check_ca, requires=("check.home",)))
     register(Check("check.ca.expiry", "CA expiry", check_ca_expiry, requires=("check.ca",), status_row="ca"))
     register(Check("check.ca.key", "CA key permissions", check_ca_key, requires=("check.ca",)))

@@ -8,12 +8,10 @@ are read; no value is ever printed, only whether it points at the meter.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.types import Check, CheckContext, CheckResult
+from halton_meter.plugin import Check, CheckContext, CheckResult, hookimpl
 from halton_meter_checks._support import effective_https_proxy, meter_ports, parse_proxy
 
 CLIENT_NAMES = {"claude": "claude", "codex": "codex", "gemini": "gemini", "cursor": "cursor"}
@@ -123,5 +121,5 @@ def check_clients(ctx: CheckContext) -> CheckResult:
 
 
 @hookimpl
-def halton_register_checks(register: Any) -> None:
+def halton_register_checks(register: Callable[[Check], None]) -> None:
     register(Check("check.clients", "running AI clients", check_clients, requires=("check.config",)))

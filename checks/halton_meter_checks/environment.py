@@ -7,12 +7,10 @@ except NO_PROXY itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.serve.runtime import NO_PROXY, port_answers
-from halton_meter.types import Check, CheckContext, CheckResult
+from halton_meter.plugin import NO_PROXY, Check, CheckContext, CheckResult, hookimpl, port_answers
 from halton_meter_checks._support import (
     CA_VARS,
     HTTPS_PROXY_VARS,
@@ -45,7 +43,7 @@ def check_env_proxy(ctx: CheckContext) -> CheckResult:
     target = parse_proxy(value)
     if target is None:
         return CheckResult("warn", f"{name}={shown} is not a proxy URL", fix=f"unset {name}", details=details)
-    if target.loopback and ports.ours(target.port):
+    if target.loopback and target.port is not None and ports.ours(target.port):
         if ports.running is not None and target.port != ports.running:
             return CheckResult("fail", f"{name} points at 127.0.0.1:{target.port}, but the meter listens on "
                                f"127.0.0.1:{ports.running}: HTTPS calls from this shell fail",
@@ -145,6 +143,6 @@ def check_env_no_proxy(ctx: CheckContext) -> CheckResult:
 
 
 @hookimpl
-def halton_register_checks(register: Any) -> None:
+def halton_register_checks(register: Callable[[Check], None]) -> None:
     register(Check("check.env.proxy", "proxy variables", check_env_proxy, requires=("check.config",)))
     register(Check("check.env.no-proxy", "NO_PROXY", check_env_no_proxy, requires=("check.config",)))

@@ -3,14 +3,25 @@ service that keeps them up."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
-from halton_meter import __version__, hookimpl
-from halton_meter.lifecycle.services import api_healthy, core_answers, core_state, edge_answers, pid_alive
-from halton_meter.serve.runtime import port_answers
-from halton_meter.serve.stats import CORE_STATS, read_stats
-from halton_meter.types import Check, CheckContext, CheckResult
+from halton_meter.plugin import (
+    CORE_STATS,
+    Check,
+    CheckContext,
+    CheckResult,
+    SystemState,
+    __version__,
+    api_healthy,
+    core_answers,
+    core_state,
+    edge_answers,
+    hookimpl,
+    pid_alive,
+    port_answers,
+    read_only_init_context,
+    read_stats,
+)
 from halton_meter_checks._support import ago, runtime
 
 STALE_STATS_S = 10.0
@@ -18,7 +29,7 @@ STALE_STATS_S = 10.0
 
 
 def _start_fix(ctx: CheckContext) -> str:
-    from halton_meter.paths import WRITABLE_FIX, writable_problem
+    from halton_meter.plugin import WRITABLE_FIX, writable_problem
 
     problem = writable_problem(ctx.paths.home)
     if problem is not None:  # nothing init or start could do about that
@@ -108,12 +119,10 @@ def check_api(ctx: CheckContext) -> CheckResult:
                        details={"api_port": port})
 
 
-def _state(ctx: CheckContext) -> tuple[Any, str | None]:
+def _state(ctx: CheckContext) -> tuple[SystemState | None, str | None]:
     if ctx.state is not None:
         return ctx.state, None
-    from halton_meter.errors import HaltonError
-    from halton_meter.lifecycle.context import STATE_FILE
-    from halton_meter.lifecycle.state import SystemState
+    from halton_meter.plugin import STATE_FILE, HaltonError, SystemState
 
     try:
         return SystemState.load(ctx.paths.home / STATE_FILE), None
@@ -124,12 +133,12 @@ def _state(ctx: CheckContext) -> tuple[Any, str | None]:
 def check_supervisor(ctx: CheckContext) -> CheckResult:
     state, error = _state(ctx)
     if error is not None:
-        from halton_meter.lifecycle.context import STATE_FILE
+        from halton_meter.plugin import STATE_FILE
 
         path = ctx.paths.home / STATE_FILE
         return CheckResult("fail", error, fix=f"mv {path} {path}.broken && halton-meter init")
     data = runtime(ctx)
-    if not getattr(state, "mode", None):
+    if state is None or not state.mode:
         if data is not None and pid_alive(data.get("pid")):
             return CheckResult("warn", f"no service installed: the meter runs under `halton-meter serve` (pid "
                                f"{data.get('pid')}) and stops with it", fix="halton-meter init  (installs a service "
@@ -140,13 +149,8 @@ def check_supervisor(ctx: CheckContext) -> CheckResult:
         return CheckResult("fail", "no installer plugin handles this platform, so the service cannot be managed",
                            fix="halton-meter plugins  (an installer plugin may have failed to load)",
                            details={"mode": state.mode})
-    from halton_meter.lifecycle.commands import SystemRunner
-    from halton_meter.lifecycle.init import InitContext, InitOptions
-
     # service_state only reads (systemctl is-active, launchctl print, a pid): the init context is its input.
-    init_ctx = InitContext(paths=ctx.paths, config=ctx.config, options=InitOptions(mode=state.mode, dry_run=True),
-                           runner=ctx.runner or SystemRunner(), installer=ctx.installer, platform=ctx.platform,
-                           user_home=Path.home(), state=state)
+    init_ctx = read_only_init_context(ctx.paths, ctx.config, ctx.installer, ctx.platform, state, ctx.runner)
     service = ctx.installer.service_state(init_ctx)
     details = {"mode": state.mode, "installer": ctx.installer.id, "installed": service.installed,
                "running": service.running}
@@ -162,7 +166,7 @@ def check_supervisor(ctx: CheckContext) -> CheckResult:
 
 
 @hookimpl
-def halton_register_checks(register: Any) -> None:
+def halton_register_checks(register: Callable[[Check], None]) -> None:
     register(Check("check.edge", "proxy (edge)", check_edge, status_row="edge"))
     register(Check("check.core", "core (mitmproxy)", check_core, requires=("check.edge",), status_row="core"))
     register(Check("check.api", "loopback API", check_api, requires=("check.edge",), status_row="api"))

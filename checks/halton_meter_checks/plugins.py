@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
-from halton_meter import hookimpl
-from halton_meter.host import DISABLE_ENV
-from halton_meter.types import Check, CheckContext, CheckResult
+from halton_meter.plugin import DISABLE_ENV, Check, CheckContext, CheckResult, hookimpl
 
 
 def check_plugins(ctx: CheckContext) -> CheckResult:
@@ -32,5 +30,5 @@ def check_plugins(ctx: CheckContext) -> CheckResult:
 
 
 @hookimpl
-def halton_register_checks(register: Any) -> None:
+def halton_register_checks(register: Callable[[Check], None]) -> None:
     register(Check("check.plugins", "plugins", check_plugins))

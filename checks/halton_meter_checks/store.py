@@ -10,13 +10,22 @@ from __future__ import annotations
 import datetime
 import sqlite3
 import stat
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.errors import DatabaseError
-from halton_meter.serve.stats import CORE_STATS, read_stats
-from halton_meter.store.schema import LATEST_VERSION, check_readable, connect_read_only
-from halton_meter.types import Check, CheckContext, CheckResult
+from halton_meter.plugin import (
+    CORE_STATS,
+    LATEST_VERSION,
+    Check,
+    CheckContext,
+    CheckResult,
+    DatabaseError,
+    check_readable,
+    connect_read_only,
+    hookimpl,
+    read_stats,
+)
 from halton_meter_checks._support import ago, since
 
 BUSY_TIMEOUT_S = 1.0
@@ -28,11 +37,11 @@ PENDING_WARN = 1000
 EXPECTED_TABLES = ("calls", "gaps")
 
 
-def _read_only(path: Any) -> sqlite3.Connection:
+def _read_only(path: Path) -> sqlite3.Connection:
     return connect_read_only(path, timeout=BUSY_TIMEOUT_S)
 
 
-def _moved_aside_fix(db: Any) -> str:
+def _moved_aside_fix(db: Path) -> str:
     return f"mv {db} {db}.corrupt && halton-meter restart  (the meter starts a new, empty database)"
 
 
@@ -130,8 +139,7 @@ def check_db_writes(ctx: CheckContext) -> CheckResult:
     journal it left while it does not, and the disk under both."""
     import shutil
 
-    from halton_meter.lifecycle.services import core_state, pid_alive
-    from halton_meter.store.journal import backlog
+    from halton_meter.plugin import backlog, core_state, pid_alive
 
     paths = ctx.paths
     try:
@@ -199,10 +207,8 @@ def check_gaps(ctx: CheckContext) -> CheckResult:
     (15 min) are a warning; older ones are reported as information."""
     import time
 
-    from halton_meter.serve.runtime import read_runtime
-    from halton_meter.store.gaps import summarize
-    from halton_meter.store.schema import read_only_uri
-    from halton_meter.timewindow import iso
+    from halton_meter.plugin import iso, read_only_uri, read_runtime
+    from halton_meter.plugin import summarize_gaps as summarize
 
     paths = ctx.paths
     started = (read_runtime(paths) or {}).get("started_at")
@@ -241,7 +247,7 @@ def _epoch(text: str | None) -> float | None:
 
 
 @hookimpl
-def halton_register_checks(register: Any) -> None:
+def halton_register_checks(register: Callable[[Check], None]) -> None:
     register(Check("check.db", "database", check_db))
     register(Check("check.db.writable", "database writable", check_db_writable, requires=("check.db", "check.home")))
     register(Check("check.db.writes", "database writes", check_db_writes, status_row="writes"))

@@ -10,21 +10,11 @@ import shutil
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from halton_meter.errors import HaltonError
+from halton_meter.types import CommandResult, CommandRunner
 
-
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: str = ""
-    stderr: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
+__all__ = ["Answer", "CommandFailed", "CommandResult", "CommandRunner", "RecordingRunner", "SystemRunner"]
 
 
 class CommandFailed(HaltonError):
@@ -33,13 +23,6 @@ class CommandFailed(HaltonError):
         reason = detail[-1] if detail else f"exit code {result.returncode}"
         super().__init__(f"`{' '.join(result.argv)}` failed: {reason}")
         self.result = result
-
-
-class CommandRunner(Protocol):
-    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 30.0,
-            input: str | None = None) -> CommandResult: ...
-
-    def which(self, name: str) -> str | None: ...
 
 
 class SystemRunner:

@@ -15,23 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from halton_meter.errors import ExitCode, HaltonError
+from halton_meter.errors import ExitCode, HaltonError, StepSkipped
+from halton_meter.errors import UnsupportedOnPlatform as UnsupportedOnPlatform  # its old import path
 from halton_meter.lifecycle.commands import CommandFailed, CommandRunner
 from halton_meter.lifecycle.state import Change, SystemState
 from halton_meter.paths import Paths
-from halton_meter.types import InitStep, PlatformInfo, PlatformInstaller
+from halton_meter.types import CommandResult, InitStep, PlatformInfo, PlatformInstaller
 
 MODES = ("env", "apps", "full")
 BLOCK_BEGIN = "# >>> halton-meter >>>"
 BLOCK_END = "# <<< halton-meter <<<"
-
-
-class UnsupportedOnPlatform(HaltonError):
-    exit_code = ExitCode.USAGE
-
-
-class StepSkipped(Exception):
-    """Raised by a step's apply when it does not apply here (e.g. no per-user trust store); not a failure."""
 
 
 class StepFailed(HaltonError):
@@ -126,7 +119,7 @@ class InitContext:
         return True
 
     def run(self, argv: Sequence[str], undo: Sequence[Sequence[str]] = (), description: str = "",
-            timeout: float = 60.0) -> Any:
+            timeout: float = 60.0) -> CommandResult:
         """Run an OS command (through the runner seam), recording the commands that reverse it."""
         result = self.runner.run(argv, timeout=timeout)
         if undo:
@@ -182,6 +175,18 @@ class InitContext:
         for change in changes:
             self.undo_change(change)
         return len(changes)
+
+
+def read_only_init_context(paths: Paths, config: Any, installer: PlatformInstaller, platform: PlatformInfo | None,
+                           state: SystemState, runner: CommandRunner | None = None) -> InitContext:
+    """An init context for read-only questions asked outside `init` (the doctor asks the installer for its
+    `service_state`): a dry run in the recorded mode; nothing is recorded or saved."""
+    from halton_meter.lifecycle.commands import SystemRunner
+
+    return InitContext(paths=paths, config=config, options=InitOptions(mode=state.mode or "env", dry_run=True),
+                       runner=runner or SystemRunner(), installer=installer,
+                       platform=platform,  # type: ignore[arg-type]  # None was always passed through; installers' service_state never reads it
+                       user_home=Path.home(), state=state)
 
 
 def _missing_dirs(directory: Path) -> list[str]:

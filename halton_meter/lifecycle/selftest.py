@@ -41,8 +41,9 @@ def canary_request(paths: Paths, edge_port: int, timeout: float = 10.0) -> dict[
             raise HaltonError(f"the proxy at 127.0.0.1:{edge_port} did not open the tunnel ({exc}); "
                               "is the meter running? (halton-meter status)") from None
         hops["edge"] = f"CONNECT {CANARY_HOST}:443 accepted by 127.0.0.1:{edge_port}"
-        cert = conn.sock.getpeercert() if conn.sock else None  # type: ignore[union-attr]
-        issuer = dict(x[0] for x in (cert or {}).get("issuer", ()))
+        cert = conn.sock.getpeercert() if conn.sock else None
+        # `issuer` is a tuple of RDNs, each ((name, value),); typeshed types every field of the dict as one union
+        issuer = dict(x[0] for x in (cert or {}).get("issuer", ()))  # type: ignore[misc]
         hops["tls"] = f"certificate for {CANARY_HOST} issued by {issuer.get('commonName', '?')}"
         body = json.dumps({"model": "halton-meter-selftest", "nonce": str(uuid.uuid4())})
         try:

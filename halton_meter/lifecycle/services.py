@@ -188,7 +188,7 @@ def check_ports_free(config: Any) -> None:
     runtime = read_runtime(config.paths)
     ours = runtime is not None and pid_alive(runtime.get("pid"))
     for role, port, key in (("edge", config.edge_port, "[edge] port"), ("api", config.api_port, "[api] port")):
-        if ours and port in (runtime.get("edge_port"), runtime.get("api_port")):  # type: ignore[union-attr]
+        if ours and runtime is not None and port in (runtime.get("edge_port"), runtime.get("api_port")):
             continue
         try:
             socket.create_server(("127.0.0.1", port)).close()

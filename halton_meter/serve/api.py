@@ -183,10 +183,12 @@ class Api:
         calendar = single.get("window")
         if calendar is not None and calendar not in ("today", "yesterday", "week", "month"):
             raise UsageError(f"window {calendar!r} is not a window; use today, yesterday, week or month")
-        window = resolve_window(**{calendar: True} if calendar else {}, since=single.get("since"),
+        flags: dict[str, Any] = {calendar: True} if calendar else {}
+        window = resolve_window(**flags, since=single.get("since"),
                                 until=single.get("until"), default_since=DEFAULT_SINCE, prefix="")
         key_names = load_config(self._paths).key_names
-        filters = Filters(*(tuple(query.get(name, ())) for name in ("project", "model", "provider", "client",
+        # five positional fields (project … branch): mypy cannot count a starred generator
+        filters = Filters(*(tuple(query.get(name, ())) for name in ("project", "model", "provider", "client",  # type: ignore[misc]
                                                                      "branch")),
                           key=report.key_filter(query.get("key", []), key_names))
         vs_previous = query.get("vs_previous", ["0"])[-1].lower() in ("1", "true", "yes")

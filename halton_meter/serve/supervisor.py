@@ -24,15 +24,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import structlog
 
 from halton_meter import __version__
-from halton_meter.serve.api import Api, ensure_token
 from halton_meter.ca import ensure_ca
 from halton_meter.config import Config
 from halton_meter.errors import ExitCode, HaltonError, PortInUseError
 from halton_meter.paths import ensure_private_dir, write_atomic
+from halton_meter.serve.api import Api, ensure_token
 from halton_meter.serve.process import PARENT_PID_ENV
 
 log = structlog.get_logger("halton_meter.supervisor")
@@ -299,7 +300,7 @@ def _child_failure(child: Child) -> int:
     raise HaltonError(f"the {child.name} process failed to start (exit code {code}); see the messages above")
 
 
-def _acquire_lock(path: Path, runtime: Path):  # type: ignore[no-untyped-def]
+def _acquire_lock(path: Path, runtime: Path) -> IO[str]:
     handle = open(path, "a+")  # noqa: SIM115 - held for the life of serve
     try:
         import fcntl

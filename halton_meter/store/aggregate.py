@@ -244,7 +244,8 @@ def _rolled_hists(conn: sqlite3.Connection, cells: Cells, rolled: tuple[int, int
                   segments: list[tuple[int, int]], filters: Filters) -> None:
     a, b = rolled
     dims_filter, filter_params = _dims_filter(filters)
-    parts, params = [], []
+    parts: list[str] = []
+    params: list[object] = []
     fine = [(a, b)]
     if period is None:
         da, db = -(-a // DAY_SECONDS) * DAY_SECONDS, (b // DAY_SECONDS) * DAY_SECONDS
@@ -257,7 +258,8 @@ def _rolled_hists(conn: sqlite3.Connection, cells: Cells, rolled: tuple[int, int
         ranges = " OR ".join("(bucket >= ? AND bucket < ?)" for _ in fine)
         parts.append(f"SELECT bucket, dims, metric, grp, {', '.join(_BIN_COLUMNS)} FROM rollup_hist "
                      f"WHERE ({ranges}){dims_filter}")
-        params += [v for r in fine for v in r] + filter_params
+        params += [v for r in fine for v in r]
+        params += filter_params
     keys = [f"d.{d}" for d in dims]
     inner = ", ".join(f"sum({c}) AS {c}" for c in _BIN_COLUMNS)
     outer = ", ".join(f"sum(x.{c})" for c in _BIN_COLUMNS)

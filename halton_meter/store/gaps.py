@@ -22,11 +22,12 @@ value a later line does not repeat.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,10 @@ def row_values(gap: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(values[c] for c in COLUMNS)
 
 
+def _upsert(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> sqlite3.Cursor:
+    return conn.executemany(UPSERT_SQL, rows)
+
+
 def ingest(directory: Path, write: Callable[[Callable[[sqlite3.Connection], Any]], Any]) -> int:
     """Move gap lines into the `gaps` table: rename the live file first (appenders open it per line, so the
     next line starts a new one), upsert, then delete, so a crash at any point loses nothing and duplicates
@@ -95,7 +100,7 @@ def ingest(directory: Path, write: Callable[[Callable[[sqlite3.Connection], Any]
         _merge_into(latest, batch_file.read_text(errors="replace"))
         rows = [row_values(g) for g in latest.values() if g.get("at") and g.get("host")]
         if rows:
-            write(lambda conn, rows=rows: conn.executemany(UPSERT_SQL, rows))
+            write(functools.partial(_upsert, rows=rows))
         batch_file.unlink()
         total += len(rows)
     return total

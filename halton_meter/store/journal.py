@@ -287,7 +287,7 @@ def read_unsaved(path: Path) -> int:
 def backlog(directory: Path) -> tuple[int, int]:
     """(records in journal segments, unjournaled records counted) — what a core that is not running left
     to write. Distinct calls are counted once (a provisional row and its final row are one call)."""
-    ids = set()
+    ids: set[str | None] = set()
     for path in sorted(directory.glob(f"{PREFIX}*{SUFFIX}")):
         ids.update(r.get("id") for r in read_segment(path))
     ids.discard(None)

@@ -76,8 +76,8 @@ class CallFilters:
 def _match(column: Any, value: str) -> sa.ColumnElement[bool]:
     value = "" if value == "(none)" else value
     if any(ch in value for ch in "*?["):
-        return column.op("GLOB")(value)  # type: ignore[no-any-return]
-    return column == value  # type: ignore[no-any-return]
+        return column.op("GLOB")(value)
+    return column == value
 
 
 def _status(status: str) -> sa.ColumnElement[bool]:
@@ -129,14 +129,14 @@ def tail_start(engine: Engine, lookback: int = 100_000) -> Tail:
     when they end."""
     with engine.connect() as conn:
         last = conn.execute(sa.select(sa.func.max(sa.literal_column("rowid"))).select_from(calls)).scalar() or 0
-        pending = conn.execute(sa.select(sa.literal_column("rowid")).select_from(calls).where(
+        pending: Sequence[Any] = conn.execute(sa.select(sa.literal_column("rowid")).select_from(calls).where(
             sa.literal_column("rowid") > last - lookback, calls.c.incomplete_reason == IN_PROGRESS)).scalars().all()
     return Tail(int(last), set(pending))
 
 
 def tail_poll(engine: Engine, tail: Tail, filters: CallFilters | None = None) -> list[CallRecord]:
     """Calls that ended since the last poll (new rows, and rows that were in progress), oldest first."""
-    rowid = sa.literal_column("calls.rowid")
+    rowid: sa.ColumnElement[Any] = sa.literal_column("calls.rowid")
     columns = [rowid.label("row_id"), *_RECORD_COLUMNS]
     where = filters.where() if filters else []
     ended = calls.c.incomplete_reason.is_distinct_from(IN_PROGRESS)

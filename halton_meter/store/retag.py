@@ -7,6 +7,7 @@ never held up for long. The rollups follow through their triggers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class RetagResult:
                 "in_progress_skipped": self.in_progress}
 
 
-def _add(result: RetagResult, rows: list[Any]) -> None:
+def _add(result: RetagResult, rows: Sequence[Any]) -> None:
     for _, billing, cost in rows:
         if billing == BILLING_SUBSCRIPTION:
             result.subscription_calls += 1

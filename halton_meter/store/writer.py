@@ -339,6 +339,7 @@ class Writer:
                 self._queue.task_done()
                 self._housekeeping(final=True)
                 return
+            # the queue holds (seq, record) pairs and the _STOP sentinel, so it is typed Queue[object]
             batch: list[tuple[int | None, CallRecord]] = [item]  # type: ignore[list-item]
             stop_after = False
             # A provisional row waits a moment for company: most calls end within it, and then only their
@@ -356,9 +357,9 @@ class Writer:
                     self._queue.task_done()
                     stop_after = True
                     break
-                batch.append(more)  # type: ignore[arg-type]
+                batch.append(more)  # type: ignore[arg-type]  # not _STOP (above): a (seq, record) pair
                 if linger_until:  # provisional rows in the batch whose final row has not come yet
-                    record = more[1]  # type: ignore[index]
+                    record = more[1]  # type: ignore[index]  # as above
                     if record.incomplete_reason == IN_PROGRESS:
                         open_calls.add(record.id)
                     else:

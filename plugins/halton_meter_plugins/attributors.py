@@ -19,13 +19,18 @@ attributor answered.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-from halton_meter import hookimpl
-from halton_meter.config import ProjectRule, valid_project_name
-from halton_meter.types import Attribution, Attributor, ClientInfo
-from halton_meter.attribution.workspace import find_project_file
+from halton_meter.plugin import (
+    Attribution,
+    Attributor,
+    ClientInfo,
+    PluginConfig,
+    ProjectRule,
+    find_project_file,
+    hookimpl,
+    valid_project_name,
+)
 
 PROJECT_ENV = "HALTON_METER_PROJECT"
 
@@ -49,7 +54,7 @@ def from_file(client: ClientInfo) -> Attribution | None:
     return Attribution(found.project, "file")
 
 
-def rules_attributor(rules: Sequence[ProjectRule]) -> Any:
+def rules_attributor(rules: Sequence[ProjectRule]) -> Callable[[ClientInfo], Attribution | None]:
     def from_config(client: ClientInfo) -> Attribution | None:
         if not client.cwd:
             return None
@@ -79,7 +84,7 @@ def from_cwd(client: ClientInfo) -> Attribution | None:
 
 
 @hookimpl
-def halton_register_attributors(register: Any, config: Any) -> None:
+def halton_register_attributors(register: Callable[[Attributor], None], config: PluginConfig | None) -> None:
     rules = tuple(getattr(config, "project_rules", ()) or ())
     register(Attributor("attributor.run", from_run,
                         description="the project in the proxy URL (halton-meter run --project NAME)"))

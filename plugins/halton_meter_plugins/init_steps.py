@@ -10,23 +10,30 @@ which records every change for `uninstall` and for rollback when a later step fa
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.ca import client_bundle_bytes, ensure_ca, inspect_ca, write_client_bundle
-from halton_meter.errors import HaltonError
-from halton_meter.lifecycle.init import StepSkipped
-from halton_meter.lifecycle.selftest import run_self_test
-from halton_meter.lifecycle.services import probe
-from halton_meter.paths import ensure_private_dir
-from halton_meter.serve.runtime import NO_PROXY
-from halton_meter.types import InitStep
+from halton_meter.plugin import (
+    NO_PROXY,
+    HaltonError,
+    InitContext,
+    InitStep,
+    StepSkipped,
+    client_bundle_bytes,
+    ensure_ca,
+    ensure_private_dir,
+    hookimpl,
+    inspect_ca,
+    probe,
+    run_self_test,
+    write_client_bundle,
+)
 
 SHELL_RC = {"bash": ".bashrc", "zsh": ".zshrc"}
 
 
-def client_env(ctx: Any) -> dict[str, str]:
+def client_env(ctx: InitContext) -> dict[str, str]:
     """What apps mode persists: the same variables `halton-meter run` sets, pointing at the configured port."""
     proxy = f"http://127.0.0.1:{ctx.config.edge_port}"
     bundle = str(ctx.paths.client_bundle)
@@ -38,34 +45,34 @@ def client_env(ctx: Any) -> dict[str, str]:
 # ---- home, CA, bundle ---------------------------------------------------------------------------------
 
 
-def home_ok(ctx: Any) -> bool:
+def home_ok(ctx: InitContext) -> bool:
     home = ctx.paths.home
     return home.is_dir() and not home.stat().st_mode & 0o077
 
 
-def make_home(ctx: Any) -> None:
+def make_home(ctx: InitContext) -> None:
     ensure_private_dir(ctx.paths.home)
     ensure_private_dir(ctx.paths.logs)
 
 
-def ca_ok(ctx: Any) -> bool:
+def ca_ok(ctx: InitContext) -> bool:
     try:
         return inspect_ca(ctx.paths) is not None
     except HaltonError:
         return False
 
 
-def make_ca(ctx: Any) -> None:
+def make_ca(ctx: InitContext) -> None:
     ensure_ca(ctx.paths)
     ctx.notes.append(f"CA at {ctx.paths.ca_cert} (valid 2 years, key 0600)")
 
 
-def bundle_ok(ctx: Any) -> bool:
+def bundle_ok(ctx: InitContext) -> bool:
     bundle = ctx.paths.client_bundle
     return bundle.exists() and bundle.read_bytes() == client_bundle_bytes(ctx.paths)
 
 
-def make_bundle(ctx: Any) -> None:
+def make_bundle(ctx: InitContext) -> None:
     write_client_bundle(ctx.paths)
     ctx.notes.append(f"trust bundle {ctx.paths.client_bundle}")
 
@@ -95,12 +102,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ours(ctx: Any) -> dict[str, Any] | None:
+def _ours(ctx: InitContext) -> dict[str, Any] | None:
     health = probe(ctx.paths)
     return health.runtime if health.running and health.supervisor_alive else None
 
 
-def _port_conflicts(ctx: Any) -> list[tuple[str, str, int]]:
+def _port_conflicts(ctx: InitContext) -> list[tuple[str, str, int]]:
     runtime = _ours(ctx) or {}
     conflicts = []
     for role, key, port in (("edge", "edge_port", ctx.config.edge_port), ("api", "api_port", ctx.config.api_port)):
@@ -109,16 +116,15 @@ def _port_conflicts(ctx: Any) -> list[tuple[str, str, int]]:
     return conflicts
 
 
-def ports_ok(ctx: Any) -> bool:
+def ports_ok(ctx: InitContext) -> bool:
     return not _port_conflicts(ctx)
 
 
-def choose_ports(ctx: Any) -> None:
+def choose_ports(ctx: InitContext) -> None:
     """A port the configuration names explicitly is the user's choice: if it is taken, stop and say so.
     A default port that is taken is replaced by a free one, saved in config.toml (the one place every
     consumer reads), and said out loud: never a silent change."""
-    from halton_meter.config import load_config
-    from halton_meter.serve.supervisor import port_holder
+    from halton_meter.plugin import load_config, port_holder
 
     explicit = (ctx.config.source.read_text() if ctx.config.source else "")
     lines = []
@@ -144,28 +150,28 @@ def choose_ports(ctx: Any) -> None:
 # ---- OS trust, services ---------------------------------------------------------------------------------
 
 
-def trusted(ctx: Any) -> bool:
+def trusted(ctx: InitContext) -> bool:
     return bool(ctx.state.for_step("init.os-trust"))
 
 
-def trust(ctx: Any) -> None:
+def trust(ctx: InitContext) -> None:
     if not ctx.installer.trust_ca(ctx):
         raise StepSkipped(ctx.notes.pop() if ctx.notes else "no per-user trust store on this platform")
 
 
-def services_ok(ctx: Any) -> bool:
+def services_ok(ctx: InitContext) -> bool:
     # Installing is idempotent and cheap, and re-running it picks up a new interpreter path or port.
     return False
 
 
-def install_services(ctx: Any) -> None:
+def install_services(ctx: InitContext) -> None:
     ctx.installer.install_services(ctx)
 
 
 # ---- environment (apps, full) ---------------------------------------------------------------------------
 
 
-def rc_files(ctx: Any) -> list[Path]:
+def rc_files(ctx: InitContext) -> list[Path]:
     """The rc files of the user's shell: the one for $SHELL, plus any other known one that exists."""
     shell = Path(os.environ.get("SHELL", "bash")).name
     names = {SHELL_RC.get(shell, ".bashrc")} | {n for n in SHELL_RC.values() if (ctx.user_home / n).exists()}
@@ -183,11 +189,11 @@ def shell_block(env: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def environment_ok(ctx: Any) -> bool:
+def environment_ok(ctx: InitContext) -> bool:
     return False  # apply is idempotent and reports "already in place" itself when nothing changed
 
 
-def set_environment(ctx: Any) -> None:
+def set_environment(ctx: InitContext) -> None:
     env = client_env(ctx)
     changed = []
     if ctx.options.shell_rc and ctx.platform.system != "windows":  # Windows shells read HKCU\Environment
@@ -202,40 +208,40 @@ def set_environment(ctx: Any) -> None:
     ctx.notes.append(f"HTTPS_PROXY and CA variables for new shells and apps ({where}); open a new terminal")
 
 
-def system_proxy_ok(ctx: Any) -> bool:
+def system_proxy_ok(ctx: InitContext) -> bool:
     return False  # idempotent: re-applying follows a changed edge port
 
 
-def set_system_proxy(ctx: Any) -> None:
+def set_system_proxy(ctx: InitContext) -> None:
     ctx.installer.set_system_proxy(ctx, ctx.config.edge_port)
 
 
 # ---- start and self-test -------------------------------------------------------------------------------
 
 
-def running(ctx: Any) -> bool:
+def running(ctx: InitContext) -> bool:
     health = probe(ctx.paths)
-    return health.running and health.core and health.api and \
-        health.runtime.get("edge_port") == ctx.config.edge_port  # type: ignore[union-attr]
+    return health.running and health.core and health.api and health.runtime is not None and \
+        health.runtime.get("edge_port") == ctx.config.edge_port
 
 
-def start(ctx: Any) -> None:
+def start(ctx: InitContext) -> None:
     ctx.installer.stop(ctx)  # restart on re-init: the service definition or ports may have changed
     ctx.installer.start(ctx)
     runtime = probe(ctx.paths).runtime or {}
     ctx.notes.append(f"edge 127.0.0.1:{runtime.get('edge_port')} · api 127.0.0.1:{runtime.get('api_port')}")
 
 
-def stop(ctx: Any) -> None:
+def stop(ctx: InitContext) -> None:
     ctx.installer.stop(ctx)
 
 
-def self_test(ctx: Any) -> None:
+def self_test(ctx: InitContext) -> None:
     hops = run_self_test(ctx.paths, ctx.config.edge_port)
     ctx.notes.append(f"a test call went through edge and core; its record {hops['record']}")
 
 
-def never_done(ctx: Any) -> bool:
+def never_done(ctx: InitContext) -> bool:
     return False
 
 
@@ -259,6 +265,6 @@ STEPS = (
 
 
 @hookimpl
-def halton_register_init_steps(register: Any) -> None:
+def halton_register_init_steps(register: Callable[[InitStep], None]) -> None:
     for step in STEPS:
         register(step)

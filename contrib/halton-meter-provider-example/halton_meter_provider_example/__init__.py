@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from halton_meter import hookimpl
-from halton_meter.types import Check, CheckContext, CheckResult
-from halton_meter_plugins.providers.openai import OpenAICompatibleProvider
+from collections.abc import Callable
+
+from halton_meter.plugin import (
+    Check,
+    CheckContext,
+    CheckResult,
+    OpenAICompatibleProvider,
+    PluginConfig,
+    Provider,
+    hookimpl,
+    include_usage_mode,
+)
 
 GATEWAY_HOST = "llm.example.internal"
 
 
 @hookimpl
-def halton_register_providers(register):
+def halton_register_providers(register: Callable[[Provider], None], config: PluginConfig | None) -> None:
     register(
         OpenAICompatibleProvider(
             id="provider.example-gateway",
             name="example-gateway",
             hosts=(GATEWAY_HOST,),
             price_provider_id=None,  # a private gateway: tokens are exact, cost is honestly unknown
+            include_usage=include_usage_mode(config),  # [plugins.openai] include_usage, as for OpenAI itself
         )
     )
 
@@ -38,5 +48,5 @@ def _gateway_configured(ctx: CheckContext) -> CheckResult:
 
 
 @hookimpl
-def halton_register_checks(register):
+def halton_register_checks(register: Callable[[Check], None]) -> None:
     register(Check("check.example-gateway", "example gateway", _gateway_configured))

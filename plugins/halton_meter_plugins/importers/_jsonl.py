@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from halton_meter.types import ImportStats
+from halton_meter.plugin import ImportStats
 
 MAX_LINE = 64 * 1024 * 1024
 """Longer lines are not parsed (counted as unreadable): no usage line comes near it."""

@@ -15,13 +15,11 @@ Nothing else of a line is read: no message content, ever.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.redact import is_label
-from halton_meter.types import BILLING_API, ImportedCall, Importer, ImportStats, Usage
+from halton_meter.plugin import BILLING_API, ImportedCall, Importer, ImportStats, Usage, hookimpl, is_label
 from halton_meter_plugins.importers._jsonl import dig, jsonl_files, lines, text, timestamp, tokens
 
 SYNTHETIC_MODEL = "<synthetic>"
@@ -118,5 +116,5 @@ def _call(entry: dict[str, Any], message: dict[str, Any]) -> ImportedCall | None
 
 
 @hookimpl
-def halton_register_importers(register: Any) -> None:
+def halton_register_importers(register: Callable[[Importer], None]) -> None:
     register(ClaudeCodeImporter())

@@ -18,13 +18,19 @@ Nothing else of a line is read: no prompt, instruction or output text, ever.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.redact import is_label
-from halton_meter.types import BILLING_SUBSCRIPTION, ImportedCall, Importer, ImportStats, Usage
+from halton_meter.plugin import (
+    BILLING_SUBSCRIPTION,
+    ImportedCall,
+    Importer,
+    ImportStats,
+    Usage,
+    hookimpl,
+    is_label,
+)
 from halton_meter_plugins.importers._jsonl import dig, jsonl_files, lines, text, timestamp, tokens
 
 SUBDIRS = ("sessions", "archived_sessions")
@@ -153,5 +159,5 @@ def _join(counts: Counts) -> str:
 
 
 @hookimpl
-def halton_register_importers(register: Any) -> None:
+def halton_register_importers(register: Callable[[Importer], None]) -> None:
     register(CodexImporter())

@@ -13,14 +13,21 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.errors import HaltonError
-from halton_meter.lifecycle.init import UnsupportedOnPlatform
-from halton_meter.lifecycle.services import pid_alive, probe, serve_argv, service_env, wait_until_running
-from halton_meter.serve.runtime import read_runtime
-from halton_meter.types import PlatformInfo, ServiceState
+from halton_meter.plugin import (
+    HaltonError,
+    InitContext,
+    PlatformInfo,
+    ServiceState,
+    UnsupportedOnPlatform,
+    hookimpl,
+    pid_alive,
+    probe,
+    read_runtime,
+    serve_argv,
+    service_env,
+    wait_until_running,
+)
 from halton_meter_plugins.installers import linux
 
 STOP_TIMEOUT = 40.0
@@ -37,11 +44,11 @@ class BuiltinSupervisor:
     def describe(self) -> str:
         return "built-in supervisor (no service manager found)"
 
-    def install_services(self, ctx: Any) -> None:
+    def install_services(self, ctx: InitContext) -> None:
         ctx.notes.append("no service manager here: the built-in supervisor runs the meter; "
                          "after a reboot run `halton-meter start`")
 
-    def start(self, ctx: Any) -> None:
+    def start(self, ctx: InitContext) -> None:
         paths = ctx.paths
         health = probe(paths)
         if health.running and health.supervisor_alive:
@@ -65,10 +72,10 @@ class BuiltinSupervisor:
                 proc.terminate()
             raise
 
-    def stop(self, ctx: Any) -> None:
+    def stop(self, ctx: InitContext) -> None:
         runtime = read_runtime(ctx.paths)
         pid = runtime.get("pid") if runtime else None
-        if not pid_alive(pid):
+        if not isinstance(pid, int) or not pid_alive(pid):  # pid_alive says False for a non-int too
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
@@ -81,20 +88,20 @@ class BuiltinSupervisor:
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
-    def service_state(self, ctx: Any) -> ServiceState:
+    def service_state(self, ctx: InitContext) -> ServiceState:
         health = probe(ctx.paths)
-        if health.supervisor_alive:
-            return ServiceState(True, True, f"built-in supervisor, pid {health.runtime['pid']}")  # type: ignore[index]
+        if health.supervisor_alive and health.runtime is not None:  # alive means runtime.json was read
+            return ServiceState(True, True, f"built-in supervisor, pid {health.runtime['pid']}")
         return ServiceState(True, False, "built-in supervisor, not running", fix="halton-meter start")
 
-    def trust_ca(self, ctx: Any) -> bool:
+    def trust_ca(self, ctx: InitContext) -> bool:
         return linux.trust_ca(ctx) if self.platform.system == "linux" else False
 
-    def persist_env(self, ctx: Any, env: Mapping[str, str]) -> None:
+    def persist_env(self, ctx: InitContext, env: Mapping[str, str]) -> None:
         if self.platform.system == "linux":
             linux.environment_d(ctx, env)
 
-    def set_system_proxy(self, ctx: Any, port: int) -> None:
+    def set_system_proxy(self, ctx: InitContext, port: int) -> None:
         raise UnsupportedOnPlatform(
             f"--full (a system-wide proxy) is not supported on {self.platform.system}; "
             "use --apps, which covers new shells and apps that honour HTTPS_PROXY"

@@ -29,12 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.ca import CA_COMMON_NAME
-from halton_meter.errors import HaltonError
-from halton_meter.lifecycle.commands import CommandFailed
-from halton_meter.lifecycle.services import serve_argv, service_env, wait_until_running
-from halton_meter.types import PlatformInfo, ServiceState
+from halton_meter.plugin import (
+    CA_COMMON_NAME,
+    CommandFailed,
+    HaltonError,
+    InitContext,
+    Paths,
+    PlatformInfo,
+    ServiceState,
+    hookimpl,
+    serve_argv,
+    service_env,
+    wait_until_running,
+)
 
 LABEL = "com.halton-meter.serve"
 ENV_LABEL = "com.halton-meter.env"
@@ -51,7 +58,7 @@ TRUST_TIMEOUT = 300.0
 # --------------------------------------------------------------------------------------------------
 
 
-def agent_plist(paths: Any, argv: Sequence[str] | None = None) -> bytes:
+def agent_plist(paths: Paths, argv: Sequence[str] | None = None) -> bytes:
     """The LaunchAgent that runs the supervisor (`halton-meter serve`)."""
     out = str(paths.logs / "serve.out")
     job: dict[str, Any] = {
@@ -203,26 +210,26 @@ class LaunchdInstaller:
     def target(self) -> str:
         return f"{self.domain}/{LABEL}"
 
-    def agent_path(self, ctx: Any) -> Path:
+    def agent_path(self, ctx: InitContext) -> Path:
         return ctx.user_home / "Library" / "LaunchAgents" / f"{LABEL}.plist"
 
-    def env_agent_path(self, ctx: Any) -> Path:
+    def env_agent_path(self, ctx: InitContext) -> Path:
         return ctx.user_home / "Library" / "LaunchAgents" / f"{ENV_LABEL}.plist"
 
-    def keychain(self, ctx: Any) -> Path:
+    def keychain(self, ctx: InitContext) -> Path:
         return ctx.user_home / LOGIN_KEYCHAIN
 
     # ---- service ------------------------------------------------------------------------------------
 
-    def _job(self, ctx: Any) -> Job | None:
+    def _job(self, ctx: InitContext) -> Job | None:
         result = ctx.runner.run(["launchctl", "print", self.target], check=False, timeout=5)
         return parse_print(result.stdout) if result.ok else None
 
-    def _bootout_recorded(self, ctx: Any) -> bool:
+    def _bootout_recorded(self, ctx: InitContext) -> bool:
         undo = [["launchctl", "bootout", self.target]]
         return any(c.kind == "command" and c.undo == undo for c in ctx.state.changes)
 
-    def install_services(self, ctx: Any) -> None:
+    def install_services(self, ctx: InitContext) -> None:
         path = self.agent_path(ctx)
         changed = ctx.write_file(path, agent_plist(ctx.paths), mode=0o644)
         loaded = self._job(ctx) is not None
@@ -239,7 +246,7 @@ class LaunchdInstaller:
                               "`halton-meter init` from Terminal in that session, not over ssh") from None
         ctx.notes.append(f"launchd agent {LABEL} ({path}); starts at login, restarts after a crash")
 
-    def start(self, ctx: Any) -> None:
+    def start(self, ctx: InitContext) -> None:
         if self._job(ctx) is None:
             path = self.agent_path(ctx)
             if not path.exists():
@@ -248,7 +255,7 @@ class LaunchdInstaller:
         ctx.runner.run(["launchctl", "kickstart", self.target], timeout=30)
         wait_until_running(ctx.paths)
 
-    def stop(self, ctx: Any) -> None:
+    def stop(self, ctx: InitContext) -> None:
         """SIGTERM through launchd (the supervisor drains and exits 0, so KeepAlive leaves it stopped until
         the next login or `start`), then wait for it to be gone; SIGKILL only after STOP_TIMEOUT."""
         job = self._job(ctx)
@@ -263,7 +270,7 @@ class LaunchdInstaller:
             time.sleep(self.poll_interval)
         ctx.runner.run(["launchctl", "kill", "SIGKILL", self.target], check=False, timeout=10)
 
-    def service_state(self, ctx: Any) -> ServiceState:
+    def service_state(self, ctx: InitContext) -> ServiceState:
         job = self._job(ctx)
         path = self.agent_path(ctx)
         if job is None:
@@ -283,7 +290,7 @@ class LaunchdInstaller:
 
     # ---- trust --------------------------------------------------------------------------------------
 
-    def trust_ca(self, ctx: Any) -> bool:
+    def trust_ca(self, ctx: InitContext) -> bool:
         cert = str(ctx.paths.ca_cert)
         keychain = str(self.keychain(ctx))
         if ctx.runner.run(["security", "verify-cert", "-c", cert], check=False, timeout=15).ok:
@@ -314,7 +321,7 @@ class LaunchdInstaller:
 
     # ---- environment for apps (apps and full modes) -------------------------------------------------
 
-    def persist_env(self, ctx: Any, env: Mapping[str, str]) -> None:
+    def persist_env(self, ctx: InitContext, env: Mapping[str, str]) -> None:
         ctx.write_file(self.env_agent_path(ctx), env_agent_plist(env), mode=0o644)
         for key, value in env.items():
             current = ctx.runner.run(["launchctl", "getenv", key], check=False, timeout=5)
@@ -326,7 +333,7 @@ class LaunchdInstaller:
 
     # ---- system proxy (full mode) -------------------------------------------------------------------
 
-    def set_system_proxy(self, ctx: Any, port: int) -> None:
+    def set_system_proxy(self, ctx: InitContext, port: int) -> None:
         listed = ctx.runner.run(["networksetup", "-listallnetworkservices"], timeout=15)
         services = parse_services(listed.stdout)
         if not services:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from halton_meter.lifecycle.services import user_config_dir
+from halton_meter.plugin import InitContext, user_config_dir
 
 SYSTEM_CA_PATH = Path("/usr/local/share/ca-certificates/halton-meter.crt")
 ENV_FILE = "60-halton-meter.conf"
 
 
-def trust_ca(ctx: Any) -> bool:
+def trust_ca(ctx: InitContext) -> bool:
     """Linux has no per-user trust store that every client reads. Clients get our CA through the bundle
     (`run` and the apps-mode variables point at it). The system store only with `--trust-system`, and
     then visibly through sudo, never silently."""
@@ -28,7 +27,7 @@ def trust_ca(ctx: Any) -> bool:
     return True
 
 
-def environment_d(ctx: Any, env: Mapping[str, str]) -> Path:
+def environment_d(ctx: InitContext, env: Mapping[str, str]) -> Path:
     """`~/.config/environment.d/`: read by the systemd user manager for graphical sessions at login."""
     path = user_config_dir(ctx.user_home) / "environment.d" / ENV_FILE
     lines = ["# Written by `halton-meter init --apps`; removed by `halton-meter uninstall`."]

@@ -13,30 +13,33 @@ import os
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.lifecycle.init import UnsupportedOnPlatform
-from halton_meter.lifecycle.services import (
+from halton_meter.plugin import (
     SERVICE_NAME,
+    CommandRunner,
+    InitContext,
+    Paths,
+    PlatformInfo,
+    ServiceState,
+    UnsupportedOnPlatform,
+    hookimpl,
     serve_argv,
     service_env,
     user_config_dir,
     wait_until_running,
 )
-from halton_meter.types import PlatformInfo, ServiceState
 from halton_meter_plugins.installers import linux
 
 UNIT = f"{SERVICE_NAME}.service"
 
 
-def systemd_version(runner: Any) -> int:
+def systemd_version(runner: CommandRunner) -> int:
     result = runner.run(["systemctl", "--version"], check=False, timeout=2)
     words = result.stdout.split()
     return int(words[1]) if len(words) > 1 and words[0] == "systemd" and words[1].isdigit() else 0
 
 
-def unit_file(paths: Any, version: int) -> str:
+def unit_file(paths: Paths, version: int) -> str:
     env = "\n".join(f"Environment={shlex.quote(f'{k}={v}')}" for k, v in service_env(paths).items())
     # Growing restart delays need systemd 254; older ones get a fixed delay under the same start limit.
     backoff = "RestartSteps=6\nRestartMaxDelaySec=120\n" if version >= 254 else ""
@@ -73,10 +76,10 @@ class SystemdInstaller:
     def describe(self) -> str:
         return "systemd user unit"
 
-    def unit_path(self, ctx: Any) -> Path:
+    def unit_path(self, ctx: InitContext) -> Path:
         return user_config_dir(ctx.user_home) / "systemd" / "user" / UNIT
 
-    def install_services(self, ctx: Any) -> None:
+    def install_services(self, ctx: InitContext) -> None:
         changed = ctx.write_file(self.unit_path(ctx), unit_file(ctx.paths, systemd_version(ctx.runner)), mode=0o644)
         if changed:
             ctx.run(["systemctl", "--user", "daemon-reload"],
@@ -88,14 +91,14 @@ class SystemdInstaller:
         if linger.ok and "Linger=no" in linger.stdout:
             ctx.notes.append(f"the meter stops when you log out; keep it running with `loginctl enable-linger {user}`")
 
-    def start(self, ctx: Any) -> None:
+    def start(self, ctx: InitContext) -> None:
         ctx.runner.run(["systemctl", "--user", "start", UNIT], timeout=30)
         wait_until_running(ctx.paths)
 
-    def stop(self, ctx: Any) -> None:
+    def stop(self, ctx: InitContext) -> None:
         ctx.runner.run(["systemctl", "--user", "stop", UNIT], check=False, timeout=60)
 
-    def service_state(self, ctx: Any) -> ServiceState:
+    def service_state(self, ctx: InitContext) -> ServiceState:
         enabled = ctx.runner.run(["systemctl", "--user", "is-enabled", UNIT], check=False, timeout=2)
         active = ctx.runner.run(["systemctl", "--user", "is-active", UNIT], check=False, timeout=2)
         installed = enabled.stdout.strip() in ("enabled", "static")
@@ -105,17 +108,17 @@ class SystemdInstaller:
         return ServiceState(installed, False, f"systemd user unit {UNIT} {active.stdout.strip() or 'inactive'}",
                             fix=f"systemctl --user start {UNIT}  (why it stopped: journalctl --user -u {UNIT})")
 
-    def trust_ca(self, ctx: Any) -> bool:
+    def trust_ca(self, ctx: InitContext) -> bool:
         return linux.trust_ca(ctx)
 
-    def persist_env(self, ctx: Any, env: Mapping[str, str]) -> None:
+    def persist_env(self, ctx: InitContext, env: Mapping[str, str]) -> None:
         linux.environment_d(ctx, env)
         assignments = [f"{k}={v}" for k, v in env.items()]
         ctx.run(["systemctl", "--user", "set-environment", *assignments],
                 undo=[["systemctl", "--user", "unset-environment", *env]],
                 description="environment for apps started by the user manager")
 
-    def set_system_proxy(self, ctx: Any, port: int) -> None:
+    def set_system_proxy(self, ctx: InitContext, port: int) -> None:
         raise UnsupportedOnPlatform(
             "--full (a system-wide proxy) is not supported on Linux; use --apps, which covers new shells "
             "and apps that honour HTTPS_PROXY"

@@ -15,6 +15,10 @@ administrator rights are ever asked for, and nothing is written under HKLM or Pr
   told (WM_SETTINGCHANGE "Environment", and WinINet's settings-changed/refresh options) through a short
   PowerShell P/Invoke passed with `-EncodedCommand`, so no quoting can go wrong.
 * Full mode (a machine-wide proxy) is not offered.
+
+Why this module is long: the Windows installer is one unit (task XML, its launcher, the registry and
+certificate-store commands and their exact undo), tested command by command against a recorded runner;
+splitting it would only scatter the commands that undo each other.
 """
 
 from __future__ import annotations
@@ -35,21 +39,25 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from halton_meter import hookimpl
-from halton_meter.errors import HaltonError
-from halton_meter.lifecycle.commands import CommandFailed
-from halton_meter.lifecycle.init import UnsupportedOnPlatform
-from halton_meter.lifecycle.services import (
+from halton_meter.plugin import (
     SERVICE_NAME,
     START_TIMEOUT,
+    CommandFailed,
+    HaltonError,
+    InitContext,
+    Paths,
+    PlatformInfo,
+    ServiceState,
+    UnsupportedOnPlatform,
     api_healthy,
     core_port,
+    hookimpl,
     log_tail,
+    port_answers,
+    read_runtime,
     serve_argv,
     service_env,
 )
-from halton_meter.serve.runtime import port_answers, read_runtime
-from halton_meter.types import PlatformInfo, ServiceState
 
 TASK = SERVICE_NAME
 LAUNCHER = "serve-task.py"
@@ -98,7 +106,7 @@ def gui_interpreter(python: str) -> str:
     return python
 
 
-def launcher_script(paths: Any, argv: Sequence[str] | None = None) -> str:
+def launcher_script(paths: Paths, argv: Sequence[str] | None = None) -> str:
     """The file the task runs: sets the service environment, then runs the `-m` module of `argv`."""
     argv = list(argv if argv is not None else serve_argv())
     if argv[1:2] != ["-m"] or len(argv) < 3:
@@ -124,7 +132,7 @@ def launcher_script(paths: Any, argv: Sequence[str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def task_xml(paths: Any, user: str, interpreter: str) -> str:
+def task_xml(paths: Paths, user: str, interpreter: str) -> str:
     """The task definition (Task Scheduler schema 1.2, Windows 7 and later), written as UTF-16 with CRLF (as
     Task Scheduler exports it) by `task_file_bytes`. Settings worth a word: no battery conditions (a laptop
     on battery still meters); no time limit (PT0S); Priority 5, normal (the default 7 is below normal, with
@@ -235,7 +243,7 @@ def cert_sha1(path: Path) -> str:
     return hashlib.sha1(der, usedforsecurity=False).hexdigest().upper()
 
 
-def wait_until_up(paths: Any, timeout: float = START_TIMEOUT) -> dict[str, Any]:
+def wait_until_up(paths: Paths, timeout: float = START_TIMEOUT) -> dict[str, Any]:
     """Block until edge, core and API answer. Not `services.wait_until_running`: its liveness probe sends
     signal 0 with os.kill, which on Windows terminates the process instead of testing it."""
     deadline = time.monotonic() + timeout
@@ -252,7 +260,7 @@ def wait_until_up(paths: Any, timeout: float = START_TIMEOUT) -> dict[str, Any]:
                       + (f"\n{tail}" if tail else ""))
 
 
-def edge_answers(paths: Any) -> bool:
+def edge_answers(paths: Paths) -> bool:
     runtime = read_runtime(paths)
     return runtime is not None and port_answers(runtime["edge_port"])
 
@@ -291,25 +299,25 @@ class WindowsInstaller:
 
     # ---- service ------------------------------------------------------------------------------------
 
-    def _status(self, ctx: Any) -> str | None:
+    def _status(self, ctx: InitContext) -> str | None:
         """The task's status, `""` when it exists but the status could not be read, None when there is none."""
         result = ctx.runner.run(["schtasks", "/Query", "/TN", TASK, "/FO", "CSV", "/NH"], check=False, timeout=10)
         if not result.ok:
             return None
         return parse_task_status(result.stdout) or ""
 
-    def _running(self, ctx: Any, status: str | None) -> bool:
+    def _running(self, ctx: InitContext, status: str | None) -> bool:
         if status is None:
             return False
         if status == "Running":
             return True
         return status not in NOT_RUNNING_STATES and edge_answers(ctx.paths)  # a status in another language
 
-    def _delete_recorded(self, ctx: Any) -> bool:
+    def _delete_recorded(self, ctx: InitContext) -> bool:
         undo = [["schtasks", "/Delete", "/TN", TASK, "/F"]]
         return any(c.kind == "command" and c.undo == undo for c in ctx.state.changes)
 
-    def install_services(self, ctx: Any) -> None:
+    def install_services(self, ctx: InitContext) -> None:
         home = ctx.paths.home
         changed = ctx.write_file(home / LAUNCHER, launcher_script(ctx.paths), mode=0o644)
         xml_path = home / TASK_XML
@@ -324,13 +332,13 @@ class WindowsInstaller:
             note += " (in a console window: this Python has no pythonw.exe; closing that window stops the meter)"
         ctx.notes.append(note)
 
-    def start(self, ctx: Any) -> None:
+    def start(self, ctx: InitContext) -> None:
         if self._status(ctx) is None:
             raise HaltonError(f"the logon task {TASK} is not registered; run `halton-meter init`")
         ctx.runner.run(["schtasks", "/Run", "/TN", TASK], timeout=30)
         wait_until_up(ctx.paths)
 
-    def stop(self, ctx: Any) -> None:
+    def stop(self, ctx: InitContext) -> None:
         """`schtasks /End` (it terminates the task's process; there is no gentler way to ask a task to stop),
         then wait for the edge port to fall silent."""
         status = self._status(ctx)
@@ -341,7 +349,7 @@ class WindowsInstaller:
         while edge_answers(ctx.paths) and time.monotonic() < deadline:
             time.sleep(self.poll_interval)
 
-    def service_state(self, ctx: Any) -> ServiceState:
+    def service_state(self, ctx: InitContext) -> ServiceState:
         status = self._status(ctx)
         if status is None:
             return ServiceState(False, False, f"Task Scheduler task {TASK} not registered", fix="halton-meter init")
@@ -352,7 +360,7 @@ class WindowsInstaller:
 
     # ---- trust --------------------------------------------------------------------------------------
 
-    def trust_ca(self, ctx: Any) -> bool:
+    def trust_ca(self, ctx: InitContext) -> bool:
         cert = str(ctx.paths.ca_cert)
         sha1 = cert_sha1(ctx.paths.ca_cert)
         if ctx.runner.run(["certutil", "-user", "-store", "Root", sha1], check=False, timeout=15).ok:
@@ -375,11 +383,11 @@ class WindowsInstaller:
 
     # ---- environment and per-user proxy (apps mode) -------------------------------------------------
 
-    def _query(self, ctx: Any, key: str, name: str) -> RegValue | None:
+    def _query(self, ctx: InitContext, key: str, name: str) -> RegValue | None:
         result = ctx.runner.run(["reg", "query", key, "/v", name], check=False, timeout=10)
         return parse_reg_query(result.stdout, name) if result.ok else None
 
-    def persist_env(self, ctx: Any, env: Mapping[str, str]) -> None:
+    def persist_env(self, ctx: InitContext, env: Mapping[str, str]) -> None:
         # Variable names ignore case on Windows: HTTPS_PROXY and https_proxy are one value; the first wins.
         variables: dict[str, tuple[str, str]] = {}
         for name, value in env.items():
@@ -401,16 +409,16 @@ class WindowsInstaller:
         ]
 
         changed = False
-        for key, name, value in wanted:
+        for key, name, wanted_value in wanted:
             before = previous[(key, name)]
-            if before == value:
+            if before == wanted_value:
                 continue
             undo = [reg_add(key, name, before) if before is not None else reg_delete(key, name)]
             if not changed:
                 # The first change of a run is undone last (undo runs newest first): its undo ends by telling
                 # running programs, once, after every value is back.
                 undo.append(NOTIFY)
-            ctx.run(reg_add(key, name, value), undo=undo, description=f"{key}\\{name}")
+            ctx.run(reg_add(key, name, wanted_value), undo=undo, description=f"{key}\\{name}")
             changed = True
         if changed:
             notified = ctx.runner.run(NOTIFY, check=False, timeout=60)
@@ -425,7 +433,7 @@ class WindowsInstaller:
             ctx.report("a proxy auto-config script (AutoConfigURL) is set: apps that follow it do not use the "
                        "meter's per-user proxy; HTTPS_PROXY still routes the apps that read it")
 
-    def set_system_proxy(self, ctx: Any, port: int) -> None:
+    def set_system_proxy(self, ctx: InitContext, port: int) -> None:
         raise UnsupportedOnPlatform(
             "a machine-wide proxy (--full) is not supported on Windows; --apps already sets the per-user "
             "proxy (HKCU Internet Settings) that browsers, WinINet and Electron apps follow"

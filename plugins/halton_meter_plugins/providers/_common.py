@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from halton_meter.types import Endpoint, ParseOutcome, Provider, RequestFacts
-from halton_meter.wire import (
+from halton_meter.plugin import (
     DEFAULT_DECODED_CAP,
     REQUEST_SCAN_TOKENS,
+    Endpoint,
     JSONAccumulator,
     OverBudget,
+    ParseOutcome,
     PartialDocument,
+    Provider,
+    RequestFacts,
     SSEDecoder,
     SSEEvent,
     load_json,

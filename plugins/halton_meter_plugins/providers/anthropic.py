@@ -7,23 +7,24 @@ exists only in `message_start`. `count_tokens` answers are not usage; batch call
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.types import (
+from halton_meter.plugin import (
     BILLING_SUBSCRIPTION,
     Endpoint,
     ParseOutcome,
+    Provider,
     RequestFacts,
     ResponseParser,
+    SSEEvent,
     Usage,
+    hookimpl,
+    loads_or_none,
 )
-from halton_meter.wire import SSEEvent, loads_or_none
 from halton_meter_plugins.providers._common import (
     BodyParser,
     NoUsageParser,
-    Provider,
     count,
     dig,
     json_request_facts,
@@ -154,13 +155,13 @@ class BatchResultsParser:
         for line in lines:
             self._line(line)
 
-    def _line(self, line: bytes) -> None:
+    def _line(self, line: bytes | bytearray) -> None:
         item = loads_or_none(line) if line.strip() else None
         if not isinstance(item, dict):
             return
         self._sums["requests"] += 1
-        result = item.get("result") if isinstance(item.get("result"), dict) else {}
-        if result.get("type") != "succeeded":
+        result = item.get("result")
+        if not isinstance(result, dict) or result.get("type") != "succeeded":
             return
         usage = dig(result, "message", "usage") or {}
         self._sums["succeeded"] += 1
@@ -242,5 +243,5 @@ class AnthropicCompatibleProvider(Provider):
 
 
 @hookimpl
-def halton_register_providers(register: Any) -> None:
+def halton_register_providers(register: Callable[[Provider], None]) -> None:
     register(AnthropicCompatibleProvider())

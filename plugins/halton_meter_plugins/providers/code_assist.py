@@ -10,13 +10,19 @@ Code Assist plan: tokens are counted and priced at Google's list prices, but bil
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from halton_meter import hookimpl
-from halton_meter.types import BILLING_SUBSCRIPTION, Endpoint, RequestFacts, ResponseParser
-from halton_meter_plugins.providers._common import NoUsageParser, Provider, dig, request_json
+from halton_meter.plugin import (
+    BILLING_SUBSCRIPTION,
+    Endpoint,
+    Provider,
+    RequestFacts,
+    ResponseParser,
+    hookimpl,
+)
+from halton_meter_plugins.providers._common import NoUsageParser, dig, request_json
 from halton_meter_plugins.providers.gemini import (
     COUNT_TOKENS,
     GENERATE,
@@ -90,5 +96,5 @@ class CodeAssistProvider(Provider):
 
 
 @hookimpl
-def halton_register_providers(register: Any) -> None:
+def halton_register_providers(register: Callable[[Provider], None]) -> None:
     register(CodeAssistProvider())

@@ -12,13 +12,19 @@ Codex may zstd-compress its request bodies; the core decodes a copy before `insp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.redact import is_identifier
-from halton_meter.types import BILLING_SUBSCRIPTION, Endpoint, RequestFacts, ResponseParser
-from halton_meter_plugins.providers._common import NoUsageParser, Provider, json_request_facts
+from halton_meter.plugin import (
+    BILLING_SUBSCRIPTION,
+    Endpoint,
+    Provider,
+    RequestFacts,
+    ResponseParser,
+    hookimpl,
+    is_identifier,
+)
+from halton_meter_plugins.providers._common import NoUsageParser, json_request_facts
 from halton_meter_plugins.providers.openai import OTHER, RESPONSES, RESPONSES_COMPACT, ResponsesParser
 
 PREFIX = "/backend-api"
@@ -84,5 +90,5 @@ class CodexProvider(Provider):
 
 
 @hookimpl
-def halton_register_providers(register: Any) -> None:
+def halton_register_providers(register: Callable[[Provider], None]) -> None:
     register(CodexProvider())

@@ -14,28 +14,33 @@ or from `[prices.NAME."MODEL"]` overrides, and are otherwise honestly unknown.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
-from halton_meter import hookimpl
-from halton_meter.types import Provider
+from halton_meter.plugin import CompatibleEndpoint, PluginConfig, Provider, hookimpl
 from halton_meter_plugins.providers.anthropic import AnthropicCompatibleProvider
-from halton_meter_plugins.providers.openai import OpenAICompatibleProvider
+from halton_meter_plugins.providers.openai import OpenAICompatibleProvider, include_usage_mode
 
 
-def provider_for(endpoint: Any) -> Provider:
-    factory = OpenAICompatibleProvider if endpoint.format == "openai" else AnthropicCompatibleProvider
-    provider = factory(
-        id=f"provider.compatible.{endpoint.name}",
-        name=endpoint.name,
-        hosts=endpoint.hosts,
-        price_provider_id=endpoint.price_as,
-        path_prefix=endpoint.path_prefix,
-    )
+def provider_for(endpoint: CompatibleEndpoint, include_usage: str = "inject") -> Provider:
+    """The provider for one `[[compatible]]` entry; an OpenAI-format one follows `[plugins.openai]
+    include_usage` (`include_usage`), as every OpenAI-compatible provider does."""
+    provider: OpenAICompatibleProvider | AnthropicCompatibleProvider
+    provider_id = f"provider.compatible.{endpoint.name}"
+    if endpoint.format == "openai":
+        provider = OpenAICompatibleProvider(id=provider_id, name=endpoint.name, hosts=endpoint.hosts,
+                                            price_provider_id=endpoint.price_as, path_prefix=endpoint.path_prefix,
+                                            include_usage=include_usage)
+    else:
+        provider = AnthropicCompatibleProvider(id=provider_id, name=endpoint.name, hosts=endpoint.hosts,
+                                               price_provider_id=endpoint.price_as, path_prefix=endpoint.path_prefix)
     provider.billing = endpoint.billing
     return provider
 
 
 @hookimpl
-def halton_register_providers(register: Any, config: Any) -> None:
-    for endpoint in getattr(config, "compatible", ()):
-        register(provider_for(endpoint))
+def halton_register_providers(register: Callable[[Provider], None], config: PluginConfig | None) -> None:
+    if config is None:
+        return
+    include_usage = include_usage_mode(config)
+    for endpoint in config.compatible:
+        register(provider_for(endpoint, include_usage))

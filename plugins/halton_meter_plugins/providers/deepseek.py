@@ -13,12 +13,26 @@ request applies here unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.types import Endpoint, RequestFacts, ResponseParser, Usage
+from halton_meter.plugin import (
+    Endpoint,
+    PluginConfig,
+    Provider,
+    RequestFacts,
+    ResponseParser,
+    Usage,
+    hookimpl,
+)
 from halton_meter_plugins.providers._common import USAGE_NOT_READ, UnparsedParser, count, dig, optional_count
-from halton_meter_plugins.providers.openai import ChatParser, OpenAICompatibleProvider, chat_usage, error_type
+from halton_meter_plugins.providers.openai import (
+    ChatParser,
+    OpenAICompatibleProvider,
+    chat_usage,
+    error_type,
+    include_usage_mode,
+)
 
 FIM = Endpoint("completions", billable=True)
 """`/beta/completions`: fill-in-the-middle, the legacy completions shape with the same usage object."""
@@ -56,9 +70,9 @@ class DeepSeekChatParser(ChatParser):
 
 
 class DeepSeekProvider(OpenAICompatibleProvider):
-    def __init__(self) -> None:
+    def __init__(self, include_usage: str = "inject") -> None:
         super().__init__(id="provider.deepseek", name="deepseek", hosts=("api.deepseek.com",),
-                         price_provider_id="deepseek", path_prefix="/v1")
+                         price_provider_id="deepseek", path_prefix="/v1", include_usage=include_usage)
 
     def route(self, method: str, path: str) -> Endpoint | None:
         clean = path.rstrip("/")
@@ -82,5 +96,5 @@ class DeepSeekProvider(OpenAICompatibleProvider):
 
 
 @hookimpl
-def halton_register_providers(register: Any) -> None:
-    register(DeepSeekProvider())
+def halton_register_providers(register: Callable[[Provider], None], config: PluginConfig | None) -> None:
+    register(DeepSeekProvider(include_usage=include_usage_mode(config)))

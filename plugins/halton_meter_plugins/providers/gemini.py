@@ -14,17 +14,26 @@ generate call whose JSON body starts with `[` is that stream.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from halton_meter import hookimpl
-from halton_meter.types import Endpoint, ParseOutcome, RequestFacts, ResponseParser, Usage
-from halton_meter.wire import MAX_SSE_EVENT_BYTES, JSONArrayStream, SSEEvent, loads_or_none
+from halton_meter.plugin import (
+    MAX_SSE_EVENT_BYTES,
+    Endpoint,
+    JSONArrayStream,
+    ParseOutcome,
+    Provider,
+    RequestFacts,
+    ResponseParser,
+    SSEEvent,
+    Usage,
+    hookimpl,
+    loads_or_none,
+)
 from halton_meter_plugins.providers._common import (
     BodyParser,
     NoUsageParser,
-    Provider,
     count,
     dig,
     json_request_facts,
@@ -288,5 +297,5 @@ class GeminiChatParser(ChatParser):
 
 
 @hookimpl
-def halton_register_providers(register: Any) -> None:
+def halton_register_providers(register: Callable[[Provider], None]) -> None:
     register(GeminiProvider())

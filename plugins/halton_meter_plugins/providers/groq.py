@@ -11,14 +11,26 @@ is counted once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.redact import is_identifier
-from halton_meter.types import Endpoint, RequestFacts, ResponseParser, StreamRewriter
+from halton_meter.plugin import (
+    Endpoint,
+    PluginConfig,
+    Provider,
+    RequestFacts,
+    ResponseParser,
+    hookimpl,
+    is_identifier,
+)
 from halton_meter_plugins.providers._common import USAGE_NOT_READ, UnparsedParser, dig
-from halton_meter_plugins.providers.openai import ChatParser, OpenAICompatibleProvider, chat_usage, error_type
+from halton_meter_plugins.providers.openai import (
+    ChatParser,
+    OpenAICompatibleProvider,
+    chat_usage,
+    error_type,
+    include_usage_mode,
+)
 
 PREFIX = "/openai/v1"
 _BILLABLE_UNPARSED = frozenset(
@@ -70,9 +82,14 @@ class GroqChatParser(ChatParser):
 
 
 class GroqProvider(OpenAICompatibleProvider):
-    def __init__(self) -> None:
+    # `x_groq.usage` arrives on the final chunk without include_usage, so there is nothing to ask for:
+    # the client's request and stream stay byte for byte what it sent and what Groq answered.
+    inject_usage = False
+    reports_stream_usage = True
+
+    def __init__(self, include_usage: str = "inject") -> None:
         super().__init__(id="provider.groq", name="groq", hosts=("api.groq.com",), price_provider_id="groq",
-                         path_prefix=PREFIX)
+                         path_prefix=PREFIX, include_usage=include_usage)
 
     def route(self, method: str, path: str) -> Endpoint | None:
         endpoint = super().route(method, path)
@@ -80,16 +97,6 @@ class GroqProvider(OpenAICompatibleProvider):
         if unparsed and (endpoint is None or not endpoint.billable):
             return USAGE_NOT_READ
         return endpoint
-
-    def rewrite_request(self, endpoint: Endpoint, request: RequestFacts, body: bytes) -> bytes | None:
-        # x_groq.usage arrives on the final chunk without include_usage, so there is nothing to ask for:
-        # the client's request and stream stay byte for byte what it sent and what Groq answered.
-        return None
-
-    def response_rewriter(
-        self, endpoint: Endpoint, request: RequestFacts, status: int, headers: Mapping[str, str]
-    ) -> StreamRewriter | None:
-        return None
 
     def response_parser(
         self, endpoint: Endpoint, request: RequestFacts, status: int, content_type: str
@@ -102,5 +109,5 @@ class GroqProvider(OpenAICompatibleProvider):
 
 
 @hookimpl
-def halton_register_providers(register: Any) -> None:
-    register(GroqProvider())
+def halton_register_providers(register: Callable[[Provider], None], config: PluginConfig | None) -> None:
+    register(GroqProvider(include_usage=include_usage_mode(config)))

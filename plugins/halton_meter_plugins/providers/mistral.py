@@ -13,14 +13,20 @@ opaque number, so `type` is the error id and `code` is kept in extra.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.redact import is_identifier
-from halton_meter.types import Endpoint, RequestFacts, ResponseParser, StreamRewriter
+from halton_meter.plugin import (
+    Endpoint,
+    PluginConfig,
+    Provider,
+    RequestFacts,
+    ResponseParser,
+    hookimpl,
+    is_identifier,
+)
 from halton_meter_plugins.providers._common import USAGE_NOT_READ, NoUsageParser, UnparsedParser
-from halton_meter_plugins.providers.openai import ChatParser, OpenAICompatibleProvider
+from halton_meter_plugins.providers.openai import ChatParser, OpenAICompatibleProvider, include_usage_mode
 from halton_meter_plugins.providers.openai import error_type as openai_error_type
 
 CHAT = Endpoint("chat.completions", billable=True)
@@ -83,24 +89,19 @@ class MistralChatParser(ChatParser):
 
 
 class MistralProvider(OpenAICompatibleProvider):
-    def __init__(self) -> None:
+    # usage comes on the finish chunk unasked, and Mistral validates request bodies strictly (unknown
+    # fields get 422 `extra_forbidden`): adding stream_options could only risk the client's call.
+    inject_usage = False
+    reports_stream_usage = True
+
+    def __init__(self, include_usage: str = "inject") -> None:
         super().__init__(id="provider.mistral", name="mistral", hosts=("api.mistral.ai",),
-                         price_provider_id="mistral", path_prefix="/v1")
+                         price_provider_id="mistral", path_prefix="/v1", include_usage=include_usage)
 
     def route(self, method: str, path: str) -> Endpoint | None:
         if method != "POST":
             return OTHER
         return _ROUTES.get(path.rstrip("/"), OTHER)
-
-    def rewrite_request(self, endpoint: Endpoint, request: RequestFacts, body: bytes) -> bytes | None:
-        # Usage comes on the finish chunk unasked, and Mistral validates request bodies strictly (unknown
-        # fields get 422 `extra_forbidden`): adding stream_options could only risk the client's call.
-        return None
-
-    def response_rewriter(
-        self, endpoint: Endpoint, request: RequestFacts, status: int, headers: Mapping[str, str]
-    ) -> StreamRewriter | None:
-        return None
 
     def response_parser(
         self, endpoint: Endpoint, request: RequestFacts, status: int, content_type: str
@@ -114,5 +115,5 @@ class MistralProvider(OpenAICompatibleProvider):
 
 
 @hookimpl
-def halton_register_providers(register: Any) -> None:
-    register(MistralProvider())
+def halton_register_providers(register: Callable[[Provider], None], config: PluginConfig | None) -> None:
+    register(MistralProvider(include_usage=include_usage_mode(config)))

@@ -17,12 +17,19 @@ a failure after the stream started is a data event with an `error` object (and `
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.types import Endpoint, RequestFacts, ResponseParser, StreamRewriter, Usage
+from halton_meter.plugin import (
+    Endpoint,
+    PluginConfig,
+    Provider,
+    RequestFacts,
+    ResponseParser,
+    Usage,
+    hookimpl,
+)
 from halton_meter_plugins.providers._common import (
     USAGE_NOT_READ,
     NoUsageParser,
@@ -31,7 +38,12 @@ from halton_meter_plugins.providers._common import (
     dig,
     optional_count,
 )
-from halton_meter_plugins.providers.openai import ChatParser, OpenAICompatibleProvider, error_type
+from halton_meter_plugins.providers.openai import (
+    ChatParser,
+    OpenAICompatibleProvider,
+    error_type,
+    include_usage_mode,
+)
 
 PREFIX = "/api/v1"
 CHAT = Endpoint("chat.completions", billable=True)
@@ -109,23 +121,19 @@ class OpenRouterChatParser(ChatParser):
 
 
 class OpenRouterProvider(OpenAICompatibleProvider):
-    def __init__(self) -> None:
+    # OpenRouter always reports usage, so the client's request is forwarded as sent.
+    inject_usage = False
+    reports_stream_usage = True
+
+    def __init__(self, include_usage: str = "inject") -> None:
         super().__init__(id="provider.openrouter", name="openrouter", hosts=("openrouter.ai",),
-                         price_provider_id="openrouter", path_prefix=PREFIX)
+                         price_provider_id="openrouter", path_prefix=PREFIX,
+                         include_usage=include_usage)
 
     def route(self, method: str, path: str) -> Endpoint | None:
         if method != "POST":
             return OTHER
         return _ROUTES.get(path.rstrip("/"), OTHER)
-
-    def rewrite_request(self, endpoint: Endpoint, request: RequestFacts, body: bytes) -> bytes | None:
-        # OpenRouter always reports usage, so the client's request is forwarded as sent.
-        return None
-
-    def response_rewriter(
-        self, endpoint: Endpoint, request: RequestFacts, status: int, headers: Mapping[str, str]
-    ) -> StreamRewriter | None:
-        return None
 
     def response_parser(
         self, endpoint: Endpoint, request: RequestFacts, status: int, content_type: str
@@ -138,6 +146,6 @@ class OpenRouterProvider(OpenAICompatibleProvider):
 
 
 @hookimpl
-def halton_register_providers(register: Any) -> None:
-    register(OpenRouterProvider())
+def halton_register_providers(register: Callable[[Provider], None], config: PluginConfig | None) -> None:
+    register(OpenRouterProvider(include_usage=include_usage_mode(config)))
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
 
-from halton_meter import hookimpl
-from halton_meter.lifecycle.selftest import CANARY_HOST, CANARY_PATH
-from halton_meter.types import Endpoint, Provider, RequestFacts, ResponseParser
+from halton_meter.plugin import (
+    CANARY_HOST,
+    CANARY_PATH,
+    Endpoint,
+    Provider,
+    RequestFacts,
+    ResponseParser,
+    hookimpl,
+)
 from halton_meter_plugins.providers._common import json_request_facts
 from halton_meter_plugins.providers.openai import ChatParser
 
@@ -53,5 +58,5 @@ class SelfTestProvider(Provider):
 
 
 @hookimpl
-def halton_register_providers(register: Any) -> None:
+def halton_register_providers(register: Callable[[Provider], None]) -> None:
     register(SelfTestProvider())

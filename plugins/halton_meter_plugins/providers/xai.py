@@ -11,13 +11,17 @@ billed per source). The record's own cost still comes from list prices, so the t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from halton_meter import hookimpl
-from halton_meter.redact import is_identifier
-from halton_meter.types import ParseOutcome
-from halton_meter_plugins.providers.openai import ChatParser, OpenAICompatibleProvider, ResponsesParser
+from halton_meter.plugin import ParseOutcome, PluginConfig, Provider, hookimpl, is_identifier
+from halton_meter_plugins.providers.openai import (
+    ChatParser,
+    OpenAICompatibleProvider,
+    ResponsesParser,
+    include_usage_mode,
+)
 
 TICKS_PER_USD_EXPONENT = 10
 
@@ -96,10 +100,11 @@ class XAIProvider(OpenAICompatibleProvider):
     chat_parser_class = XAIChatParser
     responses_parser_class = XAIResponsesParser
 
-    def __init__(self) -> None:
-        super().__init__(id="provider.xai", name="xai", hosts=("api.x.ai",), price_provider_id="x-ai")
+    def __init__(self, include_usage: str = "inject") -> None:
+        super().__init__(id="provider.xai", name="xai", hosts=("api.x.ai",), price_provider_id="x-ai",
+                         include_usage=include_usage)
 
 
 @hookimpl
-def halton_register_providers(register: Any) -> None:
-    register(XAIProvider())
+def halton_register_providers(register: Callable[[Provider], None], config: PluginConfig | None) -> None:
+    register(XAIProvider(include_usage=include_usage_mode(config)))
