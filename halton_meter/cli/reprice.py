@@ -4,6 +4,7 @@ import datetime
 
 import click
 
+from halton_meter.clock import utc_stamp
 from halton_meter.config import load_config
 from halton_meter.timewindow import parse_moment
 
@@ -33,7 +34,7 @@ def command(since: str, until: str | None, dry_run: bool, as_json: bool) -> None
     end = parse_moment(until, now, "--until") if until else now
     if start >= end:
         raise click.UsageError(f"--since ({since}) must be before --until ({until or 'now'})")
-    window = [m.strftime("%Y-%m-%dT%H:%M:%S.%fZ") for m in (start, end)]
+    window = [utc_stamp(m) for m in (start, end)]
     result = RepriceResult()
     if config.paths.db.exists():
         read = open_reader(config.paths.db)

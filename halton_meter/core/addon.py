@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import hmac
 import time
 import urllib.parse
@@ -31,11 +30,13 @@ from mitmproxy import http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from halton_meter.attribution.service import AttributionService, Resolution
+from halton_meter.clock import utc_stamp as utc_iso
 from halton_meter.attribution.client_family import client_family
 from halton_meter.core.records import Observed, build_record, provisional_record, stored_path
 from halton_meter.core.routing import RoutingTable
-from halton_meter.edge.server import Refused, check_target
+from halton_meter.targets import Refused, check_target
 from halton_meter.attribution.keys import credential_of, fingerprint
+from halton_meter.protocol import AUTH_HEADER, PEER_HEADER, PROJECT_HEADER, PROXY_HEADER
 from halton_meter.redact import is_identifier, redact
 from halton_meter.types import (
     SELF_TEST_KIND,
@@ -52,15 +53,6 @@ from halton_meter.wire import DEFAULT_DECODED_CAP, BodyDecoder, DecodeLimitExcee
 
 log = structlog.get_logger("halton_meter.core")
 
-AUTH_HEADER = "x-halton-meter-auth"
-"""Set by the edge on everything it sends the core: the core's per-start secret. Only the edge may use the
-core; anything else that connects to its port is refused."""
-PEER_HEADER = "x-halton-meter-peer"
-"""Set by the edge on its CONNECT to the core: the client's address as the edge saw it."""
-PROJECT_HEADER = "x-halton-meter-project"
-PROXY_HEADER = "x-halton-meter-proxy"
-"""Set by the edge: its own address the client connected to (the other end of the client's socket)."""
-"""Set by the edge: the project from the client's proxy URL credentials, percent-encoded."""
 REFRESH_SECONDS = 10.0
 """A keep-alive connection older than this is looked up again (by pid, no socket scan) on its next
 request, so a changed branch or working directory shows up in the next calls."""
@@ -79,11 +71,6 @@ Real reads take a few milliseconds; only a decompression bomb of tiny events get
 
 class ParseBudgetExceeded(Exception):
     pass
-
-
-def utc_iso(ts: float | None = None) -> str:
-    moment = datetime.datetime.fromtimestamp(ts if ts is not None else time.time(), datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 FIRST_REQUEST_GRACE = 5.0
