@@ -22,6 +22,10 @@ The proxy's event loop only ever calls `submit`, which never blocks on the datab
   identity page (see `schema.check_wal_belongs`).
 * Gaps the edge recorded (`spool/gaps.jsonl`, traffic passed through unmetered) are ingested into the
   `gaps` table (`store/gaps.py`).
+
+Why this module is long: the contract above is one thread's state machine (journal, queue, batches,
+retries, recovery, checkpoints) sharing one connection and one retry loop; split, the guarantees would
+be spread over modules that each hold half of them.
 """
 
 from __future__ import annotations
