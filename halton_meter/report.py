@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from halton_meter.errors import UsageError
 from halton_meter.attribution.keys import key_label
+from halton_meter.errors import UsageError
 from halton_meter.store.aggregate import NONE_VALUE, Cells, Filters, collect, percentile_95, snapshot
 from halton_meter.store.gaps import GapSummary, summarize
 from halton_meter.store.imports import count_imported

@@ -17,6 +17,7 @@ from halton_meter import terminal
 from halton_meter.cli._options import now
 from halton_meter.config import load_config
 from halton_meter.errors import UsageError
+from halton_meter.terminal import local_time, money, tokens
 from halton_meter.types import SELF_TEST_KIND, CallRecord
 
 if TYPE_CHECKING:
@@ -138,15 +139,15 @@ _LINE = "{0:<14} {1:<10} {2:<28} {3:>8} {4:>7} {5:>9}  {6:<16} {7}"
 
 def call_line_header() -> None:
     """`calls --follow`: the column names, once."""
-    terminal.console().print(Text(_LINE.format("time", "provider", "model", "in", "out", "cost", "project", "status"),
-                          style="bold"), soft_wrap=True)
+    header = _LINE.format("time", "provider", "model", "in", "out", "cost", "project", "status")
+    terminal.console().print(Text(header, style="bold"), soft_wrap=True)
 
 
 def call_line(r: CallRecord) -> None:
     """`calls --follow`: one call per line, aligned with `call_line_header`."""
-    cost = terminal.money(r.cost_nanos) if r.billable or r.cost_nanos is None else "—"
-    text = _LINE.format(terminal.local_time(r.started_at)[5:], r.provider, r.model or "—", terminal.tokens(r.input_tokens),
-                        terminal.tokens(r.output_tokens), cost, _project_text(r), _status_text(r))
+    cost = money(r.cost_nanos) if r.billable or r.cost_nanos is None else "—"
+    text = _LINE.format(local_time(r.started_at)[5:], r.provider, r.model or "—", tokens(r.input_tokens),
+                        tokens(r.output_tokens), cost, _project_text(r), _status_text(r))
     terminal.console().print(Text(text), soft_wrap=True)
 
 
@@ -230,13 +231,13 @@ def _shorten(columns: list[_Column], excess: int) -> bool:
 def _call_cells(records: Sequence[CallRecord]) -> dict[str, list[str]]:
     """Each column's cells at full length, computed once for every layout tried."""
     return {
-        "time": [terminal.local_time(r.started_at) for r in records],
+        "time": [local_time(r.started_at) for r in records],
         "provider": [r.provider for r in records],
         "model": [r.model or "—" for r in records],
-        "in": [terminal.tokens(r.input_tokens) for r in records],
-        "cache r/w": [f"{terminal.tokens(r.cache_read_tokens)}/{terminal.tokens(r.cache_write_tokens)}" for r in records],
-        "out": [terminal.tokens(r.output_tokens) for r in records],
-        "cost": [terminal.money(r.cost_nanos) if r.billable or r.cost_nanos is None else "—" for r in records],
+        "in": [tokens(r.input_tokens) for r in records],
+        "cache r/w": [f"{tokens(r.cache_read_tokens)}/{tokens(r.cache_write_tokens)}" for r in records],
+        "out": [tokens(r.output_tokens) for r in records],
+        "cost": [money(r.cost_nanos) if r.billable or r.cost_nanos is None else "—" for r in records],
         "project": [_project_text(r) for r in records],
         "status": [_status_text(r) for r in records],
     }

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from halton_meter import terminal
 from halton_meter.doctor.runner import DEFAULT_TIMEOUT
+from halton_meter.terminal import hanging
 
 
 @click.command("doctor")
@@ -77,27 +78,27 @@ def doctor_report(data: dict[str, Any], verbose: bool = False) -> None:
     width = max((len(c["title"]) for c in checks), default=0)
     for check in checks:
         mark, style = _DOCTOR_MARK.get(check["status"], ("?", ""))
-        terminal.hanging(console, Text.assemble((f"{mark} ", style), (f"{check['title']:<{width}}", "bold"), "  "),
-                 Text(check["summary"]))
+        hanging(console, Text.assemble((f"{mark} ", style), (f"{check['title']:<{width}}", "bold"), "  "),
+                Text(check["summary"]))
         for hop in check["details"].get("hops", ()) if isinstance(check["details"], dict) else ():
             hop_mark, hop_style = _HOP_MARK.get(hop.get("status"), ("?", ""))
             lead = Text.assemble("    ", (f"{hop_mark} ", hop_style), (f"{hop.get('hop', '?'):<7}", "bold"))
-            terminal.hanging(console, lead, Text(str(hop.get("detail", ""))))
+            hanging(console, lead, Text(str(hop.get("detail", ""))))
         if check.get("fix") and check["status"] not in ("ok", "skip"):
-            terminal.hanging(console, Text("    fix: ", style="cyan"), Text(check["fix"], style="cyan"))
+            hanging(console, Text("    fix: ", style="cyan"), Text(check["fix"], style="cyan"))
         if verbose:
-            terminal.hanging(console, Text("    "), Text(f"{check['id']} · {check['duration_ms']} ms", style="dim"))
+            hanging(console, Text("    "), Text(f"{check['id']} · {check['duration_ms']} ms", style="dim"))
             for key, value in check["details"].items():
                 if key != "hops":
                     shown = value if isinstance(value, str) else json.dumps(value)
-                    terminal.hanging(console, Text(f"    {key}: ", style="dim"), Text(shown, style="dim"))
+                    hanging(console, Text(f"    {key}: ", style="dim"), Text(shown, style="dim"))
     counts = data["summary"]
     parts = [f"{counts['ok']} ok", f"{counts['warn']} warning{'s' if counts['warn'] != 1 else ''}",
              f"{counts['fail']} failed", f"{counts['skip']} skipped",
              f"{counts['error']} error{'s' if counts['error'] != 1 else ''}"]
     console.print()
     total = f"{len(checks)} check{'s' if len(checks) != 1 else ''}: "
-    terminal.hanging(console, Text(""), Text(total + " · ".join(parts)))
+    hanging(console, Text(""), Text(total + " · ".join(parts)))
     problems = counts["fail"] + counts["error"]
     if problems:
         verdict = Text(f"{problems} problem{'s' if problems != 1 else ''} found: apply the fix under each, then "
@@ -107,4 +108,4 @@ def doctor_report(data: dict[str, Any], verbose: bool = False) -> None:
                        style="bold yellow")
     else:
         verdict = Text("No problems found.", style="bold green")
-    terminal.hanging(console, Text(""), verdict)
+    hanging(console, Text(""), verdict)

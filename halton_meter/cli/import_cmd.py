@@ -11,6 +11,7 @@ from rich.text import Text
 from halton_meter import terminal
 from halton_meter.config import load_config
 from halton_meter.errors import UsageError
+from halton_meter.terminal import money, plural, usd_nanos
 from halton_meter.timewindow import parse_moment
 
 ALL = "all"
@@ -86,20 +87,20 @@ def import_summary(results: Iterable[dict[str, Any]], dry_run: bool, settle_minu
                           soft_wrap=True)
             continue
         verb = "would be imported" if dry_run else "imported"
-        imported = f"{terminal.plural(r['imported'], 'call')} {verb}"
+        imported = f"{plural(r['imported'], 'call')} {verb}"
         money_parts = []
-        if terminal.usd_nanos(r["cost_usd"]):
-            money_parts.append(terminal.money(terminal.usd_nanos(r["cost_usd"])))
-        if terminal.usd_nanos(r["subscription_list_price_usd"]):
-            money_parts.append(f"{terminal.money(terminal.usd_nanos(r['subscription_list_price_usd']))} subscription at list price")
+        if usd_nanos(r["cost_usd"]):
+            money_parts.append(money(usd_nanos(r["cost_usd"])))
+        if usd_nanos(r["subscription_list_price_usd"]):
+            money_parts.append(f"{money(usd_nanos(r['subscription_list_price_usd']))} subscription at list price")
         if r["unpriced_calls"]:
             money_parts.append(f"{r['unpriced_calls']:,} unpriced")
         if money_parts:
             imported += f" ({', '.join(money_parts)})"
-        parts = [terminal.plural(r["files"], "file") + " read", imported,
+        parts = [plural(r["files"], "file") + " read", imported,
                  f"{r['already_metered']:,} already metered", f"{r['already_imported']:,} already imported",
                  f"{r['duplicates']:,} duplicate{'' if r['duplicates'] == 1 else 's'}",
-                 terminal.plural(r["unreadable_lines"], "unreadable line")]
+                 plural(r["unreadable_lines"], "unreadable line")]
         console.print(Text.assemble((f"{r['source']}: ", "bold"), " · ".join(parts)), soft_wrap=True)
         notes = []
         if r["imported"] or r["already_imported"]:
@@ -110,14 +111,14 @@ def import_summary(results: Iterable[dict[str, Any]], dry_run: bool, settle_minu
                                 f"{'covered by a plan' if r['billing'] == 'api' else 'paid per token'}"}
             notes.append(f"  billed as {r['billing']}: {basis.get(r['billing_basis'], r['billing_basis'])}")
         if r["rebilled"]:
-            notes.append(f"  {terminal.plural(r['rebilled'], 'call')} imported before now billed as {r['billing']}")
+            notes.append(f"  {plural(r['rebilled'], 'call')} imported before now billed as {r['billing']}")
         if r["recent"]:
-            notes.append(f"  {terminal.plural(r['recent'], 'call')} from the last {settle_minutes} minutes left for the "
+            notes.append(f"  {plural(r['recent'], 'call')} from the last {settle_minutes} minutes left for the "
                          "next run (the tool may still be writing them)")
         if r["before_since"]:
-            notes.append(f"  {terminal.plural(r['before_since'], 'call')} before --since left out")
+            notes.append(f"  {plural(r['before_since'], 'call')} before --since left out")
         if r["unreadable_files"]:
-            notes.append(f"  {terminal.plural(r['unreadable_files'], 'file')} could not be read: "
+            notes.append(f"  {plural(r['unreadable_files'], 'file')} could not be read: "
                          + "; ".join(r["problems"][:3]))
         for note in notes:
             console.print(Text(note, style="dim"), soft_wrap=True)

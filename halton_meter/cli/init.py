@@ -101,4 +101,4 @@ def init_step(index: int, total: int, title: str, status: str, detail: str) -> N
 def init_done(ok: bool, message: str) -> None:
     style = "bold green" if ok else "bold red"
     terminal.console().print(Text.assemble(("✓ " if ok else "✗ ", style), (message, style if not ok else "")),
-                     soft_wrap=True)
+                             soft_wrap=True)

@@ -32,7 +32,7 @@ def command(as_json: bool) -> None:
 
 def plugins_table(plugins: Iterable[dict[str, Any]]) -> None:
     table = terminal.table([("plugin", "left"), ("version", "left"), ("source", "left"), ("status", "left"),
-                    ("provides", "left")], wrap=("provides",))
+                            ("provides", "left")], wrap=("provides",))
     for p in plugins:
         provides = " ".join(i for items in p["provides"].values() for i in items) or "—"
         status = Text(p["status"], style={"ok": "green", "error": "red"}.get(p["status"], "yellow"))

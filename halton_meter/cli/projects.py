@@ -8,6 +8,7 @@ from rich.text import Text
 from halton_meter import terminal
 from halton_meter.cli._options import window_from, window_options
 from halton_meter.config import load_config
+from halton_meter.terminal import compact, cost_cell, local_time
 
 
 @click.command("projects")
@@ -39,16 +40,16 @@ def show_projects(data: dict[str, Any]) -> None:
         console.print(f"No projects with calls ({data['window']}).")
         return
     table = terminal.table([("project", "left"), ("calls", "right"), ("cost", "right"), ("last seen", "left"),
-                    ("attributed by", "left")], wrap=("project", "attributed by"))
+                            ("attributed by", "left")], wrap=("project", "attributed by"))
     for p in data["projects"]:
         total = sum(s["calls"] for s in p["sources"]) or 1
         sources = ", ".join(f"{s['name']} {s['calls'] * 100 // total}%" for s in p["sources"][:2])
         if len(p["sources"]) > 2:
             sources += ", …"
-        cost = terminal.cost_cell({"cost_usd": p["cost_usd"], "unpriced_calls": p["unpriced_calls"],
+        cost = cost_cell({"cost_usd": p["cost_usd"], "unpriced_calls": p["unpriced_calls"],
                            "subscription_calls": p["subscription_calls"]})
-        calls = terminal.compact(p["calls"]) + (f" +{p['gaps']} gaps" if p["gaps"] else "")
-        table.add_row(Text(p["project"]), calls, cost, terminal.local_time(p["last_seen"])[:16] if p["last_seen"] else "—",
+        calls = compact(p["calls"]) + (f" +{p['gaps']} gaps" if p["gaps"] else "")
+        table.add_row(Text(p["project"]), calls, cost, local_time(p["last_seen"])[:16] if p["last_seen"] else "—",
                       Text(sources or "—"))
     console.print(table)
     if any(p["unpriced_calls"] for p in data["projects"]):

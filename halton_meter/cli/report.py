@@ -13,6 +13,18 @@ from halton_meter import terminal
 from halton_meter.cli._options import filter_options, filters_from, window_from, window_options
 from halton_meter.config import load_config
 from halton_meter.errors import UsageError
+from halton_meter.terminal import (
+    compact,
+    cost_cell,
+    duration,
+    hanging,
+    local_time,
+    plural,
+    sparkline,
+    usd_nanos,
+    usd_short,
+    zone,
+)
 from halton_meter.timewindow import DEFAULT_SINCE
 
 
@@ -53,7 +65,7 @@ SPARK_MAX = 60
 def _signed(value: int | float | None, pct: float | None = None) -> str:
     if value is None:
         return "—"
-    text = f"+{terminal.compact(value)}" if isinstance(value, int) and value > 0 else terminal.compact(value) if isinstance(
+    text = f"+{compact(value)}" if isinstance(value, int) and value > 0 else compact(value) if isinstance(
         value, int) else f"{value:+.1f}"
     return text if pct is None else f"{text} ({pct:+.0f}%)"
 
@@ -61,7 +73,7 @@ def _signed(value: int | float | None, pct: float | None = None) -> str:
 def _money_change(change: dict[str, Any]) -> str:
     if change["abs"] is None:
         return "—"
-    text = terminal.usd_short(change["abs"])
+    text = usd_short(change["abs"])
     return text if text.startswith("-") else "+" + text
 
 
@@ -76,12 +88,12 @@ def _daily_line(data: dict[str, Any], width: int = 80) -> Text | None:
     daily = data["daily"]
     if len(daily) < 2:
         return None
-    charged = [terminal.usd_nanos(d["cost_usd"]) for d in daily]
-    listed = [terminal.usd_nanos(d["subscription_list_price_usd"]) for d in daily]
-    series, what, show = charged, "cost/day", terminal.usd_short
+    charged = [usd_nanos(d["cost_usd"]) for d in daily]
+    listed = [usd_nanos(d["subscription_list_price_usd"]) for d in daily]
+    series, what, show = charged, "cost/day", usd_short
     if not any(charged):
         series, what = (listed, "list price/day") if any(listed) else ([d["calls"] for d in daily], "calls/day")
-        show = terminal.usd_short if any(listed) else None  # type: ignore[assignment]
+        show = usd_short if any(listed) else None  # type: ignore[assignment]
     first, last = daily[0]["date"][5:], daily[-1]["date"][5:]
     most = SPARK_MAX
     while True:
@@ -95,7 +107,7 @@ def _daily_line(data: dict[str, Any], width: int = 80) -> Text | None:
         if len(marks) <= room or most <= 7:
             break
         most = max(7, min(most - 1, room))
-    return Text.assemble((f"{what:<15}", "bold"), terminal.sparkline(marks), (tail, "dim"))
+    return Text.assemble((f"{what:<15}", "bold"), sparkline(marks), (tail, "dim"))
 
 
 def show_report(data: dict[str, Any]) -> None:
@@ -106,29 +118,29 @@ def show_report(data: dict[str, Any]) -> None:
     if data["filters"]:
         title.append(" · " + " ".join(f"{k}={','.join(v)}" for k, v in data["filters"].items()), style="dim")
     console.print(title)
-    console.print(f"{terminal.local_time(data['since'])[:16]} {terminal.zone(data['since'])} → {terminal.local_time(data['until'])[:16]} "
-                  f"{terminal.zone(data['until'])}")
+    console.print(f"{local_time(data['since'])[:16]} {zone(data['since'])} → {local_time(data['until'])[:16]} "
+                  f"{zone(data['until'])}")
     if not totals["calls"] and not data.get("previous"):
         console.print("No calls recorded in this window.")
         for note in data["notes"]:
             console.print(Text(note["text"], style="yellow"))
         return
-    cost = terminal.cost_cell(totals)
+    cost = cost_cell(totals)
     line = Text.assemble((f"{totals['calls']:,} calls", "bold"), " · cost ", (cost, "bold"))
-    if terminal.usd_nanos(totals["cache_savings_usd"]):
-        line.append(f" · cache saved {terminal.usd_short(totals['cache_savings_usd'])}")
+    if usd_nanos(totals["cache_savings_usd"]):
+        line.append(f" · cache saved {usd_short(totals['cache_savings_usd'])}")
     console.print(line)
-    terminal.hanging(console, Text("tokens   "), Text(
-        f"{terminal.compact(totals['input_tokens'])} in · {terminal.compact(totals['output_tokens'])} out · "
-        f"{terminal.compact(totals['cache_read_tokens'])} cache read · "
-        f"{terminal.compact(totals['cache_write_tokens'])} cache write"))
-    terminal.hanging(console, Text("latency  "), Text(
-        f"avg {terminal.duration(totals['avg_latency_ms'])} · p95 {terminal.duration(totals['p95_latency_ms'])}   "
-        f"TTFT avg {terminal.duration(totals['avg_ttft_ms'])} · p95 {terminal.duration(totals['p95_ttft_ms'])}"))
+    hanging(console, Text("tokens   "), Text(
+        f"{compact(totals['input_tokens'])} in · {compact(totals['output_tokens'])} out · "
+        f"{compact(totals['cache_read_tokens'])} cache read · "
+        f"{compact(totals['cache_write_tokens'])} cache write"))
+    hanging(console, Text("latency  "), Text(
+        f"avg {duration(totals['avg_latency_ms'])} · p95 {duration(totals['p95_latency_ms'])}   "
+        f"TTFT avg {duration(totals['avg_ttft_ms'])} · p95 {duration(totals['p95_ttft_ms'])}"))
     if totals["subscription_calls"]:
-        terminal.hanging(console, Text("subscription  "), Text(
-            f"{terminal.plural(totals['subscription_calls'], 'call')} · "
-            f"{terminal.usd_short(totals['subscription_list_price_usd'])} at list price, not charged"))
+        hanging(console, Text("subscription  "), Text(
+            f"{plural(totals['subscription_calls'], 'call')} · "
+            f"{usd_short(totals['subscription_list_price_usd'])} at list price, not charged"))
     daily = _daily_line(data, console.width)
     if daily is not None:
         console.print(daily)
@@ -146,9 +158,9 @@ def show_report(data: dict[str, Any]) -> None:
 
 def _previous_line(console: Console, data: dict[str, Any]) -> None:
     previous, change = data["totals"]["previous"], data["totals"]["change"]
-    console.print(f"previous {terminal.local_time(data['previous']['since'])[:16]} → "
-                  f"{terminal.local_time(data['previous']['until'])[:16]}: {terminal.plural(previous['calls'], 'call')} · "
-                  f"cost {terminal.usd_short(previous['cost_usd'])}")
+    console.print(f"previous {local_time(data['previous']['since'])[:16]} → "
+                  f"{local_time(data['previous']['until'])[:16]}: {plural(previous['calls'], 'call')} · "
+                  f"cost {usd_short(previous['cost_usd'])}")
     console.print(Text.assemble(
         ("change   ", "bold"), "cost ", (f"{_money_change(change['cost_usd'])} ({_pct(change['cost_usd'])})", "bold"),
         f" · calls {_signed(change['calls']['abs'])} ({_pct(change['calls'])})",
@@ -170,12 +182,12 @@ def _report_table(data: dict[str, Any]) -> Table:
         if compared:
             change = row.get("change")
             if change is None:
-                return [terminal.compact(row["calls"]), "", terminal.cost_cell(row), "", ""]
-            return [terminal.compact(row["calls"]), _signed(change["calls"]["abs"]), terminal.cost_cell(row),
+                return [compact(row["calls"]), "", cost_cell(row), "", ""]
+            return [compact(row["calls"]), _signed(change["calls"]["abs"]), cost_cell(row),
                     _money_change(change["cost_usd"]), _pct(change["cost_usd"])]
-        return [terminal.compact(row["calls"]), terminal.compact(row["input_tokens"]), terminal.compact(row["output_tokens"]),
-                terminal.compact(row["cache_read_tokens"]), terminal.cost_cell(row), terminal.usd_short(row["cache_savings_usd"]),
-                terminal.duration(row["p95_latency_ms"])]
+        return [compact(row["calls"]), compact(row["input_tokens"]), compact(row["output_tokens"]),
+                compact(row["cache_read_tokens"]), cost_cell(row), usd_short(row["cache_savings_usd"]),
+                duration(row["p95_latency_ms"])]
 
     for row in data["rows"]:
         style = "bold" if row["subtotal"] else ""

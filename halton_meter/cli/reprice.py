@@ -9,6 +9,7 @@ from rich.text import Text
 from halton_meter import terminal
 from halton_meter.clock import utc_stamp
 from halton_meter.config import load_config
+from halton_meter.terminal import local_time, usd_text
 from halton_meter.timewindow import parse_moment
 
 
@@ -56,17 +57,17 @@ def _repriced_cost(usd: str | None, unpriced: int) -> str:
     """A model's cost before or after a reprice: "unpriced" when no call had a price, never "$0.00"."""
     if usd is None:
         return "unpriced"
-    return terminal.usd_text(usd) + (f" + {unpriced:,} unpriced" if unpriced else "")
+    return usd_text(usd) + (f" + {unpriced:,} unpriced" if unpriced else "")
 
 
 def show_reprice(data: dict[str, Any]) -> None:
     console = terminal.console()
     mode = "dry run: nothing written" if data["dry_run"] else ("written" if data["written"] else "nothing to write")
     console.print(Text.assemble(("Repriced ", "bold"), f"{data['examined']:,} calls "
-                                f"{terminal.local_time(data['since'])} → {terminal.local_time(data['until'])} ({mode})"))
+                                f"{local_time(data['since'])} → {local_time(data['until'])} ({mode})"))
     console.print(f"  changed: {data['changed']:,} · now priced: {data['newly_priced']:,} · "
                   f"now unpriced: {data['newly_unpriced']:,}")
-    console.print(f"  total: {terminal.usd_text(data['before_usd'])} → {terminal.usd_text(data['after_usd'])}")
+    console.print(f"  total: {usd_text(data['before_usd'])} → {usd_text(data['after_usd'])}")
     if data["by_model"]:
         table = terminal.table([("model", "left"), ("calls", "right"), ("before", "right"), ("after", "right")])
         for row in data["by_model"][:20]:

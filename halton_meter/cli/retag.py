@@ -9,6 +9,7 @@ from halton_meter import terminal
 from halton_meter.cli._options import window_from, window_options
 from halton_meter.config import load_config, valid_project_name
 from halton_meter.errors import UsageError
+from halton_meter.terminal import money, plural, usd_nanos
 
 
 @click.command("retag")
@@ -50,16 +51,16 @@ def show_retag(data: dict[str, Any]) -> None:
         console.print(f"No calls of project {data['from']!r} in this window: nothing to move (see "
                       "`halton-meter projects`).")
     else:
-        what = f"{terminal.plural(moved, 'call')} ({terminal.money(terminal.usd_nanos(data['cost_usd']))} charged"
+        what = f"{plural(moved, 'call')} ({money(usd_nanos(data['cost_usd']))} charged"
         if data["subscription_calls"]:
-            what += f", {terminal.money(terminal.usd_nanos(data['subscription_list_price_usd']))} subscription at list price"
+            what += f", {money(usd_nanos(data['subscription_list_price_usd']))} subscription at list price"
         what += ")"
         if data["gaps"]:
-            what += f" and {terminal.plural(data['gaps'], 'unmetered gap')}"
+            what += f" and {plural(data['gaps'], 'unmetered gap')}"
         console.print(f"{verb} {what} from {data['from']!r} to {data['to']!r}.")
         if data["dry_run"]:
             console.print("Dry run: nothing was changed. Run again without --dry-run to move them.")
     if data["in_progress_skipped"]:
-        console.print(Text(f"{terminal.plural(data['in_progress_skipped'], 'call')} still in progress "
+        console.print(Text(f"{plural(data['in_progress_skipped'], 'call')} still in progress "
                            f"{'would stay' if data['dry_run'] else 'stayed'}: run retag again once "
                            f"{'it ends' if data['in_progress_skipped'] == 1 else 'they end'}.", style="yellow"))
