@@ -325,6 +325,7 @@ class Edge:
     async def _splice(self, a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
                       b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter, metered: bool = False,
                       slot: Slot | None = None, observer: PassThrough | None = None) -> tuple[int, int]:
+        """`splice.splice` with this edge's counters and timeouts: (bytes up, bytes down)."""
         return await splice(a_reader, a_writer, b_reader, b_writer, self.stats, self.idle_timeout,
                             self.handshake_timeout, metered, slot, observer)
 
