@@ -3,6 +3,10 @@
 A syntax error, an unknown key or a wrong type stops every command with one line
 (`config.toml:LINE:COL: message`, or the key path) and exit code 2. Nothing silently falls back to a
 default: a typo in a privacy or security setting must never weaken it.
+
+Why this module is long: it is the whole config.toml schema in one place — every section's typed values,
+their defaults and the strict check of each key with its one-line error — so a key and its check cannot
+drift apart; the parts are small and independent, read top to bottom.
 """
 
 from __future__ import annotations

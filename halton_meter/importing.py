@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from halton_meter.attribution.service import attribute
+from halton_meter.attribution.workspace import git_info
+from halton_meter.clock import utc_stamp as iso
 from halton_meter.errors import HaltonError, PluginError, UsageError
 from halton_meter.pricing import Pricer
 from halton_meter.redact import safe_extra
 from halton_meter.store import imports as store
-from halton_meter.timewindow import iso
 from halton_meter.types import (
     BILLING_API,
     BILLING_SUBSCRIPTION,
@@ -46,7 +47,6 @@ from halton_meter.types import (
     ImportStats,
     nanos_to_usd,
 )
-from halton_meter.attribution.workspace import git_info
 
 SETTLE_SECONDS = 600
 """Calls newer than this are left for a later run (a tool writes a streamed response over several lines,

@@ -8,7 +8,7 @@ Two line formats reach the files (see `halton_meter.logs`):
   `2026-12-03 09:46:46,486 core ERROR mitmproxy.proxy: message`, a traceback on the lines after it.
 
 A line in neither format (a traceback, anything a process printed) belongs to the entry above it, so the
-merge never tears an entry apart. Nothing here imports rich: `terminal.log_entries` draws the entries.
+merge never tears an entry apart. Nothing here imports rich: `cli/logs.py` draws the entries.
 """
 
 from __future__ import annotations

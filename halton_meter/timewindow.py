@@ -12,16 +12,14 @@ import re
 import time
 from dataclasses import dataclass
 
+from halton_meter.clock import utc_stamp
 from halton_meter.errors import UsageError
 
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 UTC = datetime.UTC
 DEFAULT_SINCE = "30d"
-
-
-def iso(moment: datetime.datetime) -> str:
-    """The form `started_at` is stored in: UTC, microseconds, `Z` (sorts as text)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+iso = utc_stamp
+"""A moment in the form records are stored in (`clock.utc_stamp`), under the name window code uses."""
 
 
 def parse_moment(text: str, now: datetime.datetime, option: str) -> datetime.datetime:
@@ -99,11 +97,11 @@ class Window:
 
     @property
     def since_iso(self) -> str:
-        return iso(self.since)
+        return utc_stamp(self.since)
 
     @property
     def until_iso(self) -> str:
-        return iso(self.until)
+        return utc_stamp(self.until)
 
     def previous(self) -> Window:
         """The window to compare with (`--vs-previous`), of the same length:

@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from halton_meter.doctor import runner as doctor
 from halton_meter.ca import ensure_ca
 from halton_meter.config import Config
+from halton_meter.doctor import curl as doctor_curl
+from halton_meter.doctor import runner as doctor
 from halton_meter.lifecycle.commands import CommandResult, RecordingRunner
 from halton_meter.lifecycle.state import SystemState
 from halton_meter.paths import Paths
@@ -170,7 +171,7 @@ def test_curl_probe_reads_each_hop_through_the_runner_seam(at_meter: MeterProces
     answered = CommandResult(("curl",), 0, "HTTP/1.1 200 OK\r\n\r\nHTTP/2 200\r\nx-halton-meter: selftest\r\n\r\n"
                              "__halton_meter_probe__ connect=200 code=200 verify=0",
                              "*  issuer: CN=Halton Meter local CA; O=Halton Meter")
-    monkeypatch.setattr(doctor, "PROBE_RECORD_TIMEOUT", 0.2)  # no request really went through: nothing lands
+    monkeypatch.setattr(doctor_curl, "PROBE_RECORD_TIMEOUT", 0.2)  # no request really went through: nothing lands
     [finding] = doctor.run_doctor([doctor.PROBE_ID], runner=RecordingRunner(
         script={"/usr/bin/curl": answered}, present={"curl"})).findings
     assert [h["status"] for h in finding.details["hops"]] == ["ok", "ok", "ok", "fail"]

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from halton_meter.edge.corelink import CoreLocator
+from halton_meter.edge.server import Edge
 from halton_meter.serve.api import Api
-from halton_meter.edge.server import CoreLocator, Edge, Refused, _ip, parse_authority
+from halton_meter.targets import Refused, ip_of, parse_authority
 
 
 @pytest.mark.parametrize(
@@ -236,9 +238,9 @@ def test_metadata_endpoints_outside_the_link_local_check_are_refused(tmp_path: P
 
 
 def test_embedded_ipv4_is_unwrapped_but_ordinary_v6_is_not() -> None:
-    assert str(_ip("::ffff:10.0.0.1")) == "10.0.0.1" and str(_ip("::10.0.0.1")) == "10.0.0.1"
-    assert str(_ip("64:ff9b::8.8.8.8")) == "8.8.8.8"
-    assert str(_ip("::1")) == "::1" and str(_ip("2606:4700::1111")) == "2606:4700::1111"
+    assert str(ip_of("::ffff:10.0.0.1")) == "10.0.0.1" and str(ip_of("::10.0.0.1")) == "10.0.0.1"
+    assert str(ip_of("64:ff9b::8.8.8.8")) == "8.8.8.8"
+    assert str(ip_of("::1")) == "::1" and str(ip_of("2606:4700::1111")) == "2606:4700::1111"
 
 
 def test_unreachable_upstream_gives_502(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ from faultkit import (
     wait_until,
 )
 
-from halton_meter.edge.server import RESTART_GRACE
+from halton_meter.edge.corelink import RESTART_GRACE
 from halton_meter.testing import bodies
 from halton_meter.testing.fake_provider import FakeProvider, Gate, Pause, Reply
 from halton_meter.testing.meter import MeterProcess, meter_env, write_config

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from halton_meter.attribution.service import AttributionService, ProcessFinder
 from halton_meter.attribution.client_family import client_family, tool_from_process
+from halton_meter.attribution.service import AttributionService, ProcessFinder
 from halton_meter.core.records import CREDENTIAL_QUERY_PARAMS, redact_path
 from halton_meter.core.routing import RoutingTable, parse_host_pattern
-from halton_meter.edge.server import proxy_project
+from halton_meter.edge.http1 import proxy_project
 from halton_meter.errors import PluginError
 from halton_meter.host import PluginHost
 from halton_meter.serve.runtime import metering_env

@@ -1,5 +1,5 @@
 """Output at 60, 80, 100 and 160 columns: `calls` never cuts a cost, a token count or a time (names give way,
-then low-value columns, as `terminal.calls_layout` says), `report` and `doctor` wrap within the width and
+then low-value columns, as `calls_layout` says), `report` and `doctor` wrap within the width and
 cut nothing. Golden files for `calls` at 80 columns are in tests/golden/calls/."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from reportkit import call, local_zone, write
 from rich.cells import cell_len
 
 from halton_meter import terminal
+from halton_meter.cli.calls import calls_layout
 from halton_meter.paths import Paths
 
 GOLDEN = Path(__file__).parent / "golden" / "calls"
@@ -103,21 +104,21 @@ def test_calls_give_way_in_the_documented_order(new_york) -> None:
     records = typical_calls()
 
     def names(width: int) -> list[str]:
-        columns, _ = terminal.calls_layout(records, width)
+        columns, _ = calls_layout(records, width)
         return [c.name for c in columns]
 
     full = ["time", "provider", "model", "in", "cache r/w", "out", "cost", "project", "status"]
     assert names(160) == full
-    time_column = terminal.calls_layout(records, 160)[0][0]
+    time_column = calls_layout(records, 160)[0][0]
     assert time_column.cells[0] == "2026-11-20 10:00:00"  # all there is room for: the year too
-    assert terminal.calls_layout(records, 80)[0][0].cells[0] == "11-20 10:00:00"
+    assert calls_layout(records, 80)[0][0].cells[0] == "11-20 10:00:00"
     assert names(80) == [n for n in full if n != "provider"]  # the provider goes before any name is cut
-    narrow, _ = terminal.calls_layout(records, 60)
+    narrow, _ = calls_layout(records, 60)
     assert [c.name for c in narrow] == ["time", "model", "in", "cache r/w", "out", "cost", "project"]
     assert narrow[0].cells[0] == "11-20\n10:00:00"
-    at_80 = {c.name: c for c in terminal.calls_layout(records, 80)[0]}
+    at_80 = {c.name: c for c in calls_layout(records, 80)[0]}
     assert at_80["status"].width == 8 and at_80["model"].width > at_80["project"].width  # status gives way first
-    only_figures, _ = terminal.calls_layout(long_calls(), 40)  # nothing fits: figures, never cut
+    only_figures, _ = calls_layout(long_calls(), 40)  # nothing fits: figures, never cut
     assert [c.name for c in only_figures] == ["time", "in", "cache r/w", "out", "cost"]
 
 
@@ -205,8 +206,8 @@ def test_doctor_wraps_within_the_width_and_cuts_nothing(cli, paths: Paths, monke
 def test_doctor_never_mentions_a_dashboard(paths: Paths) -> None:
     """There is no dashboard: no check may send anyone looking for one."""
     import halton_meter_checks
-    from halton_meter.doctor import runner as doctor
     from halton_meter.config import Config
+    from halton_meter.doctor import runner as doctor
     from halton_meter.types import CheckContext
     from halton_meter_checks import meter as meter_checks
 
@@ -215,6 +216,6 @@ def test_doctor_never_mentions_a_dashboard(paths: Paths) -> None:
     result = meter_checks.check_api(CheckContext(paths=paths, config=Config(paths=paths), environ={}))
     assert result.status == "fail" and result.fix.startswith("halton-meter ")
     assert "dashboard" not in f"{result.summary} {result.fix}".lower()
-    sources = [Path(doctor.__file__), *Path(halton_meter_checks.__file__).parent.glob("*.py")]
+    sources = [*Path(doctor.__file__).parent.glob("*.py"), *Path(halton_meter_checks.__file__).parent.glob("*.py")]
     for source in sources:
         assert "dashboard" not in source.read_text().lower(), source

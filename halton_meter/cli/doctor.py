@@ -1,8 +1,14 @@
 from __future__ import annotations
 
-import click
+import json
+from typing import Any
 
+import click
+from rich.text import Text
+
+from halton_meter import terminal
 from halton_meter.doctor.runner import DEFAULT_TIMEOUT
+from halton_meter.terminal import hanging
 
 
 @click.command("doctor")
@@ -54,5 +60,52 @@ def command(only: tuple[str, ...], as_json: bool, curl: bool, timeout: float, ve
     if as_json:
         terminal.print_json(data)
     else:
-        terminal.doctor_report(data, verbose=verbose)
+        doctor_report(data, verbose=verbose)
     return int(report.exit_code)
+
+
+_DOCTOR_MARK = {"ok": ("✓", "green"), "warn": ("!", "bold yellow"), "fail": ("✗", "bold red"), "skip": ("○", "dim"),
+                "error": ("⚠", "bold red")}
+_HOP_MARK = {"ok": ("✓", "green"), "fail": ("✗", "bold red"), "skip": ("○", "dim")}
+
+
+def doctor_report(data: dict[str, Any], verbose: bool = False) -> None:
+    """`halton-meter doctor`: one line per check in the report's order, the fix under each problem, and a
+    footer counting issues. Takes the `--json` document, so both outputs always agree. Long lines wrap at
+    the width between words, continuing under where their text starts; nothing is cut."""
+    console = terminal.console()
+    checks = data["checks"]
+    width = max((len(c["title"]) for c in checks), default=0)
+    for check in checks:
+        mark, style = _DOCTOR_MARK.get(check["status"], ("?", ""))
+        hanging(console, Text.assemble((f"{mark} ", style), (f"{check['title']:<{width}}", "bold"), "  "),
+                Text(check["summary"]))
+        for hop in check["details"].get("hops", ()) if isinstance(check["details"], dict) else ():
+            hop_mark, hop_style = _HOP_MARK.get(hop.get("status"), ("?", ""))
+            lead = Text.assemble("    ", (f"{hop_mark} ", hop_style), (f"{hop.get('hop', '?'):<7}", "bold"))
+            hanging(console, lead, Text(str(hop.get("detail", ""))))
+        if check.get("fix") and check["status"] not in ("ok", "skip"):
+            hanging(console, Text("    fix: ", style="cyan"), Text(check["fix"], style="cyan"))
+        if verbose:
+            hanging(console, Text("    "), Text(f"{check['id']} · {check['duration_ms']} ms", style="dim"))
+            for key, value in check["details"].items():
+                if key != "hops":
+                    shown = value if isinstance(value, str) else json.dumps(value)
+                    hanging(console, Text(f"    {key}: ", style="dim"), Text(shown, style="dim"))
+    counts = data["summary"]
+    parts = [f"{counts['ok']} ok", f"{counts['warn']} warning{'s' if counts['warn'] != 1 else ''}",
+             f"{counts['fail']} failed", f"{counts['skip']} skipped",
+             f"{counts['error']} error{'s' if counts['error'] != 1 else ''}"]
+    console.print()
+    total = f"{len(checks)} check{'s' if len(checks) != 1 else ''}: "
+    hanging(console, Text(""), Text(total + " · ".join(parts)))
+    problems = counts["fail"] + counts["error"]
+    if problems:
+        verdict = Text(f"{problems} problem{'s' if problems != 1 else ''} found: apply the fix under each, then "
+                       "run `halton-meter doctor` again.", style="bold red")
+    elif counts["warn"]:
+        verdict = Text(f"No problems; {counts['warn']} warning{'s' if counts['warn'] != 1 else ''} worth a look.",
+                       style="bold yellow")
+    else:
+        verdict = Text("No problems found.", style="bold green")
+    hanging(console, Text(""), verdict)

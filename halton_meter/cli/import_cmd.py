@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.text import Text
 
+from halton_meter import terminal
 from halton_meter.config import load_config
 from halton_meter.errors import UsageError
+from halton_meter.terminal import money, plural, usd_nanos
 from halton_meter.timewindow import parse_moment
 
 ALL = "all"
@@ -70,4 +75,52 @@ def command(sources: tuple[str, ...], path: Path | None, since: str | None, bill
         terminal.print_json({"dry_run": dry_run, "sources": [{k: v for k, v in r.items() if k != "title"}
                                                               for r in results]})
     else:
-        terminal.import_summary(results, dry_run, importing.SETTLE_SECONDS // 60)
+        import_summary(results, dry_run, importing.SETTLE_SECONDS // 60)
+
+
+def import_summary(results: Iterable[dict[str, Any]], dry_run: bool, settle_minutes: int) -> None:
+    """`halton-meter import`: one line per source, then what the numbers need said."""
+    console = terminal.console()
+    for r in results:
+        if not r["found"]:
+            console.print(Text(f"{r['source']}: no logs found at {' or '.join(r['locations'])}", style="dim"),
+                          soft_wrap=True)
+            continue
+        verb = "would be imported" if dry_run else "imported"
+        imported = f"{plural(r['imported'], 'call')} {verb}"
+        money_parts = []
+        if usd_nanos(r["cost_usd"]):
+            money_parts.append(money(usd_nanos(r["cost_usd"])))
+        if usd_nanos(r["subscription_list_price_usd"]):
+            money_parts.append(f"{money(usd_nanos(r['subscription_list_price_usd']))} subscription at list price")
+        if r["unpriced_calls"]:
+            money_parts.append(f"{r['unpriced_calls']:,} unpriced")
+        if money_parts:
+            imported += f" ({', '.join(money_parts)})"
+        parts = [plural(r["files"], "file") + " read", imported,
+                 f"{r['already_metered']:,} already metered", f"{r['already_imported']:,} already imported",
+                 f"{r['duplicates']:,} duplicate{'' if r['duplicates'] == 1 else 's'}",
+                 plural(r["unreadable_lines"], "unreadable line")]
+        console.print(Text.assemble((f"{r['source']}: ", "bold"), " · ".join(parts)), soft_wrap=True)
+        notes = []
+        if r["imported"] or r["already_imported"]:
+            basis = {"option": "as --billing said",
+                     "meter": f"as the meter last saw {r['source']} pay; --billing changes it",
+                     "default": f"{r['title']}'s logs do not say how calls were paid; "
+                                f"--billing {'subscription' if r['billing'] == 'api' else 'api'} if they were "
+                                f"{'covered by a plan' if r['billing'] == 'api' else 'paid per token'}"}
+            notes.append(f"  billed as {r['billing']}: {basis.get(r['billing_basis'], r['billing_basis'])}")
+        if r["rebilled"]:
+            notes.append(f"  {plural(r['rebilled'], 'call')} imported before now billed as {r['billing']}")
+        if r["recent"]:
+            notes.append(f"  {plural(r['recent'], 'call')} from the last {settle_minutes} minutes left for the "
+                         "next run (the tool may still be writing them)")
+        if r["before_since"]:
+            notes.append(f"  {plural(r['before_since'], 'call')} before --since left out")
+        if r["unreadable_files"]:
+            notes.append(f"  {plural(r['unreadable_files'], 'file')} could not be read: "
+                         + "; ".join(r["problems"][:3]))
+        for note in notes:
+            console.print(Text(note, style="dim"), soft_wrap=True)
+    if dry_run:
+        console.print("Dry run: nothing was written.")

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import click
+from rich.text import Text
+
+from halton_meter import terminal
 
 
 @click.command("init")
@@ -53,7 +56,7 @@ def command(mode: str, no_shell_rc: bool, trust_system: bool, non_interactive: b
     if dry_run:
         outcomes = plan(ctx, steps)
         for index, outcome in enumerate(outcomes, 1):
-            terminal.init_step(index, len(outcomes), outcome.step.title, outcome.status, outcome.detail)
+            init_step(index, len(outcomes), outcome.step.title, outcome.status, outcome.detail)
         terminal.line("Dry run: nothing was changed.")
         return 0
     if clean and ctx.state.changes:
@@ -65,17 +68,37 @@ def command(mode: str, no_shell_rc: bool, trust_system: bool, non_interactive: b
     ctx.report = terminal.line
 
     def show(outcome):  # type: ignore[no-untyped-def]
-        terminal.init_step(next(counter), total, outcome.step.title, outcome.status, outcome.detail)
+        init_step(next(counter), total, outcome.step.title, outcome.status, outcome.detail)
 
     result = run_init(ctx, steps, show)
     if result.failed is not None:
         ctx.state.save(state_path(ctx.config))
-        terminal.init_done(False, f"init failed at {result.failed.step.id}; undid the {result.rolled_back} "
+        init_done(False, f"init failed at {result.failed.step.id}; undid the {result.rolled_back} "
                                   f"change(s) this run made")
         raise HaltonError(result.failed.message, exit_code=ExitCode.FAILURE)
     ctx.state.stamp(mode, ctx.installer.id, options.to_json())
     ctx.state.save(state_path(ctx.config))
     hint = "open a new terminal, then use your tools as usual" if mode != "env" else \
         "meter a command with: halton-meter run -- claude"
-    terminal.init_done(True, f"init complete · mode: {mode} · {hint}")
+    init_done(True, f"init complete · mode: {mode} · {hint}")
     return 0
+
+
+_STEP_MARK = {"done": ("✓", "green"), "applied": ("✓", "green"), "skipped": ("–", "dim"), "undone": ("↺", "cyan"),
+              "failed": ("✗", "bold red"), "apply": ("→", "yellow"), "undo": ("↺", "cyan")}
+
+
+def init_step(index: int, total: int, title: str, status: str, detail: str) -> None:
+    mark, style = _STEP_MARK.get(status, ("?", ""))
+    words = {"done": "already in place", "applied": "done", "skipped": "skipped", "undone": "undone",
+             "failed": "FAILED", "apply": "will apply", "undo": "will undo"}[status]
+    text = Text.assemble((f"{index}/{total} ", "dim"), (f"{mark} ", style), f"{title}: ", (words, style))
+    if detail and detail not in ("already in place", "will apply"):
+        text.append(f" · {detail}", style="dim" if status != "failed" else "red")
+    terminal.console().print(text, soft_wrap=True)
+
+
+def init_done(ok: bool, message: str) -> None:
+    style = "bold green" if ok else "bold red"
+    terminal.console().print(Text.assemble(("✓ " if ok else "✗ ", style), (message, style if not ok else "")),
+                             soft_wrap=True)

@@ -1,7 +1,12 @@
 from __future__ import annotations
 
-import click
+from collections.abc import Iterable
+from typing import Any
 
+import click
+from rich.text import Text
+
+from halton_meter import terminal
 from halton_meter.config import load_config
 
 
@@ -22,4 +27,16 @@ def command(as_json: bool) -> None:
     if as_json:
         terminal.print_json(plugins)
     else:
-        terminal.plugins_table(plugins)
+        plugins_table(plugins)
+
+
+def plugins_table(plugins: Iterable[dict[str, Any]]) -> None:
+    table = terminal.table([("plugin", "left"), ("version", "left"), ("source", "left"), ("status", "left"),
+                            ("provides", "left")], wrap=("provides",))
+    for p in plugins:
+        provides = " ".join(i for items in p["provides"].values() for i in items) or "—"
+        status = Text(p["status"], style={"ok": "green", "error": "red"}.get(p["status"], "yellow"))
+        table.add_row(p["name"], p["version"], p["source"], status, provides)
+        if p["error"]:
+            table.add_row("", "", "", "", Text(p["error"], style="red"))
+    terminal.console().print(table)

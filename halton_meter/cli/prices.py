@@ -1,7 +1,12 @@
 from __future__ import annotations
 
-import click
+from collections.abc import Iterable
+from typing import Any
 
+import click
+from rich.text import Text
+
+from halton_meter import terminal
 from halton_meter.config import load_config
 
 
@@ -16,7 +21,6 @@ def command(model: str | None, provider: str | None, as_json: bool) -> None:
     overrides first, then from the genai-prices data bundled with this version (never fetched).
     """
     import dataclasses
-    from typing import Any
 
     from halton_meter import terminal
     from halton_meter.errors import ExitCode, HaltonError, UsageError
@@ -58,7 +62,7 @@ def command(model: str | None, provider: str | None, as_json: bool) -> None:
                 raise HaltonError(f"{provider} has no price for {model!r}; it is priced under {', '.join(elsewhere)} "
                                   f"(`halton-meter prices {model}`)", exit_code=ExitCode.FAILURE)
     if as_json:
-        terminal.print_json([terminal.sheet_json(s) for s in sheets])
+        terminal.print_json([sheet_json(s) for s in sheets])
         return
     if not sheets:
         if model is None:
@@ -69,4 +73,50 @@ def command(model: str | None, provider: str | None, as_json: bool) -> None:
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise HaltonError(f"no price known for {model!r}: calls to it are recorded as unpriced.{hint} To price it, add "
                           f'[prices.PROVIDER."{model}"] input = … output = … to config.toml')
-    terminal.price_sheets(sheets)
+    price_sheets(sheets)
+
+
+def _per_million(value: Any) -> str:
+    """A per-million price, with long-context tiers: `$3 (>200k: $6)`."""
+    if value is None:
+        return "—"
+    base = getattr(value, "base", value)
+    text = f"${base.normalize():f}" if hasattr(base, "normalize") else f"${base}"
+    for tier in getattr(value, "tiers", None) or ():
+        text += f" (>{tier.start // 1000}k: ${tier.price.normalize():f})"
+    return text
+
+
+def sheet_json(sheet: Any) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if value is None:
+            return None
+        if hasattr(value, "base"):
+            return {"base": str(value.base), "tiers": [{"above": t.start, "price": str(t.price)} for t in value.tiers]}
+        return str(value)
+
+    return {
+        "provider": sheet.provider, "also": list(getattr(sheet, "also", ())), "model": sheet.model,
+        "source": sheet.source,
+        "per_million_tokens": {k: plain(getattr(sheet, k)) for k in
+                               ("input", "cache_read", "cache_write", "cache_write_1h", "output")},
+        "web_searches_per_thousand": plain(sheet.web_searches_per_thousand),
+        "variants": list(sheet.variants),
+    }
+
+
+def price_sheets(sheets: Iterable[Any]) -> None:
+    console = terminal.console()
+    for sheet in sheets:
+        also = f" (also {', '.join(sheet.also)})" if getattr(sheet, "also", ()) else ""
+        console.print(Text.assemble((f"{sheet.provider}{also} · {sheet.model}", "bold"), f"   from {sheet.source}"))
+        table = terminal.table([("per 1M tokens", "left"), ("price", "left")], wrap=("price",))
+        for label, key in (("input", "input"), ("cache read", "cache_read"), ("cache write (5 min)", "cache_write"),
+                           ("cache write (1 h)", "cache_write_1h"), ("output (incl. reasoning)", "output")):
+            table.add_row(label, _per_million(getattr(sheet, key)))
+        if sheet.web_searches_per_thousand is not None:
+            table.add_row("web searches, per 1,000", _per_million(sheet.web_searches_per_thousand))
+        console.print(table)
+        if sheet.variants:
+            console.print(f"  price variants: {'; '.join(sheet.variants)}")
+        console.print()

@@ -3,9 +3,12 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.text import Text
 
+from halton_meter import terminal
 from halton_meter.cli._options import window_from, window_options
 from halton_meter.config import load_config
+from halton_meter.terminal import compact, cost_cell, local_time
 
 
 @click.command("projects")
@@ -27,4 +30,30 @@ def command(as_json: bool, **params: Any) -> None:
     if as_json:
         terminal.print_json(data)
     else:
-        terminal.projects(data)
+        show_projects(data)
+
+
+def show_projects(data: dict[str, Any]) -> None:
+    """`halton-meter projects`: takes its JSON document."""
+    console = terminal.console()
+    if not data["projects"]:
+        console.print(f"No projects with calls ({data['window']}).")
+        return
+    table = terminal.table([("project", "left"), ("calls", "right"), ("cost", "right"), ("last seen", "left"),
+                            ("attributed by", "left")], wrap=("project", "attributed by"))
+    for p in data["projects"]:
+        total = sum(s["calls"] for s in p["sources"]) or 1
+        sources = ", ".join(f"{s['name']} {s['calls'] * 100 // total}%" for s in p["sources"][:2])
+        if len(p["sources"]) > 2:
+            sources += ", …"
+        cost = cost_cell({"cost_usd": p["cost_usd"], "unpriced_calls": p["unpriced_calls"],
+                           "subscription_calls": p["subscription_calls"]})
+        calls = compact(p["calls"]) + (f" +{p['gaps']} gaps" if p["gaps"] else "")
+        table.add_row(Text(p["project"]), calls, cost, local_time(p["last_seen"])[:16] if p["last_seen"] else "—",
+                      Text(sources or "—"))
+    console.print(table)
+    if any(p["unpriced_calls"] for p in data["projects"]):
+        console.print(Text("* the cost leaves out unpriced calls (their cost is unknown)", style="yellow"))
+    if any(p["subscription_calls"] for p in data["projects"]):
+        console.print(Text("† some calls were covered by a subscription: their list price is not in the cost",
+                           style="yellow"))

@@ -18,9 +18,9 @@ def command() -> int:
     """
     from halton_meter import terminal
     from halton_meter.config import load_config
-    from halton_meter.serve.configwatch import file_stamp
     from halton_meter.errors import HaltonError
     from halton_meter.host import PluginHost
+    from halton_meter.serve.configwatch import file_stamp
     from halton_meter.serve.runtime import require_running
     from halton_meter.serve.stats import CORE_STATS, EDGE_STATS, read_stats
 

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import click
+from rich.text import Text
 
+from halton_meter import terminal
+from halton_meter.clock import utc_stamp
 from halton_meter.config import load_config
+from halton_meter.terminal import local_time, usd_text
 from halton_meter.timewindow import parse_moment
 
 
@@ -33,7 +38,7 @@ def command(since: str, until: str | None, dry_run: bool, as_json: bool) -> None
     end = parse_moment(until, now, "--until") if until else now
     if start >= end:
         raise click.UsageError(f"--since ({since}) must be before --until ({until or 'now'})")
-    window = [m.strftime("%Y-%m-%dT%H:%M:%S.%fZ") for m in (start, end)]
+    window = [utc_stamp(m) for m in (start, end)]
     result = RepriceResult()
     if config.paths.db.exists():
         read = open_reader(config.paths.db)
@@ -45,4 +50,27 @@ def command(since: str, until: str | None, dry_run: bool, as_json: bool) -> None
     if as_json:
         terminal.print_json(data)
     else:
-        terminal.reprice(data)
+        show_reprice(data)
+
+
+def _repriced_cost(usd: str | None, unpriced: int) -> str:
+    """A model's cost before or after a reprice: "unpriced" when no call had a price, never "$0.00"."""
+    if usd is None:
+        return "unpriced"
+    return usd_text(usd) + (f" + {unpriced:,} unpriced" if unpriced else "")
+
+
+def show_reprice(data: dict[str, Any]) -> None:
+    console = terminal.console()
+    mode = "dry run: nothing written" if data["dry_run"] else ("written" if data["written"] else "nothing to write")
+    console.print(Text.assemble(("Repriced ", "bold"), f"{data['examined']:,} calls "
+                                f"{local_time(data['since'])} → {local_time(data['until'])} ({mode})"))
+    console.print(f"  changed: {data['changed']:,} · now priced: {data['newly_priced']:,} · "
+                  f"now unpriced: {data['newly_unpriced']:,}")
+    console.print(f"  total: {usd_text(data['before_usd'])} → {usd_text(data['after_usd'])}")
+    if data["by_model"]:
+        table = terminal.table([("model", "left"), ("calls", "right"), ("before", "right"), ("after", "right")])
+        for row in data["by_model"][:20]:
+            table.add_row(row["model"], f"{row['calls']:,}", _repriced_cost(row["before_usd"], row["before_unpriced"]),
+                          _repriced_cost(row["after_usd"], row["after_unpriced"]))
+        console.print(table)

@@ -3,10 +3,13 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.text import Text
 
+from halton_meter import terminal
 from halton_meter.cli._options import window_from, window_options
 from halton_meter.config import load_config, valid_project_name
 from halton_meter.errors import UsageError
+from halton_meter.terminal import money, plural, usd_nanos
 
 
 @click.command("retag")
@@ -36,4 +39,28 @@ def command(source: str, target: str, dry_run: bool, as_json: bool, **params: An
     if as_json:
         terminal.print_json(result.to_json())
     else:
-        terminal.retag(result.to_json())
+        show_retag(result.to_json())
+
+
+def show_retag(data: dict[str, Any]) -> None:
+    """`halton-meter retag`: what moved (or, with --dry-run, would move)."""
+    console = terminal.console()
+    moved = data["calls"] + data["subscription_calls"]
+    verb = "Would move" if data["dry_run"] else "Moved"
+    if not moved and not data["gaps"]:
+        console.print(f"No calls of project {data['from']!r} in this window: nothing to move (see "
+                      "`halton-meter projects`).")
+    else:
+        what = f"{plural(moved, 'call')} ({money(usd_nanos(data['cost_usd']))} charged"
+        if data["subscription_calls"]:
+            what += f", {money(usd_nanos(data['subscription_list_price_usd']))} subscription at list price"
+        what += ")"
+        if data["gaps"]:
+            what += f" and {plural(data['gaps'], 'unmetered gap')}"
+        console.print(f"{verb} {what} from {data['from']!r} to {data['to']!r}.")
+        if data["dry_run"]:
+            console.print("Dry run: nothing was changed. Run again without --dry-run to move them.")
+    if data["in_progress_skipped"]:
+        console.print(Text(f"{plural(data['in_progress_skipped'], 'call')} still in progress "
+                           f"{'would stay' if data['dry_run'] else 'stayed'}: run retag again once "
+                           f"{'it ends' if data['in_progress_skipped'] == 1 else 'they end'}.", style="yellow"))

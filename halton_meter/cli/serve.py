@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import click
+from rich.text import Text
 
+from halton_meter import terminal
 from halton_meter.config import load_config
 
 
@@ -18,7 +21,6 @@ def command(edge_port: int | None, api_port: int | None) -> int:
     Starts the edge (the proxy port your tools use), the core (mitmproxy, which reads provider traffic)
     and the loopback API. On stop, calls in flight finish and their rows commit first.
     """
-    from halton_meter import terminal
     from halton_meter.host import PluginHost
     from halton_meter.logs import configure_logging
     from halton_meter.serve.supervisor import Supervisor
@@ -30,6 +32,15 @@ def command(edge_port: int | None, api_port: int | None) -> int:
         config,
         edge_port=config.edge_port if edge_port is None else edge_port,
         api_port=config.api_port if api_port is None else api_port,
-        announce=terminal.serving,
+        announce=serving,
     )
     return asyncio.run(supervisor.run())
+
+
+def serving(runtime: dict[str, Any]) -> None:
+    console = terminal.console()
+    console.print(Text("Halton Meter is metering.", style="bold green"))
+    console.print(f"  proxy  127.0.0.1:{runtime['edge_port']}   wrap a command: halton-meter run -- claude")
+    console.print(f"  api    127.0.0.1:{runtime['api_port']}")
+    console.print(f"  data   {runtime['db']}")
+    console.print("Stop with Ctrl-C.")

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 import click
+from rich.text import Text
+
+from halton_meter import terminal
 
 
 @click.command("status")
@@ -26,5 +31,22 @@ def command(as_json: bool) -> int:
     if as_json:
         terminal.print_json(data)
     else:
-        terminal.status(data)
+        show_status(data)
     return {"HEALTHY": 0, "DEGRADED": int(ExitCode.DEGRADED), "BROKEN": int(ExitCode.NOT_RUNNING)}[data["verdict"]]
+
+
+_VERDICT_STYLE = {"HEALTHY": "bold green", "DEGRADED": "bold yellow", "BROKEN": "bold red"}
+_ROW_MARK = {"ok": ("●", "green"), "warn": ("●", "yellow"), "fail": ("●", "red"), "skip": ("○", "dim"),
+             "error": ("●", "red")}
+
+
+def show_status(data: dict[str, Any], verbose: bool = False) -> None:
+    console = terminal.console()
+    console.print(Text.assemble((data["verdict"], _VERDICT_STYLE[data["verdict"]]), f"  {data['summary']}"),
+                  soft_wrap=True)
+    for row in data["rows"]:
+        mark, style = _ROW_MARK.get(row["status"], ("?", ""))
+        console.print(Text.assemble((f"{mark} ", style), (f"{row['title']:<11}", "bold"), row["summary"]),
+                      soft_wrap=True)
+        if row.get("fix") and row["status"] != "ok":
+            console.print(Text(f"    fix: {row['fix']}", style="cyan"), soft_wrap=True)

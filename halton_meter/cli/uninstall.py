@@ -21,8 +21,8 @@ def command(purge: bool, include_data: bool, include_logs: bool) -> int:
     `[keys]` after a reinstall, unless --purge --include-data.
     """
     from halton_meter import terminal
-    from halton_meter.errors import UsageError
     from halton_meter.attribution.keys import SECRET_FILE
+    from halton_meter.errors import UsageError
     from halton_meter.lifecycle.context import build_context, state_path
     from halton_meter.lifecycle.init import undo_all
 

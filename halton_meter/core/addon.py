@@ -38,8 +38,9 @@ from halton_meter.attribution.service import AttributionService, Resolution
 from halton_meter.core.connections import ConnectionInfo, parse_project, peers
 from halton_meter.core.pipeline import CallPipeline
 from halton_meter.core.routing import RoutingTable
-from halton_meter.edge.server import Refused, check_target
+from halton_meter.protocol import AUTH_HEADER, PEER_HEADER, PROJECT_HEADER, PROXY_HEADER
 from halton_meter.redact import redact
+from halton_meter.targets import Refused, check_target
 from halton_meter.types import (
     SELF_TEST_KIND,
     SELF_TEST_PROJECT,
@@ -50,15 +51,6 @@ from halton_meter.types import (
 
 log = structlog.get_logger("halton_meter.core")
 
-AUTH_HEADER = "x-halton-meter-auth"
-"""Set by the edge on everything it sends the core: the core's per-start secret. Only the edge may use the
-core; anything else that connects to its port is refused."""
-PEER_HEADER = "x-halton-meter-peer"
-"""Set by the edge on its CONNECT to the core: the client's address as the edge saw it."""
-PROJECT_HEADER = "x-halton-meter-project"
-PROXY_HEADER = "x-halton-meter-proxy"
-"""Set by the edge: its own address the client connected to (the other end of the client's socket)."""
-"""Set by the edge: the project from the client's proxy URL credentials, percent-encoded."""
 REFRESH_SECONDS = 10.0
 """A keep-alive connection older than this is looked up again (by pid, no socket scan) on its next
 request, so a changed branch or working directory shows up in the next calls."""

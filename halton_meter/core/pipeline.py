@@ -17,7 +17,6 @@ kit is tested through the core's own sequence.
 
 from __future__ import annotations
 
-import datetime
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from halton_meter.attribution.client_family import client_family
+from halton_meter.clock import utc_stamp
 from halton_meter.core.records import Observed, build_record, provisional_record, stored_path
 from halton_meter.redact import is_identifier
 from halton_meter.types import CallRecord, Endpoint, ParseOutcome, Provider, RequestFacts, StreamRewriter
@@ -47,11 +47,6 @@ class ParseBudgetExceeded(Exception):
     pass
 
 
-def utc_iso(ts: float | None = None) -> str:
-    moment = datetime.datetime.fromtimestamp(ts if ts is not None else time.time(), datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 @dataclass
 class CallPipeline:
     """One call's metering state and steps (see the module docstring for the order)."""
@@ -69,7 +64,7 @@ class CallPipeline:
     record_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     clock: Callable[[], float] = time.monotonic
     """Monotonic seconds for latency and time to first byte (the test kit passes a fixed one)."""
-    wall: Callable[[], str] = utc_iso
+    wall: Callable[[], str] = utc_stamp
     """The wall-clock time a record shows (`started_at`, `ended_at`)."""
     parse_budget: float | None = PARSE_BUDGET_SECONDS
     """None: no time limit per read (the test kit, so a slow machine cannot change a record)."""

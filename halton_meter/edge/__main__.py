@@ -3,7 +3,7 @@
 import os
 import sys
 
-from halton_meter.edge.server import main
+from halton_meter.edge.main import main
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
 sys.exit(main())

@@ -20,19 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from halton_meter.edge.server import (
-    _HOP_BY_HOP,
-    DRAIN_BYTES,
-    DRAIN_SECONDS,
-    HEAD_TIMEOUT,
-    MAX_HEAD_BYTES,
-    READ_SIZE,
-    Refused,
-    _meter_headers,
-    _Slot,
-    parse_authority,
-    proxy_project,
-)
+from halton_meter.edge.counters import Slot
+from halton_meter.edge.http1 import HOP_BY_HOP, meter_headers, proxy_project, reply
+from halton_meter.edge.limits import DRAIN_BYTES, DRAIN_SECONDS, HEAD_TIMEOUT, MAX_HEAD_BYTES, READ_SIZE
+from halton_meter.protocol import METER_HEADER_PREFIX_B
+from halton_meter.targets import Refused, parse_authority
 
 if TYPE_CHECKING:
     from halton_meter.edge.server import Edge
@@ -47,7 +39,7 @@ class _Closed(Exception):
 
 class PlainHttp:
     def __init__(self, edge: Edge, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object,
-                 slot: _Slot) -> None:
+                 slot: Slot) -> None:
         self.edge = edge
         self.reader = reader
         self.writer = writer
@@ -102,13 +94,13 @@ class PlainHttp:
         if metered_host:
             to_core = await self.edge.core_connection()
         headers = [(n, v) for n, v in request.headers.raw_items()
-                   if n.lower() not in _HOP_BY_HOP and not n.lower().startswith(b"x-halton-meter-")]
+                   if n.lower() not in HOP_BY_HOP and not n.lower().startswith(METER_HEADER_PREFIX_B)]
         headers.append((b"connection", b"close"))
         if to_core is not None:
             self.edge.stats.metered += 1
             up_reader, up_writer = to_core
             sockname = self.writer.get_extra_info("sockname")
-            headers += [tuple(line.split(b": ", 1)) for line in _meter_headers(
+            headers += [tuple(line.split(b": ", 1)) for line in meter_headers(
                 self.peer, project, sockname, self.edge.core.secret())]
             upstream_target = request.target
         else:
@@ -196,7 +188,7 @@ class PlainHttp:
 
     def _response_bytes(self, event: Any) -> bytes:
         if isinstance(event, h11.InformationalResponse | h11.Response):
-            headers = [(n, v) for n, v in event.headers.raw_items() if n.lower() not in _HOP_BY_HOP]
+            headers = [(n, v) for n, v in event.headers.raw_items() if n.lower() not in HOP_BY_HOP]
             cls = type(event)
             return self.client.send(cls(status_code=event.status_code, headers=headers, reason=event.reason))
         if isinstance(event, h11.Data):
@@ -223,6 +215,4 @@ class PlainHttp:
         """Answer a refused or malformed request (when no answer has started yet); the connection ends."""
         if self.client.our_state not in (h11.IDLE, h11.SEND_RESPONSE, h11.ERROR):
             return
-        from halton_meter.edge.server import _reply
-
-        await _reply(self.writer, status, reason)
+        await reply(self.writer, status, reason)

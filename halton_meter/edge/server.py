@@ -14,25 +14,19 @@
 * Only the edge may use the core: every request it sends there carries the core's per-start secret.
 
 Only the standard library, h11 (mitmproxy's own HTTP/1 framing library) and the routing table; the edge
-must stay small and start fast.
+must stay small and start fast. The pieces: `corelink` (where the core is, whether it answers), `gaps`
+(the gap log), `splice` (copying a tunnel both ways), `http1` (headers and short answers), `plainhttp`
+(plain-HTTP requests), `passthrough` (closing pass-through tunnels once the core is back), `limits`,
+`counters`; the target policy is `halton_meter.targets`, shared with the core; `main` is the process.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import base64
 import contextlib
-import datetime
-import ipaddress
-import json
-import os
 import signal
 import socket
-import sys
 import time
-import urllib.parse
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,481 +34,26 @@ from typing import Any
 
 import structlog
 
-from halton_meter.attribution.client_family import client_family
-from halton_meter.config import valid_project_name
-from halton_meter.lifecycle.selftest import CANARY_HOST
+from halton_meter.edge.corelink import CORE_CONNECT_REPLY_TIMEOUT, CORE_TIMEOUT, CoreHealth, CoreLocator
+from halton_meter.edge.counters import EdgeStats, Slot
+from halton_meter.edge.gaps import GapRecorder
+from halton_meter.edge.http1 import answer, format_host, meter_headers, proxy_project, reply
+from halton_meter.edge.limits import (
+    CONNECT_TIMEOUT,
+    HANDSHAKE_TIMEOUT,
+    HEAD_TIMEOUT,
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_HEAD_BYTES,
+    REAP_INTERVAL,
+)
 from halton_meter.edge.passthrough import MAX_SECONDS, QUIET_SECONDS, STREAM_QUIET_SECONDS, PassThrough
+from halton_meter.edge.splice import splice
+from halton_meter.protocol import HEALTH_PATH
 from halton_meter.serve.process import QuietLoopErrors, watch_parent
+from halton_meter.targets import Refused, check_target, ip_of, parse_authority, refuse_address
 
 log = structlog.get_logger("halton_meter.edge")
-
-MAX_HEAD_BYTES = 16 * 1024
-HEAD_TIMEOUT = 10.0
-"""A client has this long to send its request head (slowloris)."""
-HANDSHAKE_TIMEOUT = 10.0
-"""After `200 Connection established`, a client has this long to send its first byte (its TLS hello): a
-tunnel nobody uses is not allowed to hold a connection slot for the whole idle timeout."""
-CONNECT_TIMEOUT = 10.0
-CORE_TIMEOUT = 0.5
-"""The core answers the canary probe at once (no upstream involved): no answer in this long means it is
-down or wedged, and calls go direct."""
-CORE_CONNECT_REPLY_TIMEOUT = 30.0
-"""A real CONNECT's answer waits for the core's upstream connection, so it gets longer."""
-PROBE_FRESH = 1.0
-"""A successful probe vouches for the core this long; then the next metered CONNECT probes first."""
-BUSY_CPU_SHARE = 0.2
-"""A core that used at least this share of one CPU while a probe went unanswered is busy, not wedged."""
-BUSY_MAX_SECONDS = 10.0
-"""…for at most this long: a core spinning without answering anything is wedged too."""
-PROBE_INTERVAL = 0.5
-RESTART_GRACE = 3.5
-"""When the core's process is gone (restarting after a crash, an upgrade, a `restart`), a metered CONNECT
-waits this long for the new core before passing through: the supervisor has one up in about two seconds,
-so a routine restart costs a little latency instead of unmetered calls. A wedged core (alive, silent) gets
-no grace: calls go direct after one probe timeout."""
-RESTART_POLL = 0.1
-IDLE_TIMEOUT = 15 * 60.0
-"""Per-read idle limit on tunnels: long enough for a model's longest thinking pause."""
-MAX_CONNECTIONS = 2048
-FDS_PER_CONNECTION = 2
-"""A tunnel holds two descriptors in the edge (client, upstream): the cap never promises more."""
-FD_RESERVE = 64
-DRAIN_QUIET = 3.0
-DRAIN_SECONDS = 60.0
-DRAIN_BYTES = 16 * 1024 * 1024
-MAX_DRAINS = 256
-"""Tunnels kept open for the meter after their client left; beyond this they close at once."""
-READ_SIZE = 64 * 1024
-REAP_INTERVAL = 0.25
-LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "100.100.100.200",  # Alibaba Cloud instance metadata
-    "fd00:ec2::254",  # AWS instance metadata over IPv6
-    "168.63.129.16",  # Azure wire server
-))
-"""Cloud metadata endpoints outside the link-local ranges (169.254/16 and fe80::/10 are refused whole)."""
-NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
-_HOP_BY_HOP = frozenset({b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive", b"te",
-                         b"trailer", b"upgrade", b"proxy-authenticate"})
-HEALTH_PATH = "/halton-meter/edge-health"
-"""Answered by the edge itself (`200 ok`): liveness of its event loop, not just a listening socket."""
-AUTH_HEADER = b"x-halton-meter-auth"
-"""The core's per-start secret (from `run/core.json`, 0600): the core serves no request without it."""
-
-
-class Refused(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-@dataclass
-class EdgeStats:
-    connections: int = 0
-    active: int = 0
-    metered: int = 0
-    tunnelled: int = 0
-    refused: int = 0
-    passthrough: int = 0
-    """Tunnels and plain-HTTP requests to metered hosts that went direct, unmetered (each a gap in the log)."""
-    passthrough_open: int = 0
-    """Pass-through tunnels to metered hosts open right now."""
-    passthrough_closed_idle: int = 0
-    """…closed by the edge at an idle moment (core back, or the tunnel at its maximum age)."""
-    last_gap_reason: str | None = None
-    core_down_since: float | None = None
-    restart_waits: int = 0
-    """Metered CONNECTs that waited for a restarting core instead of passing through."""
-    drains: int = 0
-    """Metered tunnels whose client left mid-response and whose answer the edge read on for the meter."""
-    draining: int = 0
-    """Tunnels open right now only for the meter (not counted against the connection cap)."""
-    config_error: str | None = None
-    """The edge started without a usable config.toml (defaults, traffic passes): why."""
-
-
-# --------------------------------------------------------------------------------------------------
-# The core: where it is, whether it answers
-# --------------------------------------------------------------------------------------------------
-
-
-class CoreLocator:
-    """Where the core listens and the secret it wants, from `run/core.json`; re-read only when it changes."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._stamp: tuple[int, int] | None = None
-        self._port: int | None = None
-        self._pid: int | None = None
-        self._secret: bytes = b""
-
-    def _load(self) -> None:
-        try:
-            st = self._path.stat()
-        except OSError:
-            self._stamp, self._port, self._pid, self._secret = None, None, None, b""
-            return
-        stamp = (st.st_mtime_ns, st.st_ino)
-        if stamp != self._stamp:
-            try:
-                state = json.loads(self._path.read_text())
-                self._port = int(state["port"])
-                self._pid = int(state["pid"]) if state.get("pid") else None
-                self._secret = str(state.get("secret") or "").encode("ascii")
-            except (OSError, ValueError, KeyError, TypeError, UnicodeEncodeError):
-                self._port, self._pid, self._secret = None, None, b""
-            self._stamp = stamp
-
-    def port(self) -> int | None:
-        self._load()
-        return self._port
-
-    def pid(self) -> int | None:
-        self._load()
-        return self._pid
-
-    def secret(self) -> bytes:
-        self._load()
-        return self._secret
-
-    def failing(self) -> bool:
-        """The last core that tried to start could not (it left `core-error.json`, removed by the next core
-        that starts): not a routine restart, so calls should not wait for one."""
-        return (self._path.parent / "core-error.json").exists()
-
-    def alive(self) -> bool:
-        """A core process exists (it may be wedged). False when none is published or its process is gone
-        or a zombie: the core is restarting (or stopped)."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        try:
-            import psutil
-
-            return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-        except Exception:  # no such process (or not ours to see)
-            return False
-
-
-class CoreHealth:
-    """Whether calls should go to the core.
-
-    Before a metered CONNECT, unless a probe succeeded in the last PROBE_FRESH seconds, the edge probes the
-    core: a CONNECT to the self-test canary, which the core answers itself with no upstream involved. No
-    answer within CORE_TIMEOUT marks the core down; from then on metered hosts go direct at once, with no
-    per-call wait, while a background probe marks it up again as soon as it answers. When the core's
-    process is gone rather than wedged, calls first wait RESTART_GRACE for its successor.
-    """
-
-    def __init__(self, locator: CoreLocator, stats: EdgeStats) -> None:
-        self.locator = locator
-        self.stats = stats
-        self.down_reason: str | None = None
-        self._probe: asyncio.Task[None] | None = None
-        self._fresh_until = 0.0
-        self._busy_since: float | None = None
-        self._proc: Any = None
-        self._restart_until = 0.0
-        self._back: asyncio.Event | None = None
-        self.on_up: Callable[[], None] | None = None
-        self.restart_grace = RESTART_GRACE
-
-    @property
-    def up(self) -> bool:
-        return self.down_reason is None
-
-    async def usable(self) -> bool:
-        if self.down_reason is None:
-            if time.monotonic() < self._fresh_until:
-                return True
-            if await self.answers_or_busy():
-                self._fresh_until = time.monotonic() + PROBE_FRESH
-                return True
-            alive = self.locator.alive()
-            restarting = not alive and not self.locator.failing()
-            self.mark_down("core did not answer the probe" if alive else
-                           "core restarting" if restarting else "core cannot start", restarting=restarting)
-        return await self.wait_for_restart()
-
-    async def wait_for_restart(self) -> bool:
-        """Within a restart's grace, wait (bounded) for the new core; True when it answered in time."""
-        remaining = self._restart_until - time.monotonic()
-        if self.down_reason is None:
-            return True
-        if remaining <= 0:
-            return False
-        self.stats.restart_waits += 1
-        if self._back is None:
-            self._back = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._back.wait(), remaining)
-        return self.down_reason is None
-
-    def mark_down(self, reason: str, restarting: bool = False) -> None:
-        if self.down_reason is None:
-            log.warning("core unavailable: metered hosts pass through until it answers again", reason=reason)
-            self.stats.core_down_since = time.time()
-            self._restart_until = time.monotonic() + self.restart_grace if restarting else 0.0
-            self._back = asyncio.Event()
-        self.down_reason = reason
-        self._fresh_until = 0.0
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.get_running_loop().create_task(self._watch())
-
-    def _mark_up(self) -> None:
-        log.info("core answers again: metering resumed")
-        self.down_reason = None
-        self.stats.core_down_since = None
-        self._fresh_until = time.monotonic() + PROBE_FRESH
-        self._restart_until = 0.0
-        if self._back is not None:
-            self._back.set()
-        if self.on_up is not None:
-            self.on_up()
-
-    async def _watch(self) -> None:
-        while self.down_reason is not None:
-            restarting = time.monotonic() < self._restart_until
-            await asyncio.sleep(RESTART_POLL if restarting else PROBE_INTERVAL)
-            if (not restarting or self.locator.alive()) and await self.probe():
-                self._mark_up()
-
-    async def answers_or_busy(self, timeout: float = CORE_TIMEOUT) -> bool:
-        """The core answered the canary, or it did not but is busy working (a burst on a loaded machine can
-        lag its event loop past the probe timeout; sending its calls direct would lose every call on those
-        keep-alive tunnels). Stopped, dead or idle-but-silent is wedged; so is busy-but-silent for more than
-        BUSY_MAX_SECONDS."""
-        before = self._core_cpu()
-        if await self.probe(timeout):
-            self._busy_since = None
-            return True
-        after = self._core_cpu()
-        if before is None or after is None or after - before < BUSY_CPU_SHARE * timeout:
-            return False
-        now = time.monotonic()
-        if self._busy_since is None:
-            self._busy_since = now
-            log.info("core slow to answer but busy: keep sending calls to it", cpu_s=round(after - before, 3))
-        return now - self._busy_since < BUSY_MAX_SECONDS
-
-    def _core_cpu(self) -> float | None:
-        """CPU seconds the core has used, or None if it is not running (or stopped, or a zombie)."""
-        pid = self.locator.pid()
-        if pid is None:
-            return None
-        try:
-            import psutil
-
-            if self._proc is None or self._proc.pid != pid:
-                self._proc = psutil.Process(pid)
-            if self._proc.status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD,
-                                       getattr(psutil, "STATUS_TRACING_STOP", "tracing-stop")):
-                return None
-            times = self._proc.cpu_times()
-            return float(times.user + times.system)
-        except Exception:  # gone, not ours, or an unsupported platform: no evidence it is busy
-            self._proc = None
-            return None
-
-    async def probe(self, timeout: float = CORE_TIMEOUT) -> bool:
-        port = self.locator.port()
-        if port is None:
-            return False
-        deadline = time.monotonic() + timeout
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
-        except (OSError, TimeoutError):
-            return False
-        try:
-            writer.write(f"CONNECT {CANARY_HOST}:443 HTTP/1.1\r\nhost: {CANARY_HOST}:443\r\n".encode()
-                         + AUTH_HEADER + b": " + self.locator.secret() + b"\r\n\r\n")
-            remaining = max(0.01, deadline - time.monotonic())
-            reply = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), remaining)
-            return reply.startswith(b"HTTP/1.1 200")
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            return False
-        finally:
-            writer.close()
-
-
-# --------------------------------------------------------------------------------------------------
-# Gaps
-# --------------------------------------------------------------------------------------------------
-
-
-def utc_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class GapRecorder:
-    """Writes the gap log (`store/gaps.py`) for traffic that passed the meter by: a line when it starts, so
-    a crash cannot lose it, and a self-contained line when it ends with what it covered. File I/O runs off
-    the event loop; a line that cannot be written is logged (the edge's counters still show it)."""
-
-    def __init__(self, directory: Path | None, attribution: Any = None) -> None:
-        self.directory = directory
-        self.attribution = attribution
-
-    def _append(self, line: dict[str, Any]) -> None:
-        if self.directory is None:
-            return
-        from halton_meter.store.gaps import append_line
-
-        try:
-            append_line(self.directory, line)
-        except OSError as exc:
-            log.error("could not record a gap durably", error=str(exc))
-
-    async def opened(self, kind: str, host: str, reason: str, peer: object, project: str | None = None,
-                     server: object = None) -> Gap:
-        gap = Gap(id=str(uuid.uuid4()), at=utc_iso(), kind=kind, host=host, reason=reason)
-        if self.attribution is not None and isinstance(peer, tuple) and len(peer) >= 2:
-            edge = (str(server[0]), int(server[1])) if isinstance(server, tuple) and len(server) >= 2 else None
-            gap.lookup = self.attribution.lookup((str(peer[0]), int(peer[1])), project, edge)
-        await asyncio.get_running_loop().run_in_executor(None, self._append, gap.line())
-        return gap
-
-    async def closed(self, gap: Gap, up: int, down: int, calls_estimated: int | None = None) -> None:
-        line = gap.line()
-        line.update(bytes_up=up, bytes_down=down, ended_at=utc_iso(),
-                    duration_ms=round((time.monotonic() - gap.started) * 1000, 1))
-        if gap.kind == "tunnel":
-            line["calls_estimated"] = calls_estimated
-        if gap.lookup is not None:
-            with contextlib.suppress(Exception):
-                resolution = await asyncio.wait_for(asyncio.wrap_future(gap.lookup), 2.0)
-                line.update(project=resolution.attribution.project,
-                            client=client_family(None, resolution.client.tool, resolution.client.process_name))
-        await asyncio.get_running_loop().run_in_executor(None, self._append, line)
-
-
-@dataclass
-class Gap:
-    id: str
-    at: str
-    kind: str
-    host: str
-    reason: str
-    started: float = field(default_factory=time.monotonic)
-    lookup: Any = None
-
-    def line(self) -> dict[str, Any]:
-        line: dict[str, Any] = {"id": self.id, "at": self.at, "kind": self.kind, "host": self.host,
-                                "reason": self.reason}
-        line.update({"connections": 1} if self.kind == "tunnel" else {"calls": 1})
-        return line
-
-
-class _Slot:
-    """One client connection's place in the counts: `active` while its client is there, `draining` while
-    only the meter still reads its tunnel (draining tunnels do not count against the connection cap)."""
-
-    def __init__(self, stats: EdgeStats) -> None:
-        self.stats = stats
-        self.state = "active"
-
-    def start_draining(self) -> None:
-        if self.state == "active":
-            self.stats.active -= 1
-            self.stats.draining += 1
-            self.state = "draining"
-
-    def release(self) -> None:
-        if self.state == "active":
-            self.stats.active -= 1
-        elif self.state == "draining":
-            self.stats.draining -= 1
-        self.state = "released"
-
-
-# --------------------------------------------------------------------------------------------------
-# Target policy
-# --------------------------------------------------------------------------------------------------
-
-
-def parse_authority(authority: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` → (host, port). Raises Refused(400) for anything else."""
-    if authority.startswith("["):
-        host, sep, rest = authority[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise Refused(400, "CONNECT target must be host:port")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = authority.rpartition(":")
-        if not sep or not host or ":" in host:
-            raise Refused(400, "CONNECT target must be host:port")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise Refused(400, f"invalid port in {authority!r}")
-    return host.lower().rstrip("."), int(port_text)
-
-
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a host literal names, with IPv4 embedded in IPv6 unwrapped — IPv4-mapped
-    (`::ffff:127.0.0.1`), IPv4-compatible (`::127.0.0.1`) and NAT64 (`64:ff9b::7f00:1`): Python does not call
-    those loopback or link-local, but they reach exactly the same places."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-        packed = ip.packed
-        if packed[:12] == bytes(12) and int.from_bytes(packed[12:], "big") > 1:  # ::a.b.c.d, not :: or ::1
-            return ipaddress.IPv4Address(packed[12:])
-        if ip in NAT64_PREFIX:
-            return ipaddress.IPv4Address(packed[12:])
-    return ip
-
-
-def refuse_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> None:
-    """Refused(403) for addresses a proxy must never relay to: this machine, link-local (cloud metadata),
-    other metadata endpoints, unspecified and multicast."""
-    if ip is None:
-        return
-    if ip.is_loopback:
-        raise Refused(403, "refusing to proxy to local services (loopback)")
-    if ip.is_link_local or ip in METADATA_ADDRESSES:
-        raise Refused(403, "refusing to proxy to link-local or cloud metadata addresses")
-    if ip.is_unspecified or ip.is_multicast:
-        raise Refused(403, "refusing to proxy to an unspecified or multicast address")
-
-
-def check_target(host: str, port: int, resolve: dict[tuple[str, int], tuple[str, int]],
-                 own_ports: set[int] | frozenset[int] = frozenset()) -> None:
-    """Never a relay to this machine's services or to cloud metadata: loopback, link-local, metadata,
-    unspecified and multicast targets are refused, unless `upstream.resolve` names them explicitly.
-    Shared by the edge and the core."""
-    if (host, port) in resolve:
-        return
-    ip = _ip(host)
-    if host in LOOPBACK_NAMES or host.endswith(".localhost") or (ip is not None and ip.is_loopback):
-        if port in own_ports:
-            raise Refused(403, "refusing to proxy to Halton Meter's own ports")
-        raise Refused(403, "refusing to proxy to local services (loopback)")
-    refuse_address(ip)
-
-
-def connection_cap(configured: int) -> int:
-    """The configured connection cap, lowered to what the open-file limit can hold (after raising the soft
-    limit to the hard one where the OS lets us)."""
-    try:
-        import resource
-    except ImportError:  # Windows: no per-process descriptor limit of this kind
-        return configured
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-    return max(16, min(configured, (soft - FD_RESERVE) // FDS_PER_CONNECTION))
-
-
-# --------------------------------------------------------------------------------------------------
-# The edge
-# --------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -555,14 +94,14 @@ class Edge:
         self.stats.connections += 1
         self.stats.active += 1
         peer = writer.get_extra_info("peername")
-        slot = _Slot(self.stats)
+        slot = Slot(self.stats)
         try:
             if self.stats.active > self.max_connections:
                 raise Refused(503, f"too many connections ({self.max_connections}); try again shortly")
             await self._handle(reader, writer, peer, slot)
         except Refused as exc:
             self.stats.refused += 1
-            await _reply(writer, exc.status, exc.reason)
+            await reply(writer, exc.status, exc.reason)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except Exception as exc:  # a bug must cost one connection, never the edge
@@ -603,7 +142,7 @@ class Edge:
         return head
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object,
-                      slot: _Slot) -> None:
+                      slot: Slot) -> None:
         head = await self._read_head(reader, HEAD_TIMEOUT)
         if head is None:
             return
@@ -611,7 +150,7 @@ class Edge:
         method_bytes, target_bytes, _ = request_line.split(b" ")
         method, target = method_bytes.decode("latin-1"), target_bytes.decode("latin-1")
         if method == "GET" and target == HEALTH_PATH:  # `status` and `doctor`: is the edge's loop answering?
-            return await _answer(writer, 200, "OK", b"ok\n")
+            return await answer(writer, 200, "OK", b"ok\n")
         if method == "CONNECT":
             host, port = parse_authority(target)
             self.check_target(host, port)
@@ -625,7 +164,7 @@ class Edge:
 
     async def _connect(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int, peer: object,
-        slot: _Slot, project: str | None = None,
+        slot: Slot, project: str | None = None,
     ) -> None:
         if self.claims(host, port):
             upstream = await self._open_core_tunnel(host, port, peer, project, writer.get_extra_info("sockname"))
@@ -673,13 +212,13 @@ class Edge:
     async def _open_direct(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         address = self.upstream_address(host, port)
         try:
-            if (host, port) not in self.resolve and _ip(host) is None:
+            if (host, port) not in self.resolve and ip_of(host) is None:
                 # Resolve here, so a name that points at this machine or at cloud metadata is refused too.
                 infos = await asyncio.wait_for(
                     asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), CONNECT_TIMEOUT
                 )
                 for info in infos:
-                    refuse_address(_ip(info[4][0]))
+                    refuse_address(ip_of(info[4][0]))
                 address = (infos[0][4][0], port)
             return await asyncio.wait_for(asyncio.open_connection(*address), CONNECT_TIMEOUT)
         except TimeoutError:
@@ -719,8 +258,8 @@ class Edge:
         if opened is None:
             return None
         core_reader, core_writer = opened
-        authority = f"{_format_host(host)}:{port}"
-        extra = b"".join(line + b"\r\n" for line in _meter_headers(peer, project, server, self.core.secret()))
+        authority = f"{format_host(host)}:{port}"
+        extra = b"".join(line + b"\r\n" for line in meter_headers(peer, project, server, self.core.secret()))
         core_writer.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n".encode() + extra + b"\r\n")
         try:
             await core_writer.drain()
@@ -783,231 +322,12 @@ class Edge:
 
     # ---- splicing ----------------------------------------------------------------------------------
 
-    async def _splice(
-        self,
-        a_reader: asyncio.StreamReader,
-        a_writer: asyncio.StreamWriter,
-        b_reader: asyncio.StreamReader,
-        b_writer: asyncio.StreamWriter,
-        metered: bool = False,
-        slot: _Slot | None = None,
-        observer: PassThrough | None = None,
-    ) -> tuple[int, int]:
-        """Copy both ways until both sides finish; returns (bytes up, bytes down).
-
-        Direct tunnels propagate half-closes. A metered tunnel does not pass the client's going away on to
-        the core: it keeps reading the core's answer (discarding it) until the core goes quiet, stops, or a
-        bound is hit, so the provider's final usage event reaches the meter and the call is recorded whole
-        even when the client aborted mid-stream. The client's first byte must come within the handshake
-        timeout; after that, the idle timeout applies.
-        """
-        state = _Splice(metered, slot, self.stats)
-        try:
-            up, down = await asyncio.gather(
-                self._pipe_up(a_reader, b_writer, state, observer),
-                self._pipe_down(b_reader, a_writer, state, observer),
-            )
-        finally:
-            with contextlib.suppress(Exception):
-                b_writer.close()
-        return up, down
-
-    # Both pipes read with a plain `await reader.read()` under one `asyncio.timeout` each, pushed forward
-    # after every read (`reschedule` moves a timer): no task, future or wait set per read — the edge hop
-    # costs little more CPU than a bare tunnel.
-
-    async def _pipe_up(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Splice,
-                       observer: PassThrough | None = None) -> int:
-        moved = 0
-        loop = asyncio.get_running_loop()
-        idle = self.idle_timeout
-        try:
-            async with asyncio.timeout_at(loop.time() + min(idle, self.handshake_timeout)) as window:
-                while True:
-                    data = await reader.read(READ_SIZE)
-                    if not data:
-                        break
-                    moved += len(data)
-                    if observer is not None:
-                        observer.up(data)
-                    writer.write(data)
-                    await writer.drain()
-                    window.reschedule(loop.time() + idle)
-        except TimeoutError:
-            writer.transport.abort()
-            state.abort_client()
-            return moved
-        except (ConnectionError, OSError):
-            if not state.metered:
-                writer.transport.abort()
-                return moved
-        if state.metered:
-            state.client_left()
-        else:
-            with contextlib.suppress(Exception):
-                if writer.can_write_eof():
-                    writer.write_eof()
-        return moved
-
-    async def _pipe_down(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _Splice,
-                         observer: PassThrough | None = None) -> int:
-        moved = drained = 0
-        counted = False
-        loop = asyncio.get_running_loop()
-        idle = self.idle_timeout
-        state.client_writer = writer
-        try:
-            async with asyncio.timeout_at(loop.time() + idle) as window:
-                state.down_window = window
-                while True:
-                    if state.gone:
-                        remaining = state.drain_remaining()
-                        if remaining <= 0:
-                            break  # too many drains already, or the drain's time is up
-                        window.reschedule(loop.time() + min(DRAIN_QUIET, remaining))
-                    data = await reader.read(READ_SIZE)
-                    if not data:
-                        if not state.gone:
-                            with contextlib.suppress(Exception):
-                                if writer.can_write_eof():
-                                    writer.write_eof()
-                        break
-                    moved += len(data)
-                    if observer is not None:
-                        observer.down(data)
-                    if state.gone:
-                        drained += len(data)
-                        if not counted:  # the client left while its answer was still coming
-                            self.stats.drains += 1
-                            counted = True
-                        if drained > DRAIN_BYTES:
-                            break
-                        continue
-                    try:
-                        writer.write(data)
-                        await writer.drain()
-                    except (ConnectionError, OSError):
-                        if not state.metered:
-                            raise
-                        state.client_left()  # the client left mid-response: drain the rest
-                        continue
-                    window.reschedule(loop.time() + idle)
-        except TimeoutError:  # idle too long, or the drain went quiet: done either way
-            if not state.gone:
-                writer.transport.abort()
-        except (ConnectionError, OSError):
-            writer.transport.abort()
-        finally:
-            state.down_window = None
-        return moved
-
-
-class _Splice:
-    """What the two pipes of one tunnel share: whether the client left, and the drain that follows."""
-
-    __slots__ = ("metered", "slot", "stats", "gone", "deadline", "down_window", "client_writer")
-
-    def __init__(self, metered: bool, slot: _Slot | None, stats: EdgeStats) -> None:
-        self.metered = metered
-        self.slot = slot
-        self.stats = stats
-        self.gone = False
-        self.deadline = 0.0
-        self.down_window: asyncio.Timeout | None = None
-        self.client_writer: asyncio.StreamWriter | None = None
-
-    def client_left(self) -> None:
-        """Metered tunnels only: keep reading the answer for the meter, within the drain bounds (or stop at
-        once when too many tunnels are draining already)."""
-        if self.gone:
-            return
-        self.gone = True
-        if self.slot is not None and self.stats.draining < MAX_DRAINS:
-            self.deadline = time.monotonic() + DRAIN_SECONDS
-            self.slot.start_draining()
-        window = self.down_window
-        if window is not None:  # wake the reading side's timer into drain mode
-            loop = asyncio.get_running_loop()
-            window.reschedule(loop.time() + (DRAIN_QUIET if self.deadline else 0))
-
-    def abort_client(self) -> None:
-        """The client sent nothing in time (or went idle too long): end the whole tunnel now."""
-        if self.client_writer is not None:
-            self.client_writer.transport.abort()
-        window = self.down_window
-        if window is not None:
-            window.reschedule(asyncio.get_running_loop().time())
-
-    def drain_remaining(self) -> float:
-        return self.deadline - time.monotonic() if self.deadline else 0.0
-
-
-def _format_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-PEER_HEADER = b"x-halton-meter-peer"
-PROJECT_HEADER = b"x-halton-meter-project"
-PROXY_HEADER = b"x-halton-meter-proxy"
-
-
-def proxy_project(header_block: bytes) -> str | None:
-    """The project in `Proxy-Authorization: Basic base64(project:NAME)` — what a client sends for a proxy
-    URL `http://project:NAME@127.0.0.1:PORT` (`halton-meter run --project`). Any other credentials are
-    ignored: the edge asks for none."""
-    for line in header_block.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() != b"proxy-authorization":
-            continue
-        scheme, _, token = value.strip().partition(b" ")
-        if scheme.lower() != b"basic":
-            return None
-        try:
-            user, _, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        project = urllib.parse.unquote(password).strip()
-        return project if user == "project" and valid_project_name(project) else None
-    return None
-
-
-def _meter_headers(peer: object, project: str | None, server: object = None, secret: bytes = b"") -> list[bytes]:
-    """What the edge tells the core about a client: its address and the edge address it connected to (for
-    the process lookup: a local port is only unique together with its remote end), the project from its
-    proxy URL, percent-encoded so any name fits in a header line, and the core's secret."""
-    out = [AUTH_HEADER + b": " + secret]
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        out.append(PEER_HEADER + f": {_format_host(str(peer[0]))}:{peer[1]}".encode())
-        if isinstance(server, tuple) and len(server) >= 2:
-            out.append(PROXY_HEADER + f": {_format_host(str(server[0]))}:{server[1]}".encode())
-    if project:
-        out.append(PROJECT_HEADER + b": " + urllib.parse.quote(project, safe="").encode("ascii"))
-    return out
-
-
-async def _answer(writer: asyncio.StreamWriter, status: int, phrase: str, body: bytes) -> None:
-    with contextlib.suppress(Exception):
-        writer.write(f"HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain\r\ncontent-length: {len(body)}\r\n"
-                     "connection: close\r\n\r\n".encode() + body)
-        await asyncio.wait_for(writer.drain(), 5)
-
-
-async def _reply(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
-    phrases = {400: "Bad Request", 403: "Forbidden", 421: "Misdirected Request", 431: "Request Header Fields Too Large",
-               502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
-    body = f"halton-meter edge: {reason}\n".encode()
-    with contextlib.suppress(Exception):
-        writer.write(
-            f"HTTP/1.1 {status} {phrases.get(status, 'Error')}\r\ncontent-type: text/plain\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
-            + body
-        )
-        await asyncio.wait_for(writer.drain(), 5)
-
-
-# --------------------------------------------------------------------------------------------------
-# Process entry point
-# --------------------------------------------------------------------------------------------------
+    async def _splice(self, a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
+                      b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter, metered: bool = False,
+                      slot: Slot | None = None, observer: PassThrough | None = None) -> tuple[int, int]:
+        """`splice.splice` with this edge's counters and timeouts: (bytes up, bytes down)."""
+        return await splice(a_reader, a_writer, b_reader, b_writer, self.stats, self.idle_timeout,
+                            self.handshake_timeout, metered, slot, observer)
 
 
 async def run_edge(edge: Edge, sock: socket.socket, grace: float, stats_path: Path | None = None,
@@ -1045,91 +365,3 @@ async def run_edge(edge: Edge, sock: socket.socket, grace: float, stats_path: Pa
         config_watch.cancel()
     if publisher is not None:
         publisher.stop()
-
-
-def _routing_and_config() -> tuple[Any, Any, Callable[[str, int], bool], str | None]:
-    """The config and the routing table the edge runs on. The edge always starts: with a config.toml it
-    cannot use, it runs on the defaults (built-in providers; traffic flows, metered hosts go to a core that
-    still runs or pass through as counted gaps) and says why; with a plugin that breaks the host, on the
-    built-in plugins alone."""
-    from halton_meter.config import Config, load_config
-    from halton_meter.core.routing import RoutingTable
-    from halton_meter.errors import HaltonError
-    from halton_meter.host import PluginHost
-    from halton_meter.paths import Paths
-
-    problem = None
-    try:
-        config = load_config()
-    except HaltonError as exc:
-        problem = exc.message
-        print(f"halton-meter edge: {problem}; passing traffic through with the defaults until it is fixed",
-              file=sys.stderr, flush=True)
-        config = Config(paths=Paths.from_env())
-    try:
-        host = PluginHost(config).load().validate_config()
-        routing = RoutingTable(host.registries.providers)
-    except HaltonError as exc:  # a [prices] provider that does not exist: the same as any config error
-        problem = exc.message
-        print(f"halton-meter edge: {problem}; passing traffic through with the defaults until it is fixed",
-              file=sys.stderr, flush=True)
-        config = Config(paths=Paths.from_env())
-        host = PluginHost(config).load()
-        routing = RoutingTable(host.registries.providers)
-    except Exception as exc:  # a third-party plugin that breaks the host must not stop traffic
-        log.error("plugin host failed; routing with the built-in providers only",
-                  error=f"{type(exc).__name__}: {exc}")
-        host = PluginHost(config).load(entry_points=False)
-        routing = RoutingTable(host.registries.providers)
-    return config, host, routing.claims, problem
-
-
-def main(argv: list[str] | None = None) -> int:
-    from halton_meter.logs import configure_logging
-
-    parser = argparse.ArgumentParser(prog="python -m halton_meter.edge")
-    parser.add_argument("--listen-fd", type=int, help="an already-bound listening socket (from the supervisor)")
-    parser.add_argument("--port", type=int, help="bind 127.0.0.1:PORT instead of --listen-fd")
-    parser.add_argument("--api-port", type=int, default=None)
-    args = parser.parse_args(argv)
-    configure_logging("edge")
-    config, host, claims, problem = _routing_and_config()
-    if args.listen_fd is not None:
-        sock = socket.socket(fileno=args.listen_fd)
-    else:
-        sock = socket.create_server(("127.0.0.1", args.port if args.port is not None else config.edge_port))
-    own = {sock.getsockname()[1]}
-    if args.api_port:
-        own.add(args.api_port)
-    from halton_meter.attribution.service import AttributionService
-
-    attribution = AttributionService(host.registries.attributors.ordered(), workers=1)
-    edge = Edge(claims=claims, core=CoreLocator(config.paths.core_state), resolve=config.resolve_map(),
-                own_ports=own, idle_timeout=config.edge_idle_timeout_seconds,
-                max_connections=connection_cap(config.edge_max_connections),
-                gaps=GapRecorder(config.paths.spool, attribution),
-                passthrough_quiet=config.edge_passthrough_quiet_seconds,
-                passthrough_max_seconds=config.edge_passthrough_max_seconds)
-    edge.stats.config_error = problem
-    from halton_meter.serve.configwatch import ConfigWatcher
-    from halton_meter.core.routing import RoutingTable
-    from halton_meter.host import PluginHost
-    from halton_meter.paths import ensure_private_dir
-
-    def apply_config(new: Any) -> None:
-        claims = RoutingTable(PluginHost(new).load().validate_config().registries.providers).claims
-        edge.claims, edge.resolve = claims, new.resolve_map()
-        edge.idle_timeout = new.edge_idle_timeout_seconds
-        edge.max_connections = connection_cap(new.edge_max_connections)
-        edge.passthrough_quiet = new.edge_passthrough_quiet_seconds
-        edge.passthrough_max_seconds = new.edge_passthrough_max_seconds
-        edge.stats.config_error = None
-
-    watcher = ConfigWatcher(config, apply_config)
-    from halton_meter.serve.stats import EDGE_STATS
-
-    with contextlib.suppress(OSError):  # counters are informational; traffic does not wait for them
-        ensure_private_dir(config.paths.run_dir)
-    asyncio.run(run_edge(edge, sock, config.shutdown_grace_seconds, config.paths.run_dir / EDGE_STATS, watcher))
-    return 0
-

@@ -14,8 +14,8 @@ from typing import Any
 
 from halton_meter.errors import HaltonError
 from halton_meter.paths import Paths
+from halton_meter.protocol import CANARY_HOST
 
-CANARY_HOST = "selftest.halton-meter.invalid"
 CANARY_PATH = "/v1/selftest"
 CANARY_URL = f"https://{CANARY_HOST}{CANARY_PATH}"
 SELF_TEST_TIMEOUT = 15.0

@@ -82,7 +82,7 @@ def _ask(port: int, question: bytes, expect: bytes, timeout: float) -> bool:
 
 def edge_answers(port: int, timeout: float = LIVENESS_TIMEOUT) -> bool:
     """The edge's event loop answers (its own health request), not just its listening socket."""
-    from halton_meter.edge.server import HEALTH_PATH
+    from halton_meter.protocol import HEALTH_PATH
 
     return _ask(port, f"GET {HEALTH_PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".encode(), b"HTTP/1.1 200", timeout)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import http
 import json
 import secrets
 from collections.abc import Callable
@@ -217,14 +218,15 @@ def _int(query: dict[str, list[str]], name: str, default: int, low: int, high: i
 
 
 async def _send(writer: asyncio.StreamWriter, status: int, body: dict[str, Any]) -> None:
-    phrases = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-               421: "Misdirected Request", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-               503: "Service Unavailable"}
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
     payload = json.dumps(body, default=str).encode()
     extra = 'www-authenticate: Bearer realm="halton-meter"\r\n' if status == 401 else ""
     with contextlib.suppress(Exception):
         writer.write(
-            f"HTTP/1.1 {status} {phrases.get(status, 'Error')}\r\ncontent-type: application/json\r\n"
+            f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(payload)}\r\ncache-control: no-store\r\n{extra}connection: close\r\n\r\n".encode()
             + payload
         )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import errno
 import json
 import os
@@ -30,6 +29,7 @@ import structlog
 
 from halton_meter import __version__
 from halton_meter.ca import ensure_ca
+from halton_meter.clock import utc_stamp
 from halton_meter.config import Config
 from halton_meter.errors import ExitCode, HaltonError, PortInUseError
 from halton_meter.paths import ensure_private_dir, write_atomic
@@ -209,7 +209,7 @@ class Supervisor:
                 "pid": os.getpid(),
                 "version": __version__,
                 "db": str(paths.db),
-                "started_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "started_at": utc_stamp(),
             }
             write_atomic(paths.runtime, json.dumps(runtime, indent=2).encode(), mode=0o600)
             self.announce(runtime)

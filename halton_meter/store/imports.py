@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from halton_meter.clock import utc_stamp
 from halton_meter.errors import DatabaseError
 from halton_meter.store.schema import connect, initialised, migrate, read_only_uri
 from halton_meter.types import SOURCE_IMPORT, SOURCE_PROXY, CallRecord
@@ -133,13 +134,13 @@ def _transaction(conn: sqlite3.Connection, work: Any) -> Any:
 def insert(conn: sqlite3.Connection, records: Sequence[CallRecord]) -> int:
     """Insert `records` (imported calls, priced) in batches; returns how many rows were new. Rows are built
     by the writer's own encoding, in its column order, so an imported row is stored as a metered one."""
-    from halton_meter.store.writer import _COLUMNS, row_values, utc_now_iso  # SQLAlchemy: only when writing
+    from halton_meter.store.writer import _COLUMNS, row_values  # SQLAlchemy: only when writing
 
     sql = (f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
            "ON CONFLICT DO NOTHING")
     inserted = 0
     for start in range(0, len(records), BATCH):
-        recorded_at = utc_now_iso()
+        recorded_at = utc_stamp()
         rows = [row_values(r, recorded_at) for r in records[start:start + BATCH]]
         inserted += _transaction(conn, lambda c, rows=rows: c.executemany(sql, rows).rowcount)
     return inserted

@@ -6,6 +6,10 @@ The schema version lives in `PRAGMA user_version`. Opening a database:
 * an older version: copy the file with `VACUUM INTO` (a consistent backup beside it), then migrate;
 * a newer version: refuse, naming both versions (never write a schema we do not understand);
 * not a SQLite file: refuse, naming the file and what to do. Nothing is moved or deleted.
+
+Why this module is long: the tables, every migration since version 1 and the file checks that guard
+opening (SQLite header, declared size, WAL identity, read-only access) change together: a migration read
+apart from the schema it produces is how versions drift.
 """
 
 from __future__ import annotations

@@ -22,12 +22,15 @@ The proxy's event loop only ever calls `submit`, which never blocks on the datab
   identity page (see `schema.check_wal_belongs`).
 * Gaps the edge recorded (`spool/gaps.jsonl`, traffic passed through unmetered) are ingested into the
   `gaps` table (`store/gaps.py`).
+
+Why this module is long: the contract above is one thread's state machine (journal, queue, batches,
+retries, recovery, checkpoints) sharing one connection and one retry loop; split, the guarantees would
+be spread over modules that each hold half of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import operator
 import os
@@ -43,6 +46,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from halton_meter.clock import utc_stamp
 from halton_meter.errors import DatabaseError
 from halton_meter.pricing import Pricer
 from halton_meter.store import gaps, journal
@@ -81,10 +85,6 @@ CAPTURE_SQL = ("INSERT OR REPLACE INTO captures (call_id, request, response, req
 CORE_CRASH_SQL = (f"UPDATE calls SET incomplete_reason = 'core_crash', complete = 0 "
                   f"WHERE incomplete_reason = '{IN_PROGRESS}'")
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
-def utc_now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def row_for(record: CallRecord, recorded_at: str) -> dict[str, Any]:
@@ -279,7 +279,7 @@ class Writer:
             for start in range(0, len(replay), BATCH_MAX):
                 self._upsert(replay[start:start + BATCH_MAX])
         if lost:
-            self._write_gap_records([{"host": "unknown", "project": None, "client": None, "at": utc_now_iso(),
+            self._write_gap_records([{"host": "unknown", "project": None, "client": None, "at": utc_stamp(),
                                       "reason": "lost_unjournaled", "calls": lost}])
         ingested = gaps.ingest(self._spool_dir, self._write)
         crashed = self._write(lambda conn: conn.execute(CORE_CRASH_SQL).rowcount)
@@ -467,7 +467,7 @@ class Writer:
         return result
 
     def _upsert(self, batch: list[CallRecord]) -> None:
-        recorded_at = utc_now_iso()
+        recorded_at = utc_stamp()
         rows = [row_values(r, recorded_at) for r in batch]
         captured = [(r.id, r.capture.get("request"), r.capture.get("response"),
                      r.capture.get("request_truncated", False), r.capture.get("response_truncated", False))
