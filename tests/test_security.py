@@ -50,9 +50,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from halton_meter.serve.api import read_token
 from halton_meter.ca import CA_COMMON_NAME, ensure_ca
 from halton_meter.paths import Paths
+from halton_meter.serve.api import read_token
 from halton_meter.testing import bodies
 from halton_meter.testing.fake_provider import PROVIDER_HOSTS, FakeProvider, Reply
 from halton_meter.testing.meter import MeterProcess, write_config

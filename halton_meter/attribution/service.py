@@ -21,8 +21,8 @@ import psutil
 import structlog
 
 from halton_meter.attribution.client_family import tool_from_process
-from halton_meter.types import Attribution, Attributor, ClientInfo
 from halton_meter.attribution.workspace import git_info
+from halton_meter.types import Attribution, Attributor, ClientInfo
 
 log = structlog.get_logger("halton_meter.attribution")
 

@@ -67,7 +67,7 @@ def command(mode: str, no_shell_rc: bool, trust_system: bool, non_interactive: b
     counter = iter(range(1, total + 1))
     ctx.report = terminal.line
 
-    def show(outcome):  # type: ignore[no-untyped-def]
+    def show(outcome):
         init_step(next(counter), total, outcome.step.title, outcome.status, outcome.detail)
 
     result = run_init(ctx, steps, show)

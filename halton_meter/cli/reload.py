@@ -43,7 +43,7 @@ def command() -> int:
                           "see `halton-meter logs`, or `halton-meter restart`")
     errors = {name: s["error"] for name, s in states.items() if s.get("error")}
     if errors:
-        raise HaltonError(f"the running meter could not apply config.toml ({'; '.join(errors.values())}); it keeps "
+        raise HaltonError(f"the running meter could not apply config.toml ({'; '.join(map(str, errors.values()))}); it keeps "
                           "the configuration it had")
     applied = sorted({a for s in states.values() for a in s.get("applied") or []})  # type: ignore[attr-defined]
     restart = sorted({r for s in states.values() for r in s.get("restart_needed") or []})  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -90,10 +91,11 @@ def _daily_line(data: dict[str, Any], width: int = 80) -> Text | None:
         return None
     charged = [usd_nanos(d["cost_usd"]) for d in daily]
     listed = [usd_nanos(d["subscription_list_price_usd"]) for d in daily]
-    series, what, show = charged, "cost/day", usd_short
+    series, what = charged, "cost/day"
+    show: Callable[[str], str] | None = usd_short
     if not any(charged):
         series, what = (listed, "list price/day") if any(listed) else ([d["calls"] for d in daily], "calls/day")
-        show = usd_short if any(listed) else None  # type: ignore[assignment]
+        show = usd_short if any(listed) else None
     first, last = daily[0]["date"][5:], daily[-1]["date"][5:]
     most = SPARK_MAX
     while True:

@@ -205,20 +205,22 @@ class MeterAddon:
         info.requested = True
         if not info.connected:  # plain HTTP from the edge: every request carries the secret
             if not self._authorised(flow):
-                return self._refuse(flow, "only the Halton Meter edge may use the core")
+                self._refuse(flow, "only the Halton Meter edge may use the core")
+                return None
             problem = self._allowed_target(flow.request.host.lower(), flow.request.port)
             if problem is not None:
-                return self._refuse(flow, problem)
+                self._refuse(flow, problem)
+                return None
         # Inside an authorised tunnel, mitmproxy pins every request to the tunnel's server connection (whose
         # every opening passed `server_connect`), whatever the request line or Host header says.
         host, port = info.target or (flow.request.pretty_host.lower(), flow.request.port)
         provider = self.routing.lookup(host, port)
         if provider is None:
-            return
+            return None
         path = flow.request.path.split("?", 1)[0]
         endpoint = provider.route(flow.request.method, path)
         if endpoint is None:
-            return
+            return None
         headers = flow.request.headers
         peer_header, project_header = headers.pop(PEER_HEADER, None), headers.pop(PROJECT_HEADER, None)
         proxy_header = headers.pop(PROXY_HEADER, None)

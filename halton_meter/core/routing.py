@@ -33,9 +33,9 @@ class RoutingTable:
                             raise PluginError(f"{provider.id} and {other.id} both claim {pattern}")
                     self._wildcards.append((suffix, port, provider))
                 else:
-                    other = self._exact.get((host, port))
-                    if other is not None:
-                        raise PluginError(f"{provider.id} and {other.id} both claim {host}:{port}")
+                    claimed = self._exact.get((host, port))
+                    if claimed is not None:
+                        raise PluginError(f"{provider.id} and {claimed.id} both claim {host}:{port}")
                     self._exact[(host, port)] = provider
         # Longest suffix first, so `*.eu.example.com` beats `*.example.com`.
         self._wildcards.sort(key=lambda item: -len(item[0]))

@@ -32,6 +32,7 @@ estimate and is labelled so everywhere it is shown.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 APPLICATION_DATA = 23
@@ -62,7 +63,7 @@ class _RecordScanner:
         self._header = b""
         self.valid = True
 
-    def feed(self, data: bytes, on_record) -> None:  # type: ignore[no-untyped-def]
+    def feed(self, data: bytes, on_record: Callable[[int, int], None]) -> None:
         pos, size = 0, len(data)
         while pos < size and self.valid:
             if self._need:

@@ -100,8 +100,9 @@ class PlainHttp:
             self.edge.stats.metered += 1
             up_reader, up_writer = to_core
             sockname = self.writer.get_extra_info("sockname")
-            headers += [tuple(line.split(b": ", 1)) for line in meter_headers(
-                self.peer, project, sockname, self.edge.core.secret())]
+            for line in meter_headers(self.peer, project, sockname, self.edge.core.secret()):
+                name, _, value = line.partition(b": ")
+                headers.append((name, value))
             upstream_target = request.target
         else:
             up_reader, up_writer = await self.edge._open_direct(host, port)

@@ -192,7 +192,11 @@ class Edge:
         gap = await self.gaps.opened("tunnel", f"{host}:{port}" if port != 443 else host, reason, peer, project,
                                      writer.get_extra_info("sockname"))
         tunnel = PassThrough(host)
-        self._watch_passthrough(tunnel, lambda: (writer.transport.abort(), up_writer.transport.abort()))
+        def abort_both() -> None:
+            writer.transport.abort()
+            up_writer.transport.abort()
+
+        self._watch_passthrough(tunnel, abort_both)
         try:
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
@@ -218,8 +222,8 @@ class Edge:
                     asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), CONNECT_TIMEOUT
                 )
                 for info in infos:
-                    refuse_address(ip_of(info[4][0]))
-                address = (infos[0][4][0], port)
+                    refuse_address(ip_of(str(info[4][0])))
+                address = (str(infos[0][4][0]), port)
             return await asyncio.wait_for(asyncio.open_connection(*address), CONNECT_TIMEOUT)
         except TimeoutError:
             raise Refused(504, f"connecting to {host}:{port} timed out") from None
@@ -270,8 +274,9 @@ class Edge:
                 # time: a core that does not even answer that is wedged, and this call goes direct, having
                 # waited at most one probe timeout.
                 probe_task = asyncio.ensure_future(health.answers_or_busy(timeout=CORE_TIMEOUT - 0.05))
-                done, _ = await asyncio.wait({reply_task, probe_task}, return_when=asyncio.FIRST_COMPLETED)
-                if reply_task not in done and not probe_task.result():
+                waiting: set[asyncio.Future[Any]] = {reply_task, probe_task}
+                finished, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if reply_task not in finished and not probe_task.result():
                     reply_task.cancel()
                     raise TimeoutError("core wedged")
                 if not probe_task.done():

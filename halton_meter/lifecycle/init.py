@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from halton_meter.errors import ExitCode, HaltonError, StepSkipped
+from halton_meter.errors import HaltonError, StepSkipped
 from halton_meter.errors import UnsupportedOnPlatform as UnsupportedOnPlatform  # its old import path
 from halton_meter.lifecycle.commands import CommandFailed, CommandRunner
 from halton_meter.lifecycle.state import Change, SystemState

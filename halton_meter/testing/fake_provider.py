@@ -1061,7 +1061,7 @@ def _routing_transports(module: ModuleType) -> tuple[type[Any], type[Any]]:
                 inner, self._inner = list(self._inner.values()), {}
             return inner
 
-    class RoutingTransport(module.BaseTransport, _Router):  # type: ignore[name-defined,misc]
+    class RoutingTransport(module.BaseTransport, _Router):  # type: ignore[name-defined]
         def handle_request(self, request: Any) -> Any:
             inner, forwarded = self._route(request, self._module.HTTPTransport)
             return inner.handle_request(forwarded)
@@ -1070,7 +1070,7 @@ def _routing_transports(module: ModuleType) -> tuple[type[Any], type[Any]]:
             for inner in self._take_inner():
                 inner.close()
 
-    class AsyncRoutingTransport(module.AsyncBaseTransport, _Router):  # type: ignore[name-defined,misc]
+    class AsyncRoutingTransport(module.AsyncBaseTransport, _Router):  # type: ignore[name-defined]
         async def handle_async_request(self, request: Any) -> Any:
             inner, forwarded = self._route(request, self._module.AsyncHTTPTransport)
             return await inner.handle_async_request(forwarded)

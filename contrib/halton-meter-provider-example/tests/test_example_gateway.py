@@ -1,8 +1,5 @@
 """Tests of the example gateway plugin, written the way a plugin author would: only the plugin itself, the
 test kit (`halton_meter.testing`) and the types a plugin already uses.
-
-Note: these import the hook markers' types from `halton_meter.types`, where they live in this tree; once
-`halton_meter.plugin` (the plugin API's one public module) exists, import from there instead.
 """
 
 from __future__ import annotations
@@ -17,19 +14,19 @@ from halton_meter.testing import (
     parse_response,
     replay,
 )
-from halton_meter.types import Check, Provider
+from halton_meter.plugin import Check, Provider
 
 CHAT = "/v1/chat/completions"
 
 
-def registered(hook) -> list:
+def registered(hook, **kwargs) -> list:
     found: list = []
-    hook(found.append)
+    hook(found.append, **kwargs)
     return found
 
 
 def gateway() -> Provider:
-    [provider] = registered(example.halton_register_providers)
+    [provider] = registered(example.halton_register_providers, config=None)
     return provider
 
 
