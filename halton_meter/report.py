@@ -4,7 +4,7 @@ Every number comes from `store.aggregate.collect` (rollups plus the raw rows at 
 the report equals an aggregation of the rows themselves. Groups are the leaves of the `--by` nesting;
 their sums add up to the totals by construction (the totals are their sum).
 
-JSON schema (`schema_version` 2) and CSV columns are documented in the README ("Reports").
+JSON schema (`schema_version` 2) and CSV columns are documented in docs/reference/reports.md.
 
 Why this module is long: one model feeds the table, the JSON and the CSV (grouping, totals, the
 previous-window comparison, gaps and notes); kept together, the three outputs cannot disagree.

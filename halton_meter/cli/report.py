@@ -37,7 +37,7 @@ from halton_meter.timewindow import DEFAULT_SINCE
 @filter_options
 @click.option("--vs-previous", is_flag=True, help="Also show the change against the previous window of the same "
                                                   "length.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema in the README).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: docs/reference/reports.md).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print one CSV row per group, with a header row.")
 def command(by: tuple[str, ...], vs_previous: bool, as_json: bool, as_csv: bool, **params: Any) -> None:
     """What was spent, on what, in a window: calls, tokens, cost, cache savings, latency, with notes on
