@@ -30,11 +30,12 @@ BUSY_CPU_SHARE = 0.2
 BUSY_MAX_SECONDS = 10.0
 """…for at most this long: a core spinning without answering anything is wedged too."""
 PROBE_INTERVAL = 0.5
-RESTART_GRACE = 3.5
+RESTART_GRACE = 8.0
 """When the core's process is gone (restarting after a crash, an upgrade, a `restart`), a metered CONNECT
-waits this long for the new core before passing through: the supervisor has one up in about two seconds,
-so a routine restart costs a little latency instead of unmetered calls. A wedged core (alive, silent) gets
-no grace: calls go direct after one probe timeout."""
+waits up to this long for the new core before passing through: the supervisor has one up in about two
+seconds, but a loaded machine can take three times that, and a routine restart should cost a little latency,
+not unmetered calls. The wait ends early when the new core reports it cannot start (`core-error.json`). A
+wedged core (alive, silent) gets no grace: calls go direct after one probe timeout."""
 RESTART_POLL = 0.1
 
 
@@ -175,6 +176,10 @@ class CoreHealth:
     async def _watch(self) -> None:
         while self.down_reason is not None:
             restarting = time.monotonic() < self._restart_until
+            if restarting and self.locator.failing():  # the successor cannot start: stop holding calls
+                self._restart_until, restarting = 0.0, False
+                if self._back is not None:
+                    self._back.set()
             await asyncio.sleep(RESTART_POLL if restarting else PROBE_INTERVAL)
             if (not restarting or self.locator.alive()) and await self.probe():
                 self._mark_up()
