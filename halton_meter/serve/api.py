@@ -33,6 +33,7 @@ import contextlib
 import hmac
 import http
 import json
+import logging
 import resource
 import secrets
 import socket
@@ -233,6 +234,10 @@ class Api:
     def start(self, sock: socket.socket) -> None:
         """Serve on a bound, listening socket, in the running event loop."""
         sock.setblocking(False)
+        # tornado's own lines could carry a request's header values or URI (a malformed header's value, the
+        # access log's query string): neither reaches our logs. Our handlers log what matters themselves.
+        logging.getLogger("tornado.access").disabled = True
+        logging.getLogger("tornado.general").setLevel(logging.WARNING)
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="halton-api")
         self._server = CappedServer(self.application(), no_keep_alive=True, max_header_size=MAX_HEAD_BYTES,
                                     idle_connection_timeout=HEAD_TIMEOUT, body_timeout=HEAD_TIMEOUT,
