@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from importlib import resources
+from pathlib import Path
 
 import httpx
 import pytest
@@ -260,6 +261,19 @@ def test_dashboard_files_are_package_data_served_without_listing_or_traversal(pa
             response = client.get(path)
             assert response.status_code == 404, path
             assert "Halton Meter dashboard" not in response.text and "import" not in response.text
+
+
+def test_the_dashboard_files_ship_in_the_wheel() -> None:
+    """hatch puts every file under a listed package in the wheel unless an exclude (or .gitignore) drops it."""
+    import tomllib
+
+    repo = Path(__file__).resolve().parents[1]
+    wheel = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert "halton_meter" in wheel["packages"] and not wheel.get("exclude") and not wheel.get("only-include")
+    ignored = (repo / ".gitignore").read_text() if (repo / ".gitignore").exists() else ""
+    for pattern in ("*.html", "*.js", "*.css", "dashboard"):
+        assert pattern not in ignored.split(), pattern
+    assert resources.files("halton_meter.serve.dashboard").joinpath("index.html").is_file()
 
 
 def test_live_sends_each_call_as_it_ends_and_stops_with_the_api(paths: Paths) -> None:
