@@ -173,10 +173,21 @@ def test_an_export_that_fails_midway_is_cut_not_completed(paths: Paths, monkeypa
 
         return "text/csv", "broken.csv", chunks()
 
+    def unreadable(paths: Paths, query: dict[str, list[str]]) -> tuple[str, str, Iterator[bytes]]:
+        def chunks() -> Iterator[bytes]:
+            raise DatabaseError("database is damaged")
+            yield b""
+
+        return "text/csv", "unreadable.csv", chunks()
+
     monkeypatch.setitem(endpoints.EXPORTS, "/v1/test-broken.csv", broken)
+    monkeypatch.setitem(endpoints.EXPORTS, "/v1/test-unreadable.csv", unreadable)
     with running_api(paths) as api, api.client(headers=api.bearer()) as client:
         with pytest.raises(httpx.RemoteProtocolError):
             client.get("/v1/test-broken.csv")
+        response = client.get("/v1/test-unreadable.csv")  # before the first chunk: a plain error answer
+        assert response.status_code == 503 and response.json() == {"error": "database is damaged"}
+        assert "content-disposition" not in response.headers
         assert client.get("/health").status_code == 200
 
 

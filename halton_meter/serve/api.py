@@ -564,8 +564,14 @@ class Endpoint(Base):
                     await self.flush()
         except tornado.iostream.StreamClosedError:  # the client left
             pass
-        except Exception as exc:  # mid-stream: the status is sent; cut the transfer so it reads as failed
-            log.error("api export failed", path=self.request.path, error=type(exc).__name__, exc_info=True)
+        except Exception as exc:
+            if not self._headers_written:  # nothing sent yet: an ordinary error answer
+                if isinstance(exc, HaltonError):
+                    self.refuse(400 if exc.exit_code == ExitCode.USAGE else 503, exc.message)
+                else:
+                    self._bug(exc)
+            else:  # mid-stream: the status is sent; cut the transfer so it reads as failed
+                log.error("api export failed", path=self.request.path, error=type(exc).__name__, exc_info=exc)
         finally:
             close = getattr(iterator, "close", None)
             if close is not None:
