@@ -113,8 +113,8 @@ def check_api(ctx: CheckContext) -> CheckResult:
         return CheckResult("fail", f"{ctx.paths.runtime} names no API port", fix="halton-meter restart")
     if api_healthy(port):
         return CheckResult("ok", f"/health answers on 127.0.0.1:{port}", details={"api_port": port})
-    return CheckResult("fail", f"the API on 127.0.0.1:{port} does not answer /health (scripts reading /v1/calls, "
-                       "/v1/report or /v1/stats need it; metering goes on)",
+    return CheckResult("fail", f"the API on 127.0.0.1:{port} does not answer /health (the dashboard and scripts "
+                       "reading /v1/calls, /v1/report or /v1/stats need it; metering goes on)",
                        fix="halton-meter restart  (why: halton-meter logs)",
                        details={"api_port": port})
 
