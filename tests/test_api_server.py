@@ -112,7 +112,7 @@ def test_errors_are_json_usage_400_other_halton_errors_503_bugs_500_with_the_typ
 def test_the_endpoints_answer_what_they_answered_before(seeded: Paths) -> None:
     with running_api(seeded) as api, api.client(headers=api.bearer()) as client:
         calls = client.get("/v1/calls?limit=5").json()["calls"]
-        assert [c["project"] for c in calls] == ["alpha", "beta"]
+        assert [c["project"] for c in calls] == ["beta", "alpha"]  # newest first, the explorer's order
         detail = client.get("/v1/calls/call-beta")  # (its shape is serve/endpoints.py's business)
         assert detail.status_code == 200 and '"call-beta"' in detail.text and '"beta"' in detail.text
         missing = client.get("/v1/calls/nope")
