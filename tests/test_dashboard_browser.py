@@ -1,0 +1,391 @@
+"""The dashboard in a real headless Chromium (Playwright) against a real `halton-meter serve`.
+
+One meter and one browser for the module: a few metered calls through the fake provider, then the page is
+checked against the CLI's own JSON (`report --json`, `calls --json`), in two time zones and two viewports,
+with the network closed (every request that is not for the meter's loopback API is refused and recorded)
+and no console error, page error or CSP violation allowed.
+
+Skipped, with the reason, only when Chromium (/usr/bin/chromium, or $HALTON_METER_CHROMIUM) or the
+`playwright` package is missing; under CI (`CI` set) a missing browser fails instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from halton_meter.paths import Paths
+from halton_meter.serve.api import read_token
+from halton_meter.testing import bodies
+from halton_meter.testing.fake_provider import FakeProvider, Reply
+from halton_meter.testing.meter import MeterProcess
+from halton_meter.types import PUBLIC_FIELDS
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("HALTON_METER_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "artifacts" / "screenshots"
+README_SHOT = ROOT / "docs" / "img" / "dashboard-overview.png"
+ZONES = ("Asia/Kolkata", "America/Los_Angeles")
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+PROJECTS = ("billing-api", "web-shop")
+# Report CSP violations as console errors too (Chromium logs most, this catches the rest).
+CSP_PROBE = ("document.addEventListener('securitypolicyviolation', (e) => "
+             "console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));")
+
+
+def _missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium, or set HALTON_METER_CHROMIUM)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is missing (it is in the test extra: pip install -e '.[test]')"
+    return None
+
+
+# ---- the meter and its calls ----------------------------------------------------------------------
+
+
+def metered_call(meter: MeterProcess, fake: FakeProvider, project: str, *, model: str = "claude-sonnet-4-5",
+                 input_tokens: int = 1000, output_tokens: int = 200) -> None:
+    """One Anthropic call through the meter's proxy, attributed to `project` by the proxy credentials
+    (what `halton-meter run --project` sends)."""
+    fake.add("POST", "/v1/messages", Reply(body=bodies.anthropic_message(
+        input_tokens=input_tokens, output_tokens=output_tokens, cache_read=300)))
+    proxy = f"http://project:{project}@127.0.0.1:{meter.edge_port}"
+    with httpx.Client(proxy=proxy, verify=meter.ssl_context(fake.ca_pem), trust_env=False, timeout=15) as client:
+        reply = client.post("https://api.anthropic.com/v1/messages",
+                            headers={"x-api-key": "sk-ant-api03-CANARYKEY-dashboard", "anthropic-version": "2023-06-01"},
+                            json={"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 200, reply.text
+
+
+@pytest.fixture(scope="module")
+def seeded(meter: MeterProcess, fake_provider: FakeProvider) -> MeterProcess:
+    calls = [(PROJECTS[0], "claude-sonnet-4-5", 1200, 340), (PROJECTS[0], "claude-haiku-4-5", 800, 90),
+             (PROJECTS[1], "claude-sonnet-4-5", 5000, 1000), (PROJECTS[1], "claude-opus-4-1", 300, 40)]
+    for project, model, inp, out in calls:
+        metered_call(meter, fake_provider, project, model=model, input_tokens=inp, output_tokens=out)
+    meter.wait_for_calls(len(calls), timeout=20)
+    return meter
+
+
+def cli_json(meter: MeterProcess, *args: str, tz: str) -> Any:
+    return json.loads(meter.cli(*args, "--json", TZ=tz).stdout)
+
+
+def login_url(meter: MeterProcess) -> str:
+    """A one-time sign-in URL: asked from the running API with the bearer token (what `halton-meter
+    dashboard` does); falls back to parsing `halton-meter dashboard --no-open`."""
+    token = read_token(Paths(meter.home))
+    reply = httpx.post(f"http://127.0.0.1:{meter.api_port}/v1/login-codes", headers={"authorization": f"Bearer {token}"},
+                       trust_env=False, timeout=10)
+    if reply.status_code < 300:
+        data = reply.json()
+        url = data.get("url") or next((v for v in data.values() if isinstance(v, str) and v.startswith("http")), None)
+        if url:
+            return str(url)
+    found = re.search(r"http://\S+", meter.cli("dashboard", "--no-open").stdout)
+    assert found, "neither POST /v1/login-codes nor `dashboard --no-open` gave a sign-in URL"
+    return found.group(0)
+
+
+# ---- the browser ------------------------------------------------------------------------------------
+
+
+class Watch:
+    """Console errors, page errors and requests that would leave the machine, for every page of a context."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.errors: list[str] = []
+        self.outside: list[str] = []
+
+    def attach(self, context: Any) -> Any:
+        context.add_init_script(CSP_PROBE)
+        context.route("**/*", self._route)
+        context.on("page", self._page)
+        return context
+
+    def _route(self, route: Any) -> None:
+        url = route.request.url
+        if url.startswith(self.origin + "/") or url.startswith("data:"):
+            route.continue_()
+        else:
+            self.outside.append(url)
+            route.abort()
+
+    def _page(self, page: Any) -> None:
+        page.on("console", lambda msg: self.errors.append(f"console {msg.type}: {msg.text}")
+                if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def check(self) -> None:
+        assert self.outside == [], f"requests left for other origins: {self.outside}"
+        assert self.errors == [], "\n".join(self.errors)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    missing = _missing()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs the browser tests, but {missing}", pytrace=False)
+        pytest.skip(missing)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def origin(seeded: MeterProcess) -> str:
+    return f"http://127.0.0.1:{seeded.api_port}"
+
+
+@pytest.fixture(scope="module")
+def session(browser: Any, seeded: MeterProcess, origin: str) -> dict[str, Any]:
+    """A signed-in session (the cookie), made once through a one-time link; contexts below reuse it."""
+    watch = Watch(origin)
+    context = watch.attach(browser.new_context(locale="en-US", timezone_id=ZONES[0], viewport=DESKTOP))
+    page = context.new_page()
+    url = login_url(seeded)
+    first = page.goto(url)
+    assert first is not None and first.ok, f"sign-in link refused: {first and first.status}"
+    page.wait_for_selector("#periods .card[data-period=today]")
+    state = context.storage_state()
+    context.close()
+    watch.check()
+    return {"state": state, "url": url}
+
+
+@pytest.fixture
+def open_page(browser: Any, session: dict[str, Any], origin: str) -> Iterator[Any]:
+    """open_page(zone=…, viewport=…, path=…) → a signed-in page; each context is checked when the test ends."""
+    watches: list[tuple[Watch, Any]] = []
+
+    def make(zone: str = ZONES[0], viewport: dict[str, int] = DESKTOP, path: str = "/") -> Any:
+        watch = Watch(origin)
+        context = watch.attach(browser.new_context(storage_state=session["state"], locale="en-US", timezone_id=zone,
+                                                   viewport=viewport))
+        watches.append((watch, context))
+        page = context.new_page()
+        page.goto(origin + path)
+        page.wait_for_selector("#periods .card[data-period=today]", state="attached")
+        return page
+
+    yield make
+    for watch, context in watches:
+        context.close()
+        watch.check()
+
+
+def shot(page: Any, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def wait_idle(page: Any) -> None:
+    """Every panel has answered (no 'Loading…' left and the charts are drawn)."""
+    page.wait_for_selector("#daily-chart svg, #daily-chart .error", timeout=10_000)
+    page.wait_for_selector("#hourly-chart svg, #hourly-chart .error", timeout=10_000)
+    page.wait_for_selector("#top-table tbody, #top-table caption", timeout=10_000)
+    page.wait_for_selector("#verdict-badge:not([hidden])", timeout=15_000)
+
+
+def calls_ids_in_table(page: Any) -> list[str]:
+    return page.eval_on_selector_all("#calls-table tbody tr[data-id]", "rows => rows.map(r => r.dataset.id)")
+
+
+# ---- tests --------------------------------------------------------------------------------------------
+
+
+def test_sign_in_link_works_once_and_only_once(browser: Any, session: dict[str, Any], origin: str) -> None:
+    watch = Watch(origin)
+    context = browser.new_context(locale="en-US")
+    context.route("**/*", watch._route)
+    try:
+        page = context.new_page()
+        again = page.goto(session["url"])
+        assert again is not None and again.status >= 400, "a used sign-in link must be refused"
+        assert not [c for c in context.cookies() if c["domain"] in ("127.0.0.1", "localhost")], \
+            "a refused link must not set a session cookie"
+        # without the cookie, the data endpoints refuse too
+        assert page.request.get(origin + "/v1/overview").status in (401, 403)
+    finally:
+        context.close()
+    assert watch.outside == []
+
+
+def test_overview_totals_equal_report_json(open_page: Any, seeded: MeterProcess) -> None:
+    zone = ZONES[0]
+    page = open_page(zone=zone)
+    wait_idle(page)
+    today = dt.datetime.now(ZoneInfo(zone)).date()
+    first = today.replace(day=1)
+    last_month = (first - dt.timedelta(days=1)).replace(day=1)
+    windows = {"today": ["--today"], "week": ["--week"], "month": ["--month"],
+               "last_month": ["--since", last_month.isoformat(), "--until", first.isoformat()]}
+    for period, args in windows.items():
+        totals = cli_json(seeded, "report", *args, tz=zone)["totals"]
+        card = page.locator(f"#periods .card[data-period={period}]")
+        assert card.locator(".cost").get_attribute("data-usd") == totals["cost_usd"], period
+        assert card.locator(".calls").get_attribute("data-value") == str(totals["calls"]), period
+        assert card.locator(".savings").get_attribute("data-usd") == totals["cache_savings_usd"], period
+    # the top table for the default window (last 30 days) adds up to the report's totals
+    report = cli_json(seeded, "report", "--since", "30d", "--by", "project", tz=zone)
+    assert page.locator("#top-table tfoot [data-usd]").get_attribute("data-usd") == report["totals"]["cost_usd"]
+    names = page.eval_on_selector_all("#top-table tbody tr[data-name]", "rows => rows.map(r => r.dataset.name)")
+    assert sorted(names) == sorted(g["project"] for g in report["groups"])
+    # sortable by keyboard: Enter on the "calls" header sorts by calls, again reverses
+    header = page.locator("#top-table button[data-key=calls]")
+    header.focus()
+    page.keyboard.press("Enter")
+    assert page.locator("#top-table th:has(button[data-key=calls])").get_attribute("aria-sort") == "descending"
+    page.keyboard.press("Enter")
+    assert page.locator("#top-table th:has(button[data-key=calls])").get_attribute("aria-sort") == "ascending"
+    path = shot(page, "overview")
+    if os.environ.get("HALTON_METER_UPDATE_SCREENSHOTS") == "1":
+        README_SHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, README_SHOT)
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_days_and_hours_follow_the_browser_zone(open_page: Any, seeded: MeterProcess, zone: str) -> None:
+    page = open_page(zone=zone)
+    wait_idle(page)
+    assert page.locator("#tz-label").inner_text() == zone
+    today = dt.datetime.now(ZoneInfo(zone)).date()
+    # the daily chart's last day is today where the browser is, labelled as that day
+    last = page.locator("#daily-chart g.col").last
+    assert last.get_attribute("data-date") == today.isoformat()
+    title = last.locator("title").text_content() or ""
+    assert title.startswith(f"{today:%a}, {today:%b} {today.day}, {today.year}"), title
+    daily = cli_json(seeded, "report", "--since", "30d", "--by", "day", tz=zone)["daily"]
+    dates = page.eval_on_selector_all("#daily-chart g.col", "cols => cols.map(c => c.dataset.date)")
+    assert dates == [d["date"] for d in daily]
+    # today's calls sit in the hours they were made in, local to the browser
+    hours = set()
+    for call in cli_json(seeded, "calls", "--limit", "0", tz=zone):
+        started = dt.datetime.fromisoformat(call["started_at"].replace("Z", "+00:00")).astimezone(ZoneInfo(zone))
+        if started.date() == today and call["cost_usd"] not in (None, "0.000000000"):
+            hours.add(f"{started.hour:02d}")
+    drawn = page.eval_on_selector_all("#hourly-chart g.col",
+                                      "cols => cols.filter(c => Number(c.dataset.total) > 0).map(c => c.dataset.label)")
+    assert set(drawn) == hours
+
+
+def test_filter_and_export_give_the_rows_calls_json_gives(open_page: Any, seeded: MeterProcess, origin: str) -> None:
+    zone = ZONES[0]
+    page = open_page(zone=zone, path="/#/calls")
+    page.wait_for_selector("#calls-table tbody tr[data-id]")
+    everything = cli_json(seeded, "calls", "--limit", "0", tz=zone)
+    assert calls_ids_in_table(page) == [c["id"] for c in reversed(everything)][:50]
+    page.fill("#filters input[name=project]", PROJECTS[1])
+    page.click("#filters button[type=submit]")
+    expected = cli_json(seeded, "calls", "--limit", "0", "--project", PROJECTS[1], tz=zone)
+    want = [c["id"] for c in reversed(expected)]
+    page.wait_for_function("n => document.querySelectorAll('#calls-table tbody tr[data-id]').length === n",
+                           arg=len(want))
+    assert calls_ids_in_table(page) == want
+    shot(page, "explorer")
+    # the export links carry the same filters and give the same records
+    href_json = page.locator("#export-json").get_attribute("href") or ""
+    assert f"project={PROJECTS[1]}" in href_json
+    exported = page.request.get(origin + href_json)
+    assert exported.ok, exported.status
+    data = exported.json()
+    records = data["calls"] if isinstance(data, dict) else data
+    assert sorted(r["id"] for r in records) == sorted(want)
+    by_id = {c["id"]: c for c in expected}
+    for record in records:
+        assert {k: record.get(k) for k in PUBLIC_FIELDS} == by_id[record["id"]]
+    exported_csv = page.request.get(origin + (page.locator("#export-csv").get_attribute("href") or ""))
+    assert exported_csv.ok, exported_csv.status
+    rows = list(csv.DictReader(io.StringIO(exported_csv.text())))
+    assert sorted(r["id"] for r in rows) == sorted(want)
+
+
+def test_call_detail_shows_every_field(open_page: Any, seeded: MeterProcess) -> None:
+    page = open_page(path="/#/calls")
+    page.wait_for_selector("#calls-table tbody tr[data-id]")
+    first = page.locator("#calls-table tbody tr[data-id]").first
+    call_id = first.get_attribute("data-id")
+    first.locator("a").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#call-detail .field[data-field=id]")
+    assert page.locator("#call-detail .field[data-field=id] dd").inner_text() == call_id
+    fields = page.eval_on_selector_all("#call-detail .field", "els => els.map(e => e.dataset.field)")
+    assert set(PUBLIC_FIELDS) <= set(fields)
+    shot(page, "call-detail")
+    page.click("#back-to-calls")
+    page.wait_for_selector("#view-calls:not([hidden])")
+
+
+def test_a_new_call_appears_in_the_live_tail_within_2s(open_page: Any, seeded: MeterProcess,
+                                                       fake_provider: FakeProvider) -> None:
+    page = open_page(path="/#/calls")
+    page.wait_for_selector("#calls-table tbody tr[data-id]")
+    switch = page.locator("#live-switch")
+    if switch.get_attribute("aria-checked") != "true":
+        switch.click()
+    page.wait_for_selector("#live-switch[data-state=open]", timeout=5000)
+    before = len(seeded.rows())
+    metered_call(seeded, fake_provider, "live-tail", input_tokens=50, output_tokens=5)
+    done = time.monotonic()
+    [row] = seeded.wait_for_calls(before + 1, timeout=5)[before:]
+    left = max(0.0, 2.0 - (time.monotonic() - done))
+    page.wait_for_selector(f"#calls-table tbody tr[data-id='{row['id']}']", timeout=left * 1000)
+    assert time.monotonic() - done < 2.0
+    assert page.locator("#calls-table tbody tr[data-id]").first.get_attribute("data-id") == row["id"]
+    # off means off: the switch closes the stream
+    switch.click()
+    assert switch.get_attribute("aria-checked") == "false"
+
+
+def test_health_shows_the_status_verdict(open_page: Any, seeded: MeterProcess) -> None:
+    page = open_page(path="/#/health")
+    page.wait_for_selector("#health-rows li")
+    status = json.loads(seeded.cli("status", "--json", check=False).stdout)
+    rows = page.eval_on_selector_all("#health-rows li", "els => els.map(e => e.dataset.id)")
+    assert rows == [r["id"] for r in status["rows"]]
+    assert page.locator("#health-verdict strong").inner_text() in ("HEALTHY", "DEGRADED", "BROKEN")
+
+
+def test_phone_width_and_keyboard(open_page: Any) -> None:
+    page = open_page(viewport=PHONE)
+    wait_idle(page)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page scrolls sideways at {PHONE['width']} px: {width}"
+    shot(page, "overview-phone")
+    # keyboard: the first Tab reaches the skip link, and the nav links are real links
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.focus("nav a[data-view=calls]")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#view-calls:not([hidden])")
+    assert page.locator("nav a[data-view=calls]").get_attribute("aria-current") == "page"
