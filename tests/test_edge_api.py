@@ -273,31 +273,23 @@ def test_core_locator_follows_the_file(tmp_path: Path) -> None:
 
 
 def api_exchange(request: bytes) -> tuple[int, dict[str, str], dict]:
+    """One raw request to a real tornado-served `Api` on an ephemeral loopback port (PORT in the request is
+    replaced by that port); the answer's status, headers and JSON body."""
     async def main() -> bytes:
-        server = await asyncio.start_server(Api(0).handle, "127.0.0.1", 0, limit=8 * 1024)
-        port = server.sockets[0].getsockname()[1]
-        api_port_fixed = request.replace(b"PORT", str(port).encode())
-        # The Api object checks Host against its own port; rebuild it with the real one.
-        server.close()
-        server = await asyncio.start_server(Api(port).handle, sock=_rebind(port), limit=8 * 1024)
+        sock = socket.create_server(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        api = Api(port)
+        api.start(sock)
         try:
-            return await _exchange(port, api_port_fixed)
+            return await _exchange(port, request.replace(b"PORT", str(port).encode()))
         finally:
-            server.close()
+            await api.stop()
 
     raw = asyncio.run(main())
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     return int(lines[0].split(" ")[1]), headers, json.loads(body)
-
-
-def _rebind(port: int) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen()
-    return sock
 
 
 @pytest.mark.parametrize("host", [b"127.0.0.1:PORT", b"localhost:PORT", b"[::1]:PORT"])

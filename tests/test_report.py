@@ -359,25 +359,24 @@ def test_empty_database_and_no_database(cli, paths) -> None:
 
 
 def test_api_report_takes_the_same_parameters_and_returns_the_same_json(cli, paths, new_york) -> None:
-    from halton_meter.serve.api import Api
+    from halton_meter.serve.endpoints import ROUTES
 
     window = seed_golden(paths)
-    api = Api(0, "t" * 43, paths)
-    via_api = api._report(parse_qs("since=2026-10-30&until=2026-11-03&by=project,client&project=halton-meter"
+    report, projects = (lambda query: ROUTES["/v1/report"](paths, query)), ROUTES["/v1/projects"]
+    via_api = report(parse_qs("since=2026-10-30&until=2026-11-03&by=project,client&project=halton-meter"
                                    "&project=acme-web&vs_previous=1"))
     via_cli = json.loads(cli("report", *window, "--by", "project,client", "--project", "halton-meter",
                              "--project", "acme-web", "--vs-previous", "--json").stdout)
     assert via_api == via_cli and via_api["filters"] == {"project": ["halton-meter", "acme-web"]}
-    assert api._report(parse_qs("window=month"))["window"] == "this month"
+    assert report(parse_qs("window=month"))["window"] == "this month"
     for query, message in (("since=yesterday", "since 'yesterday' is not a time"),
                            ("window=fortnight", "window 'fortnight' is not a window"),
                            ("by=colour", "--by 'colour' is not a grouping"),
                            ("colour=red", "unknown parameter 'colour'"),
                            ("window=today&since=1d", "today and since cannot be combined")):
         with pytest.raises(UsageError, match=message):
-            api._report(parse_qs(query))
-    projects = api._projects({})
-    assert [p["project"] for p in projects["projects"]][:1] == ["halton-meter"]
+            report(parse_qs(query))
+    assert [p["project"] for p in projects(paths, {})["projects"]][:1] == ["halton-meter"]
 
 
 def test_names_that_look_like_markup_are_printed_as_they_are(cli, paths) -> None:

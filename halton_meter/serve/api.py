@@ -1,14 +1,29 @@
-"""The loopback API (default 127.0.0.1:8765).
+"""The loopback API and the dashboard (default 127.0.0.1:8765), served by tornado in `serve`'s event loop.
 
 * `GET /health` is open and says only "ok" and the version.
 * Everything else needs `Authorization: Bearer <token>`, the random token in `$HALTON_METER_HOME/api-token`
-  (mode 0600; the CLI and your own scripts read it from there): `GET /v1/stats` (what the edge and the
-  core publish), `GET /v1/calls?limit=N` (recent calls), `GET /v1/report?since=7d&by=project,model` (the
-  `report --json` document; the parameters mirror its options), `GET /v1/projects` (`projects --json`).
+  (mode 0600; the CLI and your own scripts read it from there), or a dashboard session cookie (below).
+  The JSON endpoints, the call detail, the exports and the live tail are listed in `serve/endpoints.py`
+  (which owns the data): `GET /v1/stats`, `/v1/calls?limit=N`, `/v1/report?since=7d&by=project,model`,
+  `/v1/projects`, `/v1/calls/<id>`, `/v1/export.csv`, `/v1/export.json`, and `GET /v1/live`
+  (Server-Sent Events: one `call` event per call as it ends, a keep-alive comment every 15 s).
+* The dashboard (docs/dashboard.md): `halton-meter dashboard` asks `POST /v1/login-codes` (token only)
+  for a single-use code valid 60 s and opens `/login?code=...`, which trades it for a session cookie
+  (`HttpOnly; SameSite=Strict`, kept in this process's memory: it ends after 12 h unused, at `POST /logout`
+  or when `serve` stops). `GET /` is the page, `GET /static/<file>` its files.
 
 Defences from the first line: only loopback `Host` values naming our port are served (DNS rebinding gets
-421), no CORS or Private-Network-Access headers are ever sent, headers have a size and time limit, every
-response closes the connection, and reads of the database run off the event loop.
+421); no CORS or Private-Network-Access headers are ever sent (OPTIONS gets 405); a POST authenticated by
+the cookie must carry our own `Origin` (403 otherwise), and a cookie request a page of another site makes
+from script or markup (`Sec-Fetch-Site` cross-site or same-site, not a navigation) is refused; every
+response carries a strict Content-Security-Policy, `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`
+and `nosniff`; headers have a size (8 KiB) and time (5 s) limit, bodies a small size limit; every response
+closes the connection; requests being answered, open connections and live streams are capped (503
+beyond); reads of the database run on worker threads, off the event loop. No token, login code or session
+id is ever logged (tornado's access log is off).
+
+Why this module is long: every route's handler sits next to the one `prepare` that guards them all, so
+each defence and each route can be read, and checked against the other, in one place.
 """
 
 from __future__ import annotations
@@ -18,27 +33,76 @@ import contextlib
 import hmac
 import http
 import json
+import resource
 import secrets
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs
+from typing import Any, TypeVar
+
+import structlog
+import tornado.httpserver
+import tornado.iostream
+import tornado.web
 
 from halton_meter import __version__
-from halton_meter.errors import ExitCode, HaltonError, UsageError
+from halton_meter.errors import ExitCode, HaltonError
 from halton_meter.paths import Paths, write_atomic
+
+log = structlog.get_logger("halton_meter.api")
 
 MAX_HEAD_BYTES = 8 * 1024
 HEAD_TIMEOUT = 5.0
+"""Seconds a connection may take to send its request head (and may stay idle)."""
+MAX_BODY_BYTES = 4 * 1024
+"""The API is read-only apart from the login code and logout: no request needs a body."""
 MAX_CONCURRENT = 32
 """Requests being answered at once (each may read the database on a worker thread)."""
 MAX_CONNECTIONS = 512
 """Open connections, idle ones included: a connection holds no request slot until its head has arrived,
 so idle connections cannot lock the API; beyond this many, a new one is answered 503 at once."""
+MAX_LIVE = 8
+"""`GET /v1/live` streams open at once."""
+LIVE_POLL = 0.5
+LIVE_KEEPALIVE = 15.0
+CODE_TTL = 60.0
+"""Seconds a login code is valid (it is also single-use)."""
+SESSION_IDLE = 12 * 3600.0
+"""A dashboard session ends after this many seconds unused (and when `serve` stops: sessions live in memory)."""
+MAX_CODES, MAX_SESSIONS = 32, 64
+COOKIE = "halton_meter_session"
+WORKERS = 8
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+TOKEN_ERROR = ("missing or wrong token: send `Authorization: Bearer <token>` with the token "
+               "from $HALTON_METER_HOME/api-token")
+HOST_ERROR = "this API only answers to 127.0.0.1, localhost or [::1] with its port"
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
+                ".ico": "image/x-icon", ".json": "application/json", ".woff2": "font/woff2",
+                ".map": "application/json"}
+DASHBOARD_PACKAGE = "halton_meter.serve.dashboard"
+
+T = TypeVar("T")
 
 
 def allowed_hosts(port: int) -> frozenset[str]:
     return frozenset({f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"})
+
+
+def own_origins(port: int) -> frozenset[str]:
+    return frozenset(f"http://{host}" for host in allowed_hosts(port))
 
 
 def token_path(paths: Paths) -> Path:
@@ -67,170 +131,491 @@ def read_token(paths: Paths) -> str | None:
         return None
 
 
-Handler = Callable[[dict[str, list[str]]], Any]
+def dashboard_file(name: str) -> bytes | None:
+    """A file of the dashboard directory by its bare name (no directories, nothing outside it), or None."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    folder = resources.files(DASHBOARD_PACKAGE)
+    names = {entry.name for entry in folder.iterdir() if entry.is_file()}
+    if name not in names or name.endswith((".py", ".pyc")):
+        return None
+    return folder.joinpath(name).read_bytes()
+
+
+class Secrets:
+    """Login codes (single-use, short-lived) and dashboard sessions, in memory only."""
+
+    def __init__(self, code_ttl: float, session_idle: float, clock: Callable[[], float]) -> None:
+        self.code_ttl, self.session_idle, self.clock = code_ttl, session_idle, clock
+        self.codes: dict[str, float] = {}  # code -> expiry
+        self.sessions: dict[str, float] = {}  # session id -> last used
+
+    def new_code(self) -> str:
+        now = self.clock()
+        self.codes = {c: t for c, t in self.codes.items() if t > now}
+        while len(self.codes) >= MAX_CODES:
+            self.codes.pop(next(iter(self.codes)))
+        code = secrets.token_urlsafe(24)
+        self.codes[code] = now + self.code_ttl
+        return code
+
+    def redeem(self, given: str) -> str | None:
+        """A new session id for a valid, unused, unexpired code (which is used up); else None."""
+        now = self.clock()
+        found = None
+        for code in list(self.codes):
+            if hmac.compare_digest(code.encode(), given.encode()):
+                found = code
+        if found is None:
+            return None
+        expiry = self.codes.pop(found)
+        if expiry <= now:
+            return None
+        self.sessions = {s: t for s, t in self.sessions.items() if now - t < self.session_idle}
+        while len(self.sessions) >= MAX_SESSIONS:
+            self.sessions.pop(min(self.sessions, key=self.sessions.__getitem__))
+        session = secrets.token_urlsafe(32)
+        self.sessions[session] = now
+        return session
+
+    def session(self, given: str) -> str | None:
+        """The session id when `given` names a live session (its idle clock restarts); else None."""
+        now = self.clock()
+        for session, used in list(self.sessions.items()):
+            if hmac.compare_digest(session.encode(), given.encode()):
+                if now - used >= self.session_idle:
+                    del self.sessions[session]
+                    return None
+                self.sessions[session] = now
+                return session
+        return None
+
+    def end(self, session: str) -> None:
+        self.sessions.pop(session, None)
 
 
 class Api:
-    def __init__(self, port: int, token: str | None = None, paths: Paths | None = None) -> None:
+    def __init__(self, port: int, token: str | None = None, paths: Paths | None = None, *,
+                 code_ttl: float = CODE_TTL, session_idle: float = SESSION_IDLE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.port = port
-        self._hosts = allowed_hosts(port)
-        self._token = token
-        self._paths = paths
-        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
-        self._open = 0
-        self._routes: dict[str, Handler] = {"/v1/stats": self._stats, "/v1/calls": self._calls,
-                                            "/v1/report": self._report, "/v1/projects": self._projects}
+        self.hosts = allowed_hosts(port)
+        self.origins = own_origins(port)
+        self.token = token
+        self.paths = paths
+        self.secrets = Secrets(code_ttl, session_idle, clock)
+        self.busy = 0
+        self.live = 0
+        self.stopping = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._server: CappedServer | None = None
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS:
-            await _send(writer, 503, {"error": "too many connections"})
-            return
-        self._open += 1
-        try:
-            await self._handle(reader, writer)
-        finally:
-            self._open -= 1
+    # ---- serving ------------------------------------------------------------------------------------
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-        except asyncio.LimitOverrunError:
-            await _send(writer, 431, {"error": "request header too large"})
-            return
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-            writer.close()
-            return
-        if self._slots.locked():
-            await _send(writer, 503, {"error": "too many concurrent requests"})
-            return
-        async with self._slots:
-            try:
-                status, body = self.check(head)
-                if status == 0:
-                    handler, query = body
-                    status, body = 200, await asyncio.to_thread(handler, query)
-            except HaltonError as exc:  # a bad parameter or an unreadable database: say which
-                status, body = (400 if exc.exit_code == ExitCode.USAGE else 503), {"error": exc.message}
-            except Exception as exc:  # a bug answers 500, never kills the API
-                status, body = 500, {"error": f"internal error: {type(exc).__name__}"}
-            await _send(writer, status, body)
-
-    def check(self, head: bytes) -> tuple[int, Any]:
-        """(0, (handler, query)) for a request to serve; otherwise (status, error body)."""
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3:
-            return 400, {"error": "bad request line"}
-        method, target, _ = parts
-        headers = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        if headers.get("host", "").lower() not in self._hosts:
-            return 421, {"error": "this API only answers to 127.0.0.1, localhost or [::1] with its port"}
-        path, _, query = target.partition("?")
-        if path == "/health":
-            if method not in ("GET", "HEAD"):
-                return 405, {"error": "use GET"}
-            # Unauthenticated, so it says nothing beyond "alive" and the version.
-            return 200, {"status": "ok", "version": __version__}
-        given = headers.get("authorization", "")
-        expected = f"Bearer {self._token}" if self._token else None
-        if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
-            return 401, {"error": "missing or wrong token: send `Authorization: Bearer <token>` with the token "
-                                  "from $HALTON_METER_HOME/api-token"}
-        if method != "GET":
-            return 405, {"error": "the API is read-only: use GET"}
-        handler = self._routes.get(path)
-        if handler is None or self._paths is None:
-            return 404, {"error": f"no such endpoint: {path}"}
-        return 0, (handler, parse_qs(query))
-
-    # ---- endpoints (run in a worker thread) ---------------------------------------------------------
-
-    def _stats(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        from halton_meter.serve.stats import CORE_STATS, EDGE_STATS, read_stats
-
-        assert self._paths is not None
-        run = self._paths.run_dir
-        return {"core": read_stats(run / CORE_STATS), "edge": read_stats(run / EDGE_STATS), "version": __version__}
-
-    def _calls(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        from halton_meter.store.queries import list_calls, open_reader
-        from halton_meter.store.schema import initialised
-
-        assert self._paths is not None
-        limit = _int(query, "limit", 50, 1, 1000)
-        records = list_calls(open_reader(self._paths.db), limit) if initialised(self._paths.db) else []
-        return {"calls": [r.to_public() for r in records]}
-
-    def _report(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        """The `report --json` document. Parameters mirror the options: `since`, `until`, `window` (today,
-        yesterday, week, month), `by` (repeat or comma-separate), `project`, `model`, `provider`, `client`,
-        `branch`, `key` (each repeatable), `vs_previous=1`."""
-        from halton_meter import report
-        from halton_meter.config import load_config
-        from halton_meter.store.aggregate import Filters
-        from halton_meter.timewindow import DEFAULT_SINCE, resolve_window
-
-        assert self._paths is not None
-        allowed = {"since", "until", "window", "by", "vs_previous", "project", "model", "provider", "client",
-                   "branch", "key"}
-        unknown = sorted(set(query) - allowed)
-        if unknown:
-            raise UsageError(f"unknown parameter {unknown[0]!r}; use {', '.join(sorted(allowed))}")
-        single = {name: values[-1] for name, values in query.items() if name in ("since", "until", "window")}
-        calendar = single.get("window")
-        if calendar is not None and calendar not in ("today", "yesterday", "week", "month"):
-            raise UsageError(f"window {calendar!r} is not a window; use today, yesterday, week or month")
-        flags: dict[str, Any] = {calendar: True} if calendar else {}
-        window = resolve_window(**flags, since=single.get("since"),
-                                until=single.get("until"), default_since=DEFAULT_SINCE, prefix="")
-        key_names = load_config(self._paths).key_names
-        # five positional fields (project … branch): mypy cannot count a starred generator
-        filters = Filters(*(tuple(query.get(name, ())) for name in ("project", "model", "provider", "client",  # type: ignore[misc]
-                                                                     "branch")),
-                          key=report.key_filter(query.get("key", []), key_names))
-        vs_previous = query.get("vs_previous", ["0"])[-1].lower() in ("1", "true", "yes")
-        return report.build(self._paths.db, window, by=report.parse_by(query.get("by", [])) or report.DEFAULT_BY,
-                            filters=filters, vs_previous=vs_previous, key_names=key_names).to_json()
-
-    def _projects(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        from halton_meter.store.queries import open_reader, project_summaries
-        from halton_meter.store.schema import initialised
-        from halton_meter.timewindow import resolve_window
-
-        assert self._paths is not None
-        window = resolve_window(since=query.get("since", [None])[-1], until=query.get("until", [None])[-1],
-                                default_since=None, prefix="")
-        summaries = project_summaries(open_reader(self._paths.db), window.since_iso, window.until_iso) \
-            if initialised(self._paths.db) else []
-        return {"window": window.label, "since": window.since_iso, "until": window.until_iso,
-                "projects": [s.to_json() for s in summaries]}
-
-
-def _int(query: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int:
-    try:
-        return max(low, min(high, int(query.get(name, [default])[0])))
-    except ValueError:
-        return default
-
-
-async def _send(writer: asyncio.StreamWriter, status: int, body: dict[str, Any]) -> None:
-    try:
-        phrase = http.HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    payload = json.dumps(body, default=str).encode()
-    extra = 'www-authenticate: Bearer realm="halton-meter"\r\n' if status == 401 else ""
-    with contextlib.suppress(Exception):
-        writer.write(
-            f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(payload)}\r\ncache-control: no-store\r\n{extra}connection: close\r\n\r\n".encode()
-            + payload
+    def application(self) -> tornado.web.Application:
+        args = {"api": self}
+        return tornado.web.Application(
+            [
+                (r"/health", Health, args),
+                (r"/login", Login, args),
+                (r"/logout", Logout, args),
+                (r"/v1/login-codes", LoginCodes, args),
+                (r"/v1/live", Live, args),
+                (r"/v1/calls/([^/]+)", CallDetail, args),
+                (r"/", Index, args),
+                (r"/static/([^/]+)", Static, args),
+                (r"/.*", Endpoint, args),
+            ],
+            log_function=_no_access_log, compress_response=False, serve_traceback=False,
         )
-        await asyncio.wait_for(writer.drain(), 5)
-    with contextlib.suppress(Exception):
-        writer.close()
 
+    def start(self, sock: socket.socket) -> None:
+        """Serve on a bound, listening socket, in the running event loop."""
+        sock.setblocking(False)
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="halton-api")
+        self._server = CappedServer(self.application(), no_keep_alive=True, max_header_size=MAX_HEAD_BYTES,
+                                    idle_connection_timeout=HEAD_TIMEOUT, body_timeout=HEAD_TIMEOUT,
+                                    max_body_size=MAX_BODY_BYTES)
+        self._server.max_connections = connection_cap()
+        self._server.add_socket(sock)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting, end the live streams (cleanly, within about a poll), close what is left."""
+        self.stopping = True
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.stop()
+        deadline = time.monotonic() + grace
+        while (self.live or self.busy) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.close_all_connections(), 1.0)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on a worker thread: the database is never read on the event loop."""
+        if self._pool is None:
+            return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+
+def connection_cap() -> int:
+    """MAX_CONNECTIONS, or fewer when the descriptor limit is low (half of it: the rest is the meter's)."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return MAX_CONNECTIONS
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(16, min(MAX_CONNECTIONS, soft // 2))
+
+
+def _raw_503() -> bytes:
+    body = json.dumps({"error": "too many connections"}).encode()
+    headers = "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS.items())
+    return (f"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            f"{headers}connection: close\r\n\r\n").encode() + body
+
+
+class CappedServer(tornado.httpserver.HTTPServer):
+    """tornado's HTTPServer with a cap on open connections: beyond it, a 503 at once and the close."""
+
+    max_connections = MAX_CONNECTIONS
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple[Any, ...]) -> None:
+        if len(self._connections) >= self.max_connections:
+            asyncio.ensure_future(_refuse(stream))
+            return
+        super().handle_stream(stream, address)
+
+
+async def _refuse(stream: tornado.iostream.IOStream) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(stream.write(_raw_503()), 5)
+    stream.close()
+
+
+def _no_access_log(handler: tornado.web.RequestHandler) -> None:
+    """tornado's access log would write request URIs (a login code rides in one): we log none."""
+
+
+# ---- handlers ----------------------------------------------------------------------------------------
+
+
+class Base(tornado.web.RequestHandler):
+    """Every response: the security headers, JSON errors. `prepare` checks Host, capacity and authentication
+    before any handler runs; `auth` is "token", "cookie" or None (for open routes)."""
+
+    open_route = False
+    api: Api
+    auth: str | None = None
+    session: str | None = None
+    _slot = False
+
+    def initialize(self, api: Api) -> None:
+        self.api = api
+
+    def set_default_headers(self) -> None:
+        self.clear_header("Server")
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
+
+    def wants_html(self) -> bool:
+        path = self.request.path
+        return path in ("/", "/login") or (not path.startswith("/v1/") and path != "/health"
+                                           and "text/html" in self.request.headers.get("Accept", ""))
+
+    def refuse(self, status: int, message: str, page: str | None = None) -> None:
+        """Answer an error now (JSON, or a one-line page for a browser) and end the request."""
+        self.clear()
+        self.set_status(status)
+        if status == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="halton-meter"')
+        if self.wants_html():
+            page = page or HTML_ERRORS.get(status, message)
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.finish(_page(http.HTTPStatus(status).phrase, page))
+        else:
+            self.send_json({"error": message})
+
+    def send_json(self, body: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body, default=str).encode())
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:  # tornado's own errors (405, 400, ...)
+        messages = {405: "method not allowed: the API is read-only, use GET", 404: "not found",
+                    400: "bad request", 413: "request body too large"}
+        try:
+            phrase = http.HTTPStatus(status_code).phrase
+        except ValueError:
+            phrase = "error"
+        self.refuse(status_code, messages.get(status_code, phrase.lower()))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        # tornado's default names the request URI (a login code may ride in it): the path only, here.
+        if not isinstance(value, tornado.web.HTTPError):
+            log.error("api handler failed", path=self.request.path, error=getattr(typ, "__name__", "?"),
+                      exc_info=(typ, value, tb))
+
+    def prepare(self) -> None:
+        if self.request.headers.get("Host", "").lower() not in self.api.hosts:
+            return self.refuse(421, HOST_ERROR)
+        if self.api.busy >= MAX_CONCURRENT or self.api.stopping:
+            return self.refuse(503, "too many concurrent requests")
+        self.api.busy += 1
+        self._slot = True
+        if self.open_route:
+            return None
+        self.auth = self.authenticate()
+        if self.auth is None:
+            return self.refuse(401, TOKEN_ERROR)
+        if self.auth == "cookie":
+            fetch_site = self.request.headers.get("Sec-Fetch-Site", "")
+            if fetch_site in ("cross-site", "same-site") and self.request.headers.get("Sec-Fetch-Mode") != "navigate":
+                return self.refuse(403, "refused: a request from another site's page")
+            if self.request.method not in ("GET", "HEAD") \
+                    and self.request.headers.get("Origin", "") not in self.api.origins:
+                return self.refuse(403, "refused: a state-changing request needs this dashboard's own Origin")
+        return None
+
+    def authenticate(self) -> str | None:
+        token = self.api.token
+        given = self.request.headers.get("Authorization", "")
+        if token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return "token"
+        cookie = self.get_cookie(COOKIE)
+        if cookie:
+            self.session = self.api.secrets.session(cookie)
+            if self.session is not None:
+                return "cookie"
+        return None
+
+    def release(self) -> None:
+        if self._slot:
+            self._slot = False
+            self.api.busy -= 1
+
+    def on_finish(self) -> None:
+        self.release()
+
+    def on_connection_close(self) -> None:
+        self.release()
+
+    async def answer(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run an endpoint on a worker thread and send its JSON, or the error it raised."""
+        try:
+            body = await self.api.run(fn, *args)
+        except HaltonError as exc:  # a bad parameter or an unreadable database: say which
+            return self.refuse(400 if exc.exit_code == ExitCode.USAGE else 503, exc.message)
+        except LookupError:
+            return self.refuse(404, f"no such call: {args[-1]}")
+        except Exception as exc:  # a bug answers 500, never kills the API
+            log.error("api endpoint failed", path=self.request.path, error=type(exc).__name__, exc_info=True)
+            return self.refuse(500, f"internal error: {type(exc).__name__}")
+        self.send_json(body)
+
+    def query(self) -> dict[str, list[str]]:
+        return {name: [v.decode("utf-8", "replace") for v in values]
+                for name, values in self.request.query_arguments.items()}
+
+
+class Health(Base):
+    open_route = True
+
+    def get(self) -> None:
+        # Unauthenticated, so it says nothing beyond "alive" and the version.
+        self.send_json({"status": "ok", "version": __version__})
+
+    def head(self) -> None:
+        self.get()
+
+
+class Endpoint(Base):
+    """The JSON endpoints and the exports of `serve/endpoints.py`, by exact path."""
+
+    async def get(self) -> None:
+        from halton_meter.serve import endpoints
+
+        path, paths = self.request.path, self.api.paths
+        route = endpoints.ROUTES.get(path)
+        if paths is not None and route is not None:
+            return await self.answer(route, paths, self.query())
+        export = endpoints.EXPORTS.get(path)
+        if paths is not None and export is not None:
+            return await self.export(export, paths)
+        return self.refuse(404, f"no such endpoint: {path}")
+
+    async def export(self, export: Callable[..., tuple[str, str, Iterator[bytes]]], paths: Paths) -> None:
+        try:
+            content_type, filename, chunks = await self.api.run(export, paths, self.query())
+        except HaltonError as exc:
+            return self.refuse(400 if exc.exit_code == ExitCode.USAGE else 503, exc.message)
+        except Exception as exc:
+            log.error("api export failed", path=self.request.path, error=type(exc).__name__, exc_info=True)
+            return self.refuse(500, f"internal error: {type(exc).__name__}")
+        safe = "".join(ch for ch in filename if ch.isascii() and (ch.isalnum() or ch in "._-")) or "export"
+        self.set_header("Content-Type", content_type)
+        self.set_header("Content-Disposition", f'attachment; filename="{safe}"')
+        end = object()
+        iterator = iter(chunks)
+        try:
+            while not self.api.stopping:
+                chunk = await self.api.run(next, iterator, end)
+                if chunk is end:
+                    self.finish()
+                    return
+                if chunk:
+                    self.write(chunk)
+                    await self.flush()
+        except tornado.iostream.StreamClosedError:  # the client left
+            pass
+        except Exception as exc:  # mid-stream: the status is sent; cut the transfer so it reads as failed
+            log.error("api export failed", path=self.request.path, error=type(exc).__name__, exc_info=True)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await self.api.run(close)
+        if not self._finished:
+            cut = getattr(self.request.connection, "close", None)
+            if cut is not None:
+                cut()
+            self._finished = True
+            self.on_finish()
+
+
+class CallDetail(Base):
+    async def get(self, call_id: str) -> None:
+        from halton_meter.serve import endpoints
+
+        if self.api.paths is None:
+            return self.refuse(404, f"no such call: {call_id}")
+        await self.answer(endpoints.CALL_DETAIL, self.api.paths, call_id)
+
+
+class Live(Base):
+    """Server-Sent Events: `event: call` with each call's JSON as it ends; `: keep-alive` every 15 s."""
+
+    closed = False
+
+    def on_connection_close(self) -> None:
+        self.closed = True
+        super().on_connection_close()
+
+    async def get(self) -> None:
+        from halton_meter.serve import endpoints
+
+        api = self.api
+        if api.paths is None:
+            return self.refuse(404, "no such endpoint: /v1/live")
+        if api.live >= MAX_LIVE:
+            return self.refuse(503, f"too many live streams (at most {MAX_LIVE})")
+        api.live += 1
+        self.release()  # a stream is counted among the live ones, not the requests being answered
+        try:
+            _, cursor = await api.run(endpoints.new_calls, api.paths, None)
+            self.set_header("Content-Type", "text/event-stream")
+            self.write(b": live\n\n")
+            await self.flush()
+            quiet_since, failing = time.monotonic(), False
+            while not self.closed and not api.stopping:
+                await asyncio.sleep(LIVE_POLL)
+                if self.closed or api.stopping:
+                    break
+                try:
+                    calls, cursor = await api.run(endpoints.new_calls, api.paths, cursor)
+                    failing = False
+                except HaltonError as exc:
+                    if not failing:
+                        self.write(f"event: error\ndata: {json.dumps({'error': exc.message})}\n\n".encode())
+                        await self.flush()
+                    failing = True
+                    continue
+                for call in calls:
+                    self.write(f"event: call\ndata: {json.dumps(call, default=str)}\n\n".encode())
+                if calls or time.monotonic() - quiet_since >= LIVE_KEEPALIVE:
+                    if not calls:
+                        self.write(b": keep-alive\n\n")
+                    await self.flush()
+                    quiet_since = time.monotonic()
+            if not self.closed:
+                self.finish()
+        except tornado.iostream.StreamClosedError:
+            pass
+        except HaltonError as exc:
+            if not self._headers_written:
+                return self.refuse(400 if exc.exit_code == ExitCode.USAGE else 503, exc.message)
+        finally:
+            api.live -= 1
+
+
+class LoginCodes(Base):
+    def post(self) -> None:
+        if self.auth != "token":
+            return self.refuse(403, "login codes are issued for the API token only (`halton-meter dashboard`)")
+        code = self.api.secrets.new_code()
+        self.send_json({"code": code, "url": f"http://127.0.0.1:{self.api.port}/login?code={code}",
+                        "expires_in": int(self.api.secrets.code_ttl)})
+
+
+class Login(Base):
+    open_route = True
+
+    def get(self) -> None:
+        code = self.get_query_argument("code", "")
+        session = self.api.secrets.redeem(code) if code else None
+        if session is None:
+            return self.refuse(403, "login link invalid, expired or already used", page=LOGIN_REFUSED)
+        self.add_header("Set-Cookie", f"{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/")
+        self.set_status(303)
+        self.set_header("Location", "/")
+        self.finish()
+
+
+class Logout(Base):
+    def post(self) -> None:
+        if self.session is not None:
+            self.api.secrets.end(self.session)
+        self.add_header("Set-Cookie", f"{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+        if "text/html" in self.request.headers.get("Accept", ""):
+            self.set_status(303)
+            self.set_header("Location", "/")
+            self.finish()
+            return
+        self.send_json({"status": "logged out"})
+
+
+class Index(Base):
+    def get(self) -> None:
+        self.static("index.html")
+
+    def static(self, name: str) -> None:
+        data = dashboard_file(name)
+        if data is None:
+            return self.refuse(404, f"no such file: {name}")
+        suffix = name[name.rfind("."):] if "." in name else ""
+        self.set_header("Content-Type", STATIC_TYPES.get(suffix, "application/octet-stream"))
+        self.finish(data)
+
+
+class Static(Index):
+    def get(self, name: str) -> None:  # type: ignore[override]
+        self.static(name)
+
+
+HTML_ERRORS = {
+    401: "Not signed in. Run `halton-meter dashboard` to open the dashboard.",
+    421: HOST_ERROR + ".",
+}
+
+
+LOGIN_REFUSED = "This login link is invalid, expired or already used. Run `halton-meter dashboard` again."
+
+
+def _page(title: str, line: str) -> bytes:
+    from html import escape
+
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Halton Meter: {escape(title)}"
+            f"</title></head>\n<body><p>{escape(line)}</p></body></html>\n").encode()

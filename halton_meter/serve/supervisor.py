@@ -181,7 +181,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self._stop.set)
         edge_port, api_port = edge_sock.getsockname()[1], api_sock.getsockname()[1]
         api = Api(api_port, token=ensure_token(paths), paths=paths)
-        api_server = await asyncio.start_server(api.handle, sock=api_sock, limit=8 * 1024)
+        api.start(api_sock)
         env = self._child_env()
         core = Child("core", ["-m", "halton_meter.core"], env)
         edge = Child(
@@ -223,7 +223,7 @@ class Supervisor:
             # passes new calls through); then the edge, which has nothing left to cut.
             await core.stop(grace)
             await edge.stop(grace)
-            api_server.close()
+            await api.stop()
             _remove_runtime(paths.runtime)
             paths.core_state.unlink(missing_ok=True)
         return 0
