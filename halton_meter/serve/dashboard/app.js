@@ -767,6 +767,7 @@ function start() {
   loadTop();
   loadHealth();
   setLive(localStorage.getItem("halton-meter.live") !== "0");
+  document.documentElement.dataset.app = "ready";
 }
 
 start();
