@@ -26,7 +26,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from reportkit import call as past_call
+from reportkit import write
 
+from halton_meter.clock import utc_stamp
 from halton_meter.paths import Paths
 from halton_meter.serve.api import read_token
 from halton_meter.testing import bodies
@@ -76,6 +79,35 @@ def metered_call(meter: MeterProcess, fake: FakeProvider, project: str, *, model
                             headers={"x-api-key": "sk-ant-api03-CANARYKEY-dashboard", "anthropic-version": "2023-06-01"},
                             json={"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]})
     assert reply.status_code == 200, reply.text
+
+
+def history() -> list[Any]:
+    """Three weeks of earlier calls (as the meter's writer commits them), so the charts have days to stack."""
+    now = dt.datetime.now(dt.UTC)
+    models = (("claude-sonnet-4-5-20250929", 3, 15), ("claude-haiku-4-5-20251001", 1, 5), ("gpt-5", 1.25, 10))
+    records = []
+    for day in range(1, 22):
+        for n in range(1 + day % 3):
+            model, price_in, price_out = models[(day + n) % 3]
+            inp, out = 2000 + 700 * ((day * 7 + n) % 9), 300 + 90 * ((day + n * 5) % 7)
+            started = now - dt.timedelta(days=day, hours=3 * n + day % 5)
+            records.append(past_call(
+                started_at=utc_stamp(started), ended_at=utc_stamp(started + dt.timedelta(seconds=2 + n)),
+                model=model, model_requested=model, provider="openai" if model == "gpt-5" else "anthropic",
+                project=(*PROJECTS, "data-pipeline")[(day + n) % 3], client=("claude-code", "codex", "aider")[n % 3],
+                branch=("main", "feature/invoices")[day % 2], input_tokens=inp, output_tokens=out,
+                cost_nanos=int((inp * price_in + out * price_out) * 1000), latency_ms=900.0 + 250 * n + 40 * day))
+    return records
+
+
+@pytest.fixture(scope="module")
+def meter(fake_provider: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeterProcess]:
+    """A real `serve` over a database that already holds three weeks of calls."""
+    home = tmp_path_factory.mktemp("dashboard") / "home"
+    home.mkdir(parents=True, mode=0o700)
+    write(Paths(home).db, history())
+    with MeterProcess.start(home, fake_provider) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +340,13 @@ def test_filter_and_export_give_the_rows_calls_json_gives(open_page: Any, seeded
     page = open_page(zone=zone, path="/#/calls")
     page.wait_for_selector("#calls-table tbody tr[data-id]")
     everything = cli_json(seeded, "calls", "--limit", "0", tz=zone)
-    assert calls_ids_in_table(page) == [c["id"] for c in reversed(everything)][:50]
+    newest_first = [c["id"] for c in reversed(everything)]
+    assert len(newest_first) > 50
+    assert calls_ids_in_table(page) == newest_first[:50]
+    page.click("#load-more")
+    page.wait_for_function("n => document.querySelectorAll('#calls-table tbody tr[data-id]').length === n",
+                           arg=min(100, len(newest_first)))
+    assert calls_ids_in_table(page) == newest_first[:100]
     page.fill("#filters input[name=project]", PROJECTS[1])
     page.click("#filters button[type=submit]")
     expected = cli_json(seeded, "calls", "--limit", "0", "--project", PROJECTS[1], tz=zone)
