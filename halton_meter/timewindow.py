@@ -2,14 +2,20 @@
 
 Moments: relative (`7d`, `24h`, `90m`, `2w`), dates (`2026-11-01`: local midnight) and ISO times (a time
 without an offset is local). Calendar windows: `today`, `yesterday`, `week` (since Monday 00:00) and `month`
-(since the 1st), with day boundaries at local midnight. The local zone is the process's: `TZ` when set.
+(since the 1st), with day boundaries at local midnight. The local zone is the process's (`TZ` when set),
+unless a caller names another for the current context with `in_zone` (the API's `tz` parameter: each request
+runs in its own context, so concurrent requests in different zones never mix).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime
 import re
 import time
+import zoneinfo
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from halton_meter.clock import utc_stamp
@@ -20,6 +26,33 @@ UTC = datetime.UTC
 DEFAULT_SINCE = "30d"
 iso = utc_stamp
 """A moment in the form records are stored in (`clock.utc_stamp`), under the name window code uses."""
+_ZONE: contextvars.ContextVar[zoneinfo.ZoneInfo | None] = contextvars.ContextVar("halton_meter_zone", default=None)
+
+
+def parse_zone(name: str) -> zoneinfo.ZoneInfo:
+    """An IANA zone (`Asia/Kolkata`); UsageError naming the value otherwise."""
+    try:
+        if not name or name.startswith("/") or ".." in name:
+            raise ValueError(name)
+        return zoneinfo.ZoneInfo(name)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        raise UsageError(f"tz {name!r} is not a time zone; use an IANA name like Europe/Paris or "
+                         "Asia/Kolkata") from None
+
+
+@contextlib.contextmanager
+def in_zone(zone: zoneinfo.ZoneInfo | None) -> Iterator[None]:
+    """Within this block (this context only), "local" means `zone`; None keeps the process's zone."""
+    token = _ZONE.set(zone)
+    try:
+        yield
+    finally:
+        _ZONE.reset(token)
+
+
+def current_zone() -> zoneinfo.ZoneInfo | None:
+    """The zone `in_zone` set for this context, or None for the process's own."""
+    return _ZONE.get()
 
 
 def parse_moment(text: str, now: datetime.datetime, option: str) -> datetime.datetime:
@@ -46,21 +79,30 @@ def parse_moment(text: str, now: datetime.datetime, option: str) -> datetime.dat
             f"{option} {text!r} is not a time; use 7d, 24h, 90m, a date like 2026-11-01 or an ISO time"
         )
     if moment.tzinfo is None:
-        moment = moment.astimezone()
+        zone = _ZONE.get()
+        moment = moment.replace(tzinfo=zone) if zone is not None else moment.astimezone()
     return moment.astimezone(UTC)
 
 
 def local_midnight(day: datetime.date) -> datetime.datetime:
     """00:00 local on `day`, as an aware UTC datetime (the first moment of the day where midnight is skipped)."""
+    zone = _ZONE.get()
+    if zone is not None:  # a skipped midnight (fold 0) lands on the transition: the day's first moment
+        return datetime.datetime.combine(day, datetime.time(), tzinfo=zone).astimezone(UTC)
     return datetime.datetime.combine(day, datetime.time()).astimezone().astimezone(UTC)
 
 
 def local(moment: datetime.datetime) -> datetime.datetime:
-    return moment.astimezone()
+    zone = _ZONE.get()
+    return moment.astimezone(zone) if zone is not None else moment.astimezone()
 
 
 def utc_offset(epoch: int) -> int:
     """The local zone's offset from UTC at `epoch`, in seconds."""
+    zone = _ZONE.get()
+    if zone is not None:
+        offset = datetime.datetime.fromtimestamp(epoch, zone).utcoffset()
+        return int(offset.total_seconds()) if offset is not None else 0
     return time.localtime(epoch).tm_gmtoff
 
 
@@ -92,7 +134,7 @@ class Window:
     until: datetime.datetime
     """Aware UTC, exclusive."""
     kind: str
-    """`today`, `yesterday`, `week`, `month` or `range` (--since/--until)."""
+    """`today`, `yesterday`, `week`, `month`, `last_month` (the API's only) or `range` (--since/--until)."""
     label: str
 
     @property
@@ -109,6 +151,7 @@ class Window:
         * `today`, `week`, `month`: the previous day, week or month from its start, for as long as this one
           has run so far (today until 14:05 against yesterday until 14:05), never past this window's start;
         * `yesterday`: the whole day before (23 or 25 hours long across a DST change, like the days are);
+        * `last_month`: the whole calendar month before it;
         * `--since/--until`: the same length immediately before.
         """
         length = self.until - self.since
@@ -126,6 +169,9 @@ class Window:
         if self.kind == "yesterday":
             start = local_midnight(start_local - datetime.timedelta(days=1))
             return Window(start, self.since, "range", "the day before")
+        if self.kind == "last_month":
+            start = local_midnight((start_local - datetime.timedelta(days=1)).replace(day=1))
+            return Window(start, self.since, "range", "the month before")
         return Window(self.since - length, self.since, "range", "previous period")
 
     def local_days(self) -> list[datetime.date]:
@@ -141,6 +187,7 @@ def resolve_window(
     yesterday: bool = False,
     week: bool = False,
     month: bool = False,
+    last_month: bool = False,
     since: str | None = None,
     until: str | None = None,
     default_since: str | None = DEFAULT_SINCE,
@@ -151,7 +198,7 @@ def resolve_window(
     `since` (or the default) only. UsageError (exit 2) names the clash or the bad value."""
     now = (now or datetime.datetime.now(UTC)).astimezone(UTC)
     chosen = [name for name, on in (("today", today), ("yesterday", yesterday), ("week", week), ("month", month),
-                                    ("since", since is not None)) if on]
+                                    ("last_month", last_month), ("since", since is not None)) if on]
     if len(chosen) > 1:
         given = " and ".join(f"{prefix}{name}" for name in chosen)
         raise UsageError(f"{given} cannot be combined: choose one window (or {prefix}since … {prefix}until …)")
@@ -169,6 +216,10 @@ def resolve_window(
         return Window(local_midnight(monday), now, "week", "this week")
     if month:
         return Window(local_midnight(today_local.replace(day=1)), now, "month", "this month")
+    if last_month:
+        first = today_local.replace(day=1)
+        return Window(local_midnight((first - datetime.timedelta(days=1)).replace(day=1)), local_midnight(first),
+                      "last_month", "last month")
     start_text = since if since is not None else default_since
     start = parse_moment(start_text, now, f"{prefix}since") if start_text is not None else None
     end = parse_moment(until, now, f"{prefix}until") if until is not None else now
