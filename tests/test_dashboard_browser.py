@@ -20,6 +20,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -82,12 +83,12 @@ def metered_call(meter: MeterProcess, fake: FakeProvider, project: str, *, model
 
 
 def history() -> list[Any]:
-    """Three weeks of earlier calls (as the meter's writer commits them), so the charts have days to stack."""
+    """Four weeks of earlier calls (as the meter's writer commits them), so the charts have days to stack."""
     now = dt.datetime.now(dt.UTC)
     models = (("claude-sonnet-4-5-20250929", 3, 15), ("claude-haiku-4-5-20251001", 1, 5), ("gpt-5", 1.25, 10))
     records = []
-    for day in range(1, 22):
-        for n in range(1 + day % 3):
+    for day in range(1, 29):
+        for n in range(2 + day % 2):
             model, price_in, price_out = models[(day + n) % 3]
             inp, out = 2000 + 700 * ((day * 7 + n) % 9), 300 + 90 * ((day + n * 5) % 7)
             started = now - dt.timedelta(days=day, hours=3 * n + day % 5)
@@ -102,7 +103,7 @@ def history() -> list[Any]:
 
 @pytest.fixture(scope="module")
 def meter(fake_provider: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeterProcess]:
-    """A real `serve` over a database that already holds three weeks of calls."""
+    """A real `serve` over a database that already holds four weeks of calls."""
     home = tmp_path_factory.mktemp("dashboard") / "home"
     home.mkdir(parents=True, mode=0o700)
     write(Paths(home).db, history())
@@ -247,7 +248,6 @@ def wait_idle(page: Any) -> None:
     page.wait_for_selector("#daily-chart svg, #daily-chart .error", timeout=10_000)
     page.wait_for_selector("#hourly-chart svg, #hourly-chart .error", timeout=10_000)
     page.wait_for_selector("#top-table tbody, #top-table caption", timeout=10_000)
-    page.wait_for_selector("#verdict-badge:not([hidden])", timeout=15_000)
 
 
 def calls_ids_in_table(page: Any) -> list[str]:
@@ -283,12 +283,17 @@ def test_overview_totals_equal_report_json(open_page: Any, seeded: MeterProcess)
     last_month = (first - dt.timedelta(days=1)).replace(day=1)
     windows = {"today": ["--today"], "week": ["--week"], "month": ["--month"],
                "last_month": ["--since", last_month.isoformat(), "--until", first.isoformat()]}
-    for period, args in windows.items():
-        totals = cli_json(seeded, "report", *args, tz=zone)["totals"]
+    with ThreadPoolExecutor(4) as pool:  # each CLI run is a Python start-up: run them side by side
+        reports = dict(zip(windows, pool.map(lambda args: cli_json(seeded, "report", *args, tz=zone),
+                                             windows.values()), strict=True))
+    for period, report in reports.items():
+        totals = report["totals"]
         card = page.locator(f"#periods .card[data-period={period}]")
         assert card.locator(".cost").get_attribute("data-usd") == totals["cost_usd"], period
         assert card.locator(".calls").get_attribute("data-value") == str(totals["calls"]), period
         assert card.locator(".savings").get_attribute("data-usd") == totals["cache_savings_usd"], period
+        notes = card.locator(".notes li").all_inner_texts()
+        assert notes == [n["text"] for n in report["notes"]], period
     # the top table for the default window (last 30 days) adds up to the report's totals
     report = cli_json(seeded, "report", "--since", "30d", "--by", "project", tz=zone)
     assert page.locator("#top-table tfoot [data-usd]").get_attribute("data-usd") == report["totals"]["cost_usd"]
@@ -423,6 +428,7 @@ def test_phone_width_and_keyboard(open_page: Any) -> None:
     wait_idle(page)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"the page scrolls sideways at {PHONE['width']} px: {width}"
+    page.wait_for_selector("#verdict-badge:not([hidden])", timeout=15_000)
     shot(page, "overview-phone")
     # keyboard: the first Tab reaches the skip link, and the nav links are real links
     page.keyboard.press("Tab")
