@@ -223,7 +223,7 @@ function niceMax(v) {
 }
 
 // columns: [{label, long, parts: [{series, value, text}], total, totalText}]; series names index colours.
-function barChart(container, readout, { columns, series, yFormat, empty }) {
+function barChart(container, readout, { columns, series, yFormat, empty, height = 220 }) {
   container.replaceChildren();
   if (!columns.length || columns.every((c) => c.total === 0)) {
     container.append(h("p", { class: "muted empty", text: empty }));
@@ -231,7 +231,7 @@ function barChart(container, readout, { columns, series, yFormat, empty }) {
     if (columns.length === 0) return;
   }
   const W = Math.max(300, container.clientWidth || 600);
-  const H = 220;
+  const H = height;
   const pad = { l: 56, r: 8, t: 10, b: 26 };
   const iw = W - pad.l - pad.r;
   const ih = H - pad.t - pad.b;
@@ -366,7 +366,7 @@ function drawHourly() {
       parts: [{ series: "cost", value: v.cost, text: usd(v.cost) }], total: v.cost, totalText: usd(v.cost) });
   }
   barChart($("#hourly-chart"), $("#hourly-readout"), { columns, series: ["cost"], yFormat: (v) => usd(v),
-    empty: "No charged cost today yet." });
+    empty: "No charged cost today yet.", height: 150 });
 }
 
 // ---- top tables -----------------------------------------------------------------------------------
@@ -631,7 +631,9 @@ function scheduleRefresh() {
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(() => {
     loadOverview();
+    loadDaily();
     loadHourly();
+    loadTop();
   }, 1500);
 }
 
@@ -712,7 +714,7 @@ function drawGaps(days) {
     parts: [{ series: metric, value: Number(r[metric]) || 0, text: intFmt.format(Number(r[metric]) || 0) }],
     total: Number(r[metric]) || 0, totalText: `${intFmt.format(Number(r[metric]) || 0)} ${metric || ""}` }));
   barChart($("#gaps-chart"), h("p"), { columns, series: [metric], yFormat: (v) => intFmt.format(Math.round(v)),
-    empty: "No unmetered gaps: every call was metered." });
+    empty: "No unmetered gaps: every call was metered.", height: 150 });
   $("#gaps-table").replaceChildren(
     h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "day" }), keys.map((k) => h("th", { scope: "col", class: "num", text: k })))),
     h("tbody", {}, rows.filter((r) => keys.some((k) => Number(r[k]) > 0)).map((r) => h("tr", {},
