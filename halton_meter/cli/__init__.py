@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("halton_meter.cli.serve", "Run the meter (edge, core, API) in the foreground."),
     "run": ("halton_meter.cli.run", "Run a command with its LLM calls metered."),
     "calls": ("halton_meter.cli.calls", "List recorded calls (filters; --follow for a live tail)."),
+    "dashboard": ("halton_meter.cli.dashboard", "Open the dashboard in your browser, signed in (a one-time link)."),
     "report": ("halton_meter.cli.report", "Cost, tokens, cache savings and latency, by project, model, tool, …"),
     "projects": ("halton_meter.cli.projects", "Projects with their calls, cost and where attribution came from."),
     "retag": ("halton_meter.cli.retag", "Move past calls from one project to another."),

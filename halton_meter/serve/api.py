@@ -37,7 +37,7 @@ import resource
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 import structlog
 import tornado.httpserver
+import tornado.httputil
 import tornado.iostream
 import tornado.web
 
@@ -237,6 +238,7 @@ class Api:
                                     idle_connection_timeout=HEAD_TIMEOUT, body_timeout=HEAD_TIMEOUT,
                                     max_body_size=MAX_BODY_BYTES)
         self._server.max_connections = connection_cap()
+        self._server.hosts = self.hosts
         self._server.add_socket(sock)
 
     async def stop(self, grace: float = 2.0) -> None:
@@ -269,7 +271,7 @@ def connection_cap() -> int:
         return MAX_CONNECTIONS
     if soft == resource.RLIM_INFINITY:
         return MAX_CONNECTIONS
-    return max(16, min(MAX_CONNECTIONS, soft // 2))
+    return min(MAX_CONNECTIONS, max(16, soft // 2))
 
 
 def _raw_503() -> bytes:
@@ -280,15 +282,54 @@ def _raw_503() -> bytes:
 
 
 class CappedServer(tornado.httpserver.HTTPServer):
-    """tornado's HTTPServer with a cap on open connections: beyond it, a 503 at once and the close."""
+    """tornado's HTTPServer with a cap on open connections (beyond it, a 503 at once and the close) and the
+    Host check in front of everything (a missing or foreign Host is a 421, never tornado's bare 400)."""
 
     max_connections = MAX_CONNECTIONS
+    hosts: frozenset[str] = frozenset()
+
+    def start_request(self, server_conn: object,
+                      request_conn: tornado.httputil.HTTPConnection) -> tornado.httputil.HTTPMessageDelegate:
+        return _HostGate(super().start_request(server_conn, request_conn), request_conn, self.hosts)
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple[Any, ...]) -> None:
         if len(self._connections) >= self.max_connections:
             asyncio.ensure_future(_refuse(stream))
             return
         super().handle_stream(stream, address)
+
+
+class _HostGate(tornado.httputil.HTTPMessageDelegate):
+    """Answers 421 (and reads nothing more) when the Host header is missing or not one of ours."""
+
+    def __init__(self, delegate: tornado.httputil.HTTPMessageDelegate,
+                 connection: tornado.httputil.HTTPConnection, hosts: frozenset[str]) -> None:
+        self.delegate, self.connection, self.hosts = delegate, connection, hosts
+        self.refused = False
+
+    def headers_received(self, start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
+                         headers: tornado.httputil.HTTPHeaders) -> Awaitable[None] | None:
+        if headers.get("Host", "").lower() in self.hosts:
+            return self.delegate.headers_received(start_line, headers)
+        self.refused = True
+        body = json.dumps({"error": HOST_ERROR}).encode()
+        answer = tornado.httputil.HTTPHeaders({"Content-Type": "application/json", "Content-Length": str(len(body)),
+                                               **SECURITY_HEADERS})
+        self.connection.write_headers(tornado.httputil.ResponseStartLine("HTTP/1.1", 421, "Misdirected Request"),
+                                      answer, body)
+        self.connection.finish()
+        return None
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        return None if self.refused else self.delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        if not self.refused:
+            self.delegate.finish()
+
+    def on_connection_close(self) -> None:
+        if not self.refused:
+            self.delegate.on_connection_close()
 
 
 async def _refuse(stream: tornado.iostream.IOStream) -> None:
@@ -403,18 +444,24 @@ class Base(tornado.web.RequestHandler):
     def on_connection_close(self) -> None:
         self.release()
 
-    async def answer(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run an endpoint on a worker thread and send its JSON, or the error it raised."""
+    async def answer(self, fn: Callable[..., Any], *args: Any, missing: str | None = None) -> None:
+        """Run an endpoint on a worker thread and send its JSON, or the error it raised (a LookupError is a
+        404 saying `missing`, when given)."""
         try:
             body = await self.api.run(fn, *args)
         except HaltonError as exc:  # a bad parameter or an unreadable database: say which
             return self.refuse(400 if exc.exit_code == ExitCode.USAGE else 503, exc.message)
-        except LookupError:
-            return self.refuse(404, f"no such call: {args[-1]}")
+        except LookupError as exc:
+            if missing is None:
+                return self._bug(exc)
+            return self.refuse(404, missing)
         except Exception as exc:  # a bug answers 500, never kills the API
-            log.error("api endpoint failed", path=self.request.path, error=type(exc).__name__, exc_info=True)
-            return self.refuse(500, f"internal error: {type(exc).__name__}")
+            return self._bug(exc)
         self.send_json(body)
+
+    def _bug(self, exc: Exception) -> None:
+        log.error("api endpoint failed", path=self.request.path, error=type(exc).__name__, exc_info=exc)
+        self.refuse(500, f"internal error: {type(exc).__name__}")
 
     def query(self) -> dict[str, list[str]]:
         return {name: [v.decode("utf-8", "replace") for v in values]
@@ -492,7 +539,7 @@ class CallDetail(Base):
 
         if self.api.paths is None:
             return self.refuse(404, f"no such call: {call_id}")
-        await self.answer(endpoints.CALL_DETAIL, self.api.paths, call_id)
+        await self.answer(endpoints.CALL_DETAIL, self.api.paths, call_id, missing=f"no such call: {call_id}")
 
 
 class Live(Base):

@@ -171,10 +171,11 @@ def _selection(paths: Paths, query: Query) -> Selection:
     from halton_meter.timewindow import in_zone, resolve_window
 
     filters, _ = _filters(paths, query)
+    zone = _zone(query)  # checked even when no time needs it
     since, until = _one(query, "since"), _one(query, "until")
     since_iso = until_iso = None
     if since is not None or until is not None:
-        with in_zone(_zone(query)):
+        with in_zone(zone):
             window = resolve_window(since=since, until=until, default_since=None, now=_now(), prefix="")
         since_iso = window.since_iso if since is not None else None
         until_iso = window.until_iso if until is not None else None

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from halton_meter.errors import UsageError
-from halton_meter.store.aggregate import Filters, _filter_sql
+from halton_meter.store.aggregate import GROUP_DIMENSIONS, NONE_VALUE, Filters, _filter_sql
 from halton_meter.store.rollup import DIMENSIONS
 from halton_meter.types import CallRecord
 
@@ -100,13 +100,22 @@ class Selection:
     until: str | None = None
     q: str | None = None
 
-    def where(self) -> tuple[str, list[Any]]:
+    def where(self, conn: sqlite3.Connection | None = None) -> tuple[str, list[Any]]:
+        """The WHERE clause on `calls AS X`. With `conn`, a glob or key prefix is first turned into the exact
+        values it matches (a few index seeks), so the page is read in index order instead of sorted."""
         clauses: list[str] = []
         params: list[Any] = []
-        if self.filters.items():
-            sql, values = _filter_sql(self.filters, lambda name: _INDEXED[name])
-            clauses.append(sql)
-            params += values
+        filters = self.filters
+        for name, values in filters.items():
+            exact = _expand(conn, name, values) if conn is not None else None
+            if exact is None:
+                sql, args = _filter_sql(Filters(**{name: values}), lambda dim: _INDEXED[dim])
+                clauses.append(sql)
+                params += args
+            else:
+                clauses.append(f"{_INDEXED[GROUP_DIMENSIONS[name]]} IN ({', '.join('?' * len(exact))})"
+                               if exact else "0")
+                params += exact
         if self.statuses:
             clauses.append("(" + " OR ".join(_STATUS_SQL[s] for s in self.statuses) + ")")
         if self.since is not None:
@@ -120,6 +129,34 @@ class Selection:
                            "SELECT rowid FROM calls WHERE provider_request_id = ?)")
             params += [self.q, self.q]
         return " AND ".join(clauses) or "1", params
+
+
+_EXPAND_MAX = 64
+
+
+def _expand(conn: sqlite3.Connection, name: str, values: tuple[str, ...]) -> list[str] | None:
+    """The stored values a filter's globs and key prefixes match, found by skipping through the filter's
+    index one distinct value at a time; None when a pattern is not a plain prefix, or matches too many."""
+    expr = _INDEXED[GROUP_DIMENSIONS[name]]
+    exact: list[str] = []
+    for value in values:
+        value = "" if value == NONE_VALUE else value
+        pattern = value + "*" if name == "key" and value else value
+        if not any(ch in pattern for ch in "*?["):
+            exact.append(pattern)
+            continue
+        prefix = pattern[:-1]
+        if not pattern.endswith("*") or any(ch in prefix for ch in "*?["):
+            return None
+        sql = f"SELECT min({expr}) FROM calls AS X WHERE {expr} > ? AND {expr} GLOB ?"
+        found = conn.execute(f"SELECT min({expr}) FROM calls AS X WHERE {expr} >= ? AND {expr} GLOB ?",
+                             (prefix, pattern)).fetchone()[0]
+        while found is not None:
+            if len(exact) >= _EXPAND_MAX or any(ch in found for ch in "*?["):
+                return None
+            exact.append(found)
+            found = conn.execute(sql, (found, pattern)).fetchone()[0]
+    return sorted(set(exact))
 
 
 def encode_cursor(started_at: str, call_id: str) -> str:
@@ -140,7 +177,7 @@ def page(conn: sqlite3.Connection, selection: Selection, limit: int,
          after: tuple[str, str] | None = None, descending: bool = True) -> list[CallRecord]:
     """Up to `limit` calls, newest first (oldest first when not `descending`), strictly past `after`
     (started_at, id) in that order when given."""
-    where, params = selection.where()
+    where, params = selection.where(conn)
     if after is not None:
         where += f" AND (X.started_at, X.id) {'<' if descending else '>'} (?, ?)"
         params += list(after)

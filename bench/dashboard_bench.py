@@ -1,0 +1,114 @@
+"""How fast does the dashboard's data come back from a million calls?
+
+Builds the synthetic database of bench/report_bench.py (default 1,000,000 calls over 60 days, ending now),
+then times the API's endpoint functions directly (server-side time: no HTTP, no JSON encoding), median of
+several runs each after one warm-up:
+
+* `/v1/overview` (today, week, month, last month, each with the previous period) in Asia/Kolkata;
+* `/v1/report?since=30d&by=day,project` and `/v1/report?window=today&by=hour`;
+* `/v1/calls` first page (50 calls) with no filter and with each single filter.
+
+    .venv/bin/python -m bench.dashboard_bench --calls 1000000
+
+Targets: ≤ 100 ms per overview or chart request, ≤ 50 ms per explorer first page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CHART_TARGET_MS = 100.0
+PAGE_TARGET_MS = 50.0
+RUNS = 7
+ZONE = "Asia/Kolkata"
+
+CHARTS: list[tuple[str, str, dict[str, list[str]]]] = [
+    ("overview", "/v1/overview", {"tz": [ZONE]}),
+    ("report 30 d by day,project", "/v1/report", {"since": ["30d"], "by": ["day,project"], "tz": [ZONE]}),
+    ("report today by hour", "/v1/report", {"window": ["today"], "by": ["hour"], "tz": [ZONE]}),
+]
+PAGES: list[tuple[str, dict[str, list[str]]]] = [
+    ("no filter", {}),
+    ("project", {"project": ["docs-site"]}),
+    ("model", {"model": ["gpt-4.1"]}),
+    ("model glob", {"model": ["claude-haiku-*"]}),
+    ("provider", {"provider": ["gemini"]}),
+    ("client", {"client": ["curl"]}),
+    ("branch", {"branch": ["main"]}),
+    ("key", {"key": ["71aa"]}),
+    ("status error", {"status": ["error"]}),
+    ("status incomplete", {"status": ["incomplete"]}),
+    ("status estimated", {"status": ["estimated"]}),
+    ("status unpriced", {"status": ["unpriced"]}),
+    ("status subscription", {"status": ["subscription"]}),
+    ("since 7d", {"since": ["7d"]}),
+    ("search (request id)", {"q": ["no-such-request"]}),
+]
+
+
+def _median_ms(fn: Callable[[], Any], runs: int) -> float:
+    fn()  # warm: the page cache, the zone data, SQLite's schema
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - began) * 1000)
+    return statistics.median(times)
+
+
+def run(n_calls: int = 1_000_000, runs: int = RUNS) -> dict[str, Any]:
+    from bench import report_bench
+    from halton_meter.paths import Paths
+    from halton_meter.serve import endpoints
+
+    with tempfile.TemporaryDirectory(prefix="halton-bench-") as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir(mode=0o700)
+        paths = Paths(home)
+        began = time.perf_counter()
+        report_bench.generate(paths.db, n_calls)  # then migrate(): the explorer's indexes (migration 11)
+        built_s = time.perf_counter() - began
+        charts = {name: round(_median_ms(lambda p=path, q=query: endpoints.ROUTES[p](paths, q), runs), 1)
+                  for name, path, query in CHARTS}
+        pages = {}
+        for name, query in PAGES:
+            full = {**query, "limit": ["50"]}
+            pages[name] = round(_median_ms(lambda q=full: endpoints.ROUTES["/v1/calls"](paths, q), runs), 1)
+        size_mb = paths.db.stat().st_size / 1e6
+    return {"calls": n_calls, "db_mb": round(size_mb), "build_s": round(built_s, 1), "charts_ms": charts,
+            "pages_ms": pages, "chart_target_ms": CHART_TARGET_MS, "page_target_ms": PAGE_TARGET_MS,
+            "ok": all(v <= CHART_TARGET_MS for v in charts.values())
+            and all(v <= PAGE_TARGET_MS for v in pages.values())}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    def mark(ms: float, target: float) -> str:
+        return "✓" if ms <= target else "✗ over target"
+
+    lines = [f"Dashboard endpoints over {result['calls']:,} synthetic calls ({result['db_mb']} MB), server-side "
+             f"time, median of {RUNS} runs:", "", "| request | ms | target |", "|---|---:|---|"]
+    for name, ms in result["charts_ms"].items():
+        lines.append(f"| {name} | {ms} | ≤ {result['chart_target_ms']:.0f} ms {mark(ms, result['chart_target_ms'])} |")
+    for name, ms in result["pages_ms"].items():
+        lines.append(f"| /v1/calls first page, {name} | {ms} | ≤ {result['page_target_ms']:.0f} ms "
+                     f"{mark(ms, result['page_target_ms'])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.dashboard_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1_000_000, help="synthetic calls (default 1,000,000)")
+    parser.add_argument("--runs", type=int, default=RUNS, help=f"timed runs per request (default {RUNS})")
+    args = parser.parse_args(argv)
+    print(markdown(run(args.calls, args.runs)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
