@@ -246,6 +246,7 @@ def open_page(browser: Any, session: dict[str, Any], origin: str) -> Iterator[An
 def shot(page: Any, name: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays on top of a full-page shot
     page.screenshot(path=str(path), full_page=True)
     return path
 
@@ -304,7 +305,6 @@ def test_overview_totals_equal_report_json(open_page: Any, seeded: MeterProcess)
         notes = card.locator(".notes li").all_inner_texts()
         assert notes == [n["text"] for n in report["notes"]], period
     page.wait_for_selector("#verdict-badge:not([hidden])", timeout=15_000)
-    page.evaluate("window.scrollTo(0, 0)")
     path = shot(page, "overview")
     if os.environ.get("HALTON_METER_UPDATE_SCREENSHOTS") == "1":
         README_SHOT.parent.mkdir(parents=True, exist_ok=True)
