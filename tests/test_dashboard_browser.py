@@ -227,10 +227,10 @@ def open_page(browser: Any, session: dict[str, Any], origin: str) -> Iterator[An
     """open_page(zone=…, viewport=…, path=…) → a signed-in page; each context is checked when the test ends."""
     watches: list[tuple[Watch, Any]] = []
 
-    def make(zone: str = ZONES[0], viewport: dict[str, int] = DESKTOP, path: str = "/") -> Any:
+    def make(zone: str = ZONES[0], viewport: dict[str, int] = DESKTOP, path: str = "/", scheme: str = "light") -> Any:
         watch = Watch(origin)
         context = watch.attach(browser.new_context(storage_state=session["state"], locale="en-US", timezone_id=zone,
-                                                   viewport=viewport))
+                                                   viewport=viewport, color_scheme=scheme))
         watches.append((watch, context))
         page = context.new_page()
         page.goto(origin + path)
@@ -370,6 +370,15 @@ def test_filter_and_export_give_the_rows_calls_json_gives(open_page: Any, seeded
                            arg=len(want))
     assert calls_ids_in_table(page) == want
     shot(page, "explorer")
+    # search by id: exactly that call
+    page.fill("#filters input[name=q]", want[-1])
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("n => document.querySelectorAll('#calls-table tbody tr[data-id]').length === 1")
+    assert calls_ids_in_table(page) == [want[-1]]
+    page.fill("#filters input[name=q]", "")
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("n => document.querySelectorAll('#calls-table tbody tr[data-id]').length === n",
+                           arg=len(want))
     # the export links carry the same filters and give the same records
     href_json = page.locator("#export-json").get_attribute("href") or ""
     assert f"project={PROJECTS[1]}" in href_json
@@ -433,16 +442,23 @@ def test_health_shows_the_status_verdict(open_page: Any, seeded: MeterProcess) -
     assert page.locator("#health-verdict strong").inner_text() in ("HEALTHY", "DEGRADED", "BROKEN")
 
 
-def test_phone_width_and_keyboard(open_page: Any) -> None:
-    page = open_page(viewport=PHONE)
+def test_phone_width_dark_scheme_and_keyboard(open_page: Any) -> None:
+    page = open_page(viewport=PHONE, scheme="dark")
     wait_idle(page)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"the page scrolls sideways at {PHONE['width']} px: {width}"
     page.wait_for_selector("#verdict-badge:not([hidden])", timeout=15_000)
-    shot(page, "overview-phone")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(17, 20, 24)", f"prefers-color-scheme: dark is not followed: {background}"
+    shot(page, "overview-phone-dark")
     # keyboard: the first Tab reaches the skip link, and the nav links are real links
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.className") == "skip"
+    # the charts read out by keyboard: End is the last day
+    page.focus("#daily-chart svg")
+    page.keyboard.press("End")
+    last = page.locator("#daily-chart g.col").last.locator("title").text_content() or ""
+    assert page.locator("#daily-readout").inner_text().startswith(last.split(":")[0])
     page.focus("nav a[data-view=calls]")
     page.keyboard.press("Enter")
     page.wait_for_selector("#view-calls:not([hidden])")
