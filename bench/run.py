@@ -540,6 +540,16 @@ def run(plan: Plan, *, skip: set[str] = frozenset(), log: Any = print, workdir: 
             results["report_month"] = report_month(plan.report_calls)
         except Exception as exc:  # the other benchmark failing must not lose this one's numbers
             results["report_month"] = {"error": f"{type(exc).__name__}: {exc}"}
+    if "dashboard" in skip or plan.report_calls <= 0:
+        results["dashboard"] = {"skipped": True}
+    else:
+        log(f"  dashboard endpoints over {plan.report_calls:,} calls (bench/dashboard_bench.py) ...")
+        try:
+            from bench import dashboard_bench
+
+            results["dashboard"] = dashboard_bench.run(plan.report_calls)
+        except Exception as exc:  # the other benchmarks' numbers are kept
+            results["dashboard"] = {"error": f"{type(exc).__name__}: {exc}"}
     results["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
     results["seconds"] = (datetime.datetime.now() - started).total_seconds()
     return results
@@ -560,8 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", help="comma-separated concurrencies (default 1,8,64)")
     parser.add_argument("--idle-seconds", type=float)
     parser.add_argument("--growth-calls", type=int)
-    parser.add_argument("--report-calls", type=int, help="synthetic calls for `report --month` (default 1,000,000)")
-    parser.add_argument("--skip", default="", help="comma-separated: idle, growth, cold, report")
+    parser.add_argument("--report-calls", type=int, help="synthetic calls for `report --month` and the dashboard "
+                                                         "endpoints (default 1,000,000)")
+    parser.add_argument("--skip", default="", help="comma-separated: idle, growth, cold, report, dashboard")
     parser.add_argument("--out", type=Path, help="markdown output file (default bench/results/DATE-HOST.md)")
     args = parser.parse_args(argv)
 

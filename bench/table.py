@@ -301,6 +301,16 @@ def render(results: dict[str, Any]) -> str:
         ms = report_ms(rep)
         add(f"* `report --month` over {int(rep.get('calls', rep.get('n_calls', 0))):,} synthetic calls: "
             f"{f(ms, 0)} ms ({', '.join(f'{k}={v}' for k, v in rep.items() if not isinstance(v, (dict, list)))}).")
+    dash = results.get("dashboard")
+    if dash and dash.get("skipped"):
+        add("* dashboard endpoints: skipped.")
+    elif dash and "error" in dash:
+        add(f"* dashboard endpoints: bench/dashboard_bench.py failed: {dash['error']}")
+    elif dash:
+        from bench import dashboard_bench
+
+        add("")
+        add(dashboard_bench.markdown(dash))
     add("")
 
     # ---- targets
@@ -435,6 +445,15 @@ def targets(results: dict[str, Any], s: Summary) -> list[tuple[str, str, str, bo
                     _ok(ms, 250) if n >= 1_000_000 else None))
     else:
         out.append(("`report --month` over 1,000,000 calls", "≤ 250 ms", "not measured", None))
+    dash = results.get("dashboard")
+    if dash and "charts_ms" in dash:
+        n = int(dash["calls"])
+        worst_chart = max(dash["charts_ms"].values())
+        worst_page = max(dash["pages_ms"].values())
+        out.append((f"Dashboard overview/chart request over {n:,} calls (slowest)", "≤ 100 ms (1,000,000 calls)",
+                    f"{f(worst_chart, 0)} ms", _ok(worst_chart, 100) if n >= 1_000_000 else None))
+        out.append((f"Explorer first page, any single filter, over {n:,} calls (slowest)", "≤ 50 ms (1,000,000 calls)",
+                    f"{f(worst_page, 0)} ms", _ok(worst_page, 50) if n >= 1_000_000 else None))
     checks = results.get("rows_checks", [])
     if checks:
         bad = [c for c in checks if not c["ok"]]

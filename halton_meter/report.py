@@ -12,6 +12,7 @@ previous-window comparison, gaps and notes); kept together, the three outputs ca
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import fnmatch
@@ -514,8 +515,11 @@ def build(
     vs_previous: bool = False,
     key_names: Mapping[str, str] | None = None,
     use_rollup: bool = True,
+    conn: sqlite3.Connection | None = None,
 ) -> Report:
-    """The report for `window` from the database at `db`; None, or no file yet, gives an empty report."""
+    """The report for `window` from the database at `db`; None, or no file yet, gives an empty report. With
+    `conn` (a read-only connection in a read transaction on `db`), it is read there instead: several reports
+    from one snapshot."""
     by = tuple(by)
     filters = filters or Filters()
     period = _period(by)
@@ -528,18 +532,19 @@ def build(
     cells, day_cells, prev_cells = Cells(), Cells(), Cells()
     gaps, prev_gaps = GapSummary(), GapSummary()
     imported: dict[str, int] = {}
-    if db is not None and initialised(db):
-        with snapshot(db) as conn:
+    if conn is not None or (db is not None and initialised(db)):
+        with contextlib.nullcontext(conn) if conn is not None else snapshot(db) as conn:  # type: ignore[arg-type]
+            spool = db.parent / "spool" if db is not None else None
             cells = collect(conn, window.since, window.until, group=plain, period=period, filters=filters,
                             use_rollup=use_rollup)
             day_cells = collect(conn, window.since, window.until, period="day", filters=filters, hist=False,
                                 use_rollup=use_rollup, only=("calls", "cost_nanos"))
-            gaps = count_gaps(conn, window, filters, db.parent / "spool")
+            gaps = count_gaps(conn, window, filters, spool)
             imported = count_imported(conn, window.since_iso, window.until_iso, filters)
             if previous_window is not None:
                 prev_cells = collect(conn, previous_window.since, previous_window.until, group=prev_by,
                                      filters=filters, use_rollup=use_rollup)
-                prev_gaps = count_gaps(conn, previous_window, filters, db.parent / "spool")
+                prev_gaps = count_gaps(conn, previous_window, filters, spool)
     totals = _tree(cells, by, period)
     if previous_window is not None:
         before = _tree(prev_cells, prev_by, None)

@@ -15,8 +15,9 @@ Covered elsewhere, on purpose not repeated here:
 * CA created 0700/0600, reused, a readable key refused, our CA never in the upstream trust:
   tests/test_ca.py (in-process); here the same facts are checked on a running meter (S2).
 * API defences on an in-process `Api` object: tests/test_edge_api.py (`test_foreign_host_headers_are_rejected`,
-  `test_cors_preflight_gets_no_allow_headers`, `test_everything_but_health_needs_the_token`); here against the
-  real API of a running meter with more variants (S4–S6).
+  `test_cors_preflight_gets_no_allow_headers`, `test_everything_but_health_needs_the_token`), and all of them
+  with the caps, the exports, the live tail and the dashboard's login in tests/test_api_server.py and
+  tests/test_dashboard_auth.py; here against the real API of a running meter with more variants (S4–S6).
 * Edge refusals on an in-process `Edge`: tests/test_edge_api.py
   (`test_refusals_answer_with_a_status_and_the_edge_keeps_serving`); here through the real edge (S7).
 * Non-provider CONNECT keeps the origin's certificate: tests/test_e2e.py

@@ -33,11 +33,12 @@ import contextlib
 import hmac
 import http
 import json
+import logging
 import resource
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -233,6 +234,10 @@ class Api:
     def start(self, sock: socket.socket) -> None:
         """Serve on a bound, listening socket, in the running event loop."""
         sock.setblocking(False)
+        # tornado's own lines could carry a request's header values or URI (a malformed header's value, the
+        # access log's query string): neither reaches our logs. Our handlers log what matters themselves.
+        logging.getLogger("tornado.access").disabled = True
+        logging.getLogger("tornado.general").setLevel(logging.WARNING)
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="halton-api")
         self._server = CappedServer(self.application(), no_keep_alive=True, max_header_size=MAX_HEAD_BYTES,
                                     idle_connection_timeout=HEAD_TIMEOUT, body_timeout=HEAD_TIMEOUT,
@@ -291,6 +296,45 @@ class CappedServer(tornado.httpserver.HTTPServer):
     def start_request(self, server_conn: object,
                       request_conn: tornado.httputil.HTTPConnection) -> tornado.httputil.HTTPMessageDelegate:
         return _HostGate(super().start_request(server_conn, request_conn), request_conn, self.hosts)
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = self._accept_on(sock)
+
+    def _accept_on(self, sock: socket.socket) -> Callable[[], None]:
+        """tornado's accept loop, except that running out of descriptors (EMFILE) pauses accepting for a
+        second with one quiet line, instead of a traceback per turn of the event loop."""
+        loop = asyncio.get_running_loop()
+        removed = False
+
+        def accept() -> None:
+            for _ in range(128):
+                try:
+                    connection, address = sock.accept()
+                except BlockingIOError:
+                    return
+                except ConnectionAbortedError:
+                    continue
+                except OSError as exc:
+                    log.warning("the API cannot accept connections: out of file descriptors; retrying in 1 s",
+                                error=exc.strerror)
+                    loop.remove_reader(sock)
+                    loop.call_later(1.0, resume)
+                    return
+                self._handle_connection(connection, address)
+
+        def resume() -> None:
+            if not removed:
+                loop.add_reader(sock, accept)
+
+        def remove() -> None:
+            nonlocal removed
+            removed = True
+            loop.remove_reader(sock)
+
+        loop.add_reader(sock, accept)
+        return remove
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple[Any, ...]) -> None:
         if len(self._connections) >= self.max_connections:
@@ -403,7 +447,9 @@ class Base(tornado.web.RequestHandler):
     def prepare(self) -> None:
         if self.request.headers.get("Host", "").lower() not in self.api.hosts:
             return self.refuse(421, HOST_ERROR)
-        if self.api.busy >= MAX_CONCURRENT or self.api.stopping:
+        if self.api.stopping:
+            return self.refuse(503, "the meter is stopping")
+        if self.api.busy >= MAX_CONCURRENT:
             return self.refuse(503, "too many concurrent requests")
         self.api.busy += 1
         self._slot = True
@@ -518,8 +564,14 @@ class Endpoint(Base):
                     await self.flush()
         except tornado.iostream.StreamClosedError:  # the client left
             pass
-        except Exception as exc:  # mid-stream: the status is sent; cut the transfer so it reads as failed
-            log.error("api export failed", path=self.request.path, error=type(exc).__name__, exc_info=True)
+        except Exception as exc:
+            if not self._headers_written:  # nothing sent yet: an ordinary error answer
+                if isinstance(exc, HaltonError):
+                    self.refuse(400 if exc.exit_code == ExitCode.USAGE else 503, exc.message)
+                else:
+                    self._bug(exc)
+            else:  # mid-stream: the status is sent; cut the transfer so it reads as failed
+                log.error("api export failed", path=self.request.path, error=type(exc).__name__, exc_info=exc)
         finally:
             close = getattr(iterator, "close", None)
             if close is not None:

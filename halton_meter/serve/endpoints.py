@@ -22,6 +22,7 @@ so the parameters mean the same thing everywhere (filters, `tz`, `since`/`until`
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import io
@@ -90,6 +91,29 @@ def local_zone_name() -> str | None:
     return target.split(marker, 1)[1] if marker in target else None
 
 
+@contextlib.contextmanager
+def _snapshot(db: Path, transaction: bool = True) -> Iterator[sqlite3.Connection | None]:
+    """One read-only connection for the whole request (None before the meter created the database), in one
+    read transaction (a consistent snapshot; the writer carries on) unless `transaction` is False."""
+    from halton_meter.errors import DatabaseError
+    from halton_meter.store.schema import open_initialised
+
+    conn = open_initialised(db)
+    if conn is None:
+        yield None
+        return
+    try:
+        conn.isolation_level = None
+        conn.execute("PRAGMA query_only = ON")
+        if transaction:
+            conn.execute("BEGIN")
+        yield conn
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"cannot read database {db}: {exc}; `halton-meter doctor` checks it") from None
+    finally:
+        conn.close()
+
+
 def _filters(paths: Paths, query: Query) -> tuple[Filters, Mapping[str, str]]:
     from halton_meter import report
     from halton_meter.config import load_config
@@ -130,8 +154,10 @@ def projects(paths: Paths, query: Query) -> dict[str, Any]:
 _REPORT_PARAMS = {"since", "until", "window", "by", "vs_previous", "tz", *_FILTERS}
 
 
-def report_document(paths: Paths, query: Query, now: datetime.datetime | None = None) -> dict[str, Any]:
-    """The `report --json` document, read in the `tz` zone (the meter's own when absent)."""
+def report_document(paths: Paths, query: Query, now: datetime.datetime | None = None,
+                    conn: sqlite3.Connection | None = None) -> dict[str, Any]:
+    """The `report --json` document, read in the `tz` zone (the meter's own when absent); from `conn` when
+    given (several reports from one snapshot), else from a snapshot of its own."""
     from halton_meter import report
     from halton_meter.timewindow import DEFAULT_SINCE, in_zone, resolve_window
 
@@ -146,8 +172,12 @@ def report_document(paths: Paths, query: Query, now: datetime.datetime | None = 
         flags: dict[str, Any] = {calendar: True} if calendar else {}
         window = resolve_window(**flags, since=_one(query, "since"), until=_one(query, "until"),
                                 default_since=DEFAULT_SINCE, now=now or _now(), prefix="")
-        return report.build(paths.db, window, by=by, filters=filters, vs_previous=vs_previous,
-                            key_names=key_names).to_json()
+        if conn is not None:
+            return report.build(paths.db, window, by=by, filters=filters, vs_previous=vs_previous,
+                                key_names=key_names, conn=conn).to_json()
+        with _snapshot(paths.db) as own:
+            return report.build(paths.db if own is not None else None, window, by=by, filters=filters,
+                                vs_previous=vs_previous, key_names=key_names, conn=own).to_json()
 
 
 def overview(paths: Paths, query: Query) -> dict[str, Any]:
@@ -156,8 +186,9 @@ def overview(paths: Paths, query: Query) -> dict[str, Any]:
     now = _now()
     tz = _one(query, "tz")
     base = {"vs_previous": ["1"], **({"tz": [tz]} if tz else {})}
-    periods = {name: report_document(paths, {**base, "window": [name]}, now)
-               for name in ("today", "week", "month", "last_month")}
+    with _snapshot(paths.db) as conn:
+        periods = {name: report_document(paths, {**base, "window": [name]}, now, conn)
+                   for name in ("today", "week", "month", "last_month")}
     return {"tz": tz or local_zone_name(), "periods": periods}
 
 
@@ -183,19 +214,9 @@ def _selection(paths: Paths, query: Query) -> Selection:
     return Selection(filters, parse_statuses(query.get("status", [])), since_iso, until_iso, q)
 
 
-def _connect(db: Path) -> sqlite3.Connection:
-    from halton_meter.store.schema import check_readable, connect_read_only
-
-    check_readable(db)
-    conn = connect_read_only(db)
-    conn.execute("PRAGMA query_only = ON")
-    return conn
-
-
 def calls(paths: Paths, query: Query) -> dict[str, Any]:
     """One page of the explorer: {"calls": [public records, newest first], "next_cursor": str | None}."""
     from halton_meter.store.explore import decode_cursor, encode_cursor, page
-    from halton_meter.store.schema import initialised
 
     _check(query, _CALLS_PARAMS)
     text = _one(query, "limit")
@@ -209,13 +230,8 @@ def calls(paths: Paths, query: Query) -> dict[str, Any]:
     selection = _selection(paths, query)
     cursor = _one(query, "cursor")
     after = decode_cursor(cursor) if cursor else None
-    if not initialised(paths.db):
-        return {"calls": [], "next_cursor": None}
-    conn = _connect(paths.db)
-    try:
-        found = page(conn, selection, limit + 1, after)
-    finally:
-        conn.close()
+    with _snapshot(paths.db, transaction=False) as conn:
+        found = page(conn, selection, limit + 1, after) if conn is not None else []
     more = len(found) > limit
     found = found[:limit]
     next_cursor = encode_cursor(found[-1].started_at, found[-1].id) if more else None
@@ -225,15 +241,9 @@ def calls(paths: Paths, query: Query) -> dict[str, Any]:
 def call_detail(paths: Paths, call_id: str) -> dict[str, Any]:
     """{"call": every public field of one call}; LookupError when there is no such call."""
     from halton_meter.store.explore import by_id
-    from halton_meter.store.schema import initialised
 
-    if not initialised(paths.db):
-        raise LookupError(call_id)
-    conn = _connect(paths.db)
-    try:
-        found = by_id(conn, call_id)
-    finally:
-        conn.close()
+    with _snapshot(paths.db, transaction=False) as conn:
+        found = by_id(conn, call_id) if conn is not None else None
     if found is None:
         raise LookupError(call_id)
     return {"call": found.to_public()}
@@ -243,11 +253,13 @@ def _rows(paths: Paths, query: Query) -> Iterator[list[dict[str, Any]]]:
     """The export's selection in batches, oldest first (as `calls --json` lists them). Parameters are checked
     and the database opened before the first batch is asked for."""
     from halton_meter.store.explore import batches
-    from halton_meter.store.schema import initialised
+    from halton_meter.store.schema import open_initialised
 
     _check(query, _CALLS_PARAMS - {"limit", "cursor"})
     selection = _selection(paths, query)
-    conn = _connect(paths.db) if initialised(paths.db) else None
+    conn = open_initialised(paths.db)
+    if conn is not None:
+        conn.execute("PRAGMA query_only = ON")
 
     def generate() -> Iterator[list[dict[str, Any]]]:
         if conn is None:
@@ -361,9 +373,7 @@ def status(paths: Paths, query: Query) -> dict[str, Any]:
 
 
 def gaps_daily(paths: Paths, zone: zoneinfo.ZoneInfo | None, days: int = GAP_DAYS) -> list[dict[str, Any]]:
-    from halton_meter.store.aggregate import snapshot
     from halton_meter.store.gaps import SUMMARY_SELECT, GapSummary, pending
-    from halton_meter.store.schema import initialised
     from halton_meter.timewindow import in_zone, iso, local, local_midnight
 
     with in_zone(zone):
@@ -381,9 +391,10 @@ def gaps_daily(paths: Paths, zone: zoneinfo.ZoneInfo | None, days: int = GAP_DAY
 
         until = iso(now)
         seen: set[str] = set()
-        if initialised(paths.db):
-            with snapshot(paths.db) as conn:
-                rows = conn.execute(SUMMARY_SELECT + " WHERE at >= ? AND at < ?", (starts[0], until)).fetchall()
+        with _snapshot(paths.db) as conn:
+            rows = conn.execute(SUMMARY_SELECT + " WHERE at >= ? AND at < ?", (starts[0], until)).fetchall() \
+                if conn is not None else []
+        if rows:
             for kind, connections, n, estimated, up, down, at, reason, gap_id in rows:
                 day = day_of(at)
                 if day is not None:

@@ -559,6 +559,32 @@ def check_readable(path: Path) -> int:
     return version
 
 
+def open_initialised(path: Path) -> sqlite3.Connection | None:
+    """`initialised` and `check_readable` on one read-only connection, returned open (None when there is no
+    schema yet): what a reader answering many small requests (the API) opens once per request."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with path.open("rb") as fh:
+        if fh.read(len(SQLITE_HEADER)) not in (SQLITE_HEADER, b""):
+            raise DatabaseError(f"database {path} is not a valid SQLite file; move it aside and restart the meter")
+    check_intact(path)
+    try:
+        conn = connect_read_only(path)
+        version = _version(conn)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"database {path} is not readable ({exc})") from None
+    if version > LATEST_VERSION:
+        conn.close()
+        raise DatabaseError(
+            f"database {path} has schema version {version}, newer than this Halton Meter ({LATEST_VERSION}); "
+            "upgrade halton-meter"
+        )
+    if version == 0:
+        conn.close()
+        return None
+    return conn
+
+
 def initialised(path: Path) -> bool:
     """Whether there is a database with a schema at `path` (the meter creates it on first start; until then,
     or while the file is still empty, readers show nothing). DatabaseError when the file is unusable."""
