@@ -476,3 +476,20 @@ def test_phone_width_dark_scheme_and_keyboard(open_page: Any) -> None:
     page.keyboard.press("Enter")
     page.wait_for_selector("#view-calls:not([hidden])")
     assert page.locator("nav a[data-view=calls]").get_attribute("aria-current") == "page"
+
+
+def test_sign_out_ends_the_session(browser: Any, seeded: MeterProcess, origin: str) -> None:
+    """Its own session (a fresh link), so the module's shared one stays signed in."""
+    watch = Watch(origin)
+    context = watch.attach(browser.new_context(locale="en-US", viewport=DESKTOP))
+    try:
+        page = context.new_page()
+        page.goto(login_url(seeded))
+        page.wait_for_selector("#periods .card[data-period=today]")
+        assert page.request.get(origin + "/v1/overview").ok
+        page.click("#sign-out")
+        page.wait_for_selector("#signed-out:not([hidden])")
+        assert page.request.get(origin + "/v1/overview").status == 401
+    finally:
+        context.close()
+    watch.check()

@@ -134,6 +134,7 @@ async function api(path, params) {
   }
   if (res.status === 401 || res.status === 403) {
     $("#signed-out").hidden = false;
+    setLive(false, false);
     throw new ApiError("not signed in");
   }
   let body = null;
@@ -637,10 +638,10 @@ function scheduleRefresh() {
   }, 1500);
 }
 
-function setLive(on) {
+function setLive(on, remember = true) {
   const button = $("#live-switch");
   button.setAttribute("aria-checked", String(on));
-  localStorage.setItem("halton-meter.live", on ? "1" : "0");
+  if (remember) localStorage.setItem("halton-meter.live", on ? "1" : "0");
   if (state.live) {
     state.live.close();
     state.live = null;
@@ -747,11 +748,23 @@ function route() {
   }
 }
 
+async function signOut() {
+  setLive(false, false);
+  try {
+    await fetch("/logout", { method: "POST", credentials: "same-origin", headers: { accept: "application/json" } });
+  } catch {
+    // the banner below says what to do either way
+  }
+  $("#signed-out").hidden = false;
+  $("#sign-out").hidden = true;
+}
+
 function start() {
   $("#tz-label").textContent = TZ;
   $("#tz-label").title = "Days and times are shown in this time zone";
   setupControls();
   setupCalls();
+  $("#sign-out").addEventListener("click", signOut);
   $("#live-switch").addEventListener("click", () => setLive($("#live-switch").getAttribute("aria-checked") !== "true"));
   window.addEventListener("hashchange", () => {
     route();
