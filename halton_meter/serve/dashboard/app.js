@@ -226,10 +226,10 @@ function niceMax(v) {
 // columns: [{label, long, parts: [{series, value, text}], total, totalText}]; series names index colours.
 function barChart(container, readout, { columns, series, yFormat, empty, height = 220 }) {
   container.replaceChildren();
-  if (!columns.length || columns.every((c) => c.total === 0)) {
+  if (!columns.length || columns.every((c) => !(c.total > 0))) {
     container.append(h("p", { class: "muted empty", text: empty }));
     readout.textContent = "";
-    if (columns.length === 0) return;
+    return;
   }
   const W = Math.max(300, container.clientWidth || 600);
   const H = height;
@@ -714,11 +714,13 @@ function drawGaps(days) {
   const columns = rows.map((r) => ({ label: r.date ? dayLabel(r.date) : "", long: r.date ? dayLabel(r.date, { dateStyle: "medium" }) : "",
     parts: [{ series: metric, value: Number(r[metric]) || 0, text: intFmt.format(Number(r[metric]) || 0) }],
     total: Number(r[metric]) || 0, totalText: `${intFmt.format(Number(r[metric]) || 0)} ${metric || ""}` }));
-  barChart($("#gaps-chart"), h("p"), { columns, series: [metric], yFormat: (v) => intFmt.format(Math.round(v)),
+  barChart($("#gaps-chart"), h("p"), { columns, series: [metric], yFormat: (v) => intFmt.format(v),
     empty: "No unmetered gaps: every call was metered.", height: 150 });
+  const shown = rows.filter((r) => keys.some((k) => Number(r[k]) > 0));
+  $("#gaps-table").hidden = shown.length === 0;
   $("#gaps-table").replaceChildren(
     h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "day" }), keys.map((k) => h("th", { scope: "col", class: "num", text: k })))),
-    h("tbody", {}, rows.filter((r) => keys.some((k) => Number(r[k]) > 0)).map((r) => h("tr", {},
+    h("tbody", {}, shown.map((r) => h("tr", {},
       h("th", { scope: "row", text: r.date ? dayLabel(r.date, { dateStyle: "medium" }) : "" }),
       keys.map((k) => h("td", { class: "num", text: r[k] === null || r[k] === undefined ? "—" : String(r[k]) }))))));
 }
