@@ -6,7 +6,7 @@ the per-project page is served, and it lists only the newest release's advisorie
 `api.osv.dev`, which does not resolve. So this module keeps a small table of advisories by hand, for the
 packages that parse client and provider traffic (mitmproxy, h11, h2, hpack, brotli), hold or check
 trust (cryptography, certifi) or make requests (urllib3, requests, idna), plus the web stack mitmproxy
-pulls in (tornado, jinja2). Only advisories whose fixed version was checked against the advisory
+pulls in (jinja2, and tornado, which also serves the meter's loopback API). Only advisories whose fixed version was checked against the advisory
 databases are listed.
 
 Two checks per advisory:
@@ -96,7 +96,8 @@ ADVISORIES: tuple[Advisory, ...] = (
     Advisory("requests", "GHSA-9wx4-h78v-vm56", "CVE-2024-35195", "2.32.0", "verify=False sticks to the connection pool"),
     Advisory("requests", "GHSA-9hjg-9r4m-mvj7", "CVE-2024-47081", "2.32.4", ".netrc credentials leaked"),
     Advisory("idna", "GHSA-jjg7-2v4v-x38h", "CVE-2024-3651", "3.7", "quadratic time on crafted input"),
-    # mitmproxy's web stack (mitmweb; not used by the meter, but installed with it).
+    # mitmproxy's web stack, installed with it: tornado serves the loopback API and the dashboard
+    # (serve/api.py); jinja2 is mitmweb's, not used by the meter.
     Advisory("tornado", "GHSA-7cx3-6m66-7c5m", "CVE-2025-47287", "6.5.0", "multipart parsing: excessive logging DoS"),
     Advisory("jinja2", "GHSA-cpwx-vrp4-4pq7", "CVE-2025-27516", "3.1.6", "sandbox escape through |attr"),
 )
