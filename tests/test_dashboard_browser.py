@@ -370,6 +370,17 @@ def test_filters_give_the_rows_calls_json_gives(open_page: Any, seeded: MeterPro
                            arg=len(want))
     assert calls_ids_in_table(page) == want
     shot(page, "explorer")
+    # a status: the unpriced call (billable, no known price), and only it
+    page.select_option("#filters select[name=status]", "unpriced")
+    page.click("#filters button[type=submit]")
+    unpriced = [c["id"] for c in reversed(expected) if c["billable"] and not c["priced"] and c["billing"] != "subscription"]
+    assert unpriced
+    page.wait_for_function("n => document.querySelectorAll('#calls-table tbody tr[data-id]').length === n",
+                           arg=len(unpriced))
+    assert calls_ids_in_table(page) == unpriced
+    assert "project=web-shop" in (page.locator("#export-csv").get_attribute("href") or "")
+    assert "status=unpriced" in (page.locator("#export-csv").get_attribute("href") or "")
+    page.select_option("#filters select[name=status]", "")
     # search by id: exactly that call
     page.fill("#filters input[name=q]", want[-1])
     page.click("#filters button[type=submit]")

@@ -555,7 +555,7 @@ function matchesFilters(c) {
   if (f.status) {
     const st = callStatus(c);
     const flags = callFlags(c);
-    if (!(f.status === st || flags.includes(f.status))) return false;
+    if (!(f.status === st.replace(" ", "-") || flags.includes(f.status))) return false;
   }
   if (f.since || f.until) return false; // date windows are the API's to judge
   return true;
