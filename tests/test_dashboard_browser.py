@@ -348,6 +348,14 @@ def test_days_and_hours_follow_the_browser_zone(open_page: Any, seeded: MeterPro
     drawn = page.eval_on_selector_all("#hourly-chart g.col",
                                       "cols => cols.filter(c => Number(c.dataset.total) > 0).map(c => c.dataset.label)")
     assert set(drawn) == hours
+    # and each call's time is shown in the browser's zone
+    page.click("nav a[data-view=calls]")
+    page.wait_for_selector("#calls-table tbody tr[data-id]")
+    newest = cli_json(seeded, "calls", "--limit", "1", tz=zone)[-1]
+    first = page.locator("#calls-table tbody tr[data-id]").first
+    assert first.get_attribute("data-id") == newest["id"]
+    local = dt.datetime.fromisoformat(newest["started_at"].replace("Z", "+00:00")).astimezone(ZoneInfo(zone))
+    assert f"{local:%b} {local.day}, {local:%I:%M:%S}" in first.locator("td").first.inner_text()
 
 
 def test_filters_give_the_rows_calls_json_gives(open_page: Any, seeded: MeterProcess) -> None:

@@ -326,8 +326,10 @@ function drawDaily() {
       const value = (byDay.get(d.date) || new Map()).get(name) || 0;
       return { series: name, value, text: usd(value) };
     });
+    const listPrice = Number(d.subscription_list_price_usd) > 0
+      ? `; † ${usd(d.subscription_list_price_usd)} list price on subscription` : "";
     return { label: dayLabel(d.date), long: `${dayLabel(d.date, { weekday: "short", month: "short", day: "numeric",
-      year: "numeric" })} (${intFmt.format(d.calls)} calls)`, date: d.date, parts, total: Number(d.cost_usd),
+      year: "numeric" })} (${intFmt.format(d.calls)} calls${listPrice})`, date: d.date, parts, total: Number(d.cost_usd),
     totalText: usd(d.cost_usd) };
   });
   barChart($("#daily-chart"), $("#daily-readout"), { columns, series, yFormat: (v) => usd(v),
