@@ -401,3 +401,21 @@ def test_migration_11_adds_the_explorer_indexes(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION >= 11
     conn.close()
     assert {"calls_x_provider", "calls_x_model", "calls_x_error", "calls_x_request_id"} <= names
+
+
+def test_export_can_be_advanced_from_any_thread(paths, monkeypatch) -> None:
+    """The server hands each next() to a worker thread: no connection may be tied to the first one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    write(paths.db, [call(f"2026-11-10T10:00:{i:02d}.000000Z", id=f"t-{i:02d}") for i in range(30)])
+    monkeypatch.setattr(endpoints, "EXPORT_BATCH", 7)
+    _, _, chunks = endpoints.EXPORTS["/v1/export.csv"](paths, q(project="alpha"))
+    got = []
+    for _ in range(20):
+        with ThreadPoolExecutor(1) as pool:  # a new thread for every chunk
+            chunk = pool.submit(next, chunks, None).result()
+        if chunk is None:
+            break
+        got.append(chunk)
+    rows = list(csv.DictReader(io.StringIO(b"".join(got).decode())))
+    assert [r["id"] for r in rows] == [f"t-{i:02d}" for i in range(30)]

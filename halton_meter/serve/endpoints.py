@@ -250,25 +250,28 @@ def call_detail(paths: Paths, call_id: str) -> dict[str, Any]:
 
 
 def _rows(paths: Paths, query: Query) -> Iterator[list[dict[str, Any]]]:
-    """The export's selection in batches, oldest first (as `calls --json` lists them). Parameters are checked
-    and the database opened before the first batch is asked for."""
-    from halton_meter.store.explore import batches
-    from halton_meter.store.schema import open_initialised
+    """The export's selection in batches of `EXPORT_BATCH`, oldest first (as `calls --json` lists them), by
+    keyset. Parameters and the database are checked before the first batch is asked for. Each batch opens
+    its own short-lived connection, so the generator may be advanced from any thread (the server's workers)
+    and holds nothing open between batches: a slow download never pins the write-ahead log."""
+    from halton_meter.store import explore
 
     _check(query, _CALLS_PARAMS - {"limit", "cursor"})
     selection = _selection(paths, query)
-    conn = open_initialised(paths.db)
-    if conn is not None:
-        conn.execute("PRAGMA query_only = ON")
+    with _snapshot(paths.db, transaction=False) as conn:
+        ready = conn is not None
 
     def generate() -> Iterator[list[dict[str, Any]]]:
-        if conn is None:
-            return
-        try:
-            for batch in batches(conn, selection, EXPORT_BATCH, descending=False):
-                yield [r.to_public() for r in batch]
-        finally:
-            conn.close()
+        after: tuple[str, str] | None = None
+        while ready:
+            size = EXPORT_BATCH
+            with _snapshot(paths.db, transaction=False) as conn:
+                found = explore.page(conn, selection, size, after, descending=False) if conn is not None else []
+            if found:
+                yield [r.to_public() for r in found]
+            if len(found) < size:
+                return
+            after = (found[-1].started_at, found[-1].id)
 
     return generate()
 

@@ -58,9 +58,13 @@ def _columns() -> list[tuple[str, str]]:
 _COLUMNS: list[tuple[str, str]] = []
 
 
+_POSITION: dict[str, int] = {}
+
+
 def _select() -> str:
     if not _COLUMNS:
         _COLUMNS.extend(_columns())
+        _POSITION.update({name: i for i, (name, _) in enumerate(_COLUMNS)})
     return ", ".join(f"X.{name}" for name, _ in _COLUMNS)
 
 
@@ -103,18 +107,25 @@ class Selection:
     def where(self, conn: sqlite3.Connection | None = None) -> tuple[str, list[Any]]:
         """The WHERE clause on `calls AS X`. With `conn`, a glob or key prefix is first turned into the exact
         values it matches (a few index seeks), so the page is read in index order instead of sorted."""
+        return self.split(conn)[0]
+
+    def split(self, conn: sqlite3.Connection | None = None) -> list[tuple[str, list[Any]]]:
+        """WHERE clauses whose union is the selection: one, or — when a filter matches several exact values
+        (`--project a --project b`, `gpt-*`) — one per value, each read in index order, merged by `page`."""
         clauses: list[str] = []
         params: list[Any] = []
-        filters = self.filters
-        for name, values in filters.items():
+        fork: tuple[str, list[str]] | None = None
+        for name, values in self.filters.items():
             exact = _expand(conn, name, values) if conn is not None else None
+            expr = _INDEXED[GROUP_DIMENSIONS[name]]
             if exact is None:
                 sql, args = _filter_sql(Filters(**{name: values}), lambda dim: _INDEXED[dim])
                 clauses.append(sql)
                 params += args
+            elif len(exact) > 1 and fork is None and len(exact) <= _FORK_MAX:
+                fork = (expr, exact)
             else:
-                clauses.append(f"{_INDEXED[GROUP_DIMENSIONS[name]]} IN ({', '.join('?' * len(exact))})"
-                               if exact else "0")
+                clauses.append(f"{expr} IN ({', '.join('?' * len(exact))})" if exact else "0")
                 params += exact
         if self.statuses:
             clauses.append("(" + " OR ".join(_STATUS_SQL[s] for s in self.statuses) + ")")
@@ -128,10 +139,15 @@ class Selection:
             clauses.append("X.rowid IN (SELECT rowid FROM calls WHERE id = ? UNION "
                            "SELECT rowid FROM calls WHERE provider_request_id = ?)")
             params += [self.q, self.q]
-        return " AND ".join(clauses) or "1", params
+        if fork is None:
+            return [(" AND ".join(clauses) or "1", params)]
+        expr, choices = fork
+        return [(" AND ".join([*clauses, f"{expr} = ?"]), [*params, value]) for value in choices]
 
 
 _EXPAND_MAX = 64
+_FORK_MAX = 16
+"""At most this many per-value queries for one page; more values are read with IN (and sorted)."""
 
 
 def _expand(conn: sqlite3.Connection, name: str, values: tuple[str, ...]) -> list[str] | None:
@@ -148,14 +164,17 @@ def _expand(conn: sqlite3.Connection, name: str, values: tuple[str, ...]) -> lis
         prefix = pattern[:-1]
         if not pattern.endswith("*") or any(ch in prefix for ch in "*?["):
             return None
-        sql = f"SELECT min({expr}) FROM calls AS X WHERE {expr} > ? AND {expr} GLOB ?"
-        found = conn.execute(f"SELECT min({expr}) FROM calls AS X WHERE {expr} >= ? AND {expr} GLOB ?",
-                             (prefix, pattern)).fetchone()[0]
-        while found is not None:
+        # `P*` matches exactly the values in [P, P with its last character + 1) (GLOB compares bytes, as the
+        # index orders them): each next distinct value is one seek in the filter's index.
+        bound, args = ("", ()) if not prefix else (f" AND {expr} < ?", (prefix[:-1] + chr(ord(prefix[-1]) + 1),))
+        step = f"SELECT {expr} FROM calls AS X WHERE {expr} {{}} ?{bound} ORDER BY {expr} LIMIT 1"
+        row = conn.execute(step.format(">="), (prefix, *args)).fetchone()
+        while row is not None:
+            found = row[0]
             if len(exact) >= _EXPAND_MAX or any(ch in found for ch in "*?["):
                 return None
             exact.append(found)
-            found = conn.execute(sql, (found, pattern)).fetchone()[0]
+            row = conn.execute(step.format(">"), (found, *args)).fetchone()
     return sorted(set(exact))
 
 
@@ -177,14 +196,21 @@ def page(conn: sqlite3.Connection, selection: Selection, limit: int,
          after: tuple[str, str] | None = None, descending: bool = True) -> list[CallRecord]:
     """Up to `limit` calls, newest first (oldest first when not `descending`), strictly past `after`
     (started_at, id) in that order when given."""
-    where, params = selection.where(conn)
-    if after is not None:
-        where += f" AND (X.started_at, X.id) {'<' if descending else '>'} (?, ?)"
-        params += list(after)
     order = "DESC" if descending else "ASC"
-    sql = (f"SELECT {_select()} FROM calls AS X WHERE {where} "
-           f"ORDER BY X.started_at {order}, X.id {order} LIMIT ?")
-    return [record(row) for row in conn.execute(sql, (*params, limit))]
+    parts = selection.split(conn)
+    rows: list[Any] = []
+    for where, params in parts:
+        if after is not None:
+            where += f" AND (X.started_at, X.id) {'<' if descending else '>'} (?, ?)"
+            params = [*params, *after]
+        sql = (f"SELECT {_select()} FROM calls AS X WHERE {where} "
+               f"ORDER BY X.started_at {order}, X.id {order} LIMIT ?")
+        rows += conn.execute(sql, (*params, limit)).fetchall()
+    if len(parts) > 1:  # the parts are disjoint (one value each): merge, keep the first `limit`
+        at, ident = _POSITION["started_at"], _POSITION["id"]
+        rows.sort(key=lambda r: (r[at], r[ident]), reverse=descending)
+        rows = rows[:limit]
+    return [record(row) for row in rows]
 
 
 def batches(conn: sqlite3.Connection, selection: Selection, size: int = 1000,
