@@ -78,9 +78,17 @@ uninstall:
 serve: install
 	$(BIN)/halton-meter serve
 
+# `make test`: types, then the suite in two parts: everything but the time-bound tests on TEST_WORKERS
+# workers, then the time-bound (`serial`) ones alone. With PYTEST_ARGS, one plain run of what they select.
+TEST_WORKERS ?= 2
 test: install-test
 	$(TEST_BIN)/python -m mypy
+ifeq ($(strip $(PYTEST_ARGS)),)
+	$(TEST_BIN)/python -m pytest -n $(TEST_WORKERS) -m "not serial"
+	$(TEST_BIN)/python -m pytest -m serial
+else
 	$(TEST_BIN)/python -m pytest $(PYTEST_ARGS)
+endif
 
 bench: install-bench
 	$(BIN)/python -m bench $(BENCH_ARGS)

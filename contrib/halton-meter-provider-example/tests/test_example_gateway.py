@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import halton_meter_provider_example as example
+from halton_meter.plugin import Check, Provider
 from halton_meter.testing import (
     assert_any_split_gives_the_same_record,
     bodies,
@@ -14,7 +15,6 @@ from halton_meter.testing import (
     parse_response,
     replay,
 )
-from halton_meter.plugin import Check, Provider
 
 CHAT = "/v1/chat/completions"
 
