@@ -516,10 +516,12 @@ def build(
     key_names: Mapping[str, str] | None = None,
     use_rollup: bool = True,
     conn: sqlite3.Connection | None = None,
+    latency: bool = True,
 ) -> Report:
     """The report for `window` from the database at `db`; None, or no file yet, gives an empty report. With
     `conn` (a read-only connection in a read transaction on `db`), it is read there instead: several reports
-    from one snapshot."""
+    from one snapshot. `latency=False` leaves out the latency and TTFT histograms (the p95 fields are then
+    null): most of a long window's cost, for views that show no percentile."""
     by = tuple(by)
     filters = filters or Filters()
     period = _period(by)
@@ -536,14 +538,14 @@ def build(
         with contextlib.nullcontext(conn) if conn is not None else snapshot(db) as conn:  # type: ignore[arg-type]
             spool = db.parent / "spool" if db is not None else None
             cells = collect(conn, window.since, window.until, group=plain, period=period, filters=filters,
-                            use_rollup=use_rollup)
+                            use_rollup=use_rollup, hist=latency)
             day_cells = collect(conn, window.since, window.until, period="day", filters=filters, hist=False,
                                 use_rollup=use_rollup, only=("calls", "cost_nanos"))
             gaps = count_gaps(conn, window, filters, spool)
             imported = count_imported(conn, window.since_iso, window.until_iso, filters)
             if previous_window is not None:
                 prev_cells = collect(conn, previous_window.since, previous_window.until, group=prev_by,
-                                     filters=filters, use_rollup=use_rollup)
+                                     filters=filters, use_rollup=use_rollup, hist=latency)
                 prev_gaps = count_gaps(conn, previous_window, filters, spool)
     totals = _tree(cells, by, period)
     if previous_window is not None:

@@ -108,8 +108,15 @@ def test_overview_equals_four_reports(paths, pinned, zone) -> None:
     got = endpoints.ROUTES["/v1/overview"](paths, q(tz=zone))
     assert got["tz"] == zone and list(got["periods"]) == ["today", "week", "month", "last_month"]
     for name, document in got["periods"].items():
-        assert document == endpoints.ROUTES["/v1/report"](paths, q(tz=zone, window=name, vs_previous=1))
+        assert document == endpoints.ROUTES["/v1/report"](paths, q(tz=zone, window=name, vs_previous=1, latency=0))
         assert "previous" in document and "change" in document["totals"]
+        # latency=0 leaves out only the percentiles: every other number is the full report's
+        full = endpoints.ROUTES["/v1/report"](paths, q(tz=zone, window=name, vs_previous=1))
+        percentiles = ("p95_latency_ms", "p95_ttft_ms")
+        assert all(document["totals"][p] is None for p in percentiles)
+        assert {k: v for k, v in document["totals"].items() if k not in (*percentiles, "change", "previous")} == \
+            {k: v for k, v in full["totals"].items() if k not in (*percentiles, "change", "previous")}
+        assert document["notes"] == full["notes"] and document["daily"] == full["daily"]
     last = got["periods"]["last_month"]
     first = "2026-10-01T00:00:00" + ("-04:00" if zone == "America/New_York" else "+05:30")
     assert last["since_local"] == first and last["until_local"].startswith("2026-11-01T00:00:00")

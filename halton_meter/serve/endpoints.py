@@ -4,9 +4,11 @@ reads the database read-only and raises `UsageError` (HTTP 400, one line) for a 
 
 * `GET /v1/report` — the `report --json` document; parameters mirror its options (`since`, `until`, `window`
   = today | yesterday | week | month | last_month, `by`, `project` … `key`, `vs_previous=1`) plus `tz`, an
-  IANA zone (default: the meter's own) in which days, hours, calendar windows and dates are read.
+  IANA zone (default: the meter's own) in which days, hours, calendar windows and dates are read, and
+  `latency=0`, which leaves the p95 fields null instead of reading the latency histograms (most of a long
+  window's cost; the daily chart shows no percentile).
 * `GET /v1/overview?tz=` — {"tz", "periods": {"today", "week", "month", "last_month"}}: each the /v1/report
-  document for that window with `vs_previous=1`, all four at one moment.
+  document for that window with `vs_previous=1&latency=0`, all four at one moment.
 * `GET /v1/calls` — the explorer: newest first, keyset-paged (`cursor` ← `next_cursor`), filtered.
 * `GET /v1/status` — `status --json` (the doctor's fast checks, run as the CLI runs them) plus `gaps_daily`.
 * `GET /v1/stats`, `GET /v1/projects` — as before.
@@ -151,7 +153,7 @@ def projects(paths: Paths, query: Query) -> dict[str, Any]:
 
 # ---- /v1/report, /v1/overview -----------------------------------------------------------------------------
 
-_REPORT_PARAMS = {"since", "until", "window", "by", "vs_previous", "tz", *_FILTERS}
+_REPORT_PARAMS = {"since", "until", "window", "by", "vs_previous", "tz", "latency", *_FILTERS}
 
 
 def report_document(paths: Paths, query: Query, now: datetime.datetime | None = None,
@@ -167,6 +169,7 @@ def report_document(paths: Paths, query: Query, now: datetime.datetime | None = 
         raise UsageError(f"window {calendar!r} is not a window; use {', '.join(_WINDOWS)}")
     filters, key_names = _filters(paths, query)
     vs_previous = (_one(query, "vs_previous") or "0").lower() in ("1", "true", "yes")
+    latency = (_one(query, "latency") or "1").lower() not in ("0", "false", "no")
     by = report.parse_by(query.get("by", [])) or report.DEFAULT_BY
     with in_zone(_zone(query)):
         flags: dict[str, Any] = {calendar: True} if calendar else {}
@@ -174,10 +177,11 @@ def report_document(paths: Paths, query: Query, now: datetime.datetime | None = 
                                 default_since=DEFAULT_SINCE, now=now or _now(), prefix="")
         if conn is not None:
             return report.build(paths.db, window, by=by, filters=filters, vs_previous=vs_previous,
-                                key_names=key_names, conn=conn).to_json()
+                                key_names=key_names, conn=conn, latency=latency).to_json()
         with _snapshot(paths.db) as own:
             return report.build(paths.db if own is not None else None, window, by=by, filters=filters,
-                                vs_previous=vs_previous, key_names=key_names, conn=own).to_json()
+                                vs_previous=vs_previous, key_names=key_names, conn=own,
+                                latency=latency).to_json()
 
 
 def overview(paths: Paths, query: Query) -> dict[str, Any]:
@@ -185,7 +189,7 @@ def overview(paths: Paths, query: Query) -> dict[str, Any]:
     _check(query, {"tz"})
     now = _now()
     tz = _one(query, "tz")
-    base = {"vs_previous": ["1"], **({"tz": [tz]} if tz else {})}
+    base = {"vs_previous": ["1"], "latency": ["0"], **({"tz": [tz]} if tz else {})}
     with _snapshot(paths.db) as conn:
         periods = {name: report_document(paths, {**base, "window": [name]}, now, conn)
                    for name in ("today", "week", "month", "last_month")}

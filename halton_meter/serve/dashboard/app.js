@@ -294,7 +294,7 @@ async function loadDaily() {
   const chart = $("#daily-chart");
   const dim = state.stack;
   try {
-    const report = await api("/v1/report", { ...rangeParams(), by: `day,${dim}` });
+    const report = await api("/v1/report", { ...rangeParams(), by: `day,${dim}`, latency: "0" });
     state.dailyReport = report;
     drawDaily();
   } catch (err) {
@@ -344,7 +344,7 @@ function drawDaily() {
 async function loadHourly() {
   const chart = $("#hourly-chart");
   try {
-    const report = await api("/v1/report", { window: "today", by: "hour" });
+    const report = await api("/v1/report", { window: "today", by: "hour", latency: "0" });
     state.hourlyReport = report;
     drawHourly();
   } catch (err) {
@@ -584,7 +584,7 @@ function setupCalls() {
 
 async function loadSuggestions() {
   try {
-    const report = await api("/v1/report", { since: "90d", by: DIMS.join(",") });
+    const report = await api("/v1/report", { since: "90d", by: DIMS.join(","), latency: "0" });
     for (const dim of DIMS) {
       const values = new Set(report.groups.map((g) => g[dim]).filter((v) => v !== null && v !== undefined));
       $(`#dl-${dim}`).replaceChildren(...[...values].sort().map((v) => h("option", { value: v })));
