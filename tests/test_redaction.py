@@ -435,7 +435,8 @@ OPENAI_SENTENCE_CODE = Case(
         (GROQ_FREE_TEXT, GroqProvider(), "stream_error"),  # its text was kept in extra.stream_error
         (OPENAI_SENTENCE_CODE, OpenAICompatibleProvider(), "invalid_request_error"),  # was the sentence
     ],
-    ids=lambda v: v.name if isinstance(v, Case) else str(v),
+    # ids stable across processes (pytest-xdist compares them): the case and the provider's class, never a repr
+    ids=lambda v: v.name if isinstance(v, Case) else v if isinstance(v, str) else type(v).__name__,
 )
 def test_provider_error_text_never_reaches_the_record(case: Case, provider: Any, error_type: str) -> None:
     record = replay(case, provider)
