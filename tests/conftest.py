@@ -17,12 +17,12 @@ settings.register_profile("halton-meter", deadline=None, suppress_health_check=[
 settings.load_profile("halton-meter")  # a loaded CI machine must not turn a slow example into a failure
 
 SERIAL_MODULES = frozenset({
-    "test_faults.py", "test_integrity.py", "test_load.py", "test_health.py", "test_lifecycle.py",
-    "test_memory_bound.py", "test_bench_smoke.py", "test_journal.py", "test_api_server.py",
-    "test_dashboard_browser.py",
+    "test_faults.py", "test_integrity.py", "test_load.py", "test_health.py", "test_memory_bound.py",
+    "test_bench_smoke.py",
 })
-"""Modules that assert time bounds: `make test` runs the rest on two workers (pytest-xdist), then these on
-their own, so another test's CPU never decides whether a restart fits in its grace."""
+"""Modules that assert tight time bounds (restart graces, probe timeouts, latency ratios): `make test` runs the
+rest on two workers (pytest-xdist), then these on their own, so another test's CPU never decides whether a
+restart fits in its grace. Bounds of several seconds (init, the 2 s live tail) hold on a shared CPU."""
 
 
 
