@@ -629,15 +629,22 @@ function fieldValue(name, value) {
 // ---- live tail ------------------------------------------------------------------------------------
 
 let refreshTimer = null;
+let lastRefresh = 0;
+const REFRESH_MIN_MS = 10000;
 
+// New calls refresh the totals and charts at most once every 10 s, and always after the last call (the
+// tail itself shows each call at once): a page left open must cost the meter next to nothing.
 function scheduleRefresh() {
-  clearTimeout(refreshTimer);
+  if (refreshTimer !== null) return;
+  const wait = Math.max(1500, lastRefresh + REFRESH_MIN_MS - Date.now());
   refreshTimer = setTimeout(() => {
+    refreshTimer = null;
+    lastRefresh = Date.now();
     loadOverview();
     loadDaily();
     loadHourly();
     loadTop();
-  }, 1500);
+  }, wait);
 }
 
 function setLive(on, remember = true) {
@@ -780,11 +787,14 @@ function start() {
     resizeTimer = setTimeout(() => { drawDaily(); drawHourly(); }, 150);
   });
   route();
-  loadOverview();
-  loadDaily();
-  loadHourly();
-  loadTop();
-  loadHealth();
+  // The headline numbers first: the other panels (and health, which runs the doctor's fast checks) start
+  // once the overview is in, so they do not compete with it for the API's threads and the CPU.
+  loadOverview().finally(() => {
+    loadDaily();
+    loadHourly();
+    loadTop();
+    loadHealth();
+  });
   setLive(localStorage.getItem("halton-meter.live") !== "0");
   document.documentElement.dataset.app = "ready";
 }
