@@ -16,7 +16,6 @@ Targets: ≤ 100 ms per overview or chart request, ≤ 50 ms per explorer first 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -58,13 +57,10 @@ PAGES: list[tuple[str, dict[str, list[str]]]] = [
 
 
 def _median_ms(fn: Callable[[], Any], runs: int) -> float:
+    from bench.report_bench import _median_ms as timed
+
     fn()  # warm: the page cache, the zone data, SQLite's schema
-    times = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - began) * 1000)
-    return statistics.median(times)
+    return timed(fn, runs)
 
 
 def run(n_calls: int = 1_000_000, runs: int = RUNS, home: Path | None = None) -> dict[str, Any]:

@@ -50,11 +50,6 @@ def in_zone(zone: zoneinfo.ZoneInfo | None) -> Iterator[None]:
         _ZONE.reset(token)
 
 
-def current_zone() -> zoneinfo.ZoneInfo | None:
-    """The zone `in_zone` set for this context, or None for the process's own."""
-    return _ZONE.get()
-
-
 def parse_moment(text: str, now: datetime.datetime, option: str) -> datetime.datetime:
     """An aware UTC datetime for `text`; UsageError (exit 2) with the accepted forms otherwise."""
     value = text.strip()

@@ -536,6 +536,14 @@ def check_readable(path: Path) -> int:
     if not path.exists():
         raise DatabaseError(f"no database at {path} yet; start the meter with `halton-meter serve`",
                             exit_code=None)
+    conn, version = _open_checked(path)
+    conn.close()
+    return version
+
+
+def _open_checked(path: Path) -> tuple[sqlite3.Connection, int]:
+    """A read-only connection to the existing file at `path` and its schema version, after the checks every
+    reader makes: a SQLite header, intact, readable, not newer than this version. DatabaseError otherwise."""
     with path.open("rb") as fh:
         if fh.read(len(SQLITE_HEADER)) not in (SQLITE_HEADER, b""):
             raise DatabaseError(f"database {path} is not a valid SQLite file; move it aside and restart the meter")
@@ -547,15 +555,15 @@ def check_readable(path: Path) -> int:
     try:
         version = _version(conn)
     except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"database {path} is not readable ({exc})") from None
-    finally:
         conn.close()
+        raise DatabaseError(f"database {path} is not readable ({exc})") from None
     if version > LATEST_VERSION:
+        conn.close()
         raise DatabaseError(
             f"database {path} has schema version {version}, newer than this Halton Meter ({LATEST_VERSION}); "
             "upgrade halton-meter"
         )
-    return version
+    return conn, version
 
 
 def open_initialised(path: Path) -> sqlite3.Connection | None:
@@ -563,21 +571,7 @@ def open_initialised(path: Path) -> sqlite3.Connection | None:
     schema yet): what a reader answering many small requests (the API) opens once per request."""
     if not path.exists() or path.stat().st_size == 0:
         return None
-    with path.open("rb") as fh:
-        if fh.read(len(SQLITE_HEADER)) not in (SQLITE_HEADER, b""):
-            raise DatabaseError(f"database {path} is not a valid SQLite file; move it aside and restart the meter")
-    check_intact(path)
-    try:
-        conn = connect_read_only(path)
-        version = _version(conn)
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"database {path} is not readable ({exc})") from None
-    if version > LATEST_VERSION:
-        conn.close()
-        raise DatabaseError(
-            f"database {path} has schema version {version}, newer than this Halton Meter ({LATEST_VERSION}); "
-            "upgrade halton-meter"
-        )
+    conn, version = _open_checked(path)
     if version == 0:
         conn.close()
         return None
