@@ -27,6 +27,7 @@ from typing import Any
 from halton_meter.attribution.keys import key_label
 from halton_meter.errors import UsageError
 from halton_meter.store.aggregate import NONE_VALUE, Cells, Filters, collect, percentile_95, snapshot
+from halton_meter.store.daycache import DayCache
 from halton_meter.store.gaps import GapSummary, summarize
 from halton_meter.store.imports import count_imported
 from halton_meter.store.rollup import SUMS
@@ -517,11 +518,13 @@ def build(
     use_rollup: bool = True,
     conn: sqlite3.Connection | None = None,
     latency: bool = True,
+    cache: DayCache | None = None,
 ) -> Report:
     """The report for `window` from the database at `db`; None, or no file yet, gives an empty report. With
     `conn` (a read-only connection in a read transaction on `db`), it is read there instead: several reports
     from one snapshot. `latency=False` leaves out the latency and TTFT histograms (the p95 fields are then
-    null): most of a long window's cost, for views that show no percentile."""
+    null): most of a long window's cost, for views that show no percentile. `cache` keeps closed days' sums
+    between reports (the dashboard's; see store/daycache.py)."""
     by = tuple(by)
     filters = filters or Filters()
     period = _period(by)
@@ -538,14 +541,14 @@ def build(
         with contextlib.nullcontext(conn) if conn is not None else snapshot(db) as conn:  # type: ignore[arg-type]
             spool = db.parent / "spool" if db is not None else None
             cells = collect(conn, window.since, window.until, group=plain, period=period, filters=filters,
-                            use_rollup=use_rollup, hist=latency)
+                            use_rollup=use_rollup, hist=latency, cache=cache)
             day_cells = collect(conn, window.since, window.until, period="day", filters=filters, hist=False,
-                                use_rollup=use_rollup, only=("calls", "cost_nanos"))
+                                use_rollup=use_rollup, only=("calls", "cost_nanos"), cache=cache)
             gaps = count_gaps(conn, window, filters, spool)
             imported = count_imported(conn, window.since_iso, window.until_iso, filters)
             if previous_window is not None:
                 prev_cells = collect(conn, previous_window.since, previous_window.until, group=prev_by,
-                                     filters=filters, use_rollup=use_rollup, hist=latency)
+                                     filters=filters, use_rollup=use_rollup, hist=latency, cache=cache)
                 prev_gaps = count_gaps(conn, previous_window, filters, spool)
     totals = _tree(cells, by, period)
     if previous_window is not None:

@@ -243,6 +243,7 @@ PUBLIC_FIELDS: tuple[str, ...] = (
     "ttft_ms",
     "provider_request_id",
     "source",
+    "session_id",
     "extra",
 )
 """The public names of a call record, in the order `halton-meter calls --json` prints them."""
@@ -322,6 +323,12 @@ class CallRecord:
     import_key: str | None = None
     """For imported calls, the call's key in its tool's logs (`claude-code:msg_…`), unique in the table, so an
     import run twice adds nothing (not public: an implementation detail of `halton-meter import`)."""
+    session_id: str | None = None
+    """The client's own session id, where it sends one (Claude Code: the `X-Claude-Code-Session-Id` header or
+    the session part of `metadata.user_id`; Codex: its `session_id` header). Nothing else of the body is kept."""
+    plan: list[dict[str, Any]] | None = None
+    """Plan and rate-limit snapshots read from the response headers (`halton_meter.plans.snapshots`), written
+    to `plan_snapshots` with the final row (not public: `halton-meter plan` reads them)."""
 
     @property
     def cost_usd(self) -> str | None:

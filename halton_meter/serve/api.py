@@ -77,6 +77,8 @@ SESSION_IDLE = 12 * 3600.0
 MAX_CODES, MAX_SESSIONS = 32, 64
 COOKIE = "halton_meter_session"
 WORKERS = 8
+WARM_DELAY = 5.0
+"""Seconds after the API starts before it reads the dashboard's first figures in the background."""
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -245,6 +247,9 @@ class Api:
         self._server.max_connections = connection_cap()
         self._server.hosts = self.hosts
         self._server.add_socket(sock)
+        if self.paths is not None:
+            paths, pool = self.paths, self._pool
+            asyncio.get_running_loop().call_later(WARM_DELAY, lambda: None if self.stopping else pool.submit(warm, paths))
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting, end the live streams (cleanly, within about a poll), close what is left."""
@@ -266,6 +271,19 @@ class Api:
         if self._pool is None:
             return await asyncio.to_thread(fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+
+def warm(paths: Paths) -> None:
+    """Read what the dashboard opens with (the overview and the 30-day chart, in the meter's zone) once, so
+    the closed days' sums are cached before anyone asks (store/daycache.py). Best effort: nothing to read
+    yet, or a database being replaced, simply leaves the cache cold."""
+    from halton_meter.serve import endpoints
+
+    try:
+        endpoints.overview(paths, {})
+        endpoints.report_document(paths, {"since": ["30d"], "by": ["day,project"], "latency": ["0"]})
+    except Exception as exc:  # never more than a debug line: the page reads the same figures itself
+        log.debug("the dashboard warm-up read nothing", error=type(exc).__name__)
 
 
 def connection_cap() -> int:

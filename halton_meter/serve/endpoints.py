@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from halton_meter import __version__
 from halton_meter.errors import UsageError
 from halton_meter.paths import Paths
+from halton_meter.store.daycache import DayCache
 from halton_meter.types import PUBLIC_FIELDS
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ STATUS_TIMEOUT = 30.0
 GAP_DAYS = 30
 _FILTERS = ("project", "model", "provider", "client", "branch", "key")
 _WINDOWS = ("today", "yesterday", "week", "month", "last_month")
+DAY_CACHE = DayCache()
+"""Closed days' sums, shared by every report this process serves (store/daycache.py)."""
 
 
 def _now() -> datetime.datetime:
@@ -177,11 +180,11 @@ def report_document(paths: Paths, query: Query, now: datetime.datetime | None = 
                                 default_since=DEFAULT_SINCE, now=now or _now(), prefix="")
         if conn is not None:
             return report.build(paths.db, window, by=by, filters=filters, vs_previous=vs_previous,
-                                key_names=key_names, conn=conn, latency=latency).to_json()
+                                key_names=key_names, conn=conn, latency=latency, cache=DAY_CACHE).to_json()
         with _snapshot(paths.db) as own:
             return report.build(paths.db if own is not None else None, window, by=by, filters=filters,
                                 vs_previous=vs_previous, key_names=key_names, conn=own,
-                                latency=latency).to_json()
+                                latency=latency, cache=DAY_CACHE).to_json()
 
 
 def overview(paths: Paths, query: Query) -> dict[str, Any]:

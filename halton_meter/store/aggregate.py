@@ -11,7 +11,7 @@ import bisect
 import datetime
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +19,10 @@ from typing import Any
 
 from halton_meter.errors import DatabaseError
 from halton_meter.store import rollup
+from halton_meter.store.daycache import DayCache, local_days
 from halton_meter.store.rollup import BINS_PER_ROW, BUCKET_SECONDS, CONTRIBUTES, DAY_SECONDS, DIMENSIONS, SUMS
 from halton_meter.store.schema import check_readable, connect_read_only
-from halton_meter.timewindow import iso, offset_segments
+from halton_meter.timewindow import iso, offset_segments, utc_offset
 
 GROUP_DIMENSIONS = {"project": "project", "model": "model", "provider": "provider", "client": "client",
                     "branch": "branch", "key": "key_fingerprint"}
@@ -31,6 +32,7 @@ NONE_VALUE = "(none)"
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _SUM_NAMES = list(SUMS)
 _BIN_COLUMNS = [f"c{i}" for i in range(BINS_PER_ROW)]
+_FLOORS = tuple(rollup.bin_floors())
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class Cells:
 
     sums: dict[tuple[Any, ...], list[int]] = field(default_factory=dict)
     hists: dict[tuple[Any, ...], list[Counter[int]]] = field(default_factory=dict)
-    floors: list[float] = field(default_factory=rollup.bin_floors)
+    floors: list[float] = field(default_factory=lambda: list(_FLOORS))
     used_rollup: bool = False
 
 
@@ -155,10 +157,12 @@ def collect(
     hist: bool = True,
     use_rollup: bool = True,
     only: Sequence[str] | None = None,
+    cache: DayCache | None = None,
 ) -> Cells:
     """Sums (and, with `hist`, latency/TTFT histograms) of the calls with since <= started_at < until, per
     combination of the `group` dimensions (`--by` names), billing, and local `period` ('day', 'hour').
-    `only` names the sums wanted (the others read 0)."""
+    `only` names the sums wanted (the others read 0). With `cache`, closed whole local days come from it
+    (store/daycache.py): the same sums, read once per process."""
     filters = filters or Filters()
     dims = [GROUP_DIMENSIONS[g] for g in group]
     start, end = _seconds(since)[0], _seconds(until)[0] + 1
@@ -183,7 +187,10 @@ def collect(
             raw.append((iso(_at(rolled[1])), iso(until)))
     wanted = set(only) if only is not None else set(SUMS)
     if rolled is not None:
-        _rolled_sums(conn, cells, rolled, dims, period, segments, filters, wanted)
+        ranges = [rolled]
+        if cache is not None and period in (None, "day"):
+            ranges = _closed_days(conn, cells, cache, rolled, dims, period, segments, filters, wanted)
+        _rolled_sums(conn, cells, ranges, dims, period, segments, filters, wanted)
         if hist:
             _rolled_hists(conn, cells, rolled, dims, period, segments, filters)
     if raw:
@@ -193,6 +200,45 @@ def collect(
     return cells
 
 
+def _closed_days(conn: sqlite3.Connection, cells: Cells, cache: DayCache, rolled: tuple[int, int], dims: list[str],
+                 period: str | None, segments: list[tuple[int, int]], filters: Filters,
+                 wanted: set[str]) -> list[tuple[int, int]]:
+    """Add the closed whole local days of `rolled` to `cells` from `cache` (reading the missing ones once);
+    return the bucket ranges still to read."""
+    def read(spans: list[tuple[int, int]], names: frozenset[str]) -> dict[tuple[Any, ...], list[int]]:
+        found: dict[tuple[Any, ...], list[int]] = {}
+        for key, values in _rolled_rows(conn, spans, dims, "day", segments, filters, set(names)):
+            found[key] = [int(v or 0) for v in values]
+        return found
+
+    served, left = cache.serve(conn, rolled, (tuple(dims), filters), frozenset(wanted),
+                               local_days(*rolled, _offset_at(segments)), read)
+    if period == "day":
+        for number, sums in served:
+            for key, values in sums.items():
+                _add_sums(cells, (*key, number), values)
+    else:  # one total per group: add the days up first
+        total: dict[tuple[Any, ...], list[int]] = {}
+        for _, sums in served:
+            for key, values in sums.items():
+                have = total.get(key)
+                total[key] = list(values) if have is None else [a + b for a, b in zip(have, values, strict=True)]
+        for key, values in total.items():
+            _add_sums(cells, (*key, 0), values)
+    return left
+
+
+def _offset_at(segments: list[tuple[int, int]]) -> Callable[[int], int]:
+    """The local offset at an epoch: from `segments` inside them (what the queries use), else from the zone."""
+    starts = [start for start, _ in segments]
+
+    def offset(t: int) -> int:
+        if t < starts[0]:
+            return utc_offset(t)
+        return segments[bisect.bisect_right(starts, t) - 1][1]
+    return offset
+
+
 def _dims_filter(filters: Filters) -> tuple[str, list[str]]:
     where, params = _filter_sql(filters, lambda name: name)
     if not params:
@@ -200,17 +246,28 @@ def _dims_filter(filters: Filters) -> tuple[str, list[str]]:
     return f" AND dims IN (SELECT id FROM rollup_dims WHERE {where})", params
 
 
-def _rolled_sums(conn: sqlite3.Connection, cells: Cells, rolled: tuple[int, int], dims: list[str], period: str | None,
-                 segments: list[tuple[int, int]], filters: Filters, wanted: set[str]) -> None:
+def _rolled_sums(conn: sqlite3.Connection, cells: Cells, ranges: list[tuple[int, int]], dims: list[str],
+                 period: str | None, segments: list[tuple[int, int]], filters: Filters, wanted: set[str]) -> None:
+    for key, values in _rolled_rows(conn, ranges, dims, period, segments, filters, wanted):
+        _add_sums(cells, key, values)
+
+
+def _rolled_rows(conn: sqlite3.Connection, ranges: list[tuple[int, int]], dims: list[str], period: str | None,
+                 segments: list[tuple[int, int]], filters: Filters,
+                 wanted: set[str]) -> Iterator[tuple[tuple[Any, ...], Sequence[int]]]:
+    """((group values…, billing, period), sums) from the rollup's buckets in `ranges`."""
+    if not ranges:
+        return
     dims_filter, params = _dims_filter(filters)
     keys = [f"d.{d}" for d in dims] + ["d.billing"]
     inner = ", ".join(f"sum({name}) AS {name}" if name in wanted else f"0 AS {name}" for name in _SUM_NAMES)
     outer = ", ".join(f"sum(x.{name})" if name in wanted else "0" for name in _SUM_NAMES)
+    where = " OR ".join("(bucket >= ? AND bucket < ?)" for _ in ranges)
     sql = (f"SELECT {', '.join(keys)}, x.p, {outer} FROM (SELECT dims, {_period_sql('bucket', period, segments)} AS p, "
-           f"{inner} FROM rollup WHERE bucket >= ? AND bucket < ?{dims_filter} GROUP BY dims, p) AS x "
+           f"{inner} FROM rollup WHERE ({where}){dims_filter} GROUP BY dims, p) AS x "
            f"JOIN rollup_dims AS d ON d.id = x.dims GROUP BY {', '.join(keys)}, x.p")
-    for row in conn.execute(sql, (*rolled, *params)):
-        _add_sums(cells, tuple(row[: len(keys) + 1]), row[len(keys) + 1:])
+    for row in conn.execute(sql, (*(v for r in ranges for v in r), *params)):
+        yield tuple(row[: len(keys) + 1]), row[len(keys) + 1:]
 
 
 def _raw_where(raw: list[tuple[str, str]], filters: Filters) -> tuple[str, list[str]]:
@@ -236,8 +293,7 @@ def _add_sums(cells: Cells, key: tuple[Any, ...], values: Sequence[int]) -> None
     if current is None:
         cells.sums[key] = [int(v or 0) for v in values]
     else:
-        for i, v in enumerate(values):
-            current[i] += int(v or 0)
+        cells.sums[key] = [a + int(v or 0) for a, v in zip(current, values, strict=True)]
 
 
 def _rolled_hists(conn: sqlite3.Connection, cells: Cells, rolled: tuple[int, int], dims: list[str], period: str | None,

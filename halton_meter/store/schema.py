@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from halton_meter.errors import DatabaseError
-from halton_meter.store import rollup
+from halton_meter.store import daycache, rollup
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -94,6 +94,7 @@ def _define_tables() -> dict[str, Any]:
         sa.Column("cache_savings_nanos", sa.Integer),
         sa.Column("source", sa.Text, nullable=False, server_default="proxy"),
         sa.Column("import_key", sa.Text),
+        sa.Column("session_id", sa.Text),
     )
 
     gaps = sa.Table(
@@ -267,6 +268,37 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX calls_x_estimated ON calls (started_at) WHERE estimated != 0",
         "CREATE INDEX calls_x_unpriced ON calls (started_at) WHERE billable != 0 AND priced = 0",
         "CREATE INDEX calls_x_subscription ON calls (started_at) WHERE billing = 'subscription'",
+    ],
+    # A count of the writes that change rollup buckets older than 6 hours (reprice, retag, import, hand-run
+    # SQL): the dashboard caches closed days' sums while it stays the same (store/daycache.py).
+    12: daycache.migration(),
+    13: [
+        # Subscription plans and rate limits (docs/plans.md). A call's client session (Claude Code, Codex),
+        # for the statusline's session cost; and what the provider's rate-limit headers said on each
+        # response: one row per window, only the figures (utilization, reset, status, limit and remaining),
+        # never another header. Unique per call and window, so a final row written twice adds nothing.
+        "ALTER TABLE calls ADD COLUMN session_id TEXT",
+        "CREATE INDEX calls_session ON calls (session_id, started_at) WHERE session_id IS NOT NULL",
+        """CREATE TABLE plan_snapshots (
+            id INTEGER PRIMARY KEY,
+            call_id TEXT NOT NULL,
+            seen_at TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            account TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            window TEXT NOT NULL,
+            window_minutes INTEGER,
+            utilization REAL,
+            resets_at TEXT,
+            status TEXT,
+            limit_value INTEGER,
+            remaining INTEGER,
+            claim TEXT,
+            fallback_percentage REAL,
+            UNIQUE (call_id, window)
+        )""",
+        "CREATE INDEX plan_snapshots_window ON plan_snapshots (account, window, seen_at)",
+        "CREATE INDEX plan_snapshots_seen ON plan_snapshots (seen_at)",
     ],
 }
 MIGRATIONS = dict(sorted(MIGRATIONS.items()))

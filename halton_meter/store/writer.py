@@ -80,6 +80,10 @@ UPSERT_SQL = (
 )
 # Keeps our identity page in our own WAL (see schema.check_wal_belongs): run in every write transaction.
 TOUCH_SQL = """UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE "key" = 'writes'"""
+PLAN_COLUMNS = ("call_id", "seen_at", "provider", "account", "kind", "window", "window_minutes", "utilization",
+                "resets_at", "status", "limit_value", "remaining", "claim", "fallback_percentage")
+PLAN_SQL = (f"INSERT OR IGNORE INTO plan_snapshots ({', '.join(PLAN_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(PLAN_COLUMNS))})")
 CAPTURE_SQL = ("INSERT OR REPLACE INTO captures (call_id, request, response, request_truncated, response_truncated) "
                "VALUES (?, ?, ?, ?, ?)")
 CORE_CRASH_SQL = (f"UPDATE calls SET incomplete_reason = 'core_crash', complete = 0 "
@@ -473,10 +477,16 @@ class Writer:
                      r.capture.get("request_truncated", False), r.capture.get("response_truncated", False))
                     for r in batch if r.capture]
 
+        # Snapshots go with the final row only: a provisional row has seen no answer yet.
+        plans = [(r.id, *(snap.get(c) for c in PLAN_COLUMNS[1:])) for r in batch
+                 if r.plan and r.incomplete_reason != IN_PROGRESS for snap in r.plan]
+
         def work(conn: sqlite3.Connection) -> None:
             conn.executemany(UPSERT_SQL, rows)
             if captured:
                 conn.executemany(CAPTURE_SQL, captured)
+            if plans:
+                conn.executemany(PLAN_SQL, plans)
 
         self._write(work)
 
