@@ -85,6 +85,7 @@ from halton_meter.lifecycle.services import (
 )
 from halton_meter.lifecycle.state import Change, SystemState
 from halton_meter.paths import WRITABLE_FIX, Paths, ensure_private_dir, writable_problem
+from halton_meter.ratelimits import session_from_request
 from halton_meter.redact import is_identifier, is_label
 from halton_meter.serve.runtime import NO_PROXY, port_answers, read_runtime
 from halton_meter.serve.stats import CORE_STATS, EDGE_STATS, read_stats
@@ -251,6 +252,7 @@ __all__ = [
     "SSEEventRewriter",
     "sse_lines",
     "is_identifier",
+    "session_from_request",
     "is_label",
     "load_json",
     "loads_or_none",

@@ -90,6 +90,9 @@ class RequestFacts:
     """Overrides the provider's price-database id for this call (e.g. OpenRouter's `vendor/model`)."""
     usage_injected: bool = False
     """The request was rewritten to ask for usage the client did not ask for (see `rewrite_request`)."""
+    session_id: str | None = None
+    """The client's session id when the body names one (`halton_meter.plugin.session_from_request`); the
+    core also reads the session headers itself."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

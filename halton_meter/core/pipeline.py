@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 import structlog
@@ -27,6 +28,7 @@ import structlog
 from halton_meter.attribution.client_family import client_family
 from halton_meter.clock import utc_stamp
 from halton_meter.core.records import Observed, build_record, provisional_record, stored_path
+from halton_meter.ratelimits import session_from_request, snapshots
 from halton_meter.redact import is_identifier
 from halton_meter.types import CallRecord, Endpoint, ParseOutcome, Provider, RequestFacts, StreamRewriter
 from halton_meter.wire import DEFAULT_DECODED_CAP, BodyDecoder, DecodeLimitExceeded, UnsupportedEncoding
@@ -83,6 +85,8 @@ class CallPipeline:
     outcome: ParseOutcome | None = None
     """The parser's outcome, once `finish` ran."""
     capture: dict[str, object] | None = None
+    plan: list[dict[str, Any]] | None = None
+    """The response's plan and rate-limit snapshots (`halton_meter.ratelimits`), for the final record."""
     finished: bool = False
 
     def __post_init__(self) -> None:
@@ -105,6 +109,8 @@ class CallPipeline:
             decoder = BodyDecoder(encoding)
             body = decoder.decode(body) + decoder.flush()
         self.facts = self.provider.inspect_request(self.endpoint, self.bare_path, body, headers)
+        if self.facts.session_id is None:
+            self.facts.session_id = session_from_request(headers.items(), None)
         return body
 
     def rewrite_request(self, body: bytes, headers: dict[str, str]) -> bytes | None:
@@ -139,6 +145,11 @@ class CallPipeline:
         """Headers are lower-cased names. Never raises: a failure is the record's `decode_failure`."""
         self.status = status
         self.response_request_id = headers.get("request-id")
+        try:
+            self.plan = snapshots(headers.items(), time.time(), provider=self.provider.name,
+                                  account=self.key_fingerprint) or None
+        except Exception as exc:  # never: the parser swallows what it cannot read; a bug costs the snapshot only
+            log.error("reading rate-limit headers failed", error=type(exc).__name__)
         content_type = headers.get("content-type", "")
         try:
             self.parser = self.provider.response_parser(self.endpoint, self.facts, status, content_type)
@@ -255,6 +266,7 @@ class CallPipeline:
         )
         record = build_record(self.provider, self.endpoint, self.facts, outcome, seen, record_id=self.record_id)
         record.key_fingerprint = self.key_fingerprint
+        record.plan = self.plan
         return record
 
     def degraded(self, reason: str) -> CallRecord:

@@ -129,6 +129,7 @@ def build_record(
         provider_request_id=outcome.provider_request_id or seen.response_request_id,
         extra=extra,
         price_provider_id=facts.price_provider_id or provider.price_provider_id,
+        session_id=facts.session_id,
     )
 
 
@@ -150,4 +151,5 @@ def provisional_record(record_id: str, provider: Provider, endpoint: Endpoint, f
         incomplete_reason="in_progress",
         billing=facts.billing or provider.billing,
         price_provider_id=facts.price_provider_id or provider.price_provider_id,
+        session_id=facts.session_id,
     )

@@ -18,6 +18,7 @@ from halton_meter.plugin import (
     SSEDecoder,
     SSEEvent,
     load_json,
+    session_from_request,
 )
 
 
@@ -65,6 +66,7 @@ def json_request_facts(body: bytes) -> RequestFacts:
         model_requested=model if isinstance(model, str) else None,
         stream_requested=data.get("stream") is True,
         extra={"include_usage": dig(data, "stream_options", "include_usage") is True},
+        session_id=session_from_request((), data),
     )
     if isinstance(data, PartialDocument):
         facts.extra["request_read"] = "partial"
