@@ -54,6 +54,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("checks.ca", "halton_meter_checks.ca"),
     ("checks.meter", "halton_meter_checks.meter"),
     ("checks.store", "halton_meter_checks.store"),
+    ("checks.plan", "halton_meter_checks.plan"),
     ("checks.environment", "halton_meter_checks.environment"),
     ("checks.clients", "halton_meter_checks.clients"),
     ("checks.attribution", "halton_meter_checks.attribution"),
