@@ -484,6 +484,35 @@ def test_health_shows_the_status_verdict(open_page: Any, seeded: MeterProcess) -
     shot(page, "health")
 
 
+def test_plan_gauges_show_what_plan_json_shows(open_page: Any, seeded: MeterProcess,
+                                                fake_provider: FakeProvider) -> None:
+    reset = int(time.time()) + 3 * 3600
+    fake_provider.add("POST", "/v1/messages", Reply(body=bodies.anthropic_message(input_tokens=10, output_tokens=2),
+                                                    headers={"anthropic-ratelimit-unified-5h-utilization": "0.93",
+                                                             "anthropic-ratelimit-unified-5h-reset": str(reset),
+                                                             "anthropic-ratelimit-unified-5h-status": "allowed_warning",
+                                                             "anthropic-ratelimit-unified-7d-utilization": "0.4",
+                                                             "anthropic-ratelimit-unified-7d-reset": str(reset + 86400)}))
+    before = len(seeded.rows())
+    with seeded.client(extra_ca=fake_provider.ca_pem, timeout=15) as client:
+        reply = client.post("https://api.anthropic.com/v1/messages", json={"model": "claude-sonnet-4-5", "max_tokens": 5,
+                                                                            "messages": []},
+                            headers={"authorization": "Bearer sk-ant-oat01-CANARY-dashboard", "anthropic-version": "2023-06-01"})
+        assert reply.status_code == 200
+    seeded.wait_for_calls(before + 1, timeout=15)
+    plan = json.loads(seeded.cli("plan", "--json").stdout)
+    want = {w["window"]: w["utilization"] for w in plan["windows"] if w["window"] in ("5h", "7d")}
+    assert want == {"5h": 0.93, "7d": 0.4}
+    page = open_page()
+    page.wait_for_selector("#plan-gauges .gauge[data-window='7d']")
+    shown = page.eval_on_selector_all("#plan-gauges .gauge", "els => els.map(e => [e.dataset.window, e.dataset.utilization])")
+    assert {w: float(u) for w, u in shown} == want
+    assert "warn" in (page.locator("#plan-gauges .gauge[data-window='5h']").get_attribute("class") or "")
+    assert page.locator("#plan-gauges .gauge[data-window='5h'] .big").inner_text() == "93%"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#plan-panel").screenshot(path=str(SHOTS / "plan-gauges.png"))
+
+
 def test_phone_width_dark_scheme_and_keyboard(open_page: Any) -> None:
     page = open_page(viewport=PHONE, scheme="dark")
     wait_idle(page)

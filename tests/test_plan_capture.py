@@ -153,3 +153,14 @@ def test_api_key_rate_limits_from_anthropic_and_openai(meter: MeterProcess, fake
         "openai", 500, 125, 0.75)
     assert iso(sent + 90) <= openai["resets_at"] <= iso(done + 90)
     assert first["session_id"] is None and second["session_id"] is None
+
+
+def test_the_api_and_the_dashboard_read_what_plan_json_reads(meter: MeterProcess) -> None:
+    cli = json.loads(meter.cli("plan", "--json").stdout)
+    reply = meter.api_get("/v1/plan")
+    assert reply.status_code == 200
+    api = reply.json()
+    assert cli["windows"] and api["windows"] == cli["windows"] and api["api"] == cli["api"]
+    assert {w["window"] for w in api["windows"]} >= {"5h", "7d", "7d_opus"}
+    assert meter.api_get("/v1/plan", token=None).status_code == 401
+    assert meter.api_get("/v1/plan?window=5h").status_code == 400

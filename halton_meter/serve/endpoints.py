@@ -11,6 +11,7 @@ reads the database read-only and raises `UsageError` (HTTP 400, one line) for a 
   document for that window with `vs_previous=1&latency=0`, all four at one moment.
 * `GET /v1/calls` — the explorer: newest first, keyset-paged (`cursor` ← `next_cursor`), filtered.
 * `GET /v1/status` — `status --json` (the doctor's fast checks, run as the CLI runs them) plus `gaps_daily`.
+* `GET /v1/plan` — `plan --json`: each plan window (5-hour, weekly, …) and API-key limit where it stands now.
 * `GET /v1/stats`, `GET /v1/projects` — as before.
 * `GET /v1/calls/<id>` (`CALL_DETAIL`), `GET /v1/export.csv|json` (`EXPORTS`), the live tail (`new_calls`).
 
@@ -424,6 +425,29 @@ def gaps_daily(paths: Paths, zone: zoneinfo.ZoneInfo | None, days: int = GAP_DAY
 
 # ---- the interface serve/api.py routes to ----------------------------------------------------------------------
 
+def plan(paths: Paths, query: Query) -> dict[str, Any]:
+    """`plan --json`: {"now", "windows": [plan windows], "api": [API-key rate limits]}, where each stands now."""
+    import time
+
+    from halton_meter import plan as plans
+    from halton_meter.attribution.keys import key_label
+    from halton_meter.clock import utc_stamp
+    from halton_meter.config import load_config
+
+    _check(query, {"tz"})  # the page sends its zone with every request; the times here are UTC
+    key_names = load_config(paths).key_names
+    moment = time.time()
+    with _snapshot(paths.db) as conn:
+        states = plans.current(conn, moment) if conn is not None else []
+    rows = []
+    for state in states:
+        row = state.to_json()
+        row["account_label"] = key_label(state.account, key_names) if state.account else None
+        rows.append(row)
+    return {"now": utc_stamp(moment), "windows": [r for r in rows if not r["api"]],
+            "api": [r for r in rows if r["api"]]}
+
+
 ROUTES: dict[str, Callable[[Paths, Query], dict[str, Any]]] = {
     "/v1/stats": stats,
     "/v1/calls": calls,
@@ -431,6 +455,7 @@ ROUTES: dict[str, Callable[[Paths, Query], dict[str, Any]]] = {
     "/v1/projects": projects,
     "/v1/overview": overview,
     "/v1/status": status,
+    "/v1/plan": plan,
 }
 # The handlers' names in serve/api.py before they moved here.
 _stats, _calls, _report, _projects = stats, calls, report_document, projects

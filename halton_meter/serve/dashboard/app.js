@@ -214,6 +214,62 @@ function periodCard(id, label, report) {
     notes.length ? h("ul", { class: "notes" }, notes) : null);
 }
 
+// ---- plan limits: a gauge per window ------------------------------------------------------------------
+
+const PLAN_WINDOWS = ["unified", "overage"]; // account-wide rows: shown as notes, not gauges
+
+async function loadPlan() {
+  const panel = $("#plan-panel");
+  const box = $("#plan-gauges");
+  try {
+    const data = await api("/v1/plan");
+    const windows = data.windows.filter((w) => !PLAN_WINDOWS.includes(w.window) && w.utilization !== null);
+    panel.hidden = windows.length === 0;
+    box.replaceChildren(...windows.map(gauge));
+  } catch (err) {
+    panel.hidden = false;
+    showError(box, err);
+  }
+}
+
+function gauge(w) {
+  const used = Math.max(0, w.utilization) * 100;
+  const level = (w.status || "").startsWith("rejected") ? "rejected" : used >= 90 || w.status === "allowed_warning"
+    ? "warn" : "ok";
+  const name = `${w.provider} ${w.window}`;
+  const meter = h("meter", { min: "0", max: "100", low: "75", high: "90", optimum: "0",
+    value: String(Math.min(used, 100)), "aria-label": `${name}: ${used.toFixed(0)}% used` });
+  const lines = [];
+  if (w.resets_at && !w.reset) lines.push(`resets ${timeFmt(w.resets_at)} (in ${until(w.resets_at)})`);
+  if (w.reset) lines.push("reset since the last call");
+  if (w.burn_per_hour !== null && w.burn_per_hour !== undefined) {
+    lines.push(`${(w.burn_per_hour * 100).toFixed(1)} %/h`
+      + (w.runs_out_at ? ` · runs out ${timeFmt(w.runs_out_at)}` : w.outlasts_reset ? " · lasts until the reset" : ""));
+  }
+  const top = (w.by && w.by.project ? w.by.project : []).filter((s) => s.points > 0).slice(0, 3)
+    .map((s) => `${s.name} ${s.points.toFixed(1)} pp`).join(", ");
+  if (top) lines.push(top);
+  return h("article", { class: `gauge ${level}`, "data-window": w.window, "data-provider": w.provider,
+    "data-utilization": String(w.utilization) },
+  h("h3", { text: name + (w.account_label ? ` · ${w.account_label}` : "") }),
+  h("p", { class: "big", text: `${used.toFixed(0)}%` }), meter,
+  ...lines.map((text) => h("p", { class: "muted", text })));
+}
+
+function timeFmt(iso) {
+  const d = new Date(iso);
+  const sameDay = d.toDateString() === new Date().toDateString();
+  return d.toLocaleString(undefined, sameDay ? { hour: "2-digit", minute: "2-digit", timeZone: TZ }
+    : { weekday: "short", hour: "2-digit", minute: "2-digit", timeZone: TZ });
+}
+
+function until(iso) {
+  const minutes = Math.max(0, Math.round((new Date(iso) - Date.now()) / 60000));
+  if (minutes < 60) return `${minutes}m`;
+  if (minutes < 48 * 60) return `${Math.floor(minutes / 60)}h ${minutes % 60}m`;
+  return `${Math.floor(minutes / 1440)}d ${Math.floor((minutes % 1440) / 60)}h`;
+}
+
 // ---- charts -----------------------------------------------------------------------------------------
 
 function niceMax(v) {
@@ -641,6 +697,7 @@ function scheduleRefresh() {
     refreshTimer = null;
     lastRefresh = Date.now();
     loadOverview();
+    loadPlan();
     loadDaily();
     loadHourly();
     loadTop();
@@ -790,6 +847,7 @@ function start() {
   // The headline numbers first: the other panels (and health, which runs the doctor's fast checks) start
   // once the overview is in, so they do not compete with it for the API's threads and the CPU.
   loadOverview().finally(() => {
+    loadPlan();
     loadDaily();
     loadHourly();
     loadTop();
