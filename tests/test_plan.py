@@ -406,8 +406,12 @@ def test_status_plan_row_ignores_a_window_that_has_reset(paths: Paths) -> None:
     assert plan_row(paths).status != "warn"
 
 
-def test_status_plan_row_never_fails_on_a_missing_or_old_database(paths: Paths) -> None:
+def test_status_plan_row_never_fails_on_a_missing_or_old_database(paths: Paths, tmp_path: Path) -> None:
     assert plan_row(paths).status == "skip"
+    fresh = Paths(tmp_path / "fresh")
+    migrate(fresh.db)
+    empty = plan_row(fresh)  # a healthy meter before any plan call: green, saying why there is nothing
+    assert empty.status == "ok" and "no plan limits seen yet" in empty.summary
     paths.db.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(paths.db)
     conn.execute("CREATE TABLE calls (id TEXT)")

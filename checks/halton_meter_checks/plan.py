@@ -82,7 +82,7 @@ def check_plan(ctx: CheckContext) -> CheckResult:
     now = time.time()
     open_windows = [w for w in windows if (_epoch(w["resets_at"]) or now + 1) > now]
     if not windows:
-        return CheckResult("skip", "no plan limits seen yet (they appear after a call from a tool signed in with "
+        return CheckResult("ok", "no plan limits seen yet (they appear after a call from a tool signed in with "
                            "a Claude or ChatGPT plan)")
     hot = []
     for w in open_windows:
