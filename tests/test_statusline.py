@@ -43,6 +43,7 @@ SESSION = {"session_id": "sess-1", "cwd": "/work/acme", "workspace": {"current_d
            "transcript_path": "/tmp/t.jsonl", "version": "2.1.90", "cost": {"total_cost_usd": 0.41}}
 LINE = "$0.42 session · $3.10 today · acme $39.20 month · 5h 62% ↻18:05 · 7d 31% · 7d_opus 80% ↻Thu 09:00"
 FALLBACK_PLAN = "5h 95% ↻17:30 · 7d 50% ↻Tue 05:30 · 7d_sonnet 0%"
+POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal and SIGINT to a child are POSIX")
 HEAVY = ("mitmproxy", "rich", "pluggy", "click", "sqlalchemy", "structlog")
 Y, R, OFF = "\033[33m", "\033[31m", "\033[0m"
 
@@ -147,6 +148,7 @@ def test_truncated_json_still_gives_the_session(home: Path) -> None:
     assert run(home, text[: text.index('"cwd"') + 3]) == LINE + "\n"
 
 
+@POSIX_ONLY
 def test_a_terminal_on_stdin_is_not_read(home: Path) -> None:
     import pty
 
@@ -191,6 +193,7 @@ def waiting_on_stdin(pid: int, timeout: float = 20) -> None:
     time.sleep(0.5)  # no /proc: give it the time a cold start takes
 
 
+@POSIX_ONLY
 def test_ctrl_c_exits_quietly(home: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "halton_meter", "statusline"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(home))
