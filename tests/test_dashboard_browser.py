@@ -507,7 +507,7 @@ def test_plan_gauges_show_what_plan_json_shows(open_page: Any, seeded: MeterProc
     page.wait_for_selector("#plan-gauges .gauge[data-window='7d']")
     shown = page.eval_on_selector_all("#plan-gauges .gauge", "els => els.map(e => [e.dataset.window, e.dataset.utilization])")
     assert {w: float(u) for w, u in shown} == want
-    assert "warn" in (page.locator("#plan-gauges .gauge[data-window='5h']").get_attribute("class") or "")
+    assert "rejected" in (page.locator("#plan-gauges .gauge[data-window='5h']").get_attribute("class") or "")
     assert page.locator("#plan-gauges .gauge[data-window='5h'] .big").inner_text() == "93%"
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.locator("#plan-panel").screenshot(path=str(SHOTS / "plan-gauges.png"))

@@ -92,10 +92,12 @@ def bar(utilization: float) -> str:
 
 
 def style_for(row: dict[str, Any]) -> str:
-    status = row["status"] or ""
-    if status.startswith("rejected"):
+    """The same levels as the statusline and the dashboard: red when rejected or at 90 % and more, yellow
+    from 75 % or when the provider warns."""
+    status, used = row["status"] or "", row["utilization"] or 0
+    if status.startswith("rejected") or used >= 0.9:
         return "red"
-    if status == "allowed_warning" or (row["utilization"] or 0) >= 0.9:
+    if status == "allowed_warning" or used >= 0.75:
         return "yellow"
     return ""
 

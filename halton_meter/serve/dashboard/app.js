@@ -234,8 +234,9 @@ async function loadPlan() {
 
 function gauge(w) {
   const used = Math.max(0, w.utilization) * 100;
-  const level = (w.status || "").startsWith("rejected") ? "rejected" : used >= 90 || w.status === "allowed_warning"
-    ? "warn" : "ok";
+  // the levels of `plan` and the statusline: red when rejected or at 90 % and more, yellow from 75 %
+  const level = (w.status || "").startsWith("rejected") || used >= 90 ? "rejected"
+    : used >= 75 || w.status === "allowed_warning" ? "warn" : "ok";
   const name = `${w.provider} ${w.window}`;
   const meter = h("meter", { min: "0", max: "100", low: "75", high: "90", optimum: "0",
     value: String(Math.min(used, 100)), "aria-label": `${name}: ${used.toFixed(0)}% used` });
