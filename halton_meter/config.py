@@ -20,6 +20,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from halton_meter.budget_config import Budget, parse_budgets
 from halton_meter.errors import ConfigError
 from halton_meter.paths import Paths
 
@@ -157,6 +158,8 @@ class Config:
     """`[projects]`: directory globs to project names, first match wins (in file order)."""
     key_names: Mapping[str, str] = field(default_factory=dict)
     """`[keys]`: credential fingerprint (or a unique prefix of one) to a name shown in reports."""
+    budgets: tuple[Budget, ...] = ()
+    """`[[budgets]]`: spend caps (halton_meter.budget_config)."""
     source: Path | None = None
     """The file this came from, or None when no config.toml exists (all defaults)."""
 
@@ -305,6 +308,7 @@ def load_config(paths: Paths | None = None) -> Config:
 
     values: dict[str, Any] = {}
     plugins: dict[str, Mapping[str, Any]] = {}
+    budgets_body: Any = None
     for section, body in data.items():
         if section == "prices":
             values["prices"] = _price_overrides(body)
@@ -318,6 +322,9 @@ def load_config(paths: Paths | None = None) -> Config:
         if section == "keys":
             values["key_names"] = _key_names(body)
             continue
+        if section == "budgets":
+            budgets_body = body  # read last: a budget's key scope may name a [keys] entry
+            continue
         if section == "plugins":
             if not isinstance(body, dict) or not all(isinstance(v, dict) for v in body.values()):
                 raise ConfigError("config.toml: [plugins] holds one table per plugin, like [plugins.NAME]")
@@ -327,7 +334,7 @@ def load_config(paths: Paths | None = None) -> Config:
         if known is None:
             raise ConfigError(
                 f"config.toml: unknown section [{section}] "
-                f"(known: {', '.join(sorted([*_SCHEMA, 'compatible', 'keys', 'plugins', 'prices', 'projects']))})"
+                f"(known: {', '.join(sorted([*_SCHEMA, 'budgets', 'compatible', 'keys', 'plugins', 'prices', 'projects']))})"
             )
         if not isinstance(body, dict):
             raise ConfigError(f"config.toml: {section} must be a table ([{section}])")
@@ -338,6 +345,8 @@ def load_config(paths: Paths | None = None) -> Config:
                 )
             field_name, validate = known[key]
             values[field_name] = validate(value, f"{section}.{key}", path.parent)
+    if budgets_body is not None:
+        values["budgets"] = parse_budgets(budgets_body, values.get("key_names", {}))
     return Config(paths=paths, plugins=plugins, source=path, **values)
 
 

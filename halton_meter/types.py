@@ -21,6 +21,7 @@ independent and each is short.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -93,6 +94,8 @@ class RequestFacts:
     session_id: str | None = None
     """The client's session id when the body names one (`halton_meter.plugin.session_from_request`); the
     core also reads the session headers itself."""
+    max_output_tokens: int | None = None
+    """The most output the request allows (`max_tokens`, …), for the budget reservation of a call in flight."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -190,6 +193,13 @@ class Provider:
     ) -> StreamRewriter | None:
         """A rewriter for what the client receives, or None (the default: bytes pass untouched)."""
         return None
+
+    def refusal(self, message: str, retry_after: int) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body) of a call the meter refuses for a budget: a 429 shaped like this API's own
+        rate-limit error, so the client raises its usual exception. The default is the OpenAI shape; the
+        Anthropic and Gemini families override it. The host adds `retry-after` and `x-should-retry`."""
+        body = {"error": {"message": message, "type": "budget_exceeded", "param": None, "code": "budget_exceeded"}}
+        return 429, {"content-type": "application/json"}, json.dumps(body).encode()
 
     def answer_locally(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes] | None:
         """(status, headers, body) for a call the core answers itself, with no upstream at all; None (the

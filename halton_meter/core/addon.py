@@ -35,6 +35,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from halton_meter.attribution.client_family import client_family
 from halton_meter.attribution.keys import credential_of, fingerprint
 from halton_meter.attribution.service import AttributionService, Resolution
+from halton_meter.core.budgetgate import BudgetGate
 from halton_meter.core.connections import ConnectionInfo, parse_project, peers
 from halton_meter.core.pipeline import CallPipeline
 from halton_meter.core.routing import RoutingTable
@@ -83,6 +84,7 @@ class MeterAddon:
         capture_max_bytes: int = 256 * 1024,
         key_secret: bytes | None = None,
         secret: str | None = None,
+        gate: BudgetGate | None = None,
     ) -> None:
         self.routing = routing
         self.submit = submit
@@ -93,6 +95,7 @@ class MeterAddon:
         self.capture_max_bytes = capture_max_bytes
         self.key_secret = key_secret
         self.secret = secret
+        self.gate = gate
         self.refused = 0
         self.connections: dict[str, ConnectionInfo] = {}
         self.in_flight = 0
@@ -269,6 +272,8 @@ class MeterAddon:
         try:
             body = call.read_request(flow.request.raw_content or b"", headers)
             local = call.provider.answer_locally(flow.request.method, call.bare_path, body)
+            if local is None and self.gate is not None:  # a block budget may refuse it: never sent upstream
+                local = self.gate.check(call, len(body), self._dims(call, meter.connection))
             if local is not None:
                 status, response_headers, response_body = local
                 flow.response = http.Response.make(status, response_body, response_headers)
@@ -285,6 +290,19 @@ class MeterAddon:
         except Exception as exc:  # a request we cannot read is still forwarded and still recorded
             call.request_failed(exc)
         call.request_sent()
+
+    def _dims(self, call: CallPipeline, info: ConnectionInfo) -> dict[str, str | None]:
+        """The call's budget scope values known now (project and branch once the process lookup is done)."""
+        future = info.attribution
+        resolution = None
+        if future is not None and future.done() and not future.cancelled() and future.exception() is None:
+            resolution = future.result()
+        client = resolution.client if resolution is not None else None
+        return {"project": resolution.attribution.project if resolution is not None else None,
+                "branch": resolution.branch if resolution is not None else None,
+                "client": client_family(call.user_agent, client.tool if client else None,
+                                        client.process_name if client else None),
+                "key": call.key_fingerprint, "provider": call.provider.name, "model": call.facts.model_requested}
 
     # ---- responses ---------------------------------------------------------------------------------
 

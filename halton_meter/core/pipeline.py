@@ -20,8 +20,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -87,6 +87,8 @@ class CallPipeline:
     capture: dict[str, object] | None = None
     plan: list[dict[str, Any]] | None = None
     """The response's plan and rate-limit snapshots (`halton_meter.ratelimits`), for the final record."""
+    refused_by: str | None = None
+    """The budget that refused the call (core/budgetgate.py): answered with a 429, never sent upstream."""
     finished: bool = False
 
     def __post_init__(self) -> None:
@@ -267,6 +269,10 @@ class CallPipeline:
         record = build_record(self.provider, self.endpoint, self.facts, outcome, seen, record_id=self.record_id)
         record.key_fingerprint = self.key_fingerprint
         record.plan = self.plan
+        if self.refused_by is not None:  # visible as a row, costing nothing
+            record.error_type, record.billable, record.complete = "budget_exceeded", False, True
+            record.cost_nanos, record.priced, record.price_source = 0, True, "budget"
+            record.extra = {**record.extra, "budget": self.refused_by}
         return record
 
     def degraded(self, reason: str) -> CallRecord:

@@ -21,9 +21,11 @@ import structlog
 
 from halton_meter.attribution.keys import load_secret
 from halton_meter.attribution.service import AttributionService
+from halton_meter.budgets.ledger import Ledger
 from halton_meter.ca import ensure_ca, write_upstream_trust
 from halton_meter.config import Config, load_config
 from halton_meter.core.addon import MeterAddon
+from halton_meter.core.budgetgate import BudgetGate
 from halton_meter.core.routing import RoutingTable
 from halton_meter.errors import DatabaseError, ExitCode, HaltonError
 from halton_meter.host import PluginHost
@@ -35,6 +37,7 @@ from halton_meter.serve.process import QuietLoopErrors, watch_parent
 from halton_meter.serve.stats import CORE_STATS, Publisher
 from halton_meter.store.schema import migrate
 from halton_meter.store.writer import Writer
+from halton_meter.types import CallRecord
 
 log = structlog.get_logger("halton_meter.core")
 
@@ -53,7 +56,7 @@ def _mitmproxy_addons() -> list[object]:
     ]
 
 
-async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
+async def serve_core(config: Config, host: PluginHost, writer: Writer, ledger: Ledger | None = None) -> int:
     from mitmproxy import options
     from mitmproxy.master import Master
 
@@ -87,6 +90,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
         capture_max_bytes=config.capture_max_bytes,
         key_secret=load_secret(paths.home),
         secret=secret,
+        gate=BudgetGate(ledger, writer.estimate) if ledger is not None else None,
     )
     master.addons.add(*_mitmproxy_addons())
     master.addons.add(addon)
@@ -101,6 +105,8 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
         addon.capture_projects, addon.capture_max_bytes = frozenset(new.capture_projects), new.capture_max_bytes
         attribution.set_attributors(attributors)
         writer.set_pricer(pricer)
+        if ledger is not None and new.budgets != ledger.budgets:
+            loop.run_in_executor(None, ledger.set_budgets, new.budgets)  # reads spend: off the event loop
 
     watcher = ConfigWatcher(config, apply_config)
 
@@ -140,6 +146,17 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
         exit_code = int(ExitCode.DATABASE)
         on_signal()
 
+    async def keep_budgets() -> None:
+        """Read the budgets' spend once (calls pass until then: fail open), then pick up overrides and
+        re-read rolling budgets every few seconds."""
+        if ledger is None:
+            return
+        await asyncio.to_thread(ledger.load)
+        while True:
+            await asyncio.sleep(BUDGET_REFRESH_SECONDS)
+            await asyncio.to_thread(ledger.refresh)
+
+    budget_watch = loop.create_task(keep_budgets())
     writer_watch = loop.create_task(watch_writer())
     config_watch = loop.create_task(watch(watcher))
 
@@ -152,6 +169,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
                        "last_success_at": stats.last_success_at, "recovered": stats.recovered,
                        "journal_problem": writer.journal_problem, "hook_errors": stats.hook_errors},
             "calls": {"in_flight": addon.in_flight, "metered": addon.metered},
+            "budgets": ledger.status() if ledger is not None else [],
             "config": watcher.state.to_json(),
         }
 
@@ -162,6 +180,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
         await master.run()
     finally:
         orphan_watch.cancel()
+        budget_watch.cancel()
         writer_watch.cancel()
         config_watch.cancel()
         publisher.stop()
@@ -174,6 +193,8 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer) -> int:
 
 
 CORE_ERROR = "core-error.json"
+BUDGET_REFRESH_SECONDS = 2.0
+"""How soon the core sees a `budgets override` (and re-checks rolling budgets' spend)."""
 
 
 def _remember_failure(exc: HaltonError) -> None:
@@ -210,15 +231,18 @@ def main() -> int:
     for plugin in host.errors():
         log.error("plugin failed to load", plugin=plugin.name, error=plugin.error)
     _ = host.registries  # collect now, so a broken plugin is reported before traffic arrives
-    writer = Writer(
-        config.paths.db, on_committed=lambda r: host.hook.halton_usage_recorded(record=r), pricer=Pricer(config),
-        spool_dir=config.paths.spool,
-    )
+    ledger = Ledger(config.budgets, config.paths.db)
+
+    def committed(record: CallRecord) -> None:
+        ledger.committed(record)  # never raises: the budgets' counters move with every row
+        host.hook.halton_usage_recorded(record=record)
+
+    writer = Writer(config.paths.db, on_committed=committed, pricer=Pricer(config), spool_dir=config.paths.spool)
     # The writer thread replays what an earlier core left (retrying while the database is locked) before it
     # writes anything new; meanwhile new records are journaled and queued, so serving starts at once.
     writer.start(recover=True)
     try:
-        code = asyncio.run(serve_core(config, host, writer))
+        code = asyncio.run(serve_core(config, host, writer, ledger))
     except HaltonError as exc:
         print(f"halton-meter core: {exc.message}", file=sys.stderr, flush=True)
         code = int(exc.exit_code)

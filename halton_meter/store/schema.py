@@ -300,6 +300,26 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX plan_snapshots_window ON plan_snapshots (account, window, seen_at)",
         "CREATE INDEX plan_snapshots_seen ON plan_snapshots (seen_at)",
     ],
+    14: [
+        # Budgets' history (docs/budgets.md): thresholds crossed (`warn` at a fraction, `limit` at 1.0), at
+        # most once per budget, period and threshold (the unique index); overrides (`override` until a time,
+        # `override_cleared`); `spend_unknown` when the meter could not read a budget's spend (calls passed).
+        """CREATE TABLE budget_events (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            budget TEXT NOT NULL,
+            period_start TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            threshold REAL,
+            spent_nanos INTEGER,
+            limit_nanos INTEGER,
+            until TEXT,
+            detail TEXT
+        )""",
+        "CREATE UNIQUE INDEX budget_events_once ON budget_events (budget, period_start, kind, threshold) "
+        "WHERE kind IN ('warn', 'limit')",
+        "CREATE INDEX budget_events_budget ON budget_events (budget, at)",
+    ],
 }
 MIGRATIONS = dict(sorted(MIGRATIONS.items()))
 LATEST_VERSION = max(MIGRATIONS)

@@ -212,6 +212,10 @@ class Writer:
                                       "at": record.started_at})
         log.error("writer queue full; record counted as a gap", record_id=record.id)
 
+    def estimate(self, record: CallRecord) -> int | None:
+        """What `record` would cost at the current prices (the budget gate's reservation), without storing it."""
+        return self._pricer.price(record).cost_nanos
+
     def set_pricer(self, pricer: Pricer) -> None:
         """A reloaded config's prices: batches from now on are priced with them."""
         self._pricer = pricer

@@ -56,6 +56,14 @@ def request_json(body: bytes) -> Any:
         return None
 
 
+def _max_output(data: dict[str, Any]) -> int | None:
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        value = data.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 def json_request_facts(body: bytes) -> RequestFacts:
     """`model` and `stream` from a JSON request body (OpenAI- and Anthropic-style)."""
     data = request_json(body)
@@ -67,6 +75,7 @@ def json_request_facts(body: bytes) -> RequestFacts:
         stream_requested=data.get("stream") is True,
         extra={"include_usage": dig(data, "stream_options", "include_usage") is True},
         session_id=session_from_request((), data),
+        max_output_tokens=_max_output(data),
     )
     if isinstance(data, PartialDocument):
         facts.extra["request_read"] = "partial"

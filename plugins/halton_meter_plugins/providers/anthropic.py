@@ -7,6 +7,7 @@ exists only in `message_start`. `count_tokens` answers are not usage; batch call
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -218,6 +219,11 @@ class AnthropicCompatibleProvider(Provider):
         if rest.startswith("/messages/batches"):
             return BATCHES
         return OTHER
+
+    def refusal(self, message: str, retry_after: int) -> tuple[int, dict[str, str], bytes]:
+        """Anthropic's own rate-limit error: the SDKs raise `RateLimitError` with this message."""
+        body = {"type": "error", "error": {"type": "rate_limit_error", "message": message}}
+        return 429, {"content-type": "application/json"}, json.dumps(body).encode()
 
     def inspect_request(
         self, endpoint: Endpoint, path: str, body: bytes, headers: Mapping[str, str] | None = None

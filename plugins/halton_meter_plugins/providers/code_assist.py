@@ -9,6 +9,7 @@ Code Assist plan: tokens are counted and priced at Google's list prices, but bil
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -70,6 +71,11 @@ class CodeAssistProvider(Provider):
         if method != "POST":
             return OTHER
         return _METHODS.get(rpc_method(path) or "", OTHER)
+
+    def refusal(self, message: str, retry_after: int) -> tuple[int, dict[str, str], bytes]:
+        """Google's own quota error (`RESOURCE_EXHAUSTED`), as the Gemini clients expect it."""
+        body = {"error": {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED"}}
+        return 429, {"content-type": "application/json"}, json.dumps(body).encode()
 
     def inspect_request(
         self, endpoint: Endpoint, path: str, body: bytes, headers: Mapping[str, str] | None = None

@@ -13,6 +13,7 @@ generate call whose JSON body starts with `[` is that stream.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -249,6 +250,11 @@ class GeminiProvider(Provider):
         if _OPENAI_CHAT.match(unquote(path).rstrip("/")):
             return CHAT
         return OTHER
+
+    def refusal(self, message: str, retry_after: int) -> tuple[int, dict[str, str], bytes]:
+        """Google's own quota error (`RESOURCE_EXHAUSTED`), as the Gemini clients expect it."""
+        body = {"error": {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED"}}
+        return 429, {"content-type": "application/json"}, json.dumps(body).encode()
 
     def inspect_request(
         self, endpoint: Endpoint, path: str, body: bytes, headers: Mapping[str, str] | None = None
