@@ -4,8 +4,8 @@ a warning when one has passed it (or is blocked, or its spend cannot be read), w
 Self-contained (a check imports the host only through `halton_meter.plugin`), fast and read-only: a
 budget's spend is summed from the rollup the triggers keep exact (`rollup`, 15-minute UTC buckets per
 combination of dimensions in `rollup_dims`), over the dimension combinations billed per token in the
-budget's scope. A calendar period starts at a local midnight, always a bucket edge, so whole buckets are
-exact; a rolling span's first partial bucket is read from `calls` (a few minutes of rows). Self-tests and
+budget's scope. Whole buckets come from the rollup; the partial buckets at either edge (the one holding
+`now`, and a rolling span's first) from `calls`, a few minutes of rows each, so the sum is exact. Self-tests and
 calls in flight never reach the rollup. `halton-meter budgets` shows the same figures from the same rows
 (`halton_meter.budgets.spend`, which goes through the report's aggregation).
 
@@ -50,24 +50,34 @@ def _budgets(ctx: CheckContext) -> Sequence[Any]:
 
 
 def spent(conn: sqlite3.Connection, budget: Any, now: datetime.datetime, dims: list[tuple[Any, ...]]) -> int:
-    """Nano-dollars `budget` has spent in the period holding `now`, from the rollup (see the docstring)."""
+    """Nano-dollars `budget` has spent in the period holding `now`, up to `now`, from the rollup's whole
+    15-minute buckets and the rows of the partial buckets at either edge (see the module docstring)."""
     start, _ = budget.bounds(now)
     ids = [row[0] for row in dims if row[7] == "api" and budget.matches(dict(zip(_DIMS, row[1:7], strict=True)))]
     if not ids:
         return 0
     first = -(-int(start.timestamp()) // BUCKET_SECONDS) * BUCKET_SECONDS  # the first whole bucket
-    marks = ", ".join("?" * len(ids))
-    total = conn.execute(f"SELECT ifnull(sum(cost_nanos), 0) FROM rollup WHERE bucket >= ? AND dims IN ({marks})",
-                         (first, *ids)).fetchone()[0]
-    edge = datetime.datetime.fromtimestamp(first, datetime.UTC)
-    if edge > start:  # a rolling span: its partial first bucket, row by row
+    last = int(now.timestamp()) // BUCKET_SECONDS * BUCKET_SECONDS  # the bucket holding `now`
+    total, edges = 0, [(start, now)]
+    if first < last:
+        marks = ", ".join("?" * len(ids))
+        total = conn.execute(f"SELECT ifnull(sum(cost_nanos), 0) FROM rollup WHERE bucket >= ? AND bucket < ? "
+                             f"AND dims IN ({marks})", (first, last, *ids)).fetchone()[0]
+        edges = [(start, _utc(first)), (_utc(last), now)]
+    for since, until in edges:
+        if since >= until:
+            continue
         rows = conn.execute(
             "SELECT project, coalesce(model, model_requested, ''), provider, ifnull(client, ''), "
             "ifnull(branch, ''), ifnull(key_fingerprint, ''), ifnull(cost_nanos, 0) FROM calls WHERE "
             "started_at >= ? AND started_at < ? AND billing = 'api' AND endpoint_kind IS NOT 'self_test' AND "
-            "incomplete_reason IS NOT 'in_progress'", (_stamp(start), _stamp(edge))).fetchall()
+            "incomplete_reason IS NOT 'in_progress'", (_stamp(since), _stamp(until))).fetchall()
         total += sum(r[6] for r in rows if budget.matches(dict(zip(_DIMS, r[:6], strict=True))))
     return int(total)
+
+
+def _utc(epoch: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC)
 
 
 def _overridden(conn: sqlite3.Connection, now: datetime.datetime) -> set[str]:
@@ -83,7 +93,8 @@ def _money(nanos: int) -> str:
     return f"${nanos / 1e9:,.2f}"
 
 
-def check_budgets(ctx: CheckContext) -> CheckResult:
+def check_budgets(ctx: CheckContext, now: datetime.datetime | None = None) -> CheckResult:
+    """The row; `now` (aware) for tests, else the clock."""
     if ctx.config is None:
         return CheckResult("skip", "config.toml not loaded (the config row says why)")
     try:
@@ -95,7 +106,7 @@ def check_budgets(ctx: CheckContext) -> CheckResult:
     db = ctx.paths.db
     if not db.exists() or db.stat().st_size == 0:
         return CheckResult("ok", f"{len(budgets)} budget{'s' if len(budgets) > 1 else ''}, nothing spent yet")
-    now = datetime.datetime.now(datetime.UTC)
+    now = now or datetime.datetime.now(datetime.UTC)
     try:
         check_readable(db)
         conn = connect_read_only(db, timeout=BUSY_TIMEOUT_S)

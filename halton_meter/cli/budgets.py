@@ -221,7 +221,7 @@ def show_budgets(data: dict[str, Any]) -> None:
     """`halton-meter budgets`: takes `view.document`'s JSON."""
     console = terminal.console()
     if not data["budgets"]:
-        console.print(NO_BUDGETS, soft_wrap=True)
+        console.print(Text(NO_BUDGETS), soft_wrap=True)
         return
     now = datetime.datetime.fromisoformat(data["now"].replace("Z", "+00:00")).astimezone()
     wide = console.width >= WIDE
@@ -238,8 +238,8 @@ def show_budgets(data: dict[str, Any]) -> None:
     if data["database"]["problem"]:
         console.print(Text(f"Spend unknown: {data['database']['problem']}.", style="yellow"), soft_wrap=True)
     if any(r["state"] == "blocked" for r in data["budgets"]):
-        console.print("Blocked budgets refuse new calls until they reset; `halton-meter budgets override NAME "
-                      "--for 1h` lets calls through.", soft_wrap=True)
+        console.print(Text("Blocked budgets refuse new calls until they reset; `halton-meter budgets override "
+                           "NAME --for 1h` lets calls through."), soft_wrap=True)
 
 
 def show_history(events: list[Event], name: str | None, configured: list[str]) -> None:
@@ -248,7 +248,7 @@ def show_history(events: list[Event], name: str | None, configured: list[str]) -
         what = f"budget {name}" if name else "any budget"
         hint = "" if not name or name in configured else (
             f" ({name!r} is not configured; the budgets are: {', '.join(configured) or 'none'})")
-        console.print(f"No events for {what} yet{hint}.", soft_wrap=True)
+        console.print(Text(f"No events for {what} yet{hint}."), soft_wrap=True)
         return
     table = terminal.table([("when", "left"), ("budget", "left"), ("event", "left"), ("spent", "right"),
                             ("detail", "left")], wrap=("detail",))
