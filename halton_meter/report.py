@@ -26,7 +26,7 @@ from typing import Any
 
 from halton_meter.attribution.keys import key_label
 from halton_meter.errors import UsageError
-from halton_meter.store.aggregate import NONE_VALUE, Cells, Filters, collect, percentile_95, snapshot
+from halton_meter.store.aggregate import NONE_VALUE, Cells, Filters, collect, count_refused, percentile_95, snapshot
 from halton_meter.store.daycache import DayCache
 from halton_meter.store.gaps import GapSummary, summarize
 from halton_meter.store.imports import count_imported
@@ -231,6 +231,8 @@ class Report:
     previous_gaps: GapSummary = field(default_factory=GapSummary)
     imported: dict[str, int] = field(default_factory=dict)
     """Calls in the window read from a tool's logs by `halton-meter import`, per tool."""
+    refused: int = 0
+    """Calls in the window a budget refused (never sent; rows with `error_type = 'budget_exceeded'`)."""
 
     # ---- labels ----
 
@@ -287,7 +289,7 @@ class Report:
 
     def notes(self) -> list[dict[str, Any]]:
         """What the numbers leave out or may get wrong: [{"kind", "calls", "text"}], kinds `unpriced`,
-        `subscription`, `estimated`, `incomplete`, `errors`, `gaps`, `imported`."""
+        `subscription`, `estimated`, `incomplete`, `errors`, `budget`, `gaps`, `imported`."""
         t = self.totals.metrics
         found = []
         if t.unpriced:
@@ -306,6 +308,9 @@ class Report:
                           f"{_n(t.incomplete, 'call')} incomplete (stream cut, error or crash): numbers may be short"))
         if t.errors:
             found.append(("errors", t.errors, f"{_n(t.errors, 'call')} ended in an error (HTTP 4xx/5xx or network)"))
+        if self.refused:
+            found.append(("budget", self.refused, f"{_n(self.refused, 'call')} refused by a budget (not sent; "
+                                                  "`halton-meter budgets` shows them)"))
         if not self.gaps.empty:
             found.append(("gaps", self.gaps.calls_at_least,
                           f"{self.gaps.describe()} went unmetered during outages: not in these numbers"))
@@ -537,6 +542,7 @@ def build(
     cells, day_cells, prev_cells = Cells(), Cells(), Cells()
     gaps, prev_gaps = GapSummary(), GapSummary()
     imported: dict[str, int] = {}
+    refused = 0
     if conn is not None or (db is not None and initialised(db)):
         with contextlib.nullcontext(conn) if conn is not None else snapshot(db) as conn:  # type: ignore[arg-type]
             spool = db.parent / "spool" if db is not None else None
@@ -546,6 +552,7 @@ def build(
                                 use_rollup=use_rollup, only=("calls", "cost_nanos"), cache=cache)
             gaps = count_gaps(conn, window, filters, spool)
             imported = count_imported(conn, window.since_iso, window.until_iso, filters)
+            refused = count_refused(conn, window.since_iso, window.until_iso, filters)
             if previous_window is not None:
                 prev_cells = collect(conn, previous_window.since, previous_window.until, group=prev_by,
                                      filters=filters, use_rollup=use_rollup, hist=latency, cache=cache)
@@ -562,5 +569,5 @@ def build(
         per_day.setdefault(key[1], Metrics()).add_cell(key[0], sums)
     daily = [(day, per_day.get((day - _EPOCH_DAY).days, Metrics())) for day in days]
     return Report(window, by, filters, totals, cells.floors, daily, gaps, key_names or {}, previous_window, prev_gaps,
-                  imported)
+                  imported, refused)
 

@@ -7,6 +7,7 @@ never blocks a call."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import sys
 import textwrap
@@ -105,6 +106,8 @@ def test_the_anthropic_sdk_gets_its_own_rate_limit_error_and_does_not_retry(mete
     assert (row["status"], row["billable"], row["cost_nanos"], row["project"]) == (429, 0, 0, "acme")
     assert row["extra"]["budget"] == "acme-monthly"
     assert len(rows) == before + 3
+    notes = {n["kind"]: n for n in json.loads(meter.cli("report", "--json", "--project", "acme").stdout)["notes"]}
+    assert notes["budget"]["calls"] == 1 and "refused by a budget" in notes["budget"]["text"]
     # Another project is not in scope: it still goes through.
     other = tmp_path / "other"
     other.mkdir()

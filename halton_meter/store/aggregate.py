@@ -372,3 +372,12 @@ def percentile_95(counts: Counter[int], floors: Sequence[float]) -> float | None
                 return floors[k]
             return (floors[k] * floors[k + 1]) ** 0.5
     return None  # pragma: no cover - the loop always reaches the rank
+
+
+def count_refused(conn: sqlite3.Connection, since: str, until: str, filters: Filters) -> int:
+    """Calls a budget refused (`error_type = 'budget_exceeded'`: answered by the meter, never sent) in
+    [since, until) that pass the report's `filters`."""
+    where, params = _raw_where([(since, until)], filters)
+    row = conn.execute(f"SELECT count(*) FROM calls AS X WHERE X.error_type = 'budget_exceeded' AND {where}",
+                       tuple(params)).fetchone()
+    return int(row[0])
