@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import textwrap
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -511,6 +512,39 @@ def test_plan_gauges_show_what_plan_json_shows(open_page: Any, seeded: MeterProc
     assert page.locator("#plan-gauges .gauge[data-window='5h'] .big").inner_text() == "93%"
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.locator("#plan-panel").screenshot(path=str(SHOTS / "plan-gauges.png"))
+
+
+def test_budgets_show_what_budgets_json_shows(open_page: Any, seeded: MeterProcess) -> None:
+    config = seeded.home / "config.toml"
+    original = config.read_text()
+    config.write_text(original + textwrap.dedent(f"""
+        [[budgets]]
+        name = "docs-cap"
+        scope = {{ project = "{PROJECTS[0]}" }}
+        period = "month"
+        limit_usd = "0.01"
+        warn_at = [0.5]
+
+        [[budgets]]
+        name = "everything"
+        period = "7d"
+        limit_usd = "500"
+        action = "block"
+    """))
+    try:
+        seeded.cli("reload", timeout=30)
+        want = {b["name"]: b for b in json.loads(seeded.cli("budgets", "--json").stdout)["budgets"]}
+        page = open_page()
+        page.wait_for_selector("#budgets-list li[data-name='everything']")
+        shown = page.eval_on_selector_all("#budgets-list li", "els => els.map(e => [e.dataset.name, e.dataset.spent, "
+                                          "e.dataset.limit, e.dataset.state])")
+        assert shown == [[name, b["spent_usd"], b["limit_usd"], b["state"]] for name, b in want.items()]
+        assert want["docs-cap"]["state"] in ("warned", "ok") and want["everything"]["state"] == "ok"
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.locator("#budgets-panel").screenshot(path=str(SHOTS / "budgets.png"))
+    finally:
+        config.write_text(original)
+        seeded.cli("reload", timeout=30)
 
 
 def test_phone_width_dark_scheme_and_keyboard(open_page: Any) -> None:

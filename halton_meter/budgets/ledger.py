@@ -66,6 +66,8 @@ class _State:
     reserved: dict[str, int] = field(default_factory=dict)
     alerted: set[float] = field(default_factory=set)
     override_until: str | None = None
+    block: str = ""
+    """For a rolling span: the block of its own length its alerts belong to (`spend.period_start`)."""
     pending: list[tuple[str, int]] = field(default_factory=list)
     """(started_at, cost) of rows committed while a read of the database was under way (see `_reload`)."""
 
@@ -217,9 +219,10 @@ class Ledger:
                 fresh = {}
                 for budget in budgets:
                     start, end = budget.bounds(now)
+                    block = spend.period_start(budget, now)
                     state = _State(budget, start, end, spent=spend.spent(conn, budget, now),
-                                   alerted=spend.alerted(conn, budget, spend.period_start(budget, now)),
-                                   override_until=overrides.get(budget.name))
+                                   alerted=spend.alerted(conn, budget, block), override_until=overrides.get(budget.name),
+                                   block=block)
                     fresh[budget.name] = state
             finally:
                 with self._lock:
@@ -242,8 +245,15 @@ class Ledger:
         return datetime.datetime.fromtimestamp(self.clock(), datetime.UTC)
 
     def _roll(self, state: _State, now: datetime.datetime) -> None:
-        """A calendar period that has ended starts again from 0 with its thresholds re-armed."""
-        if state.budget.rolling_seconds is None and now >= state.end:
+        """A calendar period that has ended starts again from 0 with its thresholds re-armed; a rolling span
+        moves with the clock (its spend is re-read every `ROLLING_REFRESH_SECONDS`) and re-arms its
+        thresholds once per block of its length (`spend.period_start`)."""
+        if state.budget.rolling_seconds is not None:
+            block = spend.period_start(state.budget, now)
+            if block != state.block:
+                state.block, state.alerted = block, set()
+            state.start, state.end = state.budget.bounds(now)
+        elif now >= state.end:
             state.start, state.end = state.budget.bounds(now)
             state.spent, state.alerted = 0, set()
 

@@ -100,6 +100,10 @@ def overrides(conn: sqlite3.Connection, now: datetime.datetime) -> dict[str, str
 
 
 def period_start(budget: Budget, now: datetime.datetime) -> str:
-    """The period's start as stored with its events; '' for a rolling period (its thresholds alert again
-    once spend has fallen below them: see ledger)."""
-    return "" if budget.rolling_seconds is not None else utc_stamp(budget.bounds(now)[0])
+    """The period's start as stored with its events. A rolling span has no start: its thresholds alert at
+    most once per block of its own length (5 h blocks from the epoch for `5h`), so a budget that stays over
+    its limit is not announced on every call, and one that falls back and crosses again later is."""
+    if budget.rolling_seconds is None:
+        return utc_stamp(budget.bounds(now)[0])
+    span = budget.rolling_seconds
+    return utc_stamp(datetime.datetime.fromtimestamp(int(now.timestamp()) // span * span, datetime.UTC))

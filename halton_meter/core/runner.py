@@ -21,6 +21,7 @@ import structlog
 
 from halton_meter.attribution.keys import load_secret
 from halton_meter.attribution.service import AttributionService
+from halton_meter.budgets.alerts import Alerter
 from halton_meter.budgets.ledger import Ledger
 from halton_meter.ca import ensure_ca, write_upstream_trust
 from halton_meter.config import Config, load_config
@@ -231,7 +232,8 @@ def main() -> int:
     for plugin in host.errors():
         log.error("plugin failed to load", plugin=plugin.name, error=plugin.error)
     _ = host.registries  # collect now, so a broken plugin is reported before traffic arrives
-    ledger = Ledger(config.budgets, config.paths.db)
+    alerter = Alerter(config.paths.db)  # thresholds crossed: history, log line, notification, on_alert
+    ledger = Ledger(config.budgets, config.paths.db, alert=alerter)
 
     def committed(record: CallRecord) -> None:
         ledger.committed(record)  # never raises: the budgets' counters move with every row
@@ -252,4 +254,5 @@ def main() -> int:
     finally:
         if not writer.close(timeout=config.shutdown_grace_seconds + 5):
             log.error("some records were not written before exit", stats=vars(writer.stats))
+        alerter.close(timeout=5.0)
     return code

@@ -11,6 +11,7 @@ reads the database read-only and raises `UsageError` (HTTP 400, one line) for a 
   document for that window with `vs_previous=1&latency=0`, all four at one moment.
 * `GET /v1/calls` — the explorer: newest first, keyset-paged (`cursor` ← `next_cursor`), filtered.
 * `GET /v1/status` — `status --json` (the doctor's fast checks, run as the CLI runs them) plus `gaps_daily`.
+* `GET /v1/budgets` — `budgets --json`: each budget's spend, limit, share, reset and state.
 * `GET /v1/plan` — `plan --json`: each plan window (5-hour, weekly, …) and API-key limit where it stands now.
 * `GET /v1/stats`, `GET /v1/projects` — as before.
 * `GET /v1/calls/<id>` (`CALL_DETAIL`), `GET /v1/export.csv|json` (`EXPORTS`), the live tail (`new_calls`).
@@ -448,6 +449,15 @@ def plan(paths: Paths, query: Query) -> dict[str, Any]:
             "api": [r for r in rows if r["api"]]}
 
 
+def budgets(paths: Paths, query: Query) -> dict[str, Any]:
+    """`budgets --json`: each budget's spend, limit, share, reset and state."""
+    from halton_meter.budgets.view import document
+    from halton_meter.config import load_config
+
+    _check(query, {"tz"})
+    return document(load_config(paths), _now())
+
+
 ROUTES: dict[str, Callable[[Paths, Query], dict[str, Any]]] = {
     "/v1/stats": stats,
     "/v1/calls": calls,
@@ -456,6 +466,7 @@ ROUTES: dict[str, Callable[[Paths, Query], dict[str, Any]]] = {
     "/v1/overview": overview,
     "/v1/status": status,
     "/v1/plan": plan,
+    "/v1/budgets": budgets,
 }
 # The handlers' names in serve/api.py before they moved here.
 _stats, _calls, _report, _projects = stats, calls, report_document, projects

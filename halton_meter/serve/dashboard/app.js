@@ -214,6 +214,35 @@ function periodCard(id, label, report) {
     notes.length ? h("ul", { class: "notes" }, notes) : null);
 }
 
+// ---- budgets: spent against the limit -----------------------------------------------------------------
+
+async function loadBudgets() {
+  const panel = $("#budgets-panel");
+  const list = $("#budgets-list");
+  try {
+    const data = await api("/v1/budgets");
+    panel.hidden = data.budgets.length === 0;
+    list.replaceChildren(...data.budgets.map(budgetRow));
+  } catch (err) {
+    panel.hidden = false;
+    showError(list, err);
+  }
+}
+
+function budgetRow(b) {
+  const share = Math.max(0, Number(b.share) || 0) * 100;
+  const meter = h("meter", { min: "0", max: "100", low: "80", high: "100", optimum: "0",
+    value: String(Math.min(share, 100)), "aria-label": `${b.name}: ${share.toFixed(0)}% of the limit` });
+  const resets = b.period_end ? ` · resets ${timeFmt(b.period_end)}` : ` · ${b.period}`;
+  const note = b.state === "overridden" && b.override_until ? ` · let through until ${timeFmt(b.override_until)}` : "";
+  return h("li", { class: `budget ${b.state}`, "data-name": b.name, "data-state": b.state,
+    "data-spent": b.spent_usd, "data-limit": b.limit_usd },
+  h("p", {}, h("strong", { text: b.name }),
+    ` ${b.spent_usd === null ? "spend unknown" : usd(b.spent_usd)} of ${usd(b.limit_usd)}`,
+    h("span", { class: "muted", text: ` · ${b.action} · ${b.state}${resets}${note}` })),
+  meter);
+}
+
 // ---- plan limits: a gauge per window ------------------------------------------------------------------
 
 const PLAN_WINDOWS = ["unified", "overage"]; // account-wide rows: shown as notes, not gauges
@@ -260,8 +289,10 @@ function gauge(w) {
 function timeFmt(iso) {
   const d = new Date(iso);
   const sameDay = d.toDateString() === new Date().toDateString();
+  const far = Math.abs(d - Date.now()) > 6 * 86400000;
   return d.toLocaleString(undefined, sameDay ? { hour: "2-digit", minute: "2-digit", timeZone: TZ }
-    : { weekday: "short", hour: "2-digit", minute: "2-digit", timeZone: TZ });
+    : far ? { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZone: TZ }
+      : { weekday: "short", hour: "2-digit", minute: "2-digit", timeZone: TZ });
 }
 
 function until(iso) {
@@ -698,6 +729,7 @@ function scheduleRefresh() {
     refreshTimer = null;
     lastRefresh = Date.now();
     loadOverview();
+    loadBudgets();
     loadPlan();
     loadDaily();
     loadHourly();
@@ -848,6 +880,7 @@ function start() {
   // The headline numbers first: the other panels (and health, which runs the doctor's fast checks) start
   // once the overview is in, so they do not compete with it for the API's threads and the CPU.
   loadOverview().finally(() => {
+    loadBudgets();
     loadPlan();
     loadDaily();
     loadHourly();
