@@ -26,7 +26,15 @@ from typing import Any
 
 from halton_meter.attribution.keys import key_label
 from halton_meter.errors import UsageError
-from halton_meter.store.aggregate import NONE_VALUE, Cells, Filters, collect, count_refused, percentile_95, snapshot
+from halton_meter.store.aggregate import (
+    NONE_VALUE,
+    Cells,
+    Filters,
+    collect,
+    count_refused,
+    percentile_95,
+    snapshot,
+)
 from halton_meter.store.daycache import DayCache
 from halton_meter.store.gaps import GapSummary, summarize
 from halton_meter.store.imports import count_imported

@@ -11,12 +11,14 @@ import json
 import sqlite3
 import sys
 import textwrap
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from halton_meter.budget_config import usd as money
 from halton_meter.testing import bodies
 from halton_meter.testing.fake_provider import FakeProvider, Pause, Reply
 from halton_meter.testing.meter import MeterProcess
@@ -223,4 +225,54 @@ def test_a_locked_database_never_blocks_a_call(meter: MeterProcess, fake_provide
         lock.execute("ROLLBACK")
         lock.close()
     assert len(meter.wait_for_calls(before + 3, timeout=30)) == before + 3
+    set_budgets(meter, "")
+
+
+def test_alerts_reach_on_alert_once_and_an_override_lets_calls_through_within_seconds(
+        meter: MeterProcess, fake_provider: FakeProvider, tmp_path: Path) -> None:
+    model = "claude-opus-4-1-20250805"
+    fake_provider.add("POST", "/v1/messages", Reply(body=bodies.anthropic_message(model=model, input_tokens=1000,
+                                                                                   output_tokens=100)))
+    cost = 1000 * 15_000 + 100 * 75_000  # opus 4.1: $15 / $75 per MTok
+    hook, out = tmp_path / "hook.py", tmp_path / "events.jsonl"
+    hook.write_text(f"import sys\nopen({str(out)!r}, 'a').write(sys.stdin.read().strip() + '\\n')\n")
+    before_spent = spent(meter, model=model)
+    set_budgets(meter, f"""
+        [[budgets]]
+        name = "opus-day"
+        scope = {{ model = "claude-opus-4-1*" }}
+        period = "day"
+        limit_usd = "{usd(before_spent + 2 * cost + cost // 2)}"
+        warn_at = [0.5]
+        action = "block"
+        on_alert = ["{sys.executable}", "{hook}"]
+    """)
+
+    def post(client: Any) -> int:
+        reply = client.post(f"{ANTHROPIC}/v1/messages", json={"model": "claude-opus-4-1", "max_tokens": 5, "messages": []},
+                            headers={"x-api-key": "sk-ant-api03-CANARY-opus", "anthropic-version": "2023-06-01"})
+        return int(reply.status_code)
+
+    before = len(meter.rows())
+    with meter.client(extra_ca=fake_provider.ca_pem, timeout=30) as client:
+        for n in range(3):  # 2 × C crosses 50 %, 3 × C the limit
+            assert post(client) == 200
+            meter.wait_for_calls(before + n + 1)
+        assert post(client) == 429
+        meter.cli("budgets", "override", "opus-day", "--for", "1h")
+        deadline = time.monotonic() + 10
+        while post(client) == 429:  # the core reads overrides every 2 s
+            assert time.monotonic() < deadline, "the override was not picked up within 10 s"
+            time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while len(out.read_text().splitlines() if out.exists() else []) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(e["budget"], e["kind"], e["threshold"]) for e in events] == [("opus-day", "warn", 0.5),
+                                                                          ("opus-day", "limit", 1.0)]
+    assert events[1]["limit_usd"] == money(before_spent + 2 * cost + cost // 2)
+    assert events[1]["spent_usd"] == money(before_spent + 3 * cost) and events[0]["scope"] == {"model": ["claude-opus-4-1*"]}
+    history = json.loads(meter.cli("budgets", "history", "opus-day", "--json").stdout)
+    kinds = sorted(e["kind"] for e in (history["events"] if isinstance(history, dict) else history))
+    assert kinds == ["limit", "override", "warn"], kinds
     set_budgets(meter, "")

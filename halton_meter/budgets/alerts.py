@@ -116,8 +116,8 @@ def notification_text(budget: Budget, event: Event) -> tuple[str, str]:
 
 
 def hook_json(budget: Budget, event: Event) -> dict[str, Any]:
-    """What an `on_alert` command reads on stdin (dollars as decimal strings; period_start null for a
-    rolling period)."""
+    """What an `on_alert` command reads on stdin (dollars as decimal strings; `period_start` the period's
+    start, for a rolling budget the start of the block of its length the alert belongs to)."""
     return {"budget": budget.name, "kind": event.kind, "threshold": event.threshold,
             "spent_usd": usd(event.spent_nanos) if event.spent_nanos is not None else None,
             "limit_usd": usd(event.limit_nanos if event.limit_nanos is not None else budget.limit_nanos),
