@@ -15,6 +15,11 @@ on_alert = ["/path/to/script"] # optional: run with the event as JSON on stdin
 A scope value is a string or a list of strings (any of them); globs work as in `report`'s filters
 (`claude-sonnet-*`); `key` takes a fingerprint prefix or a `[keys]` name. Only calls billed per token
 (`billing = "api"`) spend a budget: calls covered by a subscription cost nothing more.
+
+A plan window can be a budget too: instead of `period` and `limit_usd`, `plan_window = "5h"` (any window
+`halton-meter plan` shows: `5h`, `7d`, `7d_opus`, …) and `limit_plan = 0.9` (a fraction of the window).
+Its scope may name only `key` (the account) and `provider`: a plan window belongs to an account, not to a
+project. It is measured by the provider's own utilization figure, not by money.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ DEFAULT_WARN_AT = (0.8,)
 NANOS_PER_USD = 1_000_000_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ROLLING = re.compile(r"^(\d+)([mhd])$")
-_KEYS = {"name", "scope", "period", "limit_usd", "warn_at", "action", "on_alert"}
+_KEYS = {"name", "scope", "period", "limit_usd", "warn_at", "action", "on_alert", "plan_window", "limit_plan"}
+PLAN_SCOPE = ("key", "provider")
+_WINDOW = re.compile(r"^[a-z0-9_]{1,32}$")
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,14 @@ class Budget:
     action: str = "warn"
     on_alert: tuple[str, ...] = ()
     rolling_seconds: int | None = None
+    plan_window: str | None = None
+    """A plan budget's window (`5h`, `7d`, …); None for a money budget."""
+    limit_plan: float | None = None
+    """A plan budget's limit: the window's utilization (0..1) at which it is reached."""
+
+    @property
+    def is_plan(self) -> bool:
+        return self.plan_window is not None
 
     @property
     def blocks(self) -> bool:
@@ -59,6 +74,8 @@ class Budget:
 
     @property
     def period_label(self) -> str:
+        if self.plan_window is not None:
+            return f"plan {self.plan_window}"
         return self.period if self.rolling_seconds is None else f"rolling {_span(self.rolling_seconds)}"
 
     def scope_dict(self) -> dict[str, list[str]]:
@@ -77,7 +94,9 @@ class Budget:
 
     def bounds(self, now: datetime.datetime) -> tuple[datetime.datetime, datetime.datetime]:
         """[start, end) of the period holding `now` (aware UTC), in the local calendar; a rolling period
-        is the span up to `now` (its end is `now`)."""
+        is the span up to `now` (its end is `now`), as is a plan budget's (its window is the provider's)."""
+        if self.plan_window is not None:
+            return now, now
         if self.rolling_seconds is not None:
             return now - datetime.timedelta(seconds=self.rolling_seconds), now
         today = local(now).date()
@@ -92,7 +111,8 @@ class Budget:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "scope": self.scope_dict(), "period": self.period_label,
-                "limit_usd": usd(self.limit_nanos), "warn_at": list(self.warn_at), "action": self.action}
+                "limit_usd": None if self.is_plan else usd(self.limit_nanos), "warn_at": list(self.warn_at),
+                "action": self.action, "plan_window": self.plan_window, "limit_plan": self.limit_plan}
 
 
 def usd(nanos: int) -> str:
@@ -128,8 +148,12 @@ def _parse_one(item: dict[str, Any], index: int, key_names: Mapping[str, str]) -
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_KEYS))})")
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError(f"{where}: name must be 1-64 letters, digits, '.', '_' or '-' (like name = \"acme-monthly\")")
-    period, rolling = _period(item.get("period"), where)
-    limit = _limit(item.get("limit_usd"), where)
+    window, limit_plan = _plan(item, where)
+    if window is not None:
+        period, rolling, limit = "plan", None, 0
+    else:
+        period, rolling = _period(item.get("period"), where)
+        limit = _limit(item.get("limit_usd"), where)
     warn_at = _warn_at(item.get("warn_at", list(DEFAULT_WARN_AT)), where)
     action = item.get("action", "warn")
     if action not in ACTIONS:
@@ -139,9 +163,27 @@ def _parse_one(item: dict[str, Any], index: int, key_names: Mapping[str, str]) -
         on_alert = [on_alert]
     if not isinstance(on_alert, list) or not all(isinstance(a, str) and a for a in on_alert):
         raise ConfigError(f"{where}: on_alert must be a command as a list of strings, like [\"/path/to/script\"]")
-    return Budget(name=name, scope=_scope(item.get("scope", {}), where, key_names), period=period,
-                  limit_nanos=limit, warn_at=warn_at, action=action, on_alert=tuple(on_alert),
-                  rolling_seconds=rolling)
+    scope = _scope(item.get("scope", {}), where, key_names)
+    if window is not None and any(dim not in PLAN_SCOPE for dim, _ in scope):
+        raise ConfigError(f"{where}: a plan budget's scope may name only {' and '.join(PLAN_SCOPE)} (a plan window "
+                          "belongs to an account, not to a project)")
+    return Budget(name=name, scope=scope, period=period, limit_nanos=limit, warn_at=warn_at, action=action,
+                  on_alert=tuple(on_alert), rolling_seconds=rolling, plan_window=window, limit_plan=limit_plan)
+
+
+def _plan(item: dict[str, Any], where: str) -> tuple[str | None, float | None]:
+    """(window, limit) of a plan budget; (None, None) for a money budget."""
+    if "plan_window" not in item and "limit_plan" not in item:
+        return None, None
+    window, limit = item.get("plan_window"), item.get("limit_plan")
+    if "period" in item or "limit_usd" in item:
+        raise ConfigError(f"{where}: a budget has either period and limit_usd, or plan_window and limit_plan")
+    if not isinstance(window, str) or not _WINDOW.match(window):
+        raise ConfigError(f"{where}: plan_window must name a plan window, like \"5h\" or \"7d\"")
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit <= 1:
+        raise ConfigError(f"{where}: limit_plan must be a fraction of the window, more than 0 and at most 1 "
+                          "(like 0.9)")
+    return window, float(limit)
 
 
 def _period(value: Any, where: str) -> tuple[str, int | None]:

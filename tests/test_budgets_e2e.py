@@ -276,3 +276,35 @@ def test_alerts_reach_on_alert_once_and_an_override_lets_calls_through_within_se
     kinds = sorted(e["kind"] for e in (history["events"] if isinstance(history, dict) else history))
     assert kinds == ["limit", "override", "warn"], kinds
     set_budgets(meter, "")
+
+
+def test_a_plan_budget_refuses_a_claude_code_login_past_its_share_of_the_5h_window(
+        meter: MeterProcess, fake_provider: FakeProvider) -> None:
+    reset = int(time.time()) + 3 * 3600
+    fake_provider.add("POST", "/v1/messages", Reply(body=bodies.anthropic_message(input_tokens=10, output_tokens=2),
+                                                    headers={"anthropic-ratelimit-unified-5h-utilization": "0.95",
+                                                             "anthropic-ratelimit-unified-5h-reset": str(reset)}))
+    set_budgets(meter, """
+        [[budgets]]
+        name = "max-5h"
+        plan_window = "5h"
+        limit_plan = 0.9
+        action = "block"
+    """)
+    oauth = {"authorization": "Bearer sk-ant-oat01-CANARY-plan-budget", "anthropic-version": "2023-06-01"}
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []}
+    before = len(meter.rows())
+    with meter.client(extra_ca=fake_provider.ca_pem, timeout=30) as client:
+        assert client.post(f"{ANTHROPIC}/v1/messages", json=body, headers=oauth).status_code == 200
+        meter.wait_for_calls(before + 1)
+        upstream = len(fake_provider.requests)
+        refused = client.post(f"{ANTHROPIC}/v1/messages", json=body, headers=oauth)
+    assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limit_error"
+    assert "5h plan window is at 95 %" in refused.json()["error"]["message"]
+    assert reset - 5 <= time.time() + int(refused.headers["retry-after"]) <= reset + 5
+    assert len(fake_provider.requests) == upstream
+    [row] = meter.wait_for_calls(before + 2)[before + 1:]
+    assert (row["error_type"], row["billing"], row["extra"]["budget"]) == ("budget_exceeded", "subscription", "max-5h")
+    shown = {b["name"]: b for b in json.loads(meter.cli("budgets", "--json").stdout)["budgets"]}
+    assert shown["max-5h"]["state"] == "blocked" and shown["max-5h"]["utilization"] == 0.95
+    set_budgets(meter, "")

@@ -180,3 +180,50 @@ def test_call_dims_are_the_scope_dimensions() -> None:
     record = call(key_fingerprint="3f9a1c2e", model=None, model_requested="gpt-4o")
     assert call_dims(record) == {"project": "alpha", "key": "3f9a1c2e", "branch": "main", "client": "claude-code",
                                  "provider": "anthropic", "model": "gpt-4o"}
+
+
+def snapshot(window: str, utilization: float, resets: datetime.datetime, account: str = "ac01ac01") -> dict:
+    return {"seen_at": iso(resets - datetime.timedelta(hours=1)), "provider": "anthropic", "account": account,
+            "kind": "plan", "window": window, "utilization": utilization, "resets_at": iso(resets)}
+
+
+def test_a_plan_budget_refuses_at_its_share_of_the_window_until_the_window_resets(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    now = datetime.datetime(2026, 11, 20, 12, tzinfo=UTC)
+    resets = now + datetime.timedelta(hours=2)
+    write(db, [call(started_at=iso(now - datetime.timedelta(minutes=5)), key_fingerprint="ac01ac01",
+                    billing="subscription", plan=[snapshot("5h", 0.5, resets)])])
+    plan = parse_budgets([{"name": "max-5h", "plan_window": "5h", "limit_plan": 0.9, "warn_at": [0.5],
+                           "scope": {"key": "ac01ac01"}, "action": "block"}], {})[0]
+    clock = Clock(now)
+    ledger, events = make(db, [plan], clock)
+    mine = {**dims(), "key": "ac01ac01"}
+    assert ledger.admit("a", mine, 0, money=False) is None  # 50 % of the window, limit 90 %
+    ledger.committed(call(id="a", started_at=iso(now), key_fingerprint="ac01ac01", billing="subscription",
+                          plan=[snapshot("5h", 0.93, resets)]))
+    refusal = ledger.admit("b", mine, 0, money=False)
+    assert refusal is not None and refusal.utilization == 0.93 and refusal.period_end == resets
+    assert ledger.admit("c", {**mine, "key": "ac02ac02"}, 0, money=False) is None  # another account
+    # Crossing 45 % (warn at 0.5 of 0.9) happened before the meter started; crossing 90 % alerts once.
+    assert [(e.kind, e.threshold, e.period_start) for e in events] == [("limit", 1.0, iso(resets))]
+    ledger.committed(call(id="d", started_at=iso(now), key_fingerprint="ac01ac01", plan=[snapshot("5h", 0.95, resets)]))
+    assert len(events) == 1
+    clock.at = resets + datetime.timedelta(seconds=1)
+    assert ledger.admit("e", mine, 0, money=False) is None  # the window has reset
+
+
+def test_plan_budgets_are_validated() -> None:
+    from halton_meter.errors import ConfigError
+
+    ok = parse_budgets([{"name": "p", "plan_window": "7d_opus", "limit_plan": 1}], {})[0]
+    assert ok.is_plan and ok.period_label == "plan 7d_opus" and ok.limit_plan == 1.0
+    for body, words in [({"plan_window": "5h", "limit_plan": 0.9, "period": "day"}, "either period"),
+                        ({"plan_window": "5h", "limit_plan": 1.5}, "limit_plan must be"),
+                        ({"plan_window": "5 hours", "limit_plan": 0.5}, "plan_window must"),
+                        ({"plan_window": "5h", "limit_plan": 0.5, "scope": {"project": "x"}}, "only key and provider")]:
+        try:
+            parse_budgets([{"name": "p", **body}], {})
+        except ConfigError as exc:
+            assert words in exc.message, exc.message
+        else:
+            raise AssertionError(f"accepted {body}")

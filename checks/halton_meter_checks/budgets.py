@@ -43,10 +43,12 @@ def _stamp(moment: datetime.datetime) -> str:
 
 
 def _budgets(ctx: CheckContext) -> Sequence[Any]:
+    """The money budgets: a plan budget (`plan_window`) is a plan window's utilization, which the plan row
+    already reports."""
     budgets = getattr(ctx.config, "budgets", None)
     if budgets is None:
         budgets = load_config(ctx.paths).budgets
-    return tuple(budgets)
+    return tuple(b for b in budgets if getattr(b, "plan_window", None) is None)
 
 
 def spent(conn: sqlite3.Connection, budget: Any, now: datetime.datetime, dims: list[tuple[Any, ...]]) -> int:

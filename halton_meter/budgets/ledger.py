@@ -55,6 +55,8 @@ class Refusal:
     spent: int
     reserved: int
     period_end: datetime.datetime | None
+    utilization: float | None = None
+    """For a plan budget: the window's utilization that reached `limit_plan`."""
 
 
 @dataclass
@@ -85,6 +87,11 @@ class Ledger:
         self.problem: str | None = None
         self._reading: set[str] = set()
         self._last_rolling = 0.0
+        self._plan: dict[tuple[str, str, str], tuple[float | None, str | None]] = {}
+        """(provider, account, window) → the latest (utilization, resets_at) seen, for plan budgets."""
+        self._plan_alerted: dict[tuple[str, str, str], set[float]] = {}
+        """(budget, account, resets_at) → thresholds alerted in that window instance."""
+        self._overrides: dict[str, str] = {}
 
     # ---- what the event loop asks -----------------------------------------------------------------
 
@@ -97,14 +104,16 @@ class Ledger:
         """Whether any budget can refuse a call (else the core skips `admit` and the estimate)."""
         return any(b.blocks for b in self._budgets)
 
-    def admit(self, call_id: str, dims: Mapping[str, str | None], estimate: int) -> Refusal | None:
-        """None: the call may start (its estimate is now reserved); else why it may not."""
+    def admit(self, call_id: str, dims: Mapping[str, str | None], estimate: int, *,
+              money: bool = True) -> Refusal | None:
+        """None: the call may start (its estimate is now reserved); else why it may not. `money` False: a
+        call that spends no money (a subscription login): only plan budgets apply to it."""
         if not self.loaded:
             return None  # fail open: the spend is not known yet (or could not be read)
         now = self._now()
         stamp = utc_stamp(now)
         with self._lock:
-            states = [s for s in self._states.values() if s.budget.matches(dims)]
+            states = [s for s in self._states.values() if money and s.budget.matches(dims)]
             for state in states:
                 self._roll(state, now)
             for state in states:
@@ -114,9 +123,29 @@ class Ledger:
                 if state.spent + reserved >= state.budget.limit_nanos:
                     end = state.end if state.budget.rolling_seconds is None else None
                     return Refusal(state.budget, state.spent, reserved, end)
+            for budget in self._budgets:
+                refusal = self._plan_refusal(budget, dims, stamp)
+                if refusal is not None:
+                    return refusal
             for state in states:
                 state.reserved[call_id] = max(0, estimate)
         return None
+
+    def _plan_refusal(self, budget: Budget, dims: Mapping[str, str | None], stamp: str) -> Refusal | None:
+        """A block plan budget whose window (for this call's account) is at or past its `limit_plan`."""
+        if not budget.is_plan or not budget.blocks or budget.limit_plan is None or not budget.matches(dims):
+            return None
+        until = self._overrides.get(budget.name)
+        if until is not None and until > stamp:
+            return None
+        entry = self._plan.get((dims.get("provider") or "", dims.get("key") or "", budget.plan_window or ""))
+        if entry is None:
+            return None
+        utilization, resets = entry
+        if utilization is None or (resets is not None and resets <= stamp) or utilization < budget.limit_plan:
+            return None
+        end = datetime.datetime.fromisoformat(resets.replace("Z", "+00:00")) if resets else None
+        return Refusal(budget, 0, 0, end, utilization)
 
     def forget(self, call_id: str) -> None:
         """Drop a call's reservations (a call that will not commit a row, e.g. refused)."""
@@ -151,7 +180,38 @@ class Ledger:
                 before = state.spent
                 state.spent += cost
                 alerts += self._crossed(state, before, now)
+            if record.plan:
+                alerts += self._plan_seen(record, dims, now)
         self._send(alerts)
+
+    def _plan_seen(self, record: CallRecord, dims: Mapping[str, str | None],
+                   now: datetime.datetime) -> list[tuple[Budget, spend.Event]]:
+        """Keep the latest utilization of each plan window; alert plan budgets whose thresholds it crossed."""
+        out = []
+        for snap in record.plan or ():
+            if snap.get("kind") != "plan" or not snap.get("window"):
+                continue
+            key = (str(snap.get("provider") or record.provider), str(snap.get("account") or ""), str(snap["window"]))
+            old = self._plan.get(key)
+            utilization, resets = snap.get("utilization"), snap.get("resets_at")
+            self._plan[key] = (utilization, resets)
+            if utilization is None:
+                continue
+            before = old[0] if old is not None and old[1] == resets and old[0] is not None else 0.0
+            for budget in self._budgets:
+                if budget.plan_window != key[2] or budget.limit_plan is None or not budget.matches(
+                        {**dims, "key": key[1], "provider": key[0]}):
+                    continue
+                alerted = self._plan_alerted.setdefault((budget.name, key[1], str(resets)), set())
+                for threshold in (*budget.warn_at, 1.0):
+                    mark = budget.limit_plan * threshold
+                    if before < mark <= utilization and threshold not in alerted:
+                        alerted.add(threshold)
+                        out.append((budget, spend.Event(
+                            at=utc_stamp(now), budget=budget.name, period_start=str(resets or ""),
+                            kind="limit" if threshold == 1.0 else "warn", threshold=threshold,
+                            detail=f"{key[2]} window at {utilization * 100:.0f} % (limit {budget.limit_plan * 100:.0f} %)")))
+        return out
 
     # ---- loading and refreshing (worker threads) ---------------------------------------------------
 
@@ -166,9 +226,10 @@ class Ledger:
 
     def load(self) -> None:
         """Read every budget's spend not read yet. Never raises: a failure leaves calls passing."""
-        missing = [b for b in self._budgets if b.name not in self._states]
+        missing = [b for b in self._budgets if not b.is_plan and b.name not in self._states]
         try:
             self._reload(missing, first=True)
+            self._load_plan()
             self.problem = None
             self.loaded = True
         except (sqlite3.Error, OSError, ValueError) as exc:
@@ -186,6 +247,7 @@ class Ledger:
             with _reader(self.db) as conn:
                 overrides = spend.overrides(conn, now)
             with self._lock:
+                self._overrides = overrides
                 for state in self._states.values():
                     state.override_until = overrides.get(state.budget.name)
             if time.monotonic() - self._last_rolling >= ROLLING_REFRESH_SECONDS:
@@ -193,6 +255,24 @@ class Ledger:
                 self._reload([b for b in self._budgets if b.rolling_seconds is not None], first=False)
         except (sqlite3.Error, OSError, ValueError):
             pass  # the counters carry on from commits; the next refresh tries again
+
+    def _load_plan(self) -> None:
+        """The latest snapshot of every plan window (for plan budgets), and the overrides running."""
+        if not any(b.is_plan for b in self._budgets):
+            return
+        with _reader(self.db) as conn:
+            overrides = spend.overrides(conn, self._now())
+            try:
+                rows = conn.execute(
+                    "SELECT provider, account, window, utilization, resets_at FROM plan_snapshots WHERE id IN "
+                    "(SELECT max(id) FROM plan_snapshots WHERE kind = 'plan' GROUP BY provider, account, window)"
+                ).fetchall()
+            except sqlite3.OperationalError:  # a database from before plan snapshots
+                rows = []
+        with self._lock:
+            self._overrides = overrides
+            for provider, account, window, utilization, resets in rows:
+                self._plan.setdefault((provider, account, window), (utilization, resets))
 
     def _reload(self, budgets: Sequence[Budget], *, first: bool) -> None:
         """Read the budgets' spend in one snapshot. Rows committed while it runs are in the snapshot or in

@@ -50,13 +50,57 @@ def document(config: Config, now: datetime.datetime) -> dict[str, Any]:
         elif config.budgets:
             with snapshot(db) as conn:
                 running = spend.overrides(conn, now)
-                rows = [_row(conn, budget, now, running) for budget in config.budgets]
+                rows = [_plan_row(conn, budget, now, running) if budget.is_plan else _row(conn, budget, now, running)
+                        for budget in config.budgets]
     except (DatabaseError, sqlite3.Error, OSError) as exc:
         problem = exc.message if isinstance(exc, DatabaseError) else f"cannot read {db}: {exc}"
         rows = None
     if rows is None:
         rows = [_unknown(budget, now) for budget in config.budgets]
     return {"now": utc_stamp(now), "database": {"path": str(db), "problem": problem}, "budgets": rows}
+
+
+def _plan_row(conn: sqlite3.Connection, budget: Budget, now: datetime.datetime,
+              running: dict[str, str]) -> dict[str, Any]:
+    """A plan budget: the highest latest utilization of its window among the accounts in its scope (a window
+    whose reset has passed counts 0), against `limit_plan`; `share` is utilization / limit_plan."""
+    stamp = utc_stamp(now)
+    try:
+        rows = conn.execute(
+            "SELECT provider, account, utilization, resets_at FROM plan_snapshots WHERE id IN (SELECT max(id) FROM "
+            "plan_snapshots WHERE kind = 'plan' AND window = ? GROUP BY provider, account)", (budget.plan_window,)
+        ).fetchall()
+    except sqlite3.OperationalError:
+        rows = []
+    best: tuple[float, str | None] | None = None
+    for provider, account, utilization, resets in rows:
+        if utilization is None or not budget.matches({"key": account, "provider": provider}):
+            continue
+        value = 0.0 if resets is not None and resets <= stamp else float(utilization)
+        if best is None or value > best[0]:
+            best = (value, resets if value else None)
+    limit = budget.limit_plan or 1.0
+    share = best[0] / limit if best is not None else None
+    override_until = running.get(budget.name)
+    if share is None:
+        state_name = "overridden" if override_until else "ok"
+    elif override_until is not None:
+        state_name = "overridden"
+    elif share >= 1:
+        state_name = "blocked" if budget.blocks else "warned"
+    else:
+        state_name = "warned" if share >= min(budget.warn_at, default=1.0) else "ok"
+    resets = best[1] if best is not None else None
+    return {"name": budget.name, "scope": budget.scope_dict(), "period": budget.period_label,
+            "action": budget.action, "warn_at": list(budget.warn_at), "limit_usd": None, "limit_nanos": None,
+            "plan_window": budget.plan_window, "limit_plan": budget.limit_plan,
+            "utilization": best[0] if best is not None else None, "period_start": None, "period_end": resets,
+            "resets_in_seconds": max(0, int((datetime.datetime.fromisoformat(resets.replace("Z", "+00:00")) - now)
+                                            .total_seconds())) if resets else None,
+            "spent_usd": None, "spent_nanos": None, "share": share, "state": state_name,
+            "override_until": override_until, "thresholds_alerted": [],
+            "blocked_calls": blocked_calls(conn, budget.name, "", "~"),
+            "last_events": [e.to_json() for e in spend.history(conn, budget.name, limit=LAST_EVENTS)]}
 
 
 def _base(budget: Budget, now: datetime.datetime) -> dict[str, Any]:

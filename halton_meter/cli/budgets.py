@@ -194,7 +194,7 @@ def _resets(row: dict[str, Any], now: datetime.datetime, wide: bool = True) -> s
     from halton_meter.cli.plan import span
 
     if row["period_end"] is None:
-        return "rolling"
+        return "window not seen yet" if row.get("plan_window") else "rolling"
     if not wide:
         return f"in {span(row['resets_in_seconds'])}"
     return f"{_when(row['period_end'], now)} (in {span(row['resets_in_seconds'])})"
@@ -203,6 +203,9 @@ def _resets(row: dict[str, Any], now: datetime.datetime, wide: bool = True) -> s
 def _spent(row: dict[str, Any]) -> str:
     from decimal import Decimal
 
+    if row.get("plan_window"):  # a plan budget: the window's utilization against its limit
+        used = "?" if row["utilization"] is None else f"{row['utilization'] * 100:.0f} %"
+        return f"{row['plan_window']} {used} / {row['limit_plan'] * 100:.0f} %"
     if row["spent_nanos"] is None:
         return f"? / ${row['limit_usd']}"
     return f"{terminal.usd_short(str(Decimal(row['spent_nanos']).scaleb(-9)))} / ${row['limit_usd']}"

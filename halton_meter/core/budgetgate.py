@@ -2,8 +2,9 @@
 whether a `block` budget refuses it; if so, answer the client with the provider's own 429 shape and never
 contact the provider.
 
-Only calls that would spend money are checked: billable endpoints (not token counting, not model lists)
-billed per token (not a subscription login). The call's scope values are what is known when its request
+Only billable endpoints are checked (not token counting, not model lists). Money budgets look only at
+calls billed per token; plan budgets (`plan_window`) at every call of the account, subscription logins
+included: that is what uses a plan's windows. The call's scope values are what is known when its request
 arrives: provider, model asked for, key fingerprint, tool, and — once the connection's process lookup has
 finished, which the core waits up to 0.25 s for on a connection's first request — project and branch. A
 budget scoped to a project therefore cannot refuse a call whose project is not known yet; it passes and
@@ -44,9 +45,10 @@ class BudgetGate:
         """The refusal to send instead of forwarding the call, or None to let it go (reserved)."""
         if not self.ledger.blocking or not call.endpoint.billable:
             return None
-        if (call.facts.billing or call.provider.billing) != BILLING_API:
-            return None
-        refusal = self.ledger.admit(call.record_id, dims, self._estimate(call, body_size))
+        per_token = (call.facts.billing or call.provider.billing) == BILLING_API
+        # A subscription call spends no money (money budgets let it be) but uses its plan's windows.
+        refusal = self.ledger.admit(call.record_id, dims, self._estimate(call, body_size) if per_token else 0,
+                                    money=per_token)
         if refusal is None:
             return None
         self.refused += 1
@@ -78,6 +80,10 @@ class BudgetGate:
 
 def message(refusal: Refusal) -> str:
     budget = refusal.budget
+    if budget.is_plan and refusal.utilization is not None and budget.limit_plan is not None:
+        return (f"Halton Meter: budget {budget.name} reached (the {budget.plan_window} plan window is at "
+                f"{refusal.utilization * 100:.0f} %, its limit {budget.limit_plan * 100:.0f} %). The call was not "
+                f"sent. `halton-meter budgets override {budget.name} --for 1h` lets calls through.")
     period = "in the last " + budget.period_label.removeprefix("rolling ") if budget.rolling_seconds else \
         f"this {budget.period}"
     return (f"Halton Meter: budget {budget.name} reached (${usd(refusal.spent)} of ${usd(budget.limit_nanos)} "

@@ -235,10 +235,13 @@ function budgetRow(b) {
     value: String(Math.min(share, 100)), "aria-label": `${b.name}: ${share.toFixed(0)}% of the limit` });
   const resets = b.period_end ? ` · resets ${timeFmt(b.period_end)}` : ` · ${b.period}`;
   const note = b.state === "overridden" && b.override_until ? ` · let through until ${timeFmt(b.override_until)}` : "";
+  const amount = b.plan_window
+    ? ` ${b.utilization === null ? "not seen yet" : `${(b.utilization * 100).toFixed(0)}%`} of `
+      + `${(b.limit_plan * 100).toFixed(0)}% of the ${b.plan_window} window`
+    : ` ${b.spent_usd === null ? "spend unknown" : usd(b.spent_usd)} of ${usd(b.limit_usd)}`;
   return h("li", { class: `budget ${b.state}`, "data-name": b.name, "data-state": b.state,
     "data-spent": b.spent_usd, "data-limit": b.limit_usd },
-  h("p", {}, h("strong", { text: b.name }),
-    ` ${b.spent_usd === null ? "spend unknown" : usd(b.spent_usd)} of ${usd(b.limit_usd)}`,
+  h("p", {}, h("strong", { text: b.name }), amount,
     h("span", { class: "muted", text: ` · ${b.action} · ${b.state}${resets}${note}` })),
   meter);
 }
