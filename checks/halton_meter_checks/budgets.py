@@ -143,8 +143,9 @@ def check_budgets(ctx: CheckContext, now: datetime.datetime | None = None) -> Ch
         return CheckResult("warn", "; ".join(text for _, text in hot[:3]) + more, fix=FIX,
                            details={"budgets": details})
     top = max(details, key=lambda d: d["share"])
-    return CheckResult("ok", f"{len(rows)} budget{'s' if len(rows) > 1 else ''} below their warn thresholds "
-                       f"(highest: {top['name']} {top['share'] * 100:.0f} %)", details={"budgets": details})
+    counted = f"{len(rows)} budgets below their" if len(rows) > 1 else "1 budget below its"
+    return CheckResult("ok", f"{counted} warn thresholds (highest: {top['name']} {top['share'] * 100:.0f} %)",
+                       details={"budgets": details})
 
 
 @hookimpl
