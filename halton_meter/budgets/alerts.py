@@ -249,7 +249,7 @@ class Alerter:
 
     def _store(self, event: Event) -> bool:
         """True when the event is new (or could not be stored: better shown twice than never)."""
-        from halton_meter.store.schema import connect
+        from halton_meter.store.schema import connect, immediate
 
         if not self.db.exists():
             return True  # never create the database from here
@@ -259,14 +259,8 @@ class Alerter:
             log.warning("budget event not stored", budget=event.budget, kind=event.kind, error=str(exc))
             return True
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                fresh = record(conn, event)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            return fresh
+            with immediate(conn):
+                return record(conn, event)
         except sqlite3.Error as exc:
             log.warning("budget event not stored", budget=event.budget, kind=event.kind, error=str(exc))
             return True

@@ -136,7 +136,7 @@ def write_event(db: Path, event: Event, moment: datetime.datetime) -> bool:
 
     from halton_meter.budgets import spend
     from halton_meter.errors import DatabaseError
-    from halton_meter.store.schema import connect, initialised
+    from halton_meter.store.schema import connect, immediate, initialised
 
     if not initialised(db):
         raise DatabaseError(f"no database at {db} yet: start the meter (`halton-meter start`) so it creates one, "
@@ -146,14 +146,9 @@ def write_event(db: Path, event: Event, moment: datetime.datetime) -> bool:
         if not spend.has_events_table(conn):
             raise DatabaseError(f"database {db} predates budgets: restart the meter (`halton-meter restart`) so it "
                                 "upgrades the database, then override again")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             was_running = event.budget in spend.overrides(conn, moment)
             spend.record(conn, event)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return was_running
     except sqlite3.OperationalError as exc:
         raise DatabaseError(f"cannot write to database {db} ({exc}); try again, or `halton-meter doctor` "
