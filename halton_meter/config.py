@@ -144,6 +144,12 @@ class Config:
     edge_passthrough_max_seconds: float = 600.0
     """…and after this age even while the core is still down, at its first idle moment."""
     api_port: int = DEFAULT_API_PORT
+    api_metrics_labels: tuple[str, ...] = ("provider", "model", "project", "client")
+    """`[api] metrics_labels`: the labels of `/metrics` series (docs/metrics.md)."""
+    api_metrics_max_series: int = 500
+    """`[api] metrics_max_series`: label combinations `/metrics` shows; the smallest beyond it read "other"."""
+    api_metrics_without_token: bool = False
+    """`[api] metrics_without_token`: `/metrics` answers a loopback scraper without the API token."""
     upstream_ca_bundle: Path | None = None
     upstream_resolve: tuple[ResolveRule, ...] = ()
     shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
@@ -254,6 +260,29 @@ def _connections(value: Any, key: str, _: Path) -> int:
     return value
 
 
+METRICS_LABELS = ("provider", "model", "project", "client", "branch", "key")
+
+
+def _metrics_labels(value: Any, key: str, _: Path) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in METRICS_LABELS for v in value) \
+            or len(set(value)) != len(value):
+        raise ConfigError(f"config.toml: {key} must be a list of distinct labels among "
+                          f"{', '.join(METRICS_LABELS)} (like [\"provider\", \"model\"]), not {value!r}")
+    return tuple(value)
+
+
+def _metrics_series(value: Any, key: str, _: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+        raise ConfigError(f"config.toml: {key} must be an integer between 1 and 100000, not {value!r}")
+    return value
+
+
+def _flag(value: Any, key: str, _: Path) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"config.toml: {key} must be true or false, not {value!r}")
+    return value
+
+
 _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
     # section: {key: (Config field, validator)}
     "edge": {
@@ -263,7 +292,12 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "passthrough_quiet_seconds": ("edge_passthrough_quiet_seconds", _quiet_seconds),
         "passthrough_max_seconds": ("edge_passthrough_max_seconds", _passthrough_max),
     },
-    "api": {"port": ("api_port", _port)},
+    "api": {
+        "port": ("api_port", _port),
+        "metrics_labels": ("api_metrics_labels", _metrics_labels),
+        "metrics_max_series": ("api_metrics_max_series", _metrics_series),
+        "metrics_without_token": ("api_metrics_without_token", _flag),
+    },
     "upstream": {
         "ca_bundle": ("upstream_ca_bundle", _existing_file),
         "resolve": ("upstream_resolve", _resolve_rules),

@@ -7,6 +7,8 @@
   (which owns the data): `GET /v1/stats`, `/v1/calls?limit=N`, `/v1/report?since=7d&by=project,model`,
   `/v1/projects`, `/v1/calls/<id>`, `/v1/export.csv`, `/v1/export.json`, and `GET /v1/live`
   (Server-Sent Events: one `call` event per call as it ends, a keep-alive comment every 15 s).
+  `GET /metrics` is the Prometheus exposition (serve/metrics.py); `[api] metrics_without_token = true`
+  opens it to a loopback scraper without the token.
 * The dashboard (docs/dashboard.md): `halton-meter dashboard` asks `POST /v1/login-codes` (token only)
   for a single-use code valid 60 s and opens `/login?code=...`, which trades it for a session cookie
   (`HttpOnly; SameSite=Strict`, kept in this process's memory: it ends after 12 h unused, at `POST /logout`
@@ -228,6 +230,7 @@ class Api:
                 (r"/v1/calls/([^/]+)", CallDetail, args),
                 (r"/", Index, args),
                 (r"/static/([^/]+)", Static, args),
+                (r"/metrics", Metrics, args),
                 (r"/.*", Endpoint, args),
             ],
             log_function=_no_access_log, compress_response=False, serve_traceback=False,
@@ -666,6 +669,37 @@ class Live(Base):
                 return self.refuse(400 if exc.exit_code == ExitCode.USAGE else 503, exc.message)
         finally:
             api.live -= 1
+
+
+class Metrics(Base):
+    """`GET /metrics` for Prometheus (serve/metrics.py, docs/metrics.md). Token or session like every route;
+    with `[api] metrics_without_token = true`, a scraper without either is let in too (still loopback only
+    and Host-checked, and never from another site's page)."""
+
+    def authenticate(self) -> str | None:
+        from halton_meter.serve import metrics
+
+        found = super().authenticate()
+        if found is None and self.api.paths is not None and metrics.settings(self.api.paths).api_metrics_without_token:
+            return "open"
+        return found
+
+    async def get(self) -> None:
+        from halton_meter.serve import metrics
+
+        if self.api.paths is None:
+            return self.refuse(404, "no such endpoint: /metrics")
+        if self.auth == "open" and self.request.headers.get("Sec-Fetch-Site", "") in ("cross-site", "same-site") \
+                and self.request.headers.get("Sec-Fetch-Mode") != "navigate":
+            return self.refuse(403, "refused: a request from another site's page")
+        try:
+            body = await self.api.run(metrics.scrape, self.api.paths)
+        except HaltonError as exc:  # an unreadable database: say why
+            return self.refuse(503, exc.message)
+        except Exception as exc:
+            return self._bug(exc)
+        self.set_header("Content-Type", metrics.CONTENT_TYPE)
+        self.finish(body)
 
 
 class LoginCodes(Base):
