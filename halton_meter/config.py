@@ -23,6 +23,7 @@ from typing import Any
 from halton_meter.budget_config import Budget, parse_budgets
 from halton_meter.errors import ConfigError
 from halton_meter.paths import Paths
+from halton_meter.sync_config import SyncSettings, parse_sync
 
 DEFAULT_EDGE_PORT = 8081
 DEFAULT_API_PORT = 8765
@@ -166,6 +167,8 @@ class Config:
     """`[keys]`: credential fingerprint (or a unique prefix of one) to a name shown in reports."""
     budgets: tuple[Budget, ...] = ()
     """`[[budgets]]`: spend caps (halton_meter.budget_config)."""
+    sync: tuple[SyncSettings, ...] = ()
+    """`[[sync]]`: where rows are pushed (halton_meter.sync_config)."""
     source: Path | None = None
     """The file this came from, or None when no config.toml exists (all defaults)."""
 
@@ -359,6 +362,9 @@ def load_config(paths: Paths | None = None) -> Config:
         if section == "budgets":
             budgets_body = body  # read last: a budget's key scope may name a [keys] entry
             continue
+        if section == "sync":
+            values["sync"] = parse_sync(body)
+            continue
         if section == "plugins":
             if not isinstance(body, dict) or not all(isinstance(v, dict) for v in body.values()):
                 raise ConfigError("config.toml: [plugins] holds one table per plugin, like [plugins.NAME]")
@@ -368,7 +374,7 @@ def load_config(paths: Paths | None = None) -> Config:
         if known is None:
             raise ConfigError(
                 f"config.toml: unknown section [{section}] "
-                f"(known: {', '.join(sorted([*_SCHEMA, 'budgets', 'compatible', 'keys', 'plugins', 'prices', 'projects']))})"
+                f"(known: {', '.join(sorted([*_SCHEMA, 'budgets', 'compatible', 'keys', 'plugins', 'prices', 'projects', 'sync']))})"
             )
         if not isinstance(body, dict):
             raise ConfigError(f"config.toml: {section} must be a table ([{section}])")

@@ -86,7 +86,7 @@ def test_syntax_errors_name_file_line_and_column(paths: Paths, text: str, messag
         ('[edge]\nport = "abc"\n', "config.toml: edge.port must be an integer port (0-65535), not 'abc'"),
         ("[edge]\nport = true\n", "config.toml: edge.port must be an integer port (0-65535), not True"),
         ("[api]\nport = 70000\n", "config.toml: api.port = 70000 is out of range (0-65535; 0 picks a free port)"),
-        ("[bodys]\nenabled = true\n", "config.toml: unknown section [bodys] (known: api, budgets, capture, compatible, core, edge, keys, plugins, prices, projects, upstream)"),
+        ("[bodys]\nenabled = true\n", "config.toml: unknown section [bodys] (known: api, budgets, capture, compatible, core, edge, keys, plugins, prices, projects, sync, upstream)"),
         ("[edge]\nprot = 1\n", "config.toml: unknown key edge.prot (known in [edge]: idle_timeout_seconds, max_connections, passthrough_max_seconds, passthrough_quiet_seconds, port)"),
         ('[upstream]\nresolve = "api.anthropic.com:443:127.0.0.1:1"\n',
          'config.toml: upstream.resolve must be a list of strings like ["api.anthropic.com:443:127.0.0.1:8443"]'),

@@ -1,14 +1,14 @@
 """The layout shows the processes: who may import whom, read from the source with `ast` (nothing imported).
 
 The package rooms are `attribution`, `budgets`, `cli`, `core`, `doctor`, `edge`, `lifecycle`, `serve`,
-`store` and `testing`; every other module directly under `halton_meter/` is a top-level module. The rules:
+`store`, `sync` and `testing`; every other module directly under `halton_meter/` is a top-level module. The rules:
 
 1. No import cycle among `halton_meter` modules, counting imports inside functions too (a lazy import is
    still a dependency); only imports under `if TYPE_CHECKING:` are left out (they never run).
 2. Rooms import downwards only:
    * `store` and `attribution` are libraries: they import no room, only top-level modules;
-   * `budgets` is a library on top of `store` (spend is read from the rollups): it imports `store` and no
-     other room;
+   * `budgets` and `sync` are libraries on top of `store` (spend is read from the rollups; sync reads the
+     change log): each imports `store` and no other room;
    * `edge` and `core` are the two meter processes: neither imports the other, nor `serve`, `cli`,
      `doctor`, `lifecycle` or `testing`, with two named exceptions that import no room themselves (so
      they can never close a cycle): the child-process kit in `serve` (`serve.process`, `serve.stats`,
@@ -39,12 +39,13 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "halton_meter"
 ROOMS = frozenset({"attribution", "budgets", "cli", "core", "doctor", "edge", "lifecycle", "serve", "store",
-                   "testing"})
+                   "sync", "testing"})
 PROCESS_NEVER = frozenset({"cli", "doctor", "lifecycle", "testing"})
 NEVER: dict[str, frozenset[str]] = {
     "store": ROOMS - {"store"},
     "attribution": ROOMS - {"attribution"},
     "budgets": ROOMS - {"budgets", "store"},
+    "sync": ROOMS - {"sync", "store"},
     "edge": PROCESS_NEVER | {"core", "serve"},
     "core": PROCESS_NEVER | {"edge", "serve"},
     "serve": PROCESS_NEVER | {"edge", "core"},

@@ -38,7 +38,9 @@ from halton_meter.serve.process import QuietLoopErrors, watch_parent
 from halton_meter.serve.stats import CORE_STATS, Publisher
 from halton_meter.store.schema import migrate
 from halton_meter.store.writer import Writer
-from halton_meter.types import CallRecord
+from halton_meter.sync.engine import SyncEngine
+from halton_meter.sync_config import SyncSettings, machine_id
+from halton_meter.types import CallRecord, SyncSink
 
 log = structlog.get_logger("halton_meter.core")
 
@@ -210,6 +212,32 @@ def _remember_failure(exc: HaltonError) -> None:
         pass
 
 
+def start_sync(config: Config, host: PluginHost) -> SyncEngine | None:
+    """The sync loop on its own thread when `[[sync]]` targets are configured (docs/sync.md); the change log
+    is switched off when none is. A target that is not registered is logged, not fatal: metering goes on."""
+    targets = host.registries.sync_targets
+    usable = []
+    for settings in config.sync:
+        if f"sync.{settings.target}" not in targets.ids():
+            log.error("sync target is not installed; its rows wait in the local database",
+                      target=settings.target, known=", ".join(targets.ids()) or "none")
+            continue
+        usable.append(settings)
+
+    def open_sink(settings: SyncSettings) -> SyncSink:
+        return targets.get(f"sync.{settings.target}").open(settings.options)
+
+    try:
+        engine = SyncEngine(config.paths.db, usable, open_sink, machine_id=machine_id(config.paths.home))
+        if not usable:
+            engine.switch_on()  # off: the log stays empty and costs nothing
+            return None
+        return engine.start()
+    except Exception as exc:  # sync must never stop the meter
+        log.error("sync could not start", error=f"{type(exc).__name__}: {exc}")
+        return None
+
+
 def main() -> int:
     configure_logging("core")
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)
@@ -243,6 +271,7 @@ def main() -> int:
     # The writer thread replays what an earlier core left (retrying while the database is locked) before it
     # writes anything new; meanwhile new records are journaled and queued, so serving starts at once.
     writer.start(recover=True)
+    sync = start_sync(config, host)
     try:
         code = asyncio.run(serve_core(config, host, writer, ledger))
     except HaltonError as exc:
@@ -255,4 +284,6 @@ def main() -> int:
         if not writer.close(timeout=config.shutdown_grace_seconds + 5):
             log.error("some records were not written before exit", stats=vars(writer.stats))
         alerter.close(timeout=5.0)
+        if sync is not None:
+            sync.stop(timeout=5.0)
     return code

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from halton_meter.errors import DatabaseError
-from halton_meter.store import daycache, rollup
+from halton_meter.store import daycache, rollup, synclog
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -301,6 +301,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX plan_snapshots_window ON plan_snapshots (account, window, seen_at)",
         "CREATE INDEX plan_snapshots_seen ON plan_snapshots (seen_at)",
     ],
+    15: synclog.migration(),
     14: [
         # Budgets' history (docs/budgets.md): thresholds crossed (`warn` at a fraction, `limit` at 1.0), at
         # most once per budget, period and threshold (the unique index); overrides (`override` until a time,

@@ -1,0 +1,150 @@
+"""`sync.postgres`: every meter's rows in one team PostgreSQL (docs/sync.md), through SQLAlchemy and
+psycopg 3 (`pip install 'halton-meter[postgres]'`).
+
+Config (`[[sync]]` with `target = "postgres"`):
+
+* `url` — `postgresql://user@host:5432/db` (no password in it: a URL is shown in `sync status`);
+* `password_env = "NAME"` or `password_file = "path"` (the file must be 0600) — never logged;
+* `schema` — default `halton_meter`.
+
+Schema (versioned in `<schema>.schema_version`, created and migrated on first use): `calls`, keyed by call
+id, with the machine id, the user label, a `version` and every field the meter sends; and the views
+`team_daily` (per day, user, machine, project, provider, model: calls, tokens, cost) the team report and
+the Grafana dashboard read.
+
+Writing: a batch is copied (`COPY`) into a temporary table and merged with one `INSERT … ON CONFLICT (id)
+DO UPDATE … WHERE calls.version <= excluded.version`, so a replay, or an older version arriving late,
+never overwrites newer data.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from halton_meter.plugin import ConfigError, SyncTarget, hookimpl
+
+SCHEMA_VERSION = 1
+KEYS = {"url", "password_env", "password_file", "schema"}
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "text PRIMARY KEY"), ("version", "bigint NOT NULL"), ("machine_id", "text NOT NULL"),
+    ("user_label", "text NOT NULL"), ("started_at", "timestamptz NOT NULL"), ("ended_at", "timestamptz"),
+    ("provider", "text NOT NULL"), ("endpoint_kind", "text"), ("host", "text"), ("method", "text"), ("path", "text"),
+    ("model", "text"), ("model_requested", "text"), ("streamed", "boolean"), ("status", "integer"),
+    ("complete", "boolean"), ("billable", "boolean"), ("usage_reported", "boolean"), ("estimated", "boolean"),
+    ("input_tokens", "bigint"), ("output_tokens", "bigint"), ("cache_read_tokens", "bigint"),
+    ("cache_write_tokens", "bigint"), ("cache_write_1h_tokens", "bigint"), ("reasoning_tokens", "bigint"),
+    ("error_type", "text"), ("incomplete_reason", "text"), ("cost_nanos", "bigint"), ("priced", "boolean"),
+    ("price_source", "text"), ("billing", "text"), ("project", "text"), ("project_source", "text"), ("repo", "text"),
+    ("branch", "text"), ("client", "text"), ("client_process", "text"), ("user_agent", "text"),
+    ("key_fingerprint", "text"), ("cache_savings_nanos", "bigint"), ("latency_ms", "double precision"),
+    ("ttft_ms", "double precision"), ("provider_request_id", "text"), ("source", "text"), ("session_id", "text"),
+    ("extra", "jsonb"),
+)
+NAMES = [name for name, _ in COLUMNS]
+_BOOLEAN = {name for name, kind in COLUMNS if kind == "boolean"}
+
+
+def _password(options: Mapping[str, Any], where: str) -> str | None:
+    if "password_env" in options:
+        name = options["password_env"]
+        value = os.environ.get(name) if isinstance(name, str) else None
+        if value is None:
+            raise ConfigError(f"{where}: password_env names {name!r}, which is not set in the meter's environment")
+        return value
+    if "password_file" in options:
+        path = Path(str(options["password_file"])).expanduser()
+        try:
+            mode = path.stat().st_mode
+            if stat.S_IMODE(mode) & 0o077:
+                raise ConfigError(f"{where}: password_file {path} is readable by others; chmod 600 {path}")
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read password_file {path} ({exc.strerror})") from None
+    return None
+
+
+def _settings(options: Mapping[str, Any]) -> tuple[str, str | None, str]:
+    where = "config.toml: sync target postgres"
+    unknown = sorted(set(options) - KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(KEYS))})")
+    url = options.get("url")
+    if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{where}: url must be like \"postgresql://user@host:5432/dbname\"")
+    if "@" in url.split("//", 1)[1] and ":" in url.split("//", 1)[1].split("@", 1)[0]:
+        raise ConfigError(f"{where}: put the password in password_env or password_file, not in the url")
+    schema = options.get("schema", "halton_meter")
+    if not isinstance(schema, str) or not schema.isidentifier():
+        raise ConfigError(f"{where}: schema must be a plain identifier, like \"halton_meter\"")
+    return url, _password(options, where), schema
+
+
+class PostgresSink:
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        import psycopg
+
+        url, password, self.schema = _settings(options)
+        self.conn = psycopg.connect(url, password=password, connect_timeout=10, autocommit=False)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        s = self.schema
+        with self.conn.transaction():
+            self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer NOT NULL)")
+            row = self.conn.execute(f"SELECT max(version) FROM {s}.schema_version").fetchone()
+            version = row[0] if row and row[0] is not None else 0
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"the team database's schema {s} is at version {version}, newer than this "
+                                   f"Halton Meter ({SCHEMA_VERSION}): upgrade halton-meter")
+            if version < 1:
+                columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS)
+                self.conn.execute(f"CREATE TABLE {s}.calls ({columns})")
+                self.conn.execute(f"CREATE INDEX calls_started ON {s}.calls (started_at)")
+                self.conn.execute(f"""CREATE VIEW {s}.team_daily AS
+                    SELECT date_trunc('day', started_at) AS day, user_label, machine_id, project, provider,
+                           coalesce(model, model_requested) AS model, billing, count(*) AS calls,
+                           sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+                           sum(cache_read_tokens) AS cache_read_tokens, sum(cache_write_tokens) AS cache_write_tokens,
+                           sum(coalesce(cost_nanos, 0)) AS cost_nanos
+                    FROM {s}.calls WHERE endpoint_kind IS DISTINCT FROM 'self_test'
+                    GROUP BY 1, 2, 3, 4, 5, 6, 7""")
+                self.conn.execute(f"INSERT INTO {s}.schema_version VALUES (1)")
+
+    def push(self, rows: list[dict[str, Any]]) -> None:
+        import json
+
+        s = self.schema
+        with self.conn.transaction():
+            self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS incoming (LIKE {s}.calls) ON COMMIT DELETE ROWS")
+            with self.conn.cursor() as cur:
+                with cur.copy(f"COPY incoming ({', '.join(NAMES)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row([_value(name, row.get(name), json) for name in NAMES])
+                updates = ", ".join(f"{n} = excluded.{n}" for n in NAMES if n != "id")
+                cur.execute(f"INSERT INTO {s}.calls ({', '.join(NAMES)}) SELECT {', '.join(NAMES)} FROM incoming "
+                            f"ON CONFLICT (id) DO UPDATE SET {updates} WHERE {s}.calls.version <= excluded.version")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _value(name: str, value: Any, json: Any) -> Any:
+    if name == "extra":
+        return json.dumps(value if isinstance(value, dict) else json.loads(value or "{}"))
+    if name in _BOOLEAN and value is not None:
+        return bool(value)
+    return value
+
+
+def open_sink(options: Mapping[str, Any]) -> PostgresSink:
+    return PostgresSink(options)
+
+
+@hookimpl
+def halton_register_sync_targets(register: Callable[[SyncTarget], None], config: object) -> None:
+    register(SyncTarget(id="sync.postgres", title="PostgreSQL (a team database)", open=open_sink))

@@ -1,0 +1,167 @@
+"""Sync to a real PostgreSQL (started by the test from the machine's own binaries, never a mock): two meters'
+rows in one team database add up to the two local reports by user and machine; a database that goes away
+mid-sync and comes back gets every row exactly once; reprice-like and retag changes propagate as newer
+versions; the minimal preset hashes names; a wrong password is one clear line; a running `serve` syncs."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pgkit import PASSWORD, Postgres, running_postgres
+from reportkit import call, write
+
+from halton_meter.store.retag import retag
+from halton_meter.sync import engine as sync_engine
+from halton_meter.sync.engine import SyncEngine, status
+from halton_meter.sync_config import parse_sync
+from halton_meter.timewindow import iso
+
+pytestmark = pytest.mark.e2e
+psycopg = pytest.importorskip("psycopg")
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[Postgres]:
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _empty(pg: Postgres) -> None:
+    pg.sql("DROP SCHEMA IF EXISTS halton_meter CASCADE", database="team")
+
+
+def settings(pg: Postgres, user: str, **extra: Any) -> Any:
+    return parse_sync([{"target": "postgres", "user": user, "url": pg.url, "password_env": "PG_TEST_PASSWORD",
+                        **extra}])[0]
+
+
+def engine(db: Path, pg: Postgres, user: str, machine: str, **extra: Any) -> SyncEngine:
+    from halton_meter_plugins.sync.postgres import open_sink
+
+    return SyncEngine(db, [settings(pg, user, **extra)], lambda s: open_sink(s.options), machine_id=machine)
+
+
+def drain(sync: SyncEngine, rounds: int = 200) -> None:
+    for _ in range(rounds):
+        progress = sync.run_once()
+        assert not progress.errors, progress.errors
+        if progress.sent == 0:
+            return
+    raise AssertionError("sync did not catch up")
+
+
+def team(pg: Postgres, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(pg.url, password=PASSWORD) as conn:
+        return [tuple(r) for r in conn.execute(query).fetchall()]
+
+
+def calls(n: int, rng: random.Random, project: str) -> list[Any]:
+    base = time.time() - 86400
+    return [call(started_at=iso(__import__("datetime").datetime.fromtimestamp(base + i * 7, __import__("datetime").UTC)),
+                 project=project, input_tokens=rng.randrange(1, 5000), output_tokens=rng.randrange(1, 900),
+                 cost_nanos=rng.randrange(1, 10**8)) for i in range(n)]
+
+
+def local_totals(db: Path) -> tuple[int, int]:
+    conn = sqlite3.connect(db)
+    try:
+        n, cost = conn.execute("SELECT count(*), sum(cost_nanos) FROM calls WHERE incomplete_reason IS NOT "
+                               "'in_progress'").fetchone()
+        return int(n), int(cost)
+    finally:
+        conn.close()
+
+
+def test_two_meters_add_up_in_the_team_database(tmp_path: Path, pg: Postgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PG_TEST_PASSWORD", PASSWORD)
+    rng = random.Random(4)
+    a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    write(a, calls(300, rng, "acme"))
+    write(b, calls(200, rng, "docs"))
+    for db, user, machine in ((a, "alice", "m" * 32), (b, "bob", "n" * 32)):
+        sync = engine(db, pg, user, machine)
+        sync.switch_on()
+        drain(sync)
+        sync.stop()
+    by_user = dict((u, (int(n), int(c))) for u, n, c in team(
+        pg, "SELECT user_label, count(*), sum(cost_nanos) FROM halton_meter.calls GROUP BY 1"))
+    assert by_user == {"alice": local_totals(a), "bob": local_totals(b)}
+    daily = team(pg, "SELECT sum(calls), sum(cost_nanos) FROM halton_meter.team_daily")
+    assert daily == [(500, local_totals(a)[1] + local_totals(b)[1])]
+    assert {m for (m,) in team(pg, "SELECT DISTINCT machine_id FROM halton_meter.calls")} == {"m" * 32, "n" * 32}
+
+
+def test_a_database_that_goes_away_gets_every_row_exactly_once(tmp_path: Path, pg: Postgres,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PG_TEST_PASSWORD", PASSWORD)
+    monkeypatch.setattr(sync_engine, "BATCH", 50)
+    rng = random.Random(5)
+    db = tmp_path / "db.sqlite"
+    write(db, calls(400, rng, "acme"))
+    now = [0.0]
+    sync = engine(db, pg, "alice", "m" * 32)
+    sync.clock = lambda: now[0]
+    sync.switch_on()
+    for _ in range(3):
+        assert not sync.run_once().errors
+    pg.pg_ctl("stop")
+    try:
+        write(db, calls(120, rng, "late"))  # made while the team database is down
+        failed = sync.run_once()
+        assert failed.errors and "\n" not in next(iter(failed.errors.values()))
+        [row] = status(db, [sync.runs["postgres"].settings])
+        assert row["last_error"] and row["lag_rows"] > 0
+    finally:
+        pg.pg_ctl("start")
+    now[0] += 1000  # past the backoff
+    drain(sync)
+    sync.stop()
+    ids = [r[0] for r in team(pg, "SELECT id FROM halton_meter.calls")]
+    local = sqlite3.connect(db)
+    want = {r[0] for r in local.execute("SELECT id FROM calls")}
+    local.close()
+    assert len(ids) == len(set(ids)) == len(want) == 520 and set(ids) == want
+
+
+def test_changes_propagate_as_newer_versions_and_minimal_hashes_names(tmp_path: Path, pg: Postgres,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PG_TEST_PASSWORD", PASSWORD)
+    db = tmp_path / "db.sqlite"
+    write(db, calls(30, random.Random(6), "alpha"))
+    sync = engine(db, pg, "alice", "m" * 32, privacy="minimal", fields={"branch": "drop"})
+    sync.switch_on()
+    drain(sync)
+    before = team(pg, "SELECT DISTINCT project, branch FROM halton_meter.calls")
+    assert len(before) == 1 and before[0][0].startswith("h:") and before[0][1] is None
+    moved = retag(db, "alpha", "beta", "2000-01-01T00:00:00.000000Z", "2100-01-01T00:00:00.000000Z", dry_run=False)
+    assert moved.calls == 30
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE calls SET cost_nanos = 7 WHERE rowid = 1")  # a hand-run repricing of one row
+    conn.commit()
+    conn.close()
+    drain(sync)
+    sync.stop()
+    after = team(pg, "SELECT project, count(*), min(version) FROM halton_meter.calls GROUP BY 1")
+    assert len(after) == 1 and after[0][0] != before[0][0] and after[0][1] == 30 and after[0][2] > 0
+    assert team(pg, "SELECT count(*) FROM halton_meter.calls WHERE cost_nanos = 7") == [(1,)]
+
+
+def test_a_wrong_password_is_one_clear_line(tmp_path: Path, pg: Postgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PG_TEST_PASSWORD", "wrong")
+    db = tmp_path / "db.sqlite"
+    write(db, calls(3, random.Random(7), "alpha"))
+    sync = engine(db, pg, "alice", "m" * 32)
+    sync.switch_on()
+    errors = sync.run_once().errors
+    sync.stop()
+    [line] = errors.values()
+    assert "password authentication failed" in line and "\n" not in line and PASSWORD not in line
+    [row] = status(db, [sync.runs["postgres"].settings])
+    assert row["last_error"] == line and row["sent"] == 0
