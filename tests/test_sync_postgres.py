@@ -165,3 +165,44 @@ def test_a_wrong_password_is_one_clear_line(tmp_path: Path, pg: Postgres, monkey
     assert "password authentication failed" in line and "\n" not in line and PASSWORD not in line
     [row] = status(db, [sync.runs["postgres"].settings])
     assert row["last_error"] == line and row["sent"] == 0
+
+
+def test_a_running_meter_syncs_and_sync_status_says_so(tmp_path: Path, pg: Postgres) -> None:
+    from halton_meter.testing import bodies
+    from halton_meter.testing.fake_provider import FakeProvider, Reply
+    from halton_meter.testing.meter import MeterProcess
+
+    password_file = tmp_path / "pg-password"
+    password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o600)
+    extra = f"""
+[[sync]]
+target = "postgres"
+user = "carol"
+url = "{pg.url}"
+password_file = "{password_file}"
+"""
+    with FakeProvider() as fake, MeterProcess.start(tmp_path / "home", fake, extra_config=extra) as meter:
+        fake.add("POST", "/v1/messages", Reply(body=bodies.anthropic_message(input_tokens=100, output_tokens=10)))
+        with meter.client(extra_ca=fake.ca_pem, timeout=30) as client:
+            for _ in range(3):
+                reply = client.post("https://api.anthropic.com/v1/messages", json={"model": "claude-haiku-4-5",
+                                                                                    "max_tokens": 5, "messages": []},
+                                    headers={"x-api-key": "sk-ant-api03-CANARY-sync", "anthropic-version": "2023-06-01"})
+                assert reply.status_code == 200
+        local = {r["id"] for r in meter.wait_for_calls(3)}
+        deadline = time.monotonic() + 20
+        rows: list[tuple[Any, ...]] = []
+        while time.monotonic() < deadline:
+            try:
+                rows = team(pg, "SELECT id, user_label FROM halton_meter.calls WHERE endpoint_kind = 'messages'")
+            except psycopg.errors.UndefinedTable:  # the meter has not created its schema yet
+                rows = []
+            if {r[0] for r in rows} >= local:
+                break
+            time.sleep(0.5)
+        assert {r[0] for r in rows} >= local and {r[1] for r in rows} == {"carol"}
+        status = __import__("json").loads(meter.cli("sync", "status", "--json").stdout)
+        [target] = status["targets"]
+        assert target["target"] == "postgres" and target["last_error"] is None and target["sent"] >= 3
+        assert PASSWORD not in meter.log()

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dashboard": ("halton_meter.cli.dashboard", "Open the dashboard in your browser, signed in (a one-time link)."),
     "report": ("halton_meter.cli.report", "Cost, tokens, cache savings and latency, by project, model, tool, …"),
     "budgets": ("halton_meter.cli.budgets", "Spend caps: spent, limit and state of each budget; override one for a while."),
+    "sync": ("halton_meter.cli.sync", "Push your rows to the team's Postgres; status, now, backfill."),
     "plan": ("halton_meter.cli.plan", "Your Claude and ChatGPT plan limits: used, reset, pace, and which project used them."),
     "blocks": ("halton_meter.cli.blocks", "Past 5-hour plan windows: calls, tokens, API-equivalent cost, peak use."),
     "statusline": ("halton_meter.cli.statusline", "One line for Claude Code's status line: session, today, month, plan."),
