@@ -26,7 +26,8 @@ log = structlog.get_logger("halton_meter.configwatch")
 
 POLL_SECONDS = 1.0
 RESTART_FIELDS = {"edge_port": "[edge] port", "api_port": "[api] port",
-                  "upstream_ca_bundle": "[upstream] ca_bundle", "shutdown_grace_seconds": "[core] shutdown_grace_seconds"}
+                  "upstream_ca_bundle": "[upstream] ca_bundle", "shutdown_grace_seconds": "[core] shutdown_grace_seconds",
+                  "sync": "[[sync]]"}
 """What a running meter cannot take without a restart (its ports, its TLS trust, its own shutdown)."""
 FIELD_NAMES = {
     "edge_idle_timeout_seconds": "[edge] idle_timeout_seconds", "edge_max_connections": "[edge] max_connections",
@@ -34,6 +35,8 @@ FIELD_NAMES = {
     "edge_passthrough_max_seconds": "[edge] passthrough_max_seconds", "upstream_resolve": "[upstream] resolve",
     "plugins": "[plugins]", "prices": "[prices]", "compatible": "[[compatible]]", "capture_projects": "[capture] projects",
     "capture_max_bytes": "[capture] max_bytes", "project_rules": "[projects]", "key_names": "[keys]",
+    "budgets": "[[budgets]]", "api_metrics_labels": "[api] metrics_labels",
+    "api_metrics_max_series": "[api] metrics_max_series", "api_metrics_without_token": "[api] metrics_without_token",
     **RESTART_FIELDS,
 }
 
