@@ -57,6 +57,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("checks.store", "halton_meter_checks.store"),
     ("checks.plan", "halton_meter_checks.plan"),
     ("checks.budgets", "halton_meter_checks.budgets"),
+    ("checks.sync", "halton_meter_checks.sync"),
     ("checks.environment", "halton_meter_checks.environment"),
     ("checks.clients", "halton_meter_checks.clients"),
     ("checks.attribution", "halton_meter_checks.attribution"),

@@ -93,6 +93,7 @@ from halton_meter.store.gaps import GapSummary
 from halton_meter.store.gaps import summarize as summarize_gaps
 from halton_meter.store.journal import backlog
 from halton_meter.store.schema import LATEST_VERSION, check_readable, connect_read_only, read_only_uri
+from halton_meter.sync.engine import status as sync_status
 from halton_meter.timewindow import iso
 from halton_meter.types import (
     BILLING_API,
@@ -253,6 +254,7 @@ __all__ = [
     "sse_lines",
     "is_identifier",
     "session_from_request",
+    "sync_status",
     "is_label",
     "load_json",
     "loads_or_none",

@@ -87,6 +87,6 @@ def test_status_rows_come_from_checks_that_declare_them() -> None:
     declared = {c.id: c.status_row for c in registry.ordered() if c.status_row}
     assert declared == {"check.config": "config", "check.edge": "edge", "check.core": "core", "check.api": "api",
                         "check.supervisor": "supervisor", "check.db.writes": "writes", "check.gaps": "gaps",
-                        "check.ca.expiry": "ca", "check.disk": "disk", "check.plan": "plan",
+                        "check.ca.expiry": "ca", "check.disk": "disk", "check.plan": "plan", "check.sync": "sync",
                         "check.budgets": "budgets"}
     assert Check("x.y", "t", lambda ctx: None).status_row is None  # third-party checks opt in

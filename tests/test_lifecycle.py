@@ -121,7 +121,7 @@ def test_init_env_only_status_run_and_uninstall_purge(machine: Machine) -> None:
     assert status.returncode == 0 and data["verdict"] == "HEALTHY", status.stdout
     assert {r["id"]: r["status"] for r in data["rows"]} == {
         "config": "ok", "edge": "ok", "core": "ok", "api": "ok", "writes": "ok", "gaps": "ok", "ca": "ok", "disk": "ok",
-        "supervisor": "ok", "plan": "ok", "budgets": "ok"}
+        "supervisor": "ok", "plan": "ok", "budgets": "ok", "sync": "ok"}
     text = machine.cli("status").stdout
     assert text.startswith("HEALTHY") and f"listening on 127.0.0.1:{machine.edge_port}" in text
 

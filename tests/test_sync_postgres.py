@@ -206,3 +206,36 @@ password_file = "{password_file}"
         [target] = status["targets"]
         assert target["target"] == "postgres" and target["last_error"] is None and target["sent"] >= 3
         assert PASSWORD not in meter.log()
+        rows = {r["id"]: r for r in __import__("json").loads(meter.cli("status", "--json", check=False).stdout)["rows"]}
+        assert rows["sync"]["status"] == "ok", rows["sync"]
+
+
+def test_the_status_row_warns_when_a_target_has_been_behind_for_15_minutes(tmp_path: Path, pg: Postgres,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from halton_meter.paths import Paths
+    from halton_meter_checks.sync import check_sync
+
+    monkeypatch.setenv("PG_TEST_PASSWORD", "wrong")
+    home = tmp_path / "home"
+    home.mkdir()
+    db = home / "db.sqlite"
+    write(db, calls(5, random.Random(8), "alpha"))
+    sync = engine(db, pg, "alice", "m" * 32)
+    sync.switch_on()
+    ctx = SimpleNamespace(config=SimpleNamespace(sync=[sync.runs["postgres"].settings]), paths=Paths(home))
+    assert check_sync(ctx).status == "ok"  # nothing failed yet
+    sync.run_once()  # the wrong password
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE sync_state SET last_success = '2026-01-01T00:00:00.000000Z'")  # long ago
+    conn.commit()
+    conn.close()
+    row = check_sync(ctx)
+    assert row.status == "warn" and "postgres 5 rows behind: OperationalError" in row.summary
+    assert "password authentication failed" in row.summary and "sync status" in (row.fix or "")
+    monkeypatch.setenv("PG_TEST_PASSWORD", PASSWORD)
+    sync.runs["postgres"].retry_at = 0
+    drain(sync)
+    sync.stop()
+    assert check_sync(ctx).summary == "1 target current"
