@@ -591,6 +591,10 @@ class SyncTarget:
     title: str
     open: Callable[[Mapping[str, Any]], SyncSink]
     """Opens a sink from the target's config block (TOML values)."""
+    team_rows: Callable[[Mapping[str, Any], str, str, Sequence[str]], list[dict[str, Any]]] | None = None
+    """For a target a team can query (`report --team`): (config block, since, until — UTC ISO, `by`
+    dimensions) → one dict per group with the dimension values and `calls`, the four token sums,
+    `cost_nanos` (billed per token) and `subscription_cost_nanos` (list price of subscription calls)."""
 
 
 # --------------------------------------------------------------------------------------------------

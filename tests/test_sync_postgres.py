@@ -239,3 +239,50 @@ def test_the_status_row_warns_when_a_target_has_been_behind_for_15_minutes(tmp_p
     drain(sync)
     sync.stop()
     assert check_sync(ctx).summary == "1 target current"
+
+
+def test_report_team_equals_the_sum_of_the_local_reports(tmp_path: Path, pg: Postgres,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from halton_meter import report
+    from halton_meter.timewindow import resolve_window
+
+    monkeypatch.setenv("PG_TEST_PASSWORD", PASSWORD)
+    rng = random.Random(9)
+    dbs = {"alice": tmp_path / "a.sqlite", "bob": tmp_path / "b.sqlite"}
+    write(dbs["alice"], calls(120, rng, "acme") + calls(30, rng, "docs"))
+    write(dbs["bob"], calls(80, rng, "acme"))
+    for user, db in dbs.items():
+        sync = engine(db, pg, user, user[0] * 32)
+        sync.switch_on()
+        drain(sync)
+        sync.stop()
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "config.toml").write_text(f'[[sync]]\ntarget = "postgres"\nurl = "{pg.url}"\npassword_env = "PG_TEST_PASSWORD"\n')
+
+    def team_report(*by: str) -> dict[str, Any]:
+        out = subprocess.run([sys.executable, "-m", "halton_meter", "report", "--team", "--json", "--since",
+                              "2000-01-01", *(f"--by={b}" for b in by)], capture_output=True, text=True, timeout=60,
+                             env={**__import__("os").environ, "HALTON_METER_HOME": str(home)})
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    window = resolve_window(since="2000-01-01")
+    local = {user: report.build(db, window, by=("project",)).to_json() for user, db in dbs.items()}
+    by_user = {g["user"]: g for g in team_report("user")["groups"]}
+    for user, doc in local.items():
+        assert by_user[user]["calls"] == doc["totals"]["calls"]
+        assert by_user[user]["cost_usd"] == doc["totals"]["cost_usd"]
+        assert by_user[user]["input_tokens"] == doc["totals"]["input_tokens"]
+    by_machine_project = team_report("machine,project")["groups"]
+    assert {(g["machine"], g["project"]): g["calls"] for g in by_machine_project} == {
+        ("a" * 32, "acme"): 120, ("a" * 32, "docs"): 30, ("b" * 32, "acme"): 80}
+    # No [[sync]] target: one line, exit 2.
+    (home / "config.toml").write_text("")
+    out = subprocess.run([sys.executable, "-m", "halton_meter", "report", "--team"], capture_output=True, text=True,
+                         timeout=60, env={**__import__("os").environ, "HALTON_METER_HOME": str(home)})
+    assert out.returncode == 2 and "add a [[sync]] block" in out.stderr and "Traceback" not in out.stderr

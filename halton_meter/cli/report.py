@@ -39,7 +39,9 @@ from halton_meter.timewindow import DEFAULT_SINCE
                                                   "length.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: docs/reference/reports.md).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print one CSV row per group, with a header row.")
-def command(by: tuple[str, ...], vs_previous: bool, as_json: bool, as_csv: bool, **params: Any) -> None:
+@click.option("--team", is_flag=True, help="The whole team's calls, from the [[sync]] Postgres (docs/sync.md); "
+                                           "--by also takes user and machine.")
+def command(by: tuple[str, ...], vs_previous: bool, as_json: bool, as_csv: bool, team: bool, **params: Any) -> None:
     """What was spent, on what, in a window: calls, tokens, cost, cache savings, latency, with notes on
     anything unpriced, estimated, incomplete or unmetered."""
     from halton_meter import report, terminal
@@ -48,6 +50,11 @@ def command(by: tuple[str, ...], vs_previous: bool, as_json: bool, as_csv: bool,
         raise UsageError("--json and --csv cannot be combined: choose one format")
     config = load_config()
     window = window_from(params, DEFAULT_SINCE)
+    if team:
+        from halton_meter.cli.team import show_team
+
+        show_team(config, window, by, as_json=as_json, as_csv=as_csv, vs_previous=vs_previous, params=params)
+        return
     grouping = report.parse_by(by) or report.DEFAULT_BY
     filters = filters_from(params, config.key_names)
     result = report.build(config.paths.db, window, by=grouping, filters=filters, vs_previous=vs_previous,

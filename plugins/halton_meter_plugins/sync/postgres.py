@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,35 @@ def open_sink(options: Mapping[str, Any]) -> PostgresSink:
     return PostgresSink(options)
 
 
+TEAM_DIMENSIONS = {"user": "user_label", "machine": "machine_id", "project": "project", "provider": "provider",
+                   "model": "coalesce(model, model_requested)", "client": "client", "branch": "branch",
+                   "day": "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"}
+
+
+def team_rows(options: Mapping[str, Any], since: str, until: str, by: Sequence[str]) -> list[dict[str, Any]]:
+    """`report --team`: the team's calls in [since, until) grouped by `by` (user, machine, project, provider,
+    model, client, branch, day — UTC days), self-tests and calls in flight left out, as `report` does."""
+    import psycopg
+
+    url, password, schema = _settings(options)
+    unknown = [d for d in by if d not in TEAM_DIMENSIONS]
+    if unknown:
+        raise ConfigError(f"--by {unknown[0]} is not a team dimension (use {', '.join(TEAM_DIMENSIONS)})")
+    keys = [f"{TEAM_DIMENSIONS[d]} AS \"{d}\"" for d in by]
+    group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(by)))}" if by else ""
+    sql = (f"SELECT {', '.join([*keys, ''])} count(*), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), "
+           "sum(cache_write_tokens), sum(CASE WHEN billing = 'subscription' THEN 0 ELSE coalesce(cost_nanos, 0) END), "
+           "sum(CASE WHEN billing = 'subscription' THEN coalesce(cost_nanos, 0) ELSE 0 END) "
+           f"FROM {schema}.calls WHERE started_at >= %s AND started_at < %s AND endpoint_kind IS DISTINCT FROM "
+           f"'self_test' AND incomplete_reason IS DISTINCT FROM 'in_progress'{group}")
+    with psycopg.connect(url, password=password, connect_timeout=10) as conn:
+        rows = conn.execute(sql, (since, until)).fetchall()
+    names = [*by, "calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos",
+             "subscription_cost_nanos"]
+    return [{n: (int(v) if v is not None and n not in by else v) for n, v in zip(names, row, strict=True)}
+            for row in rows if row[len(by)]]
+
+
 @hookimpl
 def halton_register_sync_targets(register: Callable[[SyncTarget], None], config: object) -> None:
-    register(SyncTarget(id="sync.postgres", title="PostgreSQL (a team database)", open=open_sink))
+    register(SyncTarget(id="sync.postgres", title="PostgreSQL (a team database)", open=open_sink, team_rows=team_rows))
