@@ -21,7 +21,9 @@ HOOKS_MARKER = "<!-- generated:hooks -->"
 
 
 def _usage(command: click.Command, name: str) -> str:
-    ctx = click.Context(command, info_name=f"halton-meter {name}")
+    # The same help options as the real CLI's group: click caches a command's help option on first use, so
+    # a context without them would strip `-h` from every later `--help` in this process.
+    ctx = click.Context(command, info_name=f"halton-meter {name}", help_option_names=["-h", "--help"])
     pieces = command.collect_usage_pieces(ctx)
     return " ".join([f"halton-meter {name}", *pieces])
 
