@@ -575,7 +575,7 @@ class SyncSink(Protocol):
     """An open connection to a sync target. `push` must store every row before returning (the engine then
     moves its cursor) or raise; it must upsert by `id`, keeping the row with the higher `version`, so a
     replay changes nothing. Rows are dicts: the call record's public fields after the target's privacy
-    preset (costs as integer `cost_nanos` / `cache_savings_nanos`), plus `machine_id`, `user_label` and
+    preset (costs as integer `cost_nanos` / `cache_savings_nanos`, `extra` as JSON text), plus `machine_id`, `user_label` and
     `version` (docs/sync.md)."""
 
     def push(self, rows: list[dict[str, Any]]) -> None: ...

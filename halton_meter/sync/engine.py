@@ -30,10 +30,10 @@ from typing import Any
 from halton_meter.clock import utc_stamp
 from halton_meter.store.schema import connect, connect_read_only, immediate
 from halton_meter.store.synclog import enable, prune
-from halton_meter.sync_config import SyncSettings, shape_row
+from halton_meter.sync_config import SyncSettings, shape_rows
 from halton_meter.types import PUBLIC_FIELDS, SyncSink
 
-BATCH = 2000
+BATCH = 5000
 BACKOFF_MAX = 300.0
 IDLE_SECONDS = 2.0
 _COLUMNS = [f for f in PUBLIC_FIELDS if f not in ("cost_usd", "cache_savings_usd")] + ["cost_nanos",
@@ -138,32 +138,30 @@ class SyncEngine:
         name = run.settings.name
         reader = connect_read_only(self.db)
         try:
-            reader.row_factory = sqlite3.Row
-            state = reader.execute("SELECT * FROM sync_state WHERE target = ?", (name,)).fetchone()
+            state = reader.execute("SELECT backfill_rowid, backfill_until, log_seq FROM sync_state WHERE target = ?",
+                                   (name,)).fetchone()
             if state is None:
                 return 0
-            until = state["backfill_until"] or 0
-            if state["backfill_rowid"] < until:
-                rows = reader.execute(
-                    f"SELECT rowid, {', '.join(_COLUMNS)} FROM calls WHERE rowid > ? AND rowid <= ? "
-                    "AND incomplete_reason IS NOT 'in_progress' ORDER BY rowid LIMIT ?",
-                    (state["backfill_rowid"], until, BATCH)).fetchall()
-                last = rows[-1]["rowid"] if rows else until
-                versions = {r["id"]: 0 for r in rows}
-                cursor = ("backfill_rowid", last if len(rows) == BATCH else until)
+            done, until, log_seq = state[0], state[1] or 0, state[2]
+            select = f"SELECT rowid, {', '.join(_COLUMNS)} FROM calls"
+            if done < until:
+                rows = reader.execute(f"{select} WHERE rowid > ? AND rowid <= ? AND incomplete_reason IS NOT "
+                                      "'in_progress' ORDER BY rowid LIMIT ?", (done, until, BATCH)).fetchall()
+                versions = [0] * len(rows)
+                cursor = ("backfill_rowid", rows[-1][0] if len(rows) == BATCH else until)
             else:
-                logged = reader.execute("SELECT call_id, max(seq) FROM sync_log WHERE seq > ? GROUP BY call_id "
-                                        "ORDER BY max(seq) LIMIT ?", (state["log_seq"], BATCH)).fetchall()
+                logged = dict(reader.execute("SELECT call_id, max(seq) FROM sync_log WHERE seq > ? GROUP BY call_id "
+                                             "ORDER BY max(seq) LIMIT ?", (log_seq, BATCH)).fetchall())
                 if not logged:
                     return 0
-                versions = {r[0]: r[1] for r in logged}
-                marks = ", ".join("?" * len(versions))
-                rows = reader.execute(f"SELECT rowid, {', '.join(_COLUMNS)} FROM calls WHERE id IN ({marks}) "
-                                      "AND incomplete_reason IS NOT 'in_progress'", list(versions)).fetchall()
-                cursor = ("log_seq", max(versions.values()))
+                marks = ", ".join("?" * len(logged))
+                rows = reader.execute(f"{select} WHERE id IN ({marks}) AND incomplete_reason IS NOT 'in_progress'",
+                                      list(logged)).fetchall()
+                versions = [logged[r[1]] for r in rows]
+                cursor = ("log_seq", max(logged.values()))
         finally:
             reader.close()
-        shaped = [shape_row(dict(r), run.settings, self.machine_id, versions.get(r["id"], 0)) for r in rows]
+        shaped = shape_rows(_COLUMNS, [r[1:] for r in rows], run.settings, self.machine_id, versions)
         if shaped:
             if run.sink is None:
                 run.sink = self.open_sink(run.settings)

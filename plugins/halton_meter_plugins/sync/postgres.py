@@ -19,6 +19,7 @@ never overwrites newer data.
 
 from __future__ import annotations
 
+import operator
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
@@ -45,7 +46,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("extra", "jsonb"),
 )
 NAMES = [name for name, _ in COLUMNS]
-_BOOLEAN = {name for name, kind in COLUMNS if kind == "boolean"}
+_BOOLEAN_AT = [i for i, (name, kind) in enumerate(COLUMNS) if kind == "boolean"]
+_EXTRA_AT = NAMES.index("extra")
 
 
 def _password(options: Mapping[str, Any], where: str) -> str | None:
@@ -123,22 +125,22 @@ class PostgresSink:
             self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS incoming (LIKE {s}.calls) ON COMMIT DELETE ROWS")
             with self.conn.cursor() as cur:
                 with cur.copy(f"COPY incoming ({', '.join(NAMES)}) FROM STDIN") as copy:
+                    # Every column present (no field dropped): one C-level pick per row.
+                    pick = operator.itemgetter(*NAMES) if rows and all(n in rows[0] for n in NAMES) else None
                     for row in rows:
-                        copy.write_row([_value(name, row.get(name), json) for name in NAMES])
+                        values = list(pick(row)) if pick is not None else [row.get(name) for name in NAMES]
+                        for i in _BOOLEAN_AT:
+                            if values[i] is not None:
+                                values[i] = bool(values[i])
+                        extra = values[_EXTRA_AT]
+                        values[_EXTRA_AT] = extra if isinstance(extra, str) else json.dumps(extra or {})
+                        copy.write_row(values)
                 updates = ", ".join(f"{n} = excluded.{n}" for n in NAMES if n != "id")
                 cur.execute(f"INSERT INTO {s}.calls ({', '.join(NAMES)}) SELECT {', '.join(NAMES)} FROM incoming "
                             f"ON CONFLICT (id) DO UPDATE SET {updates} WHERE {s}.calls.version <= excluded.version")
 
     def close(self) -> None:
         self.conn.close()
-
-
-def _value(name: str, value: Any, json: Any) -> Any:
-    if name == "extra":
-        return json.dumps(value if isinstance(value, dict) else json.loads(value or "{}"))
-    if name in _BOOLEAN and value is not None:
-        return bool(value)
-    return value
 
 
 def open_sink(options: Mapping[str, Any]) -> PostgresSink:
