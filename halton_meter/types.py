@@ -476,6 +476,8 @@ class CheckContext:
     """The project attributors, in order (to say which project calls from `cwd` would get)."""
     cwd: str | None = None
     """Where `doctor` runs."""
+    sync_targets: tuple[SyncTarget, ...] = ()
+    """The registered sync targets (to probe the configured ones)."""
 
 
 @dataclass(frozen=True)
@@ -591,6 +593,9 @@ class SyncTarget:
     title: str
     open: Callable[[Mapping[str, Any]], SyncSink]
     """Opens a sink from the target's config block (TOML values)."""
+    probe: Callable[[Mapping[str, Any]], str] | None = None
+    """For `doctor`: reach the target read-only and say what is there (`schema 1, current`); raise with one
+    line when it cannot be reached or its schema is not current."""
     team_rows: Callable[[Mapping[str, Any], str, str, Sequence[str]], list[dict[str, Any]]] | None = None
     """For a target a team can query (`report --team`): (config block, since, until — UTC ISO, `by`
     dimensions) → one dict per group with the dimension values and `calls`, the four token sums,

@@ -286,3 +286,29 @@ def test_report_team_equals_the_sum_of_the_local_reports(tmp_path: Path, pg: Pos
     out = subprocess.run([sys.executable, "-m", "halton_meter", "report", "--team"], capture_output=True, text=True,
                          timeout=60, env={**__import__("os").environ, "HALTON_METER_HOME": str(home)})
     assert out.returncode == 2 and "add a [[sync]] block" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_doctor_reaches_each_target_read_only(tmp_path: Path, pg: Postgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from halton_meter.host import PluginHost
+    from halton_meter_checks.sync import check_reachable
+
+    monkeypatch.setenv("PG_TEST_PASSWORD", PASSWORD)
+    targets = tuple(PluginHost(None).load(entry_points=False).registries.sync_targets)
+    config = SimpleNamespace(sync=[settings(pg, "alice")])
+    ctx = SimpleNamespace(config=config, sync_targets=targets)
+    row = check_reachable(ctx)
+    assert row.status == "ok" and "schema is created by the meter's first sync" in row.summary
+    assert team(pg, "SELECT count(*) FROM pg_namespace WHERE nspname = 'halton_meter'") == [(0,)]  # wrote nothing
+    db = tmp_path / "db.sqlite"
+    write(db, calls(2, random.Random(1), "alpha"))
+    sync = engine(db, pg, "alice", "m" * 32)
+    sync.switch_on()
+    drain(sync)
+    sync.stop()
+    assert check_reachable(ctx).summary == "postgres: reachable; schema halton_meter current (version 1)"
+    monkeypatch.setenv("PG_TEST_PASSWORD", "wrong")
+    failed = check_reachable(ctx)
+    assert failed.status == "fail" and "password authentication failed" in failed.summary
+    assert "\n" not in failed.summary and "wrong" not in failed.summary.replace("authentication", "")

@@ -48,6 +48,32 @@ def check_sync(ctx: CheckContext) -> CheckResult:
                        f"{behind:,} rows on their way", details={"targets": rows})
 
 
+def check_reachable(ctx: CheckContext) -> CheckResult:
+    """`doctor` only: each configured target reached read-only (its own `probe`), schema current."""
+    settings = tuple(getattr(ctx.config, "sync", ()) or ())
+    if not settings:
+        return CheckResult("ok", "no sync targets")
+    targets = {t.id: t for t in ctx.sync_targets}
+    problems, fine = [], []
+    for s in settings:
+        target = targets.get(f"sync.{s.target}")
+        if target is None:
+            problems.append(f"{s.name}: target {s.target!r} is not installed")
+            continue
+        if target.probe is None:
+            fine.append(f"{s.name}: not checkable")
+            continue
+        try:
+            fine.append(f"{s.name}: {target.probe(s.options)}")
+        except Exception as exc:  # one line, whatever the driver raised
+            problems.append(f"{s.name}: {' '.join(str(exc).split())[:200] or type(exc).__name__}")
+    if problems:
+        return CheckResult("fail", "; ".join(problems), fix="check the [[sync]] block (url, password) and that the "
+                           "server is up; `halton-meter sync status` shows the last error")
+    return CheckResult("ok", "; ".join(fine))
+
+
 @hookimpl
 def halton_register_checks(register: Callable[[Check], None]) -> None:
     register(Check("check.sync", "team sync", check_sync, status_row="sync"))
+    register(Check("check.sync.reachable", "sync targets reachable", check_reachable))

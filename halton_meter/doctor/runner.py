@@ -288,8 +288,15 @@ def check_context(runner: Any | None = None, environ: Mapping[str, str] | None =
     ctx = CheckContext(paths=paths, config=config, config_error=config_error, plugins=tuple(host.plugins.values()),
                        runner=runner, installer=installer, state=state, platform=platform,
                        environ=dict(os.environ if environ is None else environ),
-                       attributors=tuple(_attributors(host)), cwd=_cwd())
+                       attributors=tuple(_attributors(host)), cwd=_cwd(), sync_targets=tuple(_sync_targets(host)))
     return ctx, host
+
+
+def _sync_targets(host: Any) -> list[Any]:
+    try:
+        return list(host.registries.sync_targets)
+    except Exception:  # a broken plugin shows in check.plugins
+        return []
 
 
 def _attributors(host: Any) -> list[Any]:

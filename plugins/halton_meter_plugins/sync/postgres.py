@@ -147,6 +147,25 @@ def open_sink(options: Mapping[str, Any]) -> PostgresSink:
     return PostgresSink(options)
 
 
+def probe(options: Mapping[str, Any]) -> str:
+    """`doctor`: connect (5 s at most), read the schema version; write nothing."""
+    import psycopg
+
+    url, password, schema = _settings(options)
+    with psycopg.connect(url, password=password, connect_timeout=5) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (f"{schema}.schema_version",)).fetchone()
+        if not exists or exists[0] is None:
+            return "reachable; its schema is created by the meter's first sync"
+        row = conn.execute(f"SELECT max(version) FROM {schema}.schema_version").fetchone()
+        version = (row[0] if row else None) or 0
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"schema {schema} is at version {version}, newer than this Halton Meter ({SCHEMA_VERSION}): "
+                           "upgrade halton-meter")
+    if version < SCHEMA_VERSION:
+        return f"reachable; schema {schema} at version {version}, upgraded by the meter's next sync"
+    return f"reachable; schema {schema} current (version {version})"
+
+
 TEAM_DIMENSIONS = {"user": "user_label", "machine": "machine_id", "project": "project", "provider": "provider",
                    "model": "coalesce(model, model_requested)", "client": "client", "branch": "branch",
                    "day": "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"}
@@ -178,4 +197,5 @@ def team_rows(options: Mapping[str, Any], since: str, until: str, by: Sequence[s
 
 @hookimpl
 def halton_register_sync_targets(register: Callable[[SyncTarget], None], config: object) -> None:
-    register(SyncTarget(id="sync.postgres", title="PostgreSQL (a team database)", open=open_sink, team_rows=team_rows))
+    register(SyncTarget(id="sync.postgres", title="PostgreSQL (a team database)", open=open_sink, probe=probe,
+                        team_rows=team_rows))
