@@ -51,6 +51,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("importer.claude-code", "halton_meter_plugins.importers.claude_code"),
     ("importer.codex", "halton_meter_plugins.importers.codex"),
     ("sync.postgres", "halton_meter_plugins.sync.postgres"),
+    ("sync.otlp", "halton_meter_plugins.sync.otlp"),
     ("checks.basics", "halton_meter_checks.basics"),
     ("checks.ca", "halton_meter_checks.ca"),
     ("checks.meter", "halton_meter_checks.meter"),
