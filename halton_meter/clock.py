@@ -16,3 +16,17 @@ def utc_stamp(moment: datetime.datetime | float | None = None) -> str:
     if not isinstance(moment, datetime.datetime):
         moment = datetime.datetime.fromtimestamp(moment, datetime.UTC)
     return moment.astimezone(datetime.UTC).strftime(RECORD_FORMAT)
+
+
+def parse_stamp(text: object) -> datetime.datetime | None:
+    """An ISO 8601 time as stored (`…Z`) or as providers send it (with an offset, or none: then UTC), as an
+    aware UTC datetime; None for anything else."""
+    if not isinstance(text, str) or not 10 <= len(text) <= 40:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC)

@@ -38,7 +38,6 @@ must never disagree on it, so the two readers and their result types live togeth
 
 from __future__ import annotations
 
-import datetime
 import re
 import sqlite3
 import time
@@ -47,7 +46,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from halton_meter.clock import utc_stamp
+from halton_meter.clock import parse_stamp, utc_stamp
 
 SAME_RESET = 300.0
 """Seconds two resets may differ by and still name the same window instance."""
@@ -70,15 +69,8 @@ def _units(utilization: float | None) -> int | None:
 
 
 def _epoch(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.timestamp()
+    moment = parse_stamp(text)
+    return moment.timestamp() if moment is not None else None
 
 
 def usd(nanos: int) -> str:

@@ -51,6 +51,7 @@ from halton_meter import __version__
 from halton_meter.attribution.service import UNATTRIBUTED, attribute
 from halton_meter.attribution.workspace import PROJECT_FILE, GitInfo, ProjectFile, find_project_file, git_info
 from halton_meter.ca import CA_COMMON_NAME, client_bundle_bytes, ensure_ca, inspect_ca, write_client_bundle
+from halton_meter.clock import parse_stamp
 from halton_meter.config import CompatibleEndpoint, ProjectRule, ResolveRule, load_config, valid_project_name
 from halton_meter.errors import (
     ConfigError,
@@ -254,6 +255,7 @@ __all__ = [
     "sse_lines",
     "is_identifier",
     "session_from_request",
+    "parse_stamp",
     "sync_status",
     "is_label",
     "load_json",

@@ -22,6 +22,7 @@ from halton_meter.plugin import (
     check_readable,
     connect_read_only,
     hookimpl,
+    parse_stamp,
 )
 
 HIGH = 0.9
@@ -31,12 +32,8 @@ MAX_KEYS = 200
 
 
 def _epoch(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    moment = parse_stamp(text)
+    return moment.timestamp() if moment is not None else None
 
 
 def _local(epoch: float, now: float) -> str:

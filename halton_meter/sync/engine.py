@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from halton_meter.clock import utc_stamp
+from halton_meter.clock import parse_stamp, utc_stamp
 from halton_meter.store.schema import connect, connect_read_only, immediate
 from halton_meter.store.synclog import enable, prune
 from halton_meter.sync_config import SyncSettings, shape_rows
@@ -219,7 +219,8 @@ def status(db: Path, targets: Sequence[SyncSettings], now: float | None = None) 
             lag_rows = backlog + (pending[0] or 0)
             lag_seconds = None
             if lag_rows and state["last_success"]:
-                lag_seconds = max(0, int(now - _epoch(state["last_success"])))
+                seen = parse_stamp(state["last_success"])
+                lag_seconds = max(0, int(now - seen.timestamp())) if seen is not None else None
             out.append({"target": settings.name, "kind": settings.target, "enabled": True,
                         "state": "backfilling" if backlog else "current" if not lag_rows else "behind",
                         "lag_rows": lag_rows, "lag_seconds": lag_seconds, "last_success": state["last_success"],
@@ -228,12 +229,6 @@ def status(db: Path, targets: Sequence[SyncSettings], now: float | None = None) 
     finally:
         conn.close()
     return out
-
-
-def _epoch(stamp: str) -> float:
-    import datetime
-
-    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def backfill(db: Path, name: str) -> None:

@@ -7,14 +7,13 @@ object (`{…}`), so a torn or foreign line is still counted as unreadable.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from halton_meter.plugin import ImportStats
+from halton_meter.plugin import ImportStats, parse_stamp
 
 MAX_LINE = 64 * 1024 * 1024
 """Longer lines are not parsed (counted as unreadable): no usage line comes near it."""
@@ -63,15 +62,8 @@ def lines(path: Path, stats: ImportStats, markers: Sequence[bytes]) -> Iterator[
 
 def timestamp(value: Any) -> str | None:
     """An ISO 8601 time (`2025-09-15T08:52:10.933Z`, or with an offset) as stored: UTC, microseconds, `Z`."""
-    if not isinstance(value, str) or not 10 <= len(value) <= 40:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = parse_stamp(value)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if moment is not None else None
 
 
 def tokens(value: Any) -> int | None:

@@ -33,7 +33,6 @@ The exporter opens its connections with an empty proxy table, so `HTTPS_PROXY` /
 from __future__ import annotations
 
 import calendar
-import datetime
 import os
 import re
 import time
@@ -44,7 +43,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from halton_meter.plugin import ConfigError, SyncTarget, __version__, hookimpl
+from halton_meter.plugin import ConfigError, SyncTarget, __version__, hookimpl, parse_stamp
 
 KEYS = {"endpoint", "headers", "headers_env", "logs", "timeout"}
 WHERE = "config.toml: sync target otlp"
@@ -107,15 +106,9 @@ def _settings(options: Mapping[str, Any]) -> tuple[str, dict[str, str], bool, fl
 
 
 def _nanos(stamp: Any) -> int | None:
-    if not isinstance(stamp, str) or not stamp:
+    moment = parse_stamp(stamp)
+    if moment is None:
         return None
-    try:
-        moment = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    moment = moment.astimezone(datetime.UTC)
     return calendar.timegm(moment.timetuple()) * 1_000_000_000 + moment.microsecond * 1000
 
 
