@@ -1,14 +1,13 @@
 """Block budgets through a real `halton-meter serve`, with the official SDKs (default retries on) and httpx:
 the call that finds the budget spent fails at once with the SDK's own rate-limit error carrying our
 message, nothing reaches the provider, the SDK does not retry, and the refusal is a row; 20 parallel
-streams against a nearly spent budget overshoot by no more than the documented bound; a locked database
-never blocks a call."""
+streams against a nearly spent budget overshoot by no more than the documented bound. (A locked database
+never blocking a call is tests/test_budgets_locked.py, on a meter of its own.)"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import sys
 import textwrap
 import time
@@ -199,32 +198,6 @@ def test_parallel_streams_against_a_nearly_spent_budget_stay_within_the_bound(me
     overshoot = spent(meter, model="claude-sonnet-4-5-20250929") - start_spent - limit
     # The bound (docs/budgets.md): with reservations at least each call's cost, at most one call beyond.
     assert overshoot <= cost, (overshoot, len(passed))
-    set_budgets(meter, "")
-
-
-def test_a_locked_database_never_blocks_a_call(meter: MeterProcess, fake_provider: FakeProvider) -> None:
-    fake_provider.add("POST", "/v1/messages", Reply(body=bodies.anthropic_message(input_tokens=10, output_tokens=2)))
-    set_budgets(meter, """
-        [[budgets]]
-        name = "everything"
-        period = "month"
-        limit_usd = "1000"
-        action = "block"
-    """)
-    before = len(meter.rows())
-    lock = sqlite3.connect(meter.home / "db.sqlite", timeout=1, isolation_level=None)
-    lock.execute("BEGIN IMMEDIATE")  # the writer cannot commit while this is held
-    try:
-        with meter.client(extra_ca=fake_provider.ca_pem, timeout=30) as client:
-            for _ in range(3):
-                reply = client.post(f"{ANTHROPIC}/v1/messages", json={"model": "claude-haiku-4-5", "max_tokens": 5,
-                                                                       "messages": []},
-                                    headers={"x-api-key": "sk-ant-api03-CANARY-locked", "anthropic-version": "2023-06-01"})
-                assert reply.status_code == 200
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
-    assert len(meter.wait_for_calls(before + 3, timeout=30)) == before + 3
     set_budgets(meter, "")
 
 

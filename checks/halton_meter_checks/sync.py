@@ -76,4 +76,4 @@ def check_reachable(ctx: CheckContext) -> CheckResult:
 @hookimpl
 def halton_register_checks(register: Callable[[Check], None]) -> None:
     register(Check("check.sync", "team sync", check_sync, status_row="sync"))
-    register(Check("check.sync.reachable", "sync targets reachable", check_reachable))
+    register(Check("check.sync.reachable", "sync targets", check_reachable))
