@@ -18,7 +18,6 @@ from halton_meter.clock import utc_stamp
 from halton_meter.store.aggregate import Filters, collect
 from halton_meter.store.rollup import SUMS
 
-EVENT_KINDS = ("warn", "limit", "override", "override_cleared", "spend_unknown")
 _COST = list(SUMS).index("cost_nanos")
 
 

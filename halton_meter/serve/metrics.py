@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime
 import operator
 import os
-import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +34,7 @@ from halton_meter.config import Config, load_config
 from halton_meter.errors import ConfigError
 from halton_meter.paths import Paths
 from halton_meter.store.aggregate import Cells, collect, has_rollup, snapshot
-from halton_meter.store.daycache import STABLE_SECONDS
+from halton_meter.store.daycache import STABLE_SECONDS, snapshot_identity
 from halton_meter.store.gaps import GapSummary, pending
 from halton_meter.store.rollup import SUMS
 from halton_meter.store.schema import initialised
@@ -179,7 +178,7 @@ class _ClosedPart:
             self._entry = None
 
     def cells(self, conn: Any, labels: tuple[str, ...], since: datetime.datetime, cutoff: datetime.datetime) -> Cells:
-        identity = _identity(conn)
+        identity = snapshot_identity(conn)
         key = (identity, labels, since, cutoff)
         with self._lock:
             entry = self._entry
@@ -190,23 +189,6 @@ class _ClosedPart:
             with self._lock:
                 self._entry = (key, cells)
         return cells
-
-
-def _identity(conn: Any) -> tuple[Any, ...] | None:
-    """The database file (device, inode), schema version and rollup generation, in this snapshot; None
-    without a generation counter (older than schema 12): nothing is kept then."""
-    try:
-        generation = conn.execute("SELECT n FROM rollup_generation WHERE id = 0").fetchone()
-    except sqlite3.OperationalError:
-        return None
-    file = next((row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"), "")
-    if generation is None or not file:
-        return None
-    try:
-        st = os.stat(file)
-    except OSError:
-        return None
-    return (file, st.st_dev, st.st_ino, conn.execute("PRAGMA user_version").fetchone()[0], generation[0])
 
 
 CLOSED = _ClosedPart()

@@ -30,20 +30,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from halton_meter.store.rollup import BUCKET_SECONDS, DAY_SECONDS, SUMS, epoch_sql
+from halton_meter.store.rollup import BUCKET_SECONDS, DAY_SECONDS, SUMS, UPDATE_COLUMNS, epoch_sql
 
 STABLE_SECONDS = 6 * 3600
 """How long after its start a call's bucket may still change through the meter's own writes."""
 MAX_CELLS = 200_000
 """At most this many (group, billing) sums are kept: about 40 MB at worst, a few MB in practice."""
 
-_UPDATE_COLUMNS = ", ".join((
-    "started_at", "endpoint_kind", "incomplete_reason", "project", "model", "model_requested", "provider", "client",
-    "branch", "key_fingerprint", "billing", "input_tokens", "output_tokens", "cache_read_tokens",
-    "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cost_nanos", "cache_savings_nanos",
-    "billable", "priced", "estimated", "complete", "error_type", "latency_ms", "ttft_ms",
-))
-"""The columns migration 7's update triggers watch: the ones the rollups read."""
+
 
 
 def _old(row: str) -> str:
@@ -59,7 +53,7 @@ def migration() -> list[str]:
         "INSERT INTO rollup_generation VALUES (0, 0)",
         f"CREATE TRIGGER calls_generation_insert AFTER INSERT ON calls WHEN {_old('NEW')}\nBEGIN\n  {bump};\nEND",
         f"CREATE TRIGGER calls_generation_delete AFTER DELETE ON calls WHEN {_old('OLD')}\nBEGIN\n  {bump};\nEND",
-        f"CREATE TRIGGER calls_generation_update AFTER UPDATE OF {_UPDATE_COLUMNS} ON calls "
+        f"CREATE TRIGGER calls_generation_update AFTER UPDATE OF {UPDATE_COLUMNS} ON calls "
         f"WHEN {_old('OLD')} OR {_old('NEW')}\nBEGIN\n  {bump};\nEND",
     ]
 
@@ -101,7 +95,7 @@ class DayCache:
         of `rolled` left for the caller to read itself. `shape` says what the sums are grouped and filtered
         by; `wanted` names the sums asked for: a day cached with more of them serves a request for fewer (the
         others read 0, as if never asked for)."""
-        identity = _identity(conn)
+        identity = snapshot_identity(conn)
         limit = (int(self.clock()) - STABLE_SECONDS) // BUCKET_SECONDS * BUCKET_SECONDS
         closed = [d for d in days if d[2] <= limit]
         if identity is None or not closed:
@@ -172,9 +166,11 @@ def _only(entry: tuple[frozenset[str], Sums], wanted: frozenset[str]) -> Sums:
     return {key: [v if k else 0 for v, k in zip(values, keep, strict=True)] for key, values in entry[1].items()}
 
 
-def _identity(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
-    """What the cached sums were read from, in this connection's snapshot; None when the database has no
-    generation counter (older than schema 12, or an in-memory one): nothing is cached then."""
+def snapshot_identity(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+    """What sums read in this connection's snapshot were read from: the file (path, device, inode), the
+    schema version and the rollup generation. Anything kept against it (this cache, the `/metrics` history)
+    is still exact while it is unchanged. None when the database has no generation counter (older than
+    schema 12, or an in-memory one): nothing is kept then."""
     try:
         generation = conn.execute("SELECT n FROM rollup_generation WHERE id = 0").fetchone()
     except sqlite3.OperationalError:

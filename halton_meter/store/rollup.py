@@ -205,13 +205,13 @@ def migration() -> list[str]:
         _trigger("calls_rollup_insert", "INSERT", "NEW", ""),
         _trigger("calls_rollup_delete", "DELETE", "OLD", "-"),
         # Only columns the rollup reads: an update of, say, `extra` or `price_source` costs nothing.
-        _trigger("calls_rollup_update_old", f"UPDATE OF {_UPDATE_COLUMNS}", "OLD", "-"),
-        _trigger("calls_rollup_update_new", f"UPDATE OF {_UPDATE_COLUMNS}", "NEW", ""),
+        _trigger("calls_rollup_update_old", f"UPDATE OF {UPDATE_COLUMNS}", "OLD", "-"),
+        _trigger("calls_rollup_update_new", f"UPDATE OF {UPDATE_COLUMNS}", "NEW", ""),
     ]
     return statements
 
 
-_UPDATE_COLUMNS = ", ".join((
+UPDATE_COLUMNS = ", ".join((  # the columns the rollups read (migration 12's generation trigger watches them too)
     "started_at", "endpoint_kind", "incomplete_reason", "project", "model", "model_requested", "provider", "client",
     "branch", "key_fingerprint", "billing", "input_tokens", "output_tokens", "cache_read_tokens",
     "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cost_nanos", "cache_savings_nanos",
