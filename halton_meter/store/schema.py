@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from halton_meter.errors import DatabaseError
-from halton_meter.store import daycache, rollup, synclog
+from halton_meter.store import daycache, rawfile, rollup, synclog
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -335,8 +335,7 @@ def _prepare_file(path: Path) -> None:
     if not path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         return
-    with path.open("rb") as fh:
-        header = fh.read(len(SQLITE_HEADER))
+    header, _ = rawfile.read_start(path, len(SQLITE_HEADER))
     if header and header != SQLITE_HEADER:
         raise DatabaseError(
             f"database {path} is not a valid SQLite file; nothing was moved. Move it aside "
@@ -440,9 +439,7 @@ def check_intact(path: Path, settle: int = 5) -> None:
     file is also looked at again `settle` times, 50 ms apart, before it is called truncated."""
     for attempt in range(settle + 1):
         try:
-            with path.open("rb") as fh:
-                header = fh.read(100)
-                size = os.fstat(fh.fileno()).st_size
+            header, size = rawfile.read_start(path, 100)
         except OSError:
             return
         declared = declared_size(header)
@@ -612,9 +609,12 @@ def check_readable(path: Path) -> int:
 def _open_checked(path: Path) -> tuple[sqlite3.Connection, int]:
     """A read-only connection to the existing file at `path` and its schema version, after the checks every
     reader makes: a SQLite header, intact, readable, not newer than this version. DatabaseError otherwise."""
-    with path.open("rb") as fh:
-        if fh.read(len(SQLITE_HEADER)) not in (SQLITE_HEADER, b""):
-            raise DatabaseError(f"database {path} is not a valid SQLite file; move it aside and restart the meter")
+    try:
+        start, _ = rawfile.read_start(path, len(SQLITE_HEADER))
+    except OSError as exc:
+        raise DatabaseError(f"database {path} is not readable ({exc.strerror})") from None
+    if start not in (SQLITE_HEADER, b""):
+        raise DatabaseError(f"database {path} is not a valid SQLite file; move it aside and restart the meter")
     check_intact(path)
     try:
         conn = connect_read_only(path)
