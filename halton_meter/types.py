@@ -596,10 +596,13 @@ class SyncTarget:
     probe: Callable[[Mapping[str, Any]], str] | None = None
     """For `doctor`: reach the target read-only and say what is there (`schema 1, current`); raise with one
     line when it cannot be reached or its schema is not current."""
-    team_rows: Callable[[Mapping[str, Any], str, str, Sequence[str]], list[dict[str, Any]]] | None = None
-    """For a target a team can query (`report --team`): (config block, since, until — UTC ISO, `by`
-    dimensions) → one dict per group with the dimension values and `calls`, the four token sums,
-    `cost_nanos` (billed per token) and `subscription_cost_nanos` (list price of subscription calls)."""
+    team_rows: Callable[[Mapping[str, Any], str, str, Sequence[str], Mapping[str, Sequence[str]]],
+                        list[dict[str, Any]]] | None = None
+    """For a target a team can query (`report --team`, `projects --team`): (config block, since, until — UTC
+    ISO, `by` dimensions, filters: dimension → accepted values, as `report`'s filters: globs, `(none)`, key
+    fingerprint prefixes) → one dict per group with the dimension values and `calls`, the four token sums,
+    `cost_nanos` (billed per token), `subscription_cost_nanos` (list price of subscription calls), `users`
+    and `machines` (distinct counts) and `last_seen` (UTC ISO)."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -312,3 +312,86 @@ def test_doctor_reaches_each_target_read_only(tmp_path: Path, pg: Postgres, monk
     failed = check_reachable(ctx)
     assert failed.status == "fail" and "password authentication failed" in failed.summary
     assert "\n" not in failed.summary and "wrong" not in failed.summary.replace("authentication", "")
+
+
+def test_team_filters_previous_window_and_projects_match_the_local_reports(tmp_path: Path, pg: Postgres,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime
+    import json
+    import os
+    import subprocess
+    import sys
+    from decimal import Decimal
+
+    from halton_meter import report
+    from halton_meter.store.aggregate import Filters
+    from halton_meter.timewindow import resolve_window
+
+    monkeypatch.setenv("PG_TEST_PASSWORD", PASSWORD)
+    rng = random.Random(17)
+    base = datetime.datetime(2026, 11, 20, 9, 0, tzinfo=datetime.UTC)
+
+    def spread(n: int, **fields: Any) -> list[Any]:  # one call a minute from 09:00 UTC
+        return [call(started_at=iso(base + datetime.timedelta(minutes=i, seconds=rng.randrange(60))),
+                     input_tokens=rng.randrange(1, 5000), output_tokens=rng.randrange(1, 900),
+                     cost_nanos=rng.randrange(1, 10**8), **fields) for i in range(n)]
+
+    dbs = {"alice": tmp_path / "a.sqlite", "bob": tmp_path / "b.sqlite"}
+    write(dbs["alice"], spread(90, project="acme", model="claude-sonnet-4-5") + spread(40, project="docs", model="gpt-5",
+                                                                                        provider="openai", branch=None)
+          + spread(25, project="acme", model="claude-haiku-4-5", branch=None))
+    write(dbs["bob"], spread(70, project="acme", model="claude-sonnet-4-5") + spread(20, project="acme",
+                                                                                      model="gpt-5", provider="openai"))
+    for user, db in dbs.items():
+        sync = engine(db, pg, user, user[0] * 32)
+        sync.switch_on()
+        drain(sync)
+        sync.stop()
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "config.toml").write_text(f'[[sync]]\ntarget = "postgres"\nurl = "{pg.url}"\npassword_env = "PG_TEST_PASSWORD"\n')
+
+    def cli(*args: str) -> Any:
+        out = subprocess.run([sys.executable, "-m", "halton_meter", *args], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "HALTON_METER_HOME": str(home)})
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout) if "--json" in args else out.stdout
+
+    since, until = iso(base + datetime.timedelta(minutes=30)), iso(base + datetime.timedelta(minutes=60))
+    window = resolve_window(since=since, until=until, now=base + datetime.timedelta(days=1))
+    cases = [
+        (["--project", "acme", "--model", "claude-s*"], Filters(project=("acme",), model=("claude-s*",))),
+        (["--branch", "(none)"], Filters(branch=("(none)",))),
+        (["--provider", "openai", "--project", "docs", "--project", "acme"],
+         Filters(provider=("openai",), project=("docs", "acme"))),
+    ]
+    for args, filters in cases:
+        team_doc = cli("report", "--team", "--json", "--since", since, "--until", until, "--vs-previous", "--by",
+                       "user", *args)
+        local = {u: report.build(db, window, by=("project",), filters=filters, vs_previous=True).to_json()
+                 for u, db in dbs.items()}
+        by_user = {g["user"]: g for g in team_doc["groups"]}
+        for user, doc in local.items():
+            calls_now = doc["totals"]["calls"]
+            assert by_user.get(user, {"calls": 0})["calls"] == calls_now, (args, user)
+            if calls_now:
+                assert by_user[user]["cost_usd"] == doc["totals"]["cost_usd"], (args, user)
+                assert by_user[user]["previous"]["cost_usd"] == doc["totals"]["previous"]["cost_usd"], (args, user)
+        assert team_doc["totals"]["previous"]["calls"] == sum(d["totals"]["previous"]["calls"] for d in local.values())
+        assert Decimal(team_doc["totals"]["change"]["cost_usd"]["abs"]) == sum(
+            Decimal(d["totals"]["cost_usd"]) - Decimal(d["totals"]["previous"]["cost_usd"]) for d in local.values())
+        assert team_doc["previous"]["until"] == team_doc["since"]
+    text = cli("report", "--team", "--since", since, "--until", until, "--vs-previous", "--project", "acme")
+    assert "vs previous" in text and "project acme" in text and "Traceback" not in text
+    projects = {p["project"]: p for p in cli("projects", "--team", "--json")["projects"]}
+    assert {name: (p["calls"], p["users"], p["machines"]) for name, p in projects.items()} == {
+        "acme": (90 + 25 + 70 + 20, 2, 2), "docs": (40, 1, 1)}
+    for name, project in projects.items():
+        last = max(sqlite3.connect(db).execute("SELECT max(started_at) FROM calls WHERE project = ?", (name,)).fetchone()[0]
+                   or "" for db in dbs.values())
+        assert project["last_seen"] == last
+    assert "acme" in cli("projects", "--team")
+    # A filter that is no team dimension is refused in one line.
+    out = subprocess.run([sys.executable, "-m", "halton_meter", "report", "--team", "--by", "hour"], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "HALTON_METER_HOME": str(home)})
+    assert out.returncode != 0 and "not a team dimension" in out.stderr and "Traceback" not in out.stderr

@@ -14,7 +14,9 @@ from halton_meter.terminal import compact, cost_cell, local_time
 @click.command("projects")
 @window_options(None)
 @click.option("--json", "as_json", is_flag=True, help="Print the projects as JSON.")
-def command(as_json: bool, **params: Any) -> None:
+@click.option("--team", is_flag=True, help="The whole team's projects, from the [[sync]] Postgres (docs/sync.md): "
+                                           "calls, cost, people and machines.")
+def command(as_json: bool, team: bool, **params: Any) -> None:
     """Projects with calls: calls, cost, when last seen, and where their attribution came from."""
     from halton_meter import terminal
     from halton_meter.store.queries import open_reader, project_summaries
@@ -22,6 +24,11 @@ def command(as_json: bool, **params: Any) -> None:
 
     config = load_config()
     window = window_from(params, None)
+    if team:
+        from halton_meter.cli.team import show_team_projects
+
+        show_team_projects(config, window, as_json)
+        return
     summaries = []
     if initialised(config.paths.db):
         summaries = project_summaries(open_reader(config.paths.db), window.since_iso, window.until_iso)

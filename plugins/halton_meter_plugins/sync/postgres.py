@@ -168,31 +168,84 @@ def probe(options: Mapping[str, Any]) -> str:
 
 TEAM_DIMENSIONS = {"user": "user_label", "machine": "machine_id", "project": "project", "provider": "provider",
                    "model": "coalesce(model, model_requested)", "client": "client", "branch": "branch",
-                   "day": "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"}
+                   "key": "key_fingerprint", "day": "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"}
+NONE_VALUE = "(none)"
 
 
-def team_rows(options: Mapping[str, Any], since: str, until: str, by: Sequence[str]) -> list[dict[str, Any]]:
+def glob_regex(pattern: str) -> str:
+    """A shell glob (`claude-sonnet-*`, `?`, `[abc]`, `[!abc]`) as an anchored POSIX regular expression,
+    matching what SQLite's GLOB matches for the local report."""
+    out, i = ["^"], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "[" and (close := pattern.find("]", i + (3 if pattern[i + 1:i + 2] in ("!", "^") else 2))) > i:
+            body = pattern[i + 1:close]  # a `]` first in the class is one of its characters, as in SQLite
+            body = "^" + body[1:] if body.startswith("!") else body
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = close
+        else:
+            out.append(ch if ch.isalnum() or ch in "-_ /:@" else "\\" + ch)
+        i += 1
+    return "".join(out) + "$"
+
+
+def _filter_sql(filters: Mapping[str, Sequence[str]]) -> tuple[str, list[str]]:
+    """Each dimension's values OR-ed, dimensions AND-ed: a glob matches as the local report's GLOB does,
+    `(none)` matches a missing value, `key` values are fingerprint prefixes."""
+    clauses: list[str] = []
+    params: list[str] = []
+    for name, values in filters.items():
+        if not values:
+            continue
+        if name not in TEAM_DIMENSIONS or name == "day":
+            raise ConfigError(f"--{name} is not a team filter (use {', '.join(d for d in TEAM_DIMENSIONS if d != 'day')})")
+        column, options = TEAM_DIMENSIONS[name], []
+        for value in values:
+            if value == NONE_VALUE or value == "":
+                options.append(f"coalesce({column}, '') = ''")
+            elif name == "key":
+                options.append(f"starts_with({column}, %s)")
+                params.append(value)
+            elif any(ch in value for ch in "*?["):
+                options.append(f"{column} ~ %s")
+                params.append(glob_regex(value))
+            else:
+                options.append(f"{column} = %s")
+                params.append(value)
+        clauses.append("(" + " OR ".join(options) + ")")
+    return "".join(f" AND {c}" for c in clauses), params
+
+
+def team_rows(options: Mapping[str, Any], since: str, until: str, by: Sequence[str],
+              filters: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
     """`report --team`: the team's calls in [since, until) grouped by `by` (user, machine, project, provider,
-    model, client, branch, day — UTC days), self-tests and calls in flight left out, as `report` does."""
+    model, client, branch, key, day — UTC days), self-tests and calls in flight left out, as `report` does."""
     import psycopg
 
     url, password, schema = _settings(options)
     unknown = [d for d in by if d not in TEAM_DIMENSIONS]
     if unknown:
         raise ConfigError(f"--by {unknown[0]} is not a team dimension (use {', '.join(TEAM_DIMENSIONS)})")
+    where, params = _filter_sql(filters or {})
     keys = [f"{TEAM_DIMENSIONS[d]} AS \"{d}\"" for d in by]
     group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(by)))}" if by else ""
     sql = (f"SELECT {', '.join([*keys, ''])} count(*), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), "
            "sum(cache_write_tokens), sum(CASE WHEN billing = 'subscription' THEN 0 ELSE coalesce(cost_nanos, 0) END), "
-           "sum(CASE WHEN billing = 'subscription' THEN coalesce(cost_nanos, 0) ELSE 0 END) "
+           "sum(CASE WHEN billing = 'subscription' THEN coalesce(cost_nanos, 0) ELSE 0 END), "
+           "count(DISTINCT user_label), count(DISTINCT machine_id), "
+           "to_char(max(started_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
            f"FROM {schema}.calls WHERE started_at >= %s AND started_at < %s AND endpoint_kind IS DISTINCT FROM "
-           f"'self_test' AND incomplete_reason IS DISTINCT FROM 'in_progress'{group}")
+           f"'self_test' AND incomplete_reason IS DISTINCT FROM 'in_progress'{where}{group}")
     with psycopg.connect(url, password=password, connect_timeout=10) as conn:
-        rows = conn.execute(sql, (since, until)).fetchall()
+        rows = conn.execute(sql, (since, until, *params)).fetchall()
     names = [*by, "calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos",
-             "subscription_cost_nanos"]
-    return [{n: (int(v) if v is not None and n not in by else v) for n, v in zip(names, row, strict=True)}
-            for row in rows if row[len(by)]]
+             "subscription_cost_nanos", "users", "machines"]
+    return [{**{n: (int(v) if v is not None and n not in by else v) for n, v in zip(names, row, strict=False)},
+             "last_seen": row[-1]} for row in rows if row[len(by)]]
 
 
 @hookimpl
