@@ -41,6 +41,30 @@ def test_exact_port_and_wildcard_lookup() -> None:
     assert table.patterns() == ["*.b.com:443", "*.eu.b.com:443", "api.a.com:443", "gw.local:8443"]
 
 
+def test_label_patterns_match_one_label_and_leave_the_parent_domain_alone() -> None:
+    bedrock = provider("bedrock", "bedrock-runtime.*.amazonaws.com", "bedrock-runtime-fips.*.amazonaws.com")
+    vertex = provider("vertex", "*-aiplatform.googleapis.com", "aiplatform.googleapis.com")
+    broad = provider("broad", "*.googleapis.com")
+    table = RoutingTable([bedrock, vertex, broad])
+    assert table.lookup("bedrock-runtime.us-east-1.amazonaws.com", 443) is bedrock
+    assert table.lookup("Bedrock-Runtime.EU-central-1.amazonaws.com.", 443) is bedrock
+    assert table.lookup("bedrock-runtime-fips.us-gov-west-1.amazonaws.com", 443) is bedrock
+    for other in ("s3.us-east-1.amazonaws.com", "bedrock.us-east-1.amazonaws.com", "bedrock-runtime.amazonaws.com",
+                  "bedrock-runtime.a.b.amazonaws.com", "bedrock-runtime.us-east-1.amazonaws.com.evil.example",
+                  "xbedrock-runtime.us-east-1.amazonaws.com"):
+        assert table.lookup(other, 443) is None, other
+    assert table.lookup("bedrock-runtime.us-east-1.amazonaws.com", 8443) is None
+    assert table.lookup("us-east5-aiplatform.googleapis.com", 443) is vertex  # the label pattern beats *.suffix
+    assert table.lookup("aiplatform.googleapis.com", 443) is vertex
+    assert table.lookup("storage.googleapis.com", 443) is broad
+    assert "bedrock-runtime.*.amazonaws.com:443" in table.patterns()
+    for _ in range(3):  # remembered answers are the same answers
+        assert table.lookup("bedrock-runtime.us-east-1.amazonaws.com", 443) is bedrock
+        assert table.lookup("s3.us-east-1.amazonaws.com", 443) is None
+    with pytest.raises(PluginError, match="both claim"):
+        RoutingTable([bedrock, provider("other", "bedrock-runtime.*.amazonaws.com")])
+
+
 def test_overlapping_claims_are_refused() -> None:
     with pytest.raises(PluginError, match="both claim api.a.com:443"):
         RoutingTable([provider("a", "api.a.com"), provider("b", "api.a.com:443")])

@@ -89,6 +89,13 @@ PROVIDER_HOSTS: tuple[str, ...] = (
     "api.deepseek.com",
     "api.mistral.ai",
     "openrouter.ai",
+    "bedrock-runtime.us-east-1.amazonaws.com",
+    "bedrock-runtime.eu-central-1.amazonaws.com",
+    "us-east5-aiplatform.googleapis.com",
+    "europe-west1-aiplatform.googleapis.com",
+    "aiplatform.googleapis.com",
+    "contoso.openai.azure.com",
+    "contoso-ai.cognitiveservices.azure.com",
 )
 """Host names the fake's certificate is valid for (plus `extra_hosts`) and `resolve_rules()` covers."""
 
