@@ -127,7 +127,9 @@ class Pricer:
             return Price(0, True, "not billable", 0)
         if not record.usage_reported and not record.estimated:
             return Price(None, False, "no usage reported")
-        override = self.override_for(record.provider, record.model, record.model_requested)
+        price_as = record.extra.get("price_as")
+        price_as = price_as if isinstance(price_as, str) and "/" in price_as else None
+        override = self.override_for(record.provider, record.model, record.model_requested, price_as)
         if override is not None:
             cost = usd_to_nanos(_override_cost(record, override))
             uncached = usd_to_nanos(_override_cost(record, override, cache_as_input=True))
@@ -149,16 +151,26 @@ class Pricer:
         usage = Usage(**usage_fields)
         when = datetime.datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
         context = price_context(record.extra)
-        for provider_id, candidate, note in _lookups(record.price_provider_id, record.model, record.model_requested):
+        premium = record.extra.get("regional_premium_pct")
+        premium = premium if isinstance(premium, int) and not isinstance(premium, bool) and 0 < premium <= 100 else 0
+        for provider_id, candidate, note in _lookups(record.price_provider_id, record.model, record.model_requested,
+                                                     price_as):
             try:
                 calc = calc_price(usage, candidate, provider_id=provider_id,
                                   genai_request_timestamp=when, price_context=context)
             except LookupError:
                 continue
-            cost = usd_to_nanos(calc.total_price)
+            total = calc.total_price
+            if premium and note:  # a vendor's list price standing in for a cloud's regional endpoint, which
+                # the cloud documents at a fixed premium (a cloud's own price list already has its own prices)
+                total = total * (100 + premium) / 100
+                note += f" +{premium}% regional endpoint"
+            cost = usd_to_nanos(total)
             savings = 0
             if record.cache_read_tokens:
-                savings = _cache_savings(calc, record.cache_read_tokens, usage_fields["input_tokens"], cost)
+                savings = _cache_savings(calc, record.cache_read_tokens, usage_fields["input_tokens"],
+                                         usd_to_nanos(calc.total_price))
+                savings = savings * (100 + premium) // 100 if premium and note else savings
             return Price(cost, True, genai_prices_version() + note, savings)
         model = record.model or record.model_requested
         return Price(None, False, f"unknown model {model!r} in {genai_prices_version()}")

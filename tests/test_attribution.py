@@ -388,3 +388,19 @@ def test_this_weeks_cost_per_project_tool_and_branch_adds_up(attr_meter, workspa
     table = attr_meter.cli(*args, COLUMNS="80").stdout
     assert "unpriced" in table and "feature/search" in table
     assert max(len(line) for line in table.splitlines()) <= 80
+
+
+def test_sigv4_requests_fingerprint_by_access_key_id_not_by_signature() -> None:
+    from halton_meter.attribution.keys import credential_of
+
+    def signed(key: str, date: str, signature: str) -> dict[str, str]:
+        return {"authorization": f"AWS4-HMAC-SHA256 Credential={key}/{date}/us-east-1/bedrock/aws4_request, "
+                                 f"SignedHeaders=content-type;host;x-amz-date, Signature={signature}",
+                "x-amz-security-token": "FwoGZXIvYXdzEXAMPLE"}
+
+    first = credential_of(signed("AKIAEXAMPLE1", "20261203", "ab" * 32))
+    again = credential_of(signed("AKIAEXAMPLE1", "20261204", "cd" * 32))
+    other = credential_of(signed("AKIAEXAMPLE2", "20261203", "ab" * 32))
+    assert first == again == "aws:AKIAEXAMPLE1" and other == "aws:AKIAEXAMPLE2"
+    # A SigV4 header without a Credential falls back to the whole value, as any other scheme.
+    assert credential_of({"authorization": "AWS4-HMAC-SHA256 Signature=x"}) == "AWS4-HMAC-SHA256 Signature=x"

@@ -201,6 +201,34 @@ def test_gateway_model_missing_from_its_list_falls_back_to_the_vendor_list_price
     assert price.source.endswith("(x-ai list price)")
 
 
+def test_a_cloud_model_its_list_lacks_is_priced_at_the_vendor_list_price_with_a_regional_premium() -> None:
+    # A model id the call's price list lacks (DeepSeek's has no Claude), with the parser's hint: Anthropic's
+    # list price for Sonnet 4.5 ($3 in, $15 out, $0.30 cache read).
+    cloud = dict(provider="some-cloud", price_provider_id="deepseek", model="zz-unknown-deployment",
+                 input_tokens=1000, output_tokens=100, cache_read_tokens=2000)
+    price = Pricer().price(rec(**cloud, extra={"price_as": "anthropic/claude-sonnet-4-5-20250929"}))
+    base = per_million(i=(1000, "3"), r=(2000, "0.30"), o=(100, "15"))
+    assert price.priced and price.cost_nanos == base and price.source.endswith("(anthropic list price)")
+    assert price.cache_savings_nanos == per_million(r=(2000, "2.70"))
+    premium = Pricer().price(rec(**cloud, extra={"price_as": "anthropic/claude-sonnet-4-5-20250929",
+                                                 "regional_premium_pct": 10}))
+    assert premium.cost_nanos == per_million(i=(1100, "3"), r=(2200, "0.30"), o=(110, "15"))
+    assert premium.source.endswith("(anthropic list price) +10% regional endpoint")
+    assert premium.cache_savings_nanos == per_million(r=(2200, "2.70"))
+    assert not Pricer().price(rec(**cloud)).priced  # without the hint: unknown, never a guess
+    for bad in ("claude-sonnet-4-5", 10, None):  # a hint must name the vendor
+        assert not Pricer().price(rec(**cloud, extra={"price_as": bad})).priced
+    # A cloud's own list already prices its regional endpoints: no premium on top. Bedrock's in-region
+    # Sonnet 4.5 is $3.30 in, $16.50 out in genai-prices' `aws` list, 10% over its global profile.
+    bedrock = dict(provider="bedrock", price_provider_id="aws", input_tokens=1000, output_tokens=100,
+                   extra={"regional_premium_pct": 10})
+    regional = Pricer().price(rec(**bedrock, model="us.anthropic.claude-sonnet-4-5-20250929-v1:0"))
+    assert regional.cost_nanos == per_million(i=(1000, "3.3"), o=(100, "16.5"))
+    assert "regional" not in regional.source
+    world = Pricer().price(rec(**bedrock, model="global.anthropic.claude-sonnet-4-5-20250929-v1:0"))
+    assert world.cost_nanos == per_million(i=(1000, "3"), o=(100, "15"))
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     model=st.sampled_from([

@@ -61,11 +61,26 @@ def credential_of(headers: Mapping[str, str], query_key: str | None = None) -> s
         if value:
             value = value.strip()
             scheme, _, rest = value.partition(" ")
+            if scheme.upper() == "AWS4-HMAC-SHA256":  # SigV4 signs every request anew: the key is its access key id
+                access_key = sigv4_access_key(rest)
+                if access_key:
+                    return "aws:" + access_key
             if rest and scheme.lower() in ("bearer", "basic", "token"):
                 value = rest.strip()
             if value:
                 return value
     return query_key or None
+
+
+def sigv4_access_key(params: str) -> str | None:
+    """The access key id in a SigV4 `Authorization` header's parameters
+    (`Credential=AKIA…/20261203/us-east-1/bedrock/aws4_request, SignedHeaders=…, Signature=…`): the same
+    for every call made with one key, unlike the signature and the date."""
+    for part in params.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "Credential" and value:
+            return value.split("/", 1)[0] or None
+    return None
 
 
 def key_label(fp: str | None, names: Mapping[str, str]) -> str | None:
