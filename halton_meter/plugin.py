@@ -53,6 +53,7 @@ from halton_meter.attribution.workspace import PROJECT_FILE, GitInfo, ProjectFil
 from halton_meter.ca import CA_COMMON_NAME, client_bundle_bytes, ensure_ca, inspect_ca, write_client_bundle
 from halton_meter.clock import parse_stamp
 from halton_meter.config import CompatibleEndpoint, ProjectRule, ResolveRule, load_config, valid_project_name
+from halton_meter.core.routing import pattern_covers
 from halton_meter.errors import (
     ConfigError,
     DatabaseError,
@@ -184,6 +185,8 @@ __all__ = [
     # the hook marker and the version of the host
     "__version__",
     "hookimpl",
+    # host patterns (for checks that reason about which hosts are metered)
+    "pattern_covers",
     # vocabulary: usage, parsing, records
     "BILLING_API",
     "BILLING_SUBSCRIPTION",

@@ -114,7 +114,7 @@ def test_healthy_meter_is_green(at_meter: MeterProcess, cli: Any) -> None:
     expected = {"check.config", "check.home", "check.disk", "check.ca", "check.ca.key", "check.ca.expiry",
                 "check.ca.bundle", "check.edge", "check.core", "check.api", "check.supervisor", "check.db",
                 "check.db.writable", "check.db.writes", "check.gaps", "check.plugins", "check.env.proxy",
-                "check.env.no-proxy", "check.clients"}
+                "check.env.no-proxy", "check.clients", "check.clouds"}
     assert expected <= set(rows(data))
     assert rows(data)["check.edge"]["details"]["edge_port"] == at_meter.edge_port
     assert "no service installed" in rows(data)["check.supervisor"]["summary"]
@@ -361,6 +361,19 @@ def test_plugin_that_fails_to_import(site: Path, cli: Any, monkeypatch: pytest.M
     assert (code, row["status"]) == (0, "ok") and "disabled: broken" in row["summary"]
 
 
+def test_cloud_providers_row_names_the_metered_host_patterns(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, data = doctor_json(cli, "--only", "check.clouds")
+    row = rows(data)["check.clouds"]
+    assert (code, row["status"]) == (0, "ok"), row
+    for pattern in ("bedrock-runtime.*.amazonaws.com", "*-aiplatform.googleapis.com", "*.openai.azure.com"):
+        assert pattern in row["summary"]
+    monkeypatch.setenv("HALTON_METER_DISABLE_PLUGINS", "vertex")
+    code, data = doctor_json(cli, "--only", "check.clouds")
+    row = rows(data)["check.clouds"]
+    assert row["status"] == "warn" and "not metered: Vertex AI" in row["summary"] and "vertex" in row["fix"]
+    assert row["details"]["not_metered"] == ["vertex"]
+
+
 def test_no_proxy_covering_a_provider(monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1,.anthropic.com")
@@ -391,6 +404,11 @@ def test_no_proxy_covering_a_provider(monkeypatch: pytest.MonkeyPatch, cli: Any)
     ("eu.example.com", "*.example.com", True),
     ("example.com", "*.example.com", True),
     ("other.org", "*.example.com", False),
+    (".amazonaws.com", "bedrock-runtime.*.amazonaws.com", True),  # the usual corporate entry hides Bedrock
+    ("bedrock-runtime.us-east-1.amazonaws.com", "bedrock-runtime.*.amazonaws.com", True),
+    ("s3.amazonaws.com", "bedrock-runtime.*.amazonaws.com", False),
+    ("us-east5-aiplatform.googleapis.com", "*-aiplatform.googleapis.com", True),
+    ("storage.googleapis.com", "*-aiplatform.googleapis.com", False),
 ])
 def test_no_proxy_matching(entry: str, host: str, bypassed: bool) -> None:
     assert environment.bypasses(entry, host) is bypassed

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from halton_meter.plugin import NO_PROXY, Check, CheckContext, CheckResult, hookimpl, port_answers
+from halton_meter.plugin import (
+    NO_PROXY,
+    Check,
+    CheckContext,
+    CheckResult,
+    hookimpl,
+    pattern_covers,
+    port_answers,
+)
 from halton_meter_checks._support import (
     CA_VARS,
     HTTPS_PROXY_VARS,
@@ -98,6 +106,8 @@ def bypasses(entry: str, host_pattern: str) -> bool:
         return False
     if base == norm or base.endswith("." + norm):
         return True
+    if "*" in base:  # a label pattern: the entry names one of its hosts, or a domain above some of them
+        return pattern_covers(base, norm)
     return wildcard and norm.endswith("." + base)
 
 

@@ -1,10 +1,14 @@
-"""Plugins: every one loaded, or the one that failed named with the variable that switches it off."""
+"""Plugins: every one loaded, or the one that failed named with the variable that switches it off; and
+which cloud-hosted model services (Bedrock, Vertex AI, Azure OpenAI) are metered, on which hosts."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from halton_meter.plugin import DISABLE_ENV, Check, CheckContext, CheckResult, hookimpl
+from halton_meter_checks._support import provider_hosts
+
+CLOUDS = {"bedrock": "Bedrock", "vertex": "Vertex AI", "azure-openai": "Azure OpenAI"}
 
 
 def check_plugins(ctx: CheckContext) -> CheckResult:
@@ -29,6 +33,26 @@ def check_plugins(ctx: CheckContext) -> CheckResult:
     return CheckResult("ok", text, details=details)
 
 
+def check_clouds(ctx: CheckContext) -> CheckResult:
+    """The cloud services metered and their host patterns; a built-in cloud provider switched off warns
+    (its calls pass through unmetered)."""
+    hosts = provider_hosts(ctx)
+    metered = {name: hosts[name] for name in CLOUDS if name in hosts}
+    details = {"metered": {name: list(patterns) for name, patterns in metered.items()},
+               "not_metered": [name for name in CLOUDS if name not in hosts]}
+    if not metered:
+        return CheckResult("warn", "no cloud provider is metered: Bedrock, Vertex AI and Azure OpenAI calls pass "
+                           "through unmetered", fix=f"unset {DISABLE_ENV} (or remove the cloud plugins from it)",
+                           details=details)
+    text = "; ".join(f"{CLOUDS[name]} ({', '.join(patterns)})" for name, patterns in metered.items())
+    if details["not_metered"]:
+        off = ", ".join(CLOUDS[name] for name in details["not_metered"])
+        return CheckResult("warn", f"metered: {text}; not metered: {off}",
+                           fix=f"remove {', '.join(details['not_metered'])} from {DISABLE_ENV}", details=details)
+    return CheckResult("ok", f"metered: {text}", details=details)
+
+
 @hookimpl
 def halton_register_checks(register: Callable[[Check], None]) -> None:
     register(Check("check.plugins", "plugins", check_plugins))
+    register(Check("check.clouds", "cloud providers", check_clouds, requires=("check.plugins",)))

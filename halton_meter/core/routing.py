@@ -37,8 +37,18 @@ def label_pattern(host: str) -> re.Pattern[str] | None:
     name or a leading `*.` suffix wildcard (which match differently)."""
     if "*" not in host or (host.startswith("*.") and "*" not in host[2:]):
         return None
-    parts = [re.escape(part) for part in host.split("*")]
-    return re.compile("[a-z0-9-]+".join(parts))
+    return _labels_regex(host)
+
+
+def _labels_regex(host: str) -> re.Pattern[str]:
+    return re.compile("[a-z0-9-]+".join(re.escape(part) for part in host.split("*")))
+
+
+def pattern_covers(pattern: str, domain: str) -> bool:
+    """Whether a label pattern (`bedrock-runtime.*.amazonaws.com`) claims the host `domain` itself: for
+    NO_PROXY advice. (A domain above the pattern's hosts, such as `us-east-1.amazonaws.com`, is not
+    counted: `*` cannot tell a region from a service there, and `s3.amazonaws.com` must not warn.)"""
+    return _labels_regex(pattern).fullmatch(domain) is not None
 
 
 class RoutingTable:
