@@ -227,3 +227,20 @@ def test_plan_budgets_are_validated() -> None:
             assert words in exc.message, exc.message
         else:
             raise AssertionError(f"accepted {body}")
+
+
+def test_with_no_budgets_the_refresh_reads_nothing(tmp_path: Path, monkeypatch) -> None:
+    from halton_meter.budgets import ledger as ledger_module
+
+    db = tmp_path / "db.sqlite"
+    write(db, [call()])
+    ledger, _ = make(db, [], Clock(datetime.datetime(2026, 11, 22, 12, tzinfo=UTC)))
+
+    def no_reads(_db: Path) -> None:
+        raise AssertionError("the refresh opened the database with no budget to refresh")
+
+    monkeypatch.setattr(ledger_module, "_reader", no_reads)
+    ledger.refresh()
+    monkeypatch.undo()
+    ledger.set_budgets((budget(),))  # a budget configured later is read, and refreshed from then on
+    assert ledger.status()[0]["spent_nanos"] == COST

@@ -242,6 +242,8 @@ class Ledger:
         if not self.loaded:
             self.load()
             return
+        if not self._budgets:
+            return  # nothing to override or re-read: no connection every few seconds for nothing
         try:
             now = self._now()
             with _reader(self.db) as conn:

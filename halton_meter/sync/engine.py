@@ -103,6 +103,9 @@ class SyncEngine:
         """Turn the change log on (or off, with no target) and start each new target's backfill mark."""
         conn = connect(self.db)
         try:
+            if not self.runs and conn.execute("SELECT NOT EXISTS (SELECT 1 FROM sync_enabled) AND NOT EXISTS "
+                                              "(SELECT 1 FROM sync_log)").fetchone()[0]:
+                return  # already off and empty: no write at every start
             with immediate(conn):
                 enable(conn, bool(self.runs))
                 top = conn.execute("SELECT ifnull(max(rowid), 0) FROM calls").fetchone()[0]
