@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING
 from halton_meter import __version__
 from halton_meter.attribution.service import UNATTRIBUTED, attribute
 from halton_meter.attribution.workspace import PROJECT_FILE, GitInfo, ProjectFile, find_project_file, git_info
+from halton_meter.budgets.spend import overrides as budget_overrides
+from halton_meter.budgets.spend import spent as budget_spent
 from halton_meter.ca import CA_COMMON_NAME, client_bundle_bytes, ensure_ca, inspect_ca, write_client_bundle
 from halton_meter.clock import parse_stamp
 from halton_meter.config import CompatibleEndpoint, ProjectRule, ResolveRule, load_config, valid_project_name
@@ -187,6 +189,9 @@ __all__ = [
     "hookimpl",
     # host patterns (for checks that reason about which hosts are metered)
     "pattern_covers",
+    # budgets: a budget's spend and the overrides running, as the core and `halton-meter budgets` read them
+    "budget_overrides",
+    "budget_spent",
     # vocabulary: usage, parsing, records
     "BILLING_API",
     "BILLING_SUBSCRIPTION",

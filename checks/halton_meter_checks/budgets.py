@@ -1,13 +1,9 @@
 """The budgets row of `status` (and `doctor`): ok while every budget is below its first warn threshold,
 a warning when one has passed it (or is blocked, or its spend cannot be read), with the way out.
 
-Self-contained (a check imports the host only through `halton_meter.plugin`), fast and read-only: a
-budget's spend is summed from the rollup the triggers keep exact (`rollup`, 15-minute UTC buckets per
-combination of dimensions in `rollup_dims`), over the dimension combinations billed per token in the
-budget's scope. Whole buckets come from the rollup; the partial buckets at either edge (the one holding
-`now`, and a rolling span's first) from `calls`, a few minutes of rows each, so the sum is exact. Self-tests and
-calls in flight never reach the rollup. `halton-meter budgets` shows the same figures from the same rows
-(`halton_meter.budgets.spend`, which goes through the report's aggregation).
+Read-only, through the host's own spend reader (`budget_spent`, exported by `halton_meter.plugin`: the
+report's aggregation over the rollup, exact at the edges), so the row, `halton-meter budgets` and the core's
+counters can never disagree.
 
 No database yet: nothing has been spent (ok). A database that cannot be read while budgets are configured
 is a warning: the meter lets calls pass while it cannot read their spend.
@@ -26,6 +22,8 @@ from halton_meter.plugin import (
     CheckResult,
     DatabaseError,
     HaltonError,
+    budget_overrides,
+    budget_spent,
     check_readable,
     connect_read_only,
     hookimpl,
@@ -33,13 +31,7 @@ from halton_meter.plugin import (
 )
 
 BUSY_TIMEOUT_S = 1.0
-BUCKET_SECONDS = 900
 FIX = ("`halton-meter budgets` shows them; `halton-meter budgets override NAME --for 1h` lets calls through")
-_DIMS = ("project", "model", "provider", "client", "branch", "key")
-
-
-def _stamp(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _budgets(ctx: CheckContext) -> Sequence[Any]:
@@ -49,46 +41,6 @@ def _budgets(ctx: CheckContext) -> Sequence[Any]:
     if budgets is None:
         budgets = load_config(ctx.paths).budgets
     return tuple(b for b in budgets if getattr(b, "plan_window", None) is None)
-
-
-def spent(conn: sqlite3.Connection, budget: Any, now: datetime.datetime, dims: list[tuple[Any, ...]]) -> int:
-    """Nano-dollars `budget` has spent in the period holding `now`, up to `now`, from the rollup's whole
-    15-minute buckets and the rows of the partial buckets at either edge (see the module docstring)."""
-    start, _ = budget.bounds(now)
-    ids = [row[0] for row in dims if row[7] == "api" and budget.matches(dict(zip(_DIMS, row[1:7], strict=True)))]
-    if not ids:
-        return 0
-    first = -(-int(start.timestamp()) // BUCKET_SECONDS) * BUCKET_SECONDS  # the first whole bucket
-    last = int(now.timestamp()) // BUCKET_SECONDS * BUCKET_SECONDS  # the bucket holding `now`
-    total, edges = 0, [(start, now)]
-    if first < last:
-        marks = ", ".join("?" * len(ids))
-        total = conn.execute(f"SELECT ifnull(sum(cost_nanos), 0) FROM rollup WHERE bucket >= ? AND bucket < ? "
-                             f"AND dims IN ({marks})", (first, last, *ids)).fetchone()[0]
-        edges = [(start, _utc(first)), (_utc(last), now)]
-    for since, until in edges:
-        if since >= until:
-            continue
-        rows = conn.execute(
-            "SELECT project, coalesce(model, model_requested, ''), provider, ifnull(client, ''), "
-            "ifnull(branch, ''), ifnull(key_fingerprint, ''), ifnull(cost_nanos, 0) FROM calls WHERE "
-            "started_at >= ? AND started_at < ? AND billing = 'api' AND endpoint_kind IS NOT 'self_test' AND "
-            "incomplete_reason IS NOT 'in_progress'", (_stamp(since), _stamp(until))).fetchall()
-        total += sum(r[6] for r in rows if budget.matches(dict(zip(_DIMS, r[:6], strict=True))))
-    return int(total)
-
-
-def _utc(epoch: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC)
-
-
-def _overridden(conn: sqlite3.Connection, now: datetime.datetime) -> set[str]:
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'budget_events'").fetchone() is None:
-        return set()
-    rows = conn.execute("SELECT budget, kind, until FROM budget_events WHERE id IN (SELECT max(id) FROM "
-                        "budget_events WHERE kind IN ('override', 'override_cleared') GROUP BY budget)").fetchall()
-    stamp = _stamp(now)
-    return {name for name, kind, until in rows if kind == "override" and until and until > stamp}
 
 
 def _money(nanos: int) -> str:
@@ -115,10 +67,8 @@ def check_budgets(ctx: CheckContext, now: datetime.datetime | None = None) -> Ch
     except (DatabaseError, sqlite3.Error):
         return CheckResult("warn", "spend unknown: the database is not readable (calls pass unchecked)", fix=FIX)
     try:
-        dims = conn.execute("SELECT id, project, model, provider, client, branch, key_fingerprint, billing "
-                            "FROM rollup_dims").fetchall()
-        overridden = _overridden(conn, now)
-        rows = [(b, spent(conn, b, now, dims)) for b in budgets]
+        overridden = budget_overrides(conn, now)
+        rows = [(b, budget_spent(conn, b, now)) for b in budgets]
     except sqlite3.Error:
         return CheckResult("warn", "spend unknown: the database is not readable (calls pass unchecked)", fix=FIX)
     finally:
