@@ -161,8 +161,8 @@ class Pricer:
             except LookupError:
                 continue
             total = calc.total_price
-            if premium and note:  # a vendor's list price standing in for a cloud's regional endpoint, which
-                # the cloud documents at a fixed premium (a cloud's own price list already has its own prices)
+            if premium:  # a regional endpoint the cloud documents at a fixed premium over the global price
+                # its list (or the vendor's) gives; a plugin sets it only where the list has no regional price
                 total = total * (100 + premium) / 100
                 note += f" +{premium}% regional endpoint"
             cost = usd_to_nanos(total)
@@ -170,7 +170,7 @@ class Pricer:
             if record.cache_read_tokens:
                 savings = _cache_savings(calc, record.cache_read_tokens, usage_fields["input_tokens"],
                                          usd_to_nanos(calc.total_price))
-                savings = savings * (100 + premium) // 100 if premium and note else savings
+                savings = savings * (100 + premium) // 100
             return Price(cost, True, genai_prices_version() + note, savings)
         model = record.model or record.model_requested
         return Price(None, False, f"unknown model {model!r} in {genai_prices_version()}")

@@ -188,6 +188,14 @@ class Provider:
         """Return a fresh parser for this response."""
         raise NotImplementedError
 
+    def response_parser_for(
+        self, endpoint: Endpoint, request: RequestFacts, status: int, headers: Mapping[str, str]
+    ) -> ResponseParser:
+        """The parser the core asks for, given every response header (lower-case names). The default is
+        `response_parser` with the content type; override it only when the API puts usage or error types
+        in headers (Bedrock's InvokeModel does). Headers may carry credentials: read, never keep them."""
+        return self.response_parser(endpoint, request, status, headers.get("content-type", ""))
+
     def response_rewriter(
         self, endpoint: Endpoint, request: RequestFacts, status: int, headers: Mapping[str, str]
     ) -> StreamRewriter | None:

@@ -201,7 +201,7 @@ def test_gateway_model_missing_from_its_list_falls_back_to_the_vendor_list_price
     assert price.source.endswith("(x-ai list price)")
 
 
-def test_a_cloud_model_its_list_lacks_is_priced_at_the_vendor_list_price_with_a_regional_premium() -> None:
+def test_cloud_models_vendor_list_fallback_and_regional_premiums() -> None:
     # A model id the call's price list lacks (DeepSeek's has no Claude), with the parser's hint: Anthropic's
     # list price for Sonnet 4.5 ($3 in, $15 out, $0.30 cache read).
     cloud = dict(provider="some-cloud", price_provider_id="deepseek", model="zz-unknown-deployment",
@@ -218,10 +218,9 @@ def test_a_cloud_model_its_list_lacks_is_priced_at_the_vendor_list_price_with_a_
     assert not Pricer().price(rec(**cloud)).priced  # without the hint: unknown, never a guess
     for bad in ("claude-sonnet-4-5", 10, None):  # a hint must name the vendor
         assert not Pricer().price(rec(**cloud, extra={"price_as": bad})).priced
-    # A cloud's own list already prices its regional endpoints: no premium on top. Bedrock's in-region
-    # Sonnet 4.5 is $3.30 in, $16.50 out in genai-prices' `aws` list, 10% over its global profile.
-    bedrock = dict(provider="bedrock", price_provider_id="aws", input_tokens=1000, output_tokens=100,
-                   extra={"regional_premium_pct": 10})
+    # Bedrock's own list prices its regional endpoints (so its plugin never states a premium): in-region
+    # Sonnet 4.5 is $3.30 in, $16.50 out in genai-prices' `aws` list, 10% over the global profile's $3 / $15.
+    bedrock = dict(provider="bedrock", price_provider_id="aws", input_tokens=1000, output_tokens=100)
     regional = Pricer().price(rec(**bedrock, model="us.anthropic.claude-sonnet-4-5-20250929-v1:0"))
     assert regional.cost_nanos == per_million(i=(1000, "3.3"), o=(100, "16.5"))
     assert "regional" not in regional.source

@@ -146,15 +146,14 @@ class CallPipeline:
     def start_response(self, status: int, headers: dict[str, str]) -> None:
         """Headers are lower-cased names. Never raises: a failure is the record's `decode_failure`."""
         self.status = status
-        self.response_request_id = headers.get("request-id")
+        self.response_request_id = headers.get("request-id") or headers.get("x-amzn-requestid")
         try:
             self.plan = snapshots(headers.items(), time.time(), provider=self.provider.name,
                                   account=self.key_fingerprint) or None
         except Exception as exc:  # never: the parser swallows what it cannot read; a bug costs the snapshot only
             log.error("reading rate-limit headers failed", error=type(exc).__name__)
-        content_type = headers.get("content-type", "")
         try:
-            self.parser = self.provider.response_parser(self.endpoint, self.facts, status, content_type)
+            self.parser = self.provider.response_parser_for(self.endpoint, self.facts, status, headers)
             # A parser may take more than the default cap when it keeps only the ends of a huge body.
             cap = getattr(self.parser, "decoded_cap", DEFAULT_DECODED_CAP)
             self.decoder = BodyDecoder(headers.get("content-encoding"), cap=cap)
