@@ -63,6 +63,15 @@ def test_any_chunking_gives_the_same_record(case: Case, routing, data) -> None:
     check(parse_case(case, *routing, split=split), case.expect)
 
 
+BYTEWISE = [c for c in CASES if len(c.body) <= 16 * 1024]
+
+
+@pytest.mark.parametrize("case", BYTEWISE, ids=[c.name for c in BYTEWISE])
+def test_one_byte_at_a_time_gives_the_same_record(case: Case, routing) -> None:
+    size = len(compress(case.body, case.encoding) if case.encoding else case.body)
+    check(parse_case(case, *routing, split=list(range(1, size))), case.expect)
+
+
 # ---- through the real proxy ------------------------------------------------------------------------
 
 E2E_CASES = [c for c in CASES if c.e2e]
