@@ -165,6 +165,9 @@ class Provider:
     """Query parameters carrying credentials; their values are redacted from stored paths."""
     billing: str = BILLING_API
     """How calls are paid for by default: `api` (per token) or `subscription`."""
+    inspect_query: bool = False
+    """True: `inspect_request` is given the path with its query string (Azure reads `api-version` there).
+    Credentials in it are never stored either way (`secret_query_params`)."""
 
     def route(self, method: str, path: str) -> Endpoint | None:
         """Classify a request path (query string removed). None: not a call this provider meters."""

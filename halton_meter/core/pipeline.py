@@ -110,7 +110,8 @@ class CallPipeline:
         if encoding:  # e.g. Codex sends zstd request bodies; decode a copy, capped, for reading only
             decoder = BodyDecoder(encoding)
             body = decoder.decode(body) + decoder.flush()
-        self.facts = self.provider.inspect_request(self.endpoint, self.bare_path, body, headers)
+        path = self.path if self.provider.inspect_query else self.bare_path
+        self.facts = self.provider.inspect_request(self.endpoint, path, body, headers)
         if self.facts.session_id is None:
             self.facts.session_id = session_from_request(headers.items(), None)
         return body

@@ -39,8 +39,12 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
 
 
-def deployment(name: str, rest: str = "chat/completions") -> str:
-    return f"/openai/deployments/{name}/{rest}?api-version={API_VERSION}"
+OLD_API_VERSION = "2024-06-01"
+"""Before 2024-09-01-preview: chat streams do not take `stream_options`."""
+
+
+def deployment(name: str, rest: str = "chat/completions", api_version: str = API_VERSION) -> str:
+    return f"/openai/deployments/{name}/{rest}?api-version={api_version}"
 
 
 SAFE = {"hate": {"filtered": False, "severity": "safe"}, "self_harm": {"filtered": False, "severity": "safe"},
@@ -160,17 +164,29 @@ CASES = [
                     cost_nanos=per_million((476, "2.50"), (1024, "1.25"), (20, "10"))),
     ),
     Case(
-        # The deployment form is never rewritten (its api-version may predate `stream_options`): a stream
+        # The deployment form on an api-version that predates `stream_options` is never rewritten: a stream
         # whose client did not ask for usage is estimated, ceil(UTF-8 bytes / 4). Prompt: "Be brief." (9) +
         # "PROMPT-CANARY say hi ✓" (24) = 33 bytes → 9; output: "Hello" + " ✓" = 9 bytes → 3.
-        name="azure/chat-stream-deployment-without-usage-is-estimated",
-        host=COGNITIVE, path=deployment("mini"), sse=True, request={**STREAM_REQUEST, "model": "mini"},
+        name="azure/chat-stream-deployment-old-api-version-is-estimated",
+        host=COGNITIVE, path=deployment("mini", api_version=OLD_API_VERSION), sse=True,
+        request={**STREAM_REQUEST, "model": "mini"},
         response=_unasked,
         expect=dict(**CHAT, model=MINI, model_requested="mini", streamed=True, complete=True, usage_reported=False,
                     estimated=True, input_tokens=9, output_tokens=3,
                     extra={"estimator": "utf8_bytes_div_4", "estimated_input_tokens": 9,
                            "estimated_output_tokens": 3, "price_as": f"openai/{MINI}"},
                     cost_nanos=per_million((9, "0.15"), (3, "0.60"))),
+    ),
+    Case(
+        # The deployment form on an api-version that takes `stream_options` (2024-10-21): asked for, as on v1.
+        name="azure/chat-stream-deployment-usage-injected",
+        host=HOST, path=deployment("gpt4o-prod"), sse=True, request=STREAM_REQUEST,
+        upstream_request={"stream_options": {"include_usage": True}, **STREAM_REQUEST},
+        response=_injected, client_view=_injected_view,
+        expect=dict(**CHAT, model=GPT4O, model_requested="gpt4o-prod", streamed=True, complete=True,
+                    usage_reported=True, estimated=False, input_tokens=40, output_tokens=7,
+                    extra={"usage_injected": True, "price_as": f"openai/{GPT4O}"},
+                    cost_nanos=per_million((40, "2.50"), (7, "10"))),
     ),
     Case(
         # The v1 API: the meter asks for usage and hides what that adds. `my-gpt` is mapped to gpt-4o (CONFIG).

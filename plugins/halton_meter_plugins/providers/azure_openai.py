@@ -21,9 +21,9 @@ to price: the `[plugins.azure-openai.deployments]` mapping for the deployment wh
 deployments whose responses name no model or a model without a list price), else the response's model.
 
 Chat streams report usage only when asked (`stream_options.include_usage`). On the v1 API the meter asks on
-the client's behalf, exactly as for OpenAI (`[plugins.openai] include_usage`). On the deployment form it does
-not: the api-version is in the query string, which a provider is not shown, and api-versions before
-2024-09-01-preview reject `stream_options` with a 400. Such streams are estimated unless the client asks.
+the client's behalf, exactly as for OpenAI (`[plugins.openai] include_usage`). On the deployment form it asks
+too when the `api-version` (read from the query string) is 2024-09-01-preview or later; earlier versions
+reject `stream_options` with a 400, so their streams are estimated unless the client asks.
 """
 
 from __future__ import annotations
@@ -205,6 +205,19 @@ class AzureEmbeddingsParser(EmbeddingsParser):
 # --------------------------------------------------------------------------------------------------
 
 
+STREAM_OPTIONS_SINCE = "2024-09-01"
+"""The first api-version (2024-09-01-preview; GA from 2024-10-21) whose chat streams take `stream_options`."""
+
+
+def takes_stream_options(query: str) -> bool:
+    """Whether the request's `api-version` (`2024-10-21`, `2025-01-01-preview`) accepts `stream_options`."""
+    from urllib.parse import parse_qs
+
+    versions = parse_qs(query).get("api-version") or [""]
+    version = versions[0][:10]
+    return len(version) == 10 and version >= STREAM_OPTIONS_SINCE
+
+
 class AzureOpenAIProvider(OpenAICompatibleProvider):
     """The OpenAI API under Azure's hosts: the deployment form, the v1 API and Foundry's extra surfaces."""
 
@@ -231,9 +244,12 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
             return _V1_ROUTES.get(path[len(self.path_prefix) :], OTHER)
         return _OTHER_ROUTES.get(path, OTHER)
 
+    inspect_query = True
+
     def inspect_request(
         self, endpoint: Endpoint, path: str, body: bytes, headers: Mapping[str, str] | None = None
     ) -> RequestFacts:
+        path, _, query = path.partition("?")
         facts = super().inspect_request(endpoint, path, body, headers)
         match = _DEPLOYMENT.match(unquote(path).rstrip("/"))
         deployment = match["deployment"] if match is not None else None
@@ -248,9 +264,10 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
             and facts.stream_requested
             and not facts.extra.get("include_usage")
             and "prompt_text_bytes" not in facts.extra
+            and not takes_stream_options(query)
         ):
-            # The deployment form: usage is not asked for on the client's behalf (module docstring), so a
-            # stream whose client did not ask is estimated from byte counts.
+            # The deployment form on an api-version that predates `stream_options`: usage is not asked for
+            # on the client's behalf (module docstring), so a stream whose client did not ask is estimated.
             data = request_json(body)
             messages = data.get("messages") if isinstance(data, dict) else None
             if not isinstance(data, PartialDocument) or messages is not None:
