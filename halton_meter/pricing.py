@@ -20,9 +20,12 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 from typing import Any
 
+from halton_meter.pricetable import FIELDS, PriceTable
 from halton_meter.types import NANOS_PER_USD, CallRecord
 
 _TIER_CONTEXT = {"flex", "priority", "default", "fast"}
+TABLE = PriceTable()
+"""Compiled prices, shared by every Pricer in the process (they depend on genai-prices' data only)."""
 MILLION = Decimal(1_000_000)
 
 
@@ -86,7 +89,12 @@ _VENDOR_PRICE_IDS = {"mistralai": "mistral", "x-ai": "x-ai", "xai": "x-ai", "goo
                      "anthropic": "anthropic", "deepseek": "deepseek", "groq": "groq"}
 
 
-def _lookups(price_provider_id: str, *models: str | None) -> Iterator[tuple[str, str, str]]:
+@lru_cache(maxsize=4096)
+def _lookups(price_provider_id: str, *models: str | None) -> tuple[tuple[str, str, str], ...]:
+    return tuple(_each_lookup(price_provider_id, *models))
+
+
+def _each_lookup(price_provider_id: str, *models: str | None) -> Iterator[tuple[str, str, str]]:
     """(price list, model, note) to try in order: the call's own price list first; then, for a gateway's
     `vendor/model` id the gateway's list lacks, the vendor's own list price (noted in the price source)."""
     for candidate in model_candidates(*models):
@@ -116,6 +124,8 @@ class Pricer:
         self.overrides: Mapping[tuple[str, str], Any] = getattr(config, "prices", None) or {}
 
     def override_for(self, provider: str, *models: str | None) -> Any | None:
+        if not self.overrides:
+            return None
         for model in [*model_candidates(*models), "*"]:
             found = self.overrides.get((provider.lower(), model.lower()))
             if found is not None:
@@ -136,19 +146,10 @@ class Pricer:
             return Price(cost, True, f"config {override.where}", uncached - cost)
         if not record.price_provider_id or not (record.model or record.model_requested):
             return Price(None, False, "no price data for this provider")
-        from genai_prices import Usage, calc_price
-
-        usage_fields: dict[str, int] = {
-            "input_tokens": record.input_tokens + record.cache_read_tokens + record.cache_write_tokens,
-            "cache_read_tokens": record.cache_read_tokens,
-            "cache_write_tokens": record.cache_write_tokens,
-            "cache_write_1h_tokens": record.cache_write_1h_tokens,
-            "output_tokens": record.output_tokens,
-        }
         searches = record.extra.get("web_search_requests")
-        if isinstance(searches, int) and searches > 0:
-            usage_fields["web_searches"] = searches
-        usage = Usage(**usage_fields)
+        prompt = record.input_tokens + record.cache_read_tokens + record.cache_write_tokens
+        usage = (prompt, record.cache_read_tokens, record.cache_write_tokens, record.cache_write_1h_tokens,
+                 record.output_tokens, searches if isinstance(searches, int) and searches > 0 else 0)
         when = datetime.datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
         context = price_context(record.extra)
         premium = record.extra.get("regional_premium_pct")
@@ -156,21 +157,23 @@ class Pricer:
         for provider_id, candidate, note in _lookups(record.price_provider_id, record.model, record.model_requested,
                                                      price_as):
             try:
-                calc = calc_price(usage, candidate, provider_id=provider_id,
-                                  genai_request_timestamp=when, price_context=context)
+                _, model_price = TABLE.resolve(provider_id, candidate, when, context)
             except LookupError:
                 continue
-            total = calc.total_price
+            compiled = TABLE.compiled(model_price)
+            if compiled is not None:  # the common case: a few multiplications (halton_meter.pricetable)
+                exact, delta = compiled.total(usage), compiled.cache_read_delta(usage)
+            else:  # a price that is not linear in our fields: genai-prices' own calculation
+                exact, delta = _calculate(model_price, usage)
+            total = exact
             if premium:  # a regional endpoint the cloud documents at a fixed premium over the global price
                 # its list (or the vendor's) gives; a plugin sets it only where the list has no regional price
                 total = total * (100 + premium) / 100
                 note += f" +{premium}% regional endpoint"
             cost = usd_to_nanos(total)
             savings = 0
-            if record.cache_read_tokens:
-                savings = _cache_savings(calc, record.cache_read_tokens, usage_fields["input_tokens"],
-                                         usd_to_nanos(calc.total_price))
-                savings = savings * (100 + premium) // 100
+            if record.cache_read_tokens:  # the call priced with its cache reads as plain input, minus its cost
+                savings = (usd_to_nanos(exact + delta) - usd_to_nanos(exact)) * (100 + premium) // 100
             return Price(cost, True, genai_prices_version() + note, savings)
         model = record.model or record.model_requested
         return Price(None, False, f"unknown model {model!r} in {genai_prices_version()}")
@@ -219,22 +222,21 @@ def similar_models(model: str, limit: int = 3) -> list[str]:
     return difflib.get_close_matches(model.lower(), known, n=limit, cutoff=0.75)
 
 
-def _cache_savings(calc: Any, cache_read: int, prompt_tokens: int, cost: int) -> int:
-    """What `cache_read` tokens saved against the base input price, at the tier the call was billed at:
-    the call priced with no cache hits, minus its cost.
-
-    genai-prices' input count already holds the whole prompt, so without cache hits the tier stays the
-    same and only the cache-read share changes: the difference of the two rates the applied price (after
-    service-tier variants) names, over the cache-read tokens. No second full price calculation. No
-    cache-read price means reads cost the input price: nothing saved."""
+def _calculate(model_price: Any, usage: tuple[int, ...]) -> tuple[Decimal, Decimal]:
+    """genai-prices' own calculation (for a price the table could not compile): the total in USD, and what
+    the cache reads saved against the input price at the tier the call was billed at (the difference of
+    the two rates over the cache-read tokens; no cache-read price means reads cost the input price)."""
+    from genai_prices import Usage
     from genai_prices.types import calc_unit_price
 
-    model_price = calc.model_price
-    if model_price is None or model_price.cache_read_mtok is None:
-        return 0
-    delta = (calc_unit_price(model_price.input_mtok, cache_read, prompt_tokens, 1_000_000)
-             - calc_unit_price(model_price.cache_read_mtok, cache_read, prompt_tokens, 1_000_000))
-    return usd_to_nanos(calc.total_price + delta) - cost
+    fields = dict(zip(FIELDS, usage, strict=True))
+    total = Decimal(model_price.calc_price(Usage(**{k: v for k, v in fields.items() if v}))["total_price"])
+    cache_read, prompt = fields["cache_read_tokens"], fields["input_tokens"]
+    if not cache_read or getattr(model_price, "cache_read_mtok", None) is None:
+        return total, Decimal(0)
+    delta = (calc_unit_price(model_price.input_mtok, cache_read, prompt, 1_000_000)
+             - calc_unit_price(model_price.cache_read_mtok, cache_read, prompt, 1_000_000))
+    return total, delta
 
 
 def _override_cost(record: CallRecord, override: Any, cache_as_input: bool = False) -> Decimal:

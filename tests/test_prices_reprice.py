@@ -96,7 +96,7 @@ def test_prices_names_every_provider_that_bills_a_model(cli) -> None:
     assert sheet["also"] == ["codex"]
     elsewhere = cli("prices", "gpt-4o", "--provider", "groq")
     assert elsewhere.exit_code == 1
-    assert "groq has no price for 'gpt-4o'; it is priced under openai, codex" in elsewhere.stderr
+    assert "groq has no price for 'gpt-4o'; it is priced under openai, azure-openai, codex" in elsewhere.stderr
 
 
 def test_prices_suggests_close_model_names(cli) -> None:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from halton_meter.pricing import Pricer, _cache_savings, usd_to_nanos
+from halton_meter.pricing import Pricer, usd_to_nanos
 from halton_meter.types import CallRecord
 
 
@@ -259,4 +259,9 @@ def test_cache_savings_equal_pricing_the_call_again_without_cache_hits(model, un
     cost = usd_to_nanos(calc.total_price)
     again = calc_price(Usage(**{**fields, "cache_read_tokens": 0}), name, provider_id=provider_id,
                        genai_request_timestamp=when, price_context=context)
-    assert _cache_savings(calc, cache_read, fields["input_tokens"], cost) == usd_to_nanos(again.total_price) - cost
+    price = Pricer().price(rec(provider=provider_id, price_provider_id=provider_id, model=name,
+                               started_at="2026-11-01T12:00:00.000000Z", input_tokens=uncached,
+                               cache_read_tokens=cache_read, cache_write_tokens=cache_write, output_tokens=output,
+                               extra={"service_tier": tier} if tier else {}))
+    assert price.cost_nanos == cost
+    assert price.cache_savings_nanos == usd_to_nanos(again.total_price) - cost
