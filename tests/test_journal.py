@@ -225,3 +225,71 @@ def test_submit_costs_one_pwrite_and_no_fsync(tmp_path: Path, monkeypatch: pytes
     j.append(record())
     assert calls == ["pwrite"]
     assert json.loads(journal.encode(record()))[0]
+
+
+HELD_CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from halton_meter.store.writer import Writer
+    from halton_meter.types import CallRecord
+    db, ids = Path(sys.argv[1]), sys.argv[2:]
+    writer = Writer(db).start()
+    base = dict(started_at="2026-11-15T12:00:00.000000Z", provider="anthropic", endpoint_kind="messages",
+                host="api.anthropic.com", method="POST", path="/v1/messages", project="held")
+    held, done = ids
+    writer.submit(CallRecord(id=held, incomplete_reason="in_progress", **base))   # still running at the kill
+    writer.submit(CallRecord(id=done, incomplete_reason="in_progress", **base))
+    writer.submit(CallRecord(id=done, status=200, complete=True, input_tokens=7, **base))  # ended: committed
+    while writer.stats.committed < 2:
+        time.sleep(0.01)
+    print("COMMITTED", writer.held, flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_held_provisional_row_survives_kill_9_and_its_journal_is_kept(tmp_path: Path) -> None:
+    """A provisional row held back for its final row is not in the database yet: the journal must keep it
+    (its cursor never passes a held row, even once later records commit), so a crash still leaves the call
+    as a row at the next start."""
+    db = tmp_path / "db.sqlite"
+    migrate(db)
+    held, done = str(uuid.uuid4()), str(uuid.uuid4())
+    child = subprocess.Popen([sys.executable, "-c", HELD_CHILD, str(db), held, done], stdout=subprocess.PIPE,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().split() == [b"COMMITTED", b"1"]
+        assert set(rows(db)) == {done}  # the ended call is written once; the running one is held
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    writer = Writer(db).start(recover=True)
+    assert writer.close(timeout=20)
+    found = rows(db)
+    assert found[held][0] == "core_crash" and found[done][:2] == (None, 7)
+
+
+def test_provisional_rows_are_held_then_written_when_due_and_at_a_stop(tmp_path: Path) -> None:
+    from halton_meter.store import writer as writer_module
+
+    db = tmp_path / "db.sqlite"
+    migrate(db)
+    writer = Writer(db, spool_dir=tmp_path / "spool").start()
+    long_call, at_stop = record(project="long"), record(project="stop")
+    started = time.monotonic()
+    writer.submit(long_call.replace(incomplete_reason="in_progress", complete=False))
+    time.sleep(0.2)
+    assert rows(db) == {} and writer.held == 1 and writer.pending == 0  # held: not "behind"
+    deadline = time.monotonic() + 10
+    while long_call.id not in rows(db) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rows(db)[long_call.id][0] == "in_progress"
+    assert writer_module.PROVISIONAL_HOLD_SECONDS <= time.monotonic() - started < writer_module.PROVISIONAL_HOLD_SECONDS + 1
+    writer.submit(long_call)
+    writer.submit(at_stop.replace(incomplete_reason="in_progress", complete=False))
+    assert writer.close(timeout=15)  # a stop writes what is held
+    found = rows(db)
+    assert found[long_call.id][0] is None and found[at_stop.id][0] == "in_progress"
+    assert list((tmp_path / "spool").glob("journal-*")) == []

@@ -321,7 +321,7 @@ def test_writer_keeps_one_connection_and_a_failed_batch_stays_journaled_then_com
         check.close()
 
 
-def test_a_call_that_ends_within_the_linger_is_written_once_and_a_long_one_shows_in_progress(tmp_path: Path) -> None:
+def test_a_call_that_ends_within_the_hold_is_written_once_and_a_long_one_shows_in_progress(tmp_path: Path) -> None:
     db = tmp_path / "db.sqlite"
     migrate(db)
     writer = Writer(db, spool_dir=tmp_path / "spool").start()
@@ -329,7 +329,7 @@ def test_a_call_that_ends_within_the_linger_is_written_once_and_a_long_one_shows
         quick = record()
         writer.submit(quick.replace(incomplete_reason="in_progress", complete=False))
         time.sleep(0.005)
-        writer.submit(quick)  # its final row, within the linger: one batch, one write (the final row)
+        writer.submit(quick)  # its final row, within the hold: one batch, one write (the final row)
         assert writer.wait_idle(10)
         assert writer.stats.committed == 2 and writer.stats.batches == 1
         slow = record(project="beta")

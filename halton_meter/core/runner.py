@@ -167,7 +167,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer, ledger: L
         stats = writer.stats
         return {
             "writer": {"submitted": stats.submitted, "committed": stats.committed, "dropped": stats.dropped,
-                       "pending": writer.pending, "unsaved": stats.unsaved, "write_errors": stats.write_errors,
+                       "pending": writer.pending, "held": writer.held, "unsaved": stats.unsaved, "write_errors": stats.write_errors,
                        "last_error": stats.last_error, "last_error_at": stats.last_error_at,
                        "last_success_at": stats.last_success_at, "recovered": stats.recovered,
                        "journal_problem": writer.journal_problem, "hook_errors": stats.hook_errors},

@@ -5,9 +5,13 @@ The proxy's event loop only ever calls `submit`, which never blocks on the datab
 * **Durable before queued.** `submit` appends the record to the journal (`store/journal.py`: preallocated
   segments, one `pwrite`, no fsync) before it queues it, so a record that `submit` accepted survives a
   crash, a `kill -9` or a stop while the database is locked: the next start replays the journal.
-* **Idempotent by our UUID.** A call is written twice: a provisional row when the request is forwarded
-  (`incomplete_reason = "in_progress"`) and the final row when it ends; the final one replaces the
+* **Idempotent by our UUID.** A call has a provisional record when the request is forwarded
+  (`incomplete_reason = "in_progress"`) and a final one when it ends; the final one replaces the
   provisional one, a provisional one never replaces a final one, and a replayed record never duplicates.
+* **One write for most calls.** A provisional record is held back (journaled, not yet written) for
+  PROVISIONAL_HOLD_SECONDS: a call that ends within it is written once, as its final row; a longer one
+  shows as in progress after at most that long. The journal's cursor never passes a held record, so a
+  crash still leaves every call as a row at the next start.
 * **Nothing is dropped before it commits.** A batch that fails to commit (SQLITE_BUSY, disk full,
   read-only, I/O error) is retried with backoff until it commits, and stays in the journal until then.
 * **What cannot even be queued is counted.** When the queue is full, the record is counted as dropped
@@ -56,8 +60,10 @@ from halton_meter.types import CallRecord
 log = structlog.get_logger("halton_meter.writer")
 
 BATCH_MAX = 500
-LINGER_SECONDS = 0.02
-"""How long a lone provisional row waits for more records (usually its own final row) before committing."""
+PROVISIONAL_HOLD_SECONDS = 1.0
+"""How long a provisional row is held back (in the journal, not yet in the database) for its final row: a
+call that ends within it is written once. The bound on seeing a call in progress; a crash loses nothing
+either way (the journal is replayed at the next start)."""
 CHECKPOINT_EVERY = 30.0
 GAP_INGEST_EVERY = 2.0
 IN_PROGRESS = "in_progress"
@@ -168,6 +174,9 @@ class Writer:
         self._recover_at_start = False
         self._identity: tuple[int, int] | None = None
         self._largest = 0
+        self._held: dict[str, tuple[int | None, CallRecord, float]] = {}
+        """Provisional rows held back for their final row: call id → (journal seq, record, due)."""
+        self._done_seq = 0
         self.fatal: str | None = None
         """Why the writer stopped writing for good (the database file was truncated, replaced or deleted
         under it): the core then exits 3, and what is queued stays in the journal."""
@@ -222,8 +231,14 @@ class Writer:
 
     @property
     def pending(self) -> int:
-        """Records accepted and not committed yet: queued, or in a batch being written (or retried)."""
-        return self._queue.unfinished_tasks
+        """Records accepted and not committed yet: queued, or in a batch being written (or retried). Held
+        provisional rows are not counted: they wait for their call, not for the database (`held`)."""
+        return max(0, self._queue.unfinished_tasks - len(self._held))
+
+    @property
+    def held(self) -> int:
+        """Provisional rows held back for their final row (PROVISIONAL_HOLD_SECONDS at most)."""
+        return len(self._held)
 
     @property
     def journal_problem(self) -> str | None:
@@ -338,56 +353,73 @@ class Writer:
         if self._recover_at_start:
             self._recover_until_done()
         while True:
-            try:
-                item = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                self._housekeeping()
-                continue
-            if item is _STOP:
-                self._queue.task_done()
-                self._housekeeping(final=True)
-                return
-            # the queue holds (seq, record) pairs and the _STOP sentinel, so it is typed Queue[object]
-            batch: list[tuple[int | None, CallRecord]] = [item]  # type: ignore[list-item]
-            stop_after = False
-            # A provisional row waits a moment for company: most calls end within it, and then only their
-            # final row is written (one commit instead of two). Both are in the journal meanwhile.
-            first = batch[0][1]
-            linger_until = time.monotonic() + LINGER_SECONDS if first.incomplete_reason == IN_PROGRESS else 0.0
-            open_calls = {first.id} if linger_until else set()
-            while len(batch) < BATCH_MAX:
-                try:
-                    wait = linger_until - time.monotonic()
-                    more = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is _STOP:
+            items, stop_after = self._take()
+            batch = self._sorted_out(items, stop_after)
+            if batch:
+                taken = len(batch)
+                records = _superseded_dropped([r for _, r in batch])
+                self._price(records)
+                if self._commit(records):
+                    self.stats.committed += taken - len(records)  # the provisional rows their final rows replaced
+                    seqs = [seq for seq, _ in batch if seq is not None]
+                    unsaved = taken - len(seqs)
+                    self.stats.unsaved = max(0, self.stats.unsaved - unsaved)
+                    self._done_seq = max(self._done_seq, max(seqs, default=0))
+                    self._journal.committed(self._journal_cursor(), unsaved)
+                for _ in range(taken):
                     self._queue.task_done()
-                    stop_after = True
-                    break
-                batch.append(more)  # type: ignore[arg-type]  # not _STOP (above): a (seq, record) pair
-                if linger_until:  # provisional rows in the batch whose final row has not come yet
-                    record = more[1]  # type: ignore[index]  # as above
-                    if record.incomplete_reason == IN_PROGRESS:
-                        open_calls.add(record.id)
-                    else:
-                        open_calls.discard(record.id)
-                    if not open_calls:
-                        linger_until = 0.0  # every call in the batch has ended: write now
-            taken = len(batch)
-            records = _superseded_dropped([r for _, r in batch])
-            self._price(records)
-            if self._commit(records):
-                self.stats.committed += taken - len(records)  # the provisional rows their final rows replaced
-                seqs = [seq for seq, _ in batch if seq is not None]
-                unsaved = taken - len(seqs)
-                self.stats.unsaved = max(0, self.stats.unsaved - unsaved)
-                self._journal.committed(max(seqs, default=0), unsaved)
-            for _ in range(taken):
-                self._queue.task_done()
             self._housekeeping(final=stop_after)
             if stop_after:
                 return
+
+    def _take(self) -> tuple[list[tuple[int | None, CallRecord]], bool]:
+        """What the queue holds now (waiting at most until the next held provisional row is due, or 0.5 s),
+        up to BATCH_MAX records, and whether the stop sentinel came."""
+        wait = 0.5
+        if self._held:
+            wait = min(wait, max(0.0, min(due for _, _, due in self._held.values()) - time.monotonic()))
+        items: list[tuple[int | None, CallRecord]] = []
+        try:
+            first = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return items, False
+        while True:
+            if first is _STOP:
+                self._queue.task_done()
+                return items, True
+            items.append(first)  # type: ignore[arg-type]  # the queue holds (seq, record) pairs and _STOP
+            if len(items) >= BATCH_MAX:
+                return items, False
+            try:
+                first = self._queue.get_nowait()
+            except queue.Empty:
+                return items, False
+
+    def _sorted_out(self, items: list[tuple[int | None, CallRecord]], stopping: bool
+                    ) -> list[tuple[int | None, CallRecord]]:
+        """The batch to write now. A provisional row is held back (it stays in the journal) until its
+        final row comes, which then replaces it unwritten, or until PROVISIONAL_HOLD_SECONDS have passed:
+        most calls end within that and are written once. Held rows are written when due, and all at a stop."""
+        now = time.monotonic()
+        batch: list[tuple[int | None, CallRecord]] = []
+        for seq, record in items:
+            if record.incomplete_reason == IN_PROGRESS and record.id not in self._held and not stopping:
+                self._held[record.id] = (seq, record, now + PROVISIONAL_HOLD_SECONDS)
+                continue
+            held = self._held.pop(record.id, None)
+            if held is not None:  # its final row (or a repeat): the provisional one goes in the same batch
+                batch.append((held[0], held[1]))
+            batch.append((seq, record))
+        for call_id in [k for k, (_, _, due) in self._held.items() if stopping or due <= now]:
+            seq, record, _ = self._held.pop(call_id)
+            batch.append((seq, record))
+        return batch
+
+    def _journal_cursor(self) -> int:
+        """Every journaled record up to this sequence has committed: the highest committed one, but never
+        past a held provisional row (it is not in the database yet, only in the journal)."""
+        held = [seq for seq, _, _ in self._held.values() if seq is not None]
+        return min(self._done_seq, min(held) - 1) if held else self._done_seq
 
     def _price(self, batch: list[CallRecord]) -> None:
         for record in batch:
