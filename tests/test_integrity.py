@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import faultkit
 import httpx
 import pytest
 from faultkit import (
@@ -207,13 +208,23 @@ def test_k2_twenty_keep_alive_clients_and_a_kill_9_leave_nothing_unaccounted(sta
         for future in futures:
             future.result(timeout=60)
     received = {r.json()["model"] for r in fake_provider.requests[base:] if r.path == "/v1/messages"}
-    ledger = assert_received(meter, fake_provider, base, timeout=30)
+    # The identity, with the one kind of row the provider never saw: a call the crash cut after its record
+    # was journaled but before it was forwarded (`core_crash`; checked below). Waits (bounded) for recovery.
+    deadline = time.monotonic() + 30
+    while True:
+        ledger = faultkit.ledger(meter)
+        phantoms = {r["model_requested"] for r in meter.rows()} - received
+        if ledger.pending == 0 and ledger.total() == len(received) + len(phantoms):
+            break
+        assert time.monotonic() < deadline, (ledger, len(received), len(phantoms))
+        time.sleep(0.1)
     rows = {r["model_requested"]: r for r in meter.rows()}
     gap_calls = ledger.gaps
     unrowed = received - set(rows)
     assert len(unrowed) == gap_calls, (len(unrowed), gap_calls)
     phantoms = set(rows) - received
-    assert all(rows[m]["incomplete_reason"] == "core_crash" for m in phantoms), phantoms
+    assert len(phantoms) <= 20, phantoms  # at most one in flight per client at the kill
+    assert all(rows[m]["incomplete_reason"] == "core_crash" and rows[m]["status"] is None for m in phantoms), phantoms
     assert all(results[m] != 200 for m in phantoms), [(m, results[m], rows[m]) for m in phantoms]
     # (A call the provider answered can still be `core_crash`: the kill came after its last byte reached the
     # client but before its final record was journaled. Its row exists; it is just incomplete.)

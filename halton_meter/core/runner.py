@@ -157,7 +157,8 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer, ledger: L
         await asyncio.to_thread(ledger.load)
         while True:
             await asyncio.sleep(BUDGET_REFRESH_SECONDS)
-            await asyncio.to_thread(ledger.refresh)
+            if ledger.budgets:  # none configured: nothing to refresh, no thread hop every 2 s
+                await asyncio.to_thread(ledger.refresh)
 
     budget_watch = loop.create_task(keep_budgets())
     writer_watch = loop.create_task(watch_writer())

@@ -66,6 +66,9 @@ call that ends within it is written once. The bound on seeing a call in progress
 either way (the journal is replayed at the next start)."""
 CHECKPOINT_EVERY = 30.0
 GAP_INGEST_EVERY = 2.0
+IDLE_WAIT_SECONDS = GAP_INGEST_EVERY
+"""How long an idle writer sleeps on its queue: a record, the stop or a held row coming due wakes it sooner,
+and nothing else it does is due more often (fewer wake-ups of an idle meter)."""
 IN_PROGRESS = "in_progress"
 _STOP = object()
 _RECORD_FIELDS = {f.name for f in dataclasses.fields(CallRecord)}
@@ -373,9 +376,10 @@ class Writer:
                 return
 
     def _take(self) -> tuple[list[tuple[int | None, CallRecord]], bool]:
-        """What the queue holds now (waiting at most until the next held provisional row is due, or 0.5 s),
+        """What the queue holds now (waiting at most until the next held provisional row is due, or
+        IDLE_WAIT_SECONDS),
         up to BATCH_MAX records, and whether the stop sentinel came."""
-        wait = 0.5
+        wait = IDLE_WAIT_SECONDS
         if self._held:
             wait = min(wait, max(0.0, min(due for _, _, due in self._held.values()) - time.monotonic()))
         items: list[tuple[int | None, CallRecord]] = []
