@@ -288,10 +288,11 @@ def test_writer_keeps_one_connection_and_a_failed_batch_stays_journaled_then_com
         assert writer.wait_idle(10)
     assert writer._conn is conn and writer.stats.batches == 51
 
-    # A failure that is not BUSY (here a trigger refusing the insert): the batch stays in the journal, is
-    # retried on a new connection with backoff, and commits exactly once when the database takes writes again.
+    # A failure that is not BUSY (here a rollup table gone, so the writer's rollup upsert fails after the
+    # rows went in): the batch stays in the journal, is rolled back whole, retried on a new connection with
+    # backoff, and commits exactly once when the database takes writes again.
     other = sqlite3.connect(db, isolation_level=None)
-    other.execute("CREATE TRIGGER refuse BEFORE INSERT ON calls BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    other.execute("ALTER TABLE rollup RENAME TO rollup_away")
     writer.submit(first)  # the final row of the provisional one above
     failing = record(project="beta")
     writer.submit(failing)
@@ -300,9 +301,9 @@ def test_writer_keeps_one_connection_and_a_failed_batch_stays_journaled_then_com
         time.sleep(0.01)
     assert writer.stats.write_errors and writer.pending == 2
     assert journal_ids(tmp_path / "spool") >= {failing.id, first.id}
-    assert "refused" in (writer.stats.last_error or "") and writer.stats.committed == 51
+    assert "no such table: rollup" in (writer.stats.last_error or "") and writer.stats.committed == 51
     assert failing.id not in hooked and first.id not in hooked
-    other.execute("DROP TRIGGER refuse")
+    other.execute("ALTER TABLE rollup_away RENAME TO rollup")
     other.close()
     assert writer.close(timeout=15)
     assert writer.stats.committed == 53
@@ -314,7 +315,7 @@ def test_writer_keeps_one_connection_and_a_failed_batch_stays_journaled_then_com
         assert check.execute("SELECT count(*), count(DISTINCT id) FROM calls").fetchone() == (52, 52)
         assert check.execute("SELECT incomplete_reason, project FROM calls WHERE id = ?", (first.id,)).fetchone() \
             == (None, "alpha")
-        assert check.execute("SELECT sum(calls) FROM rollup").fetchone()[0] == 52  # triggers fired once per row
+        assert check.execute("SELECT sum(calls) FROM rollup").fetchone()[0] == 52  # rolled up once per row
         # Every commit touched `meta` (our WAL always carries the identity page).
         assert int(check.execute("SELECT value FROM meta WHERE key = 'writes'").fetchone()[0]) == writer.stats.batches
     finally:

@@ -54,6 +54,7 @@ from halton_meter.clock import utc_stamp
 from halton_meter.errors import DatabaseError
 from halton_meter.pricing import Pricer
 from halton_meter.store import gaps, journal
+from halton_meter.store.rollupwrite import RollupWriter, switch_triggers_off, triggers_on
 from halton_meter.store.schema import calls, check_intact, connect
 from halton_meter.types import CallRecord
 
@@ -98,6 +99,12 @@ CAPTURE_SQL = ("INSERT OR REPLACE INTO captures (call_id, request, response, req
 CORE_CRASH_SQL = (f"UPDATE calls SET incomplete_reason = 'core_crash', complete = 0 "
                   f"WHERE incomplete_reason = '{IN_PROGRESS}'")
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+_ROLLUPS = RollupWriter(_COLUMNS)
+
+
+def _crash_marked(conn: sqlite3.Connection) -> int:
+    with triggers_on(conn):  # once per start: the triggers move these rows into the rollups
+        return conn.execute(CORE_CRASH_SQL).rowcount
 
 
 def row_for(record: CallRecord, recorded_at: str) -> dict[str, Any]:
@@ -308,7 +315,7 @@ class Writer:
             self._write_gap_records([{"host": "unknown", "project": None, "client": None, "at": utc_stamp(),
                                       "reason": "lost_unjournaled", "calls": lost}])
         ingested = gaps.ingest(self._spool_dir, self._write)
-        crashed = self._write(lambda conn: conn.execute(CORE_CRASH_SQL).rowcount)
+        crashed = self._write(_crash_marked)
         for path in leftovers:
             path.unlink(missing_ok=True)
         for path in self._unsaved_leftovers():
@@ -441,7 +448,9 @@ class Writer:
     def _connection(self) -> sqlite3.Connection:
         conn = self._conn
         if conn is None:
-            conn = self._conn = connect(self._db_path)
+            conn = connect(self._db_path)
+            switch_triggers_off(conn)  # this connection keeps the rollups itself (store/rollupwrite.py)
+            self._conn = conn
         return conn
 
     def _guard(self) -> None:
@@ -522,7 +531,13 @@ class Writer:
                  if r.plan and r.incomplete_reason != IN_PROGRESS for snap in r.plan]
 
         def work(conn: sqlite3.Connection) -> None:
-            conn.executemany(UPSERT_SQL, rows)
+            if _ROLLUPS.needs_triggers(rows):  # only SQLite can work these rows out exactly
+                with triggers_on(conn):
+                    conn.executemany(UPSERT_SQL, rows)
+            else:
+                written = _ROLLUPS.written(rows, _ROLLUPS.stored(conn, rows))
+                conn.executemany(UPSERT_SQL, rows)
+                _ROLLUPS.apply(conn, written)
             if captured:
                 conn.executemany(CAPTURE_SQL, captured)
             if plans:
