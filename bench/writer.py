@@ -36,12 +36,19 @@ def _record(final: bool, rid: str):  # type: ignore[no-untyped-def]
 
 def measure(rows: int, burst: int) -> dict[str, float]:
     from halton_meter.store import writer as writer_module
-    from halton_meter.store.schema import migrate
-    from halton_meter.store.writer import Writer
 
     # Every row is written here, the provisional ones too (as for a call longer than the hold): this bench
     # measures the cost of a written row; how many calls are written once is the whole benchmark's business.
-    writer_module.PROVISIONAL_HOLD_SECONDS = 0.0
+    hold, writer_module.PROVISIONAL_HOLD_SECONDS = writer_module.PROVISIONAL_HOLD_SECONDS, 0.0
+    try:
+        return _measure(rows, burst)
+    finally:
+        writer_module.PROVISIONAL_HOLD_SECONDS = hold
+
+
+def _measure(rows: int, burst: int) -> dict[str, float]:
+    from halton_meter.store.schema import migrate
+    from halton_meter.store.writer import Writer
 
     with tempfile.TemporaryDirectory(prefix="halton-bench-writer-") as tmp:
         db = Path(tmp) / "db.sqlite"

@@ -124,3 +124,17 @@ def test_the_report_has_every_section_and_a_verdict_per_target(results) -> None:
     assert zero_lost[3] is True
     for name, _, measured, _ in targets:
         assert "nan" not in measured.lower(), (name, measured)
+
+
+def test_writer_bench_measures_written_rows_and_the_sustained_rate() -> None:
+    from bench import writer
+
+    burst = writer.measure(40, 8)
+    assert burst["rows"] == 40 and burst["batches"] >= 10  # every row written, provisional ones too
+    assert 0 < burst["cpu_ms_per_row"] < 1000 and math.isfinite(burst["wall_ms_per_row"])
+    sustained = writer.sustained(400)
+    assert sustained["rows"] == 400 and sustained["rows_per_s"] > 0 and sustained["batches"] >= 1
+    assert 0 < sustained["cpu_ms_per_row"] < 1000
+    from halton_meter.store import writer as writer_module
+
+    assert writer_module.PROVISIONAL_HOLD_SECONDS == 1.0  # measure() gives the hold back
