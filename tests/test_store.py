@@ -440,3 +440,35 @@ def test_migration_10_takes_self_tests_out_of_every_project(tmp_path: Path) -> N
     found = dict((r[0], (r[1], r[2])) for r in conn.execute("SELECT id, project, project_source FROM calls"))
     conn.close()
     assert found == {"canary": ("", "self-test"), "real": ("acme", "cwd")}
+
+
+def test_the_core_writes_rows_without_importing_sqlalchemy(tmp_path: Path) -> None:
+    """SQLAlchemy costs a process about 12 MB of memory: the core (its modules, the migration it runs at
+    start, the writer writing a priced row) must not load it. Reports and `reprice` still use it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        import halton_meter.core.runner, halton_meter.core.addon, halton_meter.core.pipeline
+        from halton_meter.store.schema import migrate
+        from halton_meter.store.writer import Writer
+        from halton_meter.types import CallRecord
+        db = Path({str(tmp_path / "db.sqlite")!r})
+        migrate(db)
+        writer = Writer(db, spool_dir=db.parent / "spool").start()
+        writer.submit(CallRecord(id="c1", started_at="2026-11-22T10:00:00.000000Z", provider="anthropic",
+                                 endpoint_kind="messages", host="api.anthropic.com", method="POST",
+                                 path="/v1/messages", model="claude-sonnet-4-5", complete=True,
+                                 usage_reported=True, input_tokens=10, output_tokens=5, billable=True,
+                                 price_provider_id="anthropic", project="p", project_source="env"))
+        assert writer.close(timeout=10)
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "sqlalchemy")[:3])
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        assert conn.execute("SELECT id, cost_nanos > 0 FROM calls").fetchall() == [("c1", 1)]

@@ -55,7 +55,7 @@ from halton_meter.errors import DatabaseError
 from halton_meter.pricing import Pricer
 from halton_meter.store import gaps, journal
 from halton_meter.store.rollupwrite import RollupWriter, switch_triggers_off, triggers_on
-from halton_meter.store.schema import calls, check_intact, connect
+from halton_meter.store.schema import CALLS_COLUMNS, check_intact, connect
 from halton_meter.types import CallRecord
 
 log = structlog.get_logger("halton_meter.writer")
@@ -78,7 +78,7 @@ _T = TypeVar("_T")
 # The hot path is plain sqlite3 on one connection, with every statement built once here (SQLite caches the
 # prepared statements per connection). A row is the CallRecord's attributes in `_FIELDS` order, then
 # `recorded_at` and `extra` (JSON, as SQLAlchemy's JSON type stored it).
-_FIELDS = tuple(c.name for c in calls.columns if c.name not in ("recorded_at", "extra"))
+_FIELDS = tuple(name for name in CALLS_COLUMNS if name not in ("recorded_at", "extra"))
 _COLUMNS = (*_FIELDS, "recorded_at", "extra")
 _values = operator.attrgetter(*_FIELDS)
 # A final row replaces a provisional one; a provisional row never replaces anything. An upsert, never INSERT
@@ -108,7 +108,7 @@ def _crash_marked(conn: sqlite3.Connection) -> int:
 
 
 def row_for(record: CallRecord, recorded_at: str) -> dict[str, Any]:
-    row = {c.name: getattr(record, c.name) for c in calls.columns if c.name != "recorded_at"}
+    row = {name: getattr(record, name) for name in CALLS_COLUMNS if name != "recorded_at"}
     row["recorded_at"] = recorded_at
     return row
 
