@@ -1,18 +1,23 @@
 """Splicing a tunnel: copying bytes both ways between a client and its upstream (the core, or the origin).
 
-Both pipes read with a plain `await reader.read()` under one `asyncio.timeout` each, pushed forward after
-every read (`reschedule` moves a timer): no task, future or wait set per read — the edge hop costs little
-more CPU than a bare tunnel.
+Once the tunnel is open, both sockets leave asyncio's streams: each transport gets a small protocol whose
+`data_received` writes straight into the other transport. No task wakes up, no future is made and no
+timer moves per read (the timeouts are checked by one timer per tunnel that re-arms itself from the time
+of the last byte), so the edge hop costs little more CPU than the kernel's own copy. Flow control is the
+transports' own: a side whose write buffer is full pauses reading on the other side until it drains.
+
+Whatever the streams had already read (bytes that came with the CONNECT, an end of file) is taken over
+first, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+from typing import cast
 
 from halton_meter.edge.counters import EdgeStats, Slot
-from halton_meter.edge.limits import DRAIN_BYTES, DRAIN_QUIET, DRAIN_SECONDS, MAX_DRAINS, READ_SIZE
+from halton_meter.edge.limits import DRAIN_BYTES, DRAIN_QUIET, DRAIN_SECONDS, MAX_DRAINS
 from halton_meter.edge.passthrough import PassThrough
 
 
@@ -28,122 +33,210 @@ async def splice(
     slot: Slot | None = None,
     observer: PassThrough | None = None,
 ) -> tuple[int, int]:
-    """Copy both ways until both sides finish; returns (bytes up, bytes down).
+    """Copy both ways (a is the client, b its upstream) until both directions finish; returns (bytes up,
+    bytes down).
 
     Direct tunnels propagate half-closes. A metered tunnel does not pass the client's going away on to
     the core: it keeps reading the core's answer (discarding it) until the core goes quiet, stops, or a
     bound is hit, so the provider's final usage event reaches the meter and the call is recorded whole
     even when the client aborted mid-stream. The client's first byte must come within the handshake
-    timeout; after that, the idle timeout applies.
+    timeout; after that, the idle timeout applies to each direction.
     """
-    state = Splice(metered, slot, stats)
+    tunnel = Tunnel(stats, idle_timeout, handshake_timeout, metered, slot, observer)
     try:
-        up, down = await asyncio.gather(
-            _pipe_up(a_reader, b_writer, state, idle_timeout, handshake_timeout, observer),
-            _pipe_down(b_reader, a_writer, state, idle_timeout, observer),
-        )
+        return await tunnel.run(a_reader, a_writer, b_reader, b_writer)
     finally:
+        tunnel.stop_timer()
         with contextlib.suppress(Exception):
             b_writer.close()
-    return up, down
-
-async def _pipe_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Splice, idle: float,
-                   handshake_timeout: float, observer: PassThrough | None = None) -> int:
-    moved = 0
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout_at(loop.time() + min(idle, handshake_timeout)) as window:
-            while True:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    break
-                moved += len(data)
-                if observer is not None:
-                    observer.up(data)
-                writer.write(data)
-                await writer.drain()
-                window.reschedule(loop.time() + idle)
-    except TimeoutError:
-        writer.transport.abort()
-        state.abort_client()
-        return moved
-    except (ConnectionError, OSError):
-        if not state.metered:
-            writer.transport.abort()
-            return moved
-    if state.metered:
-        state.client_left()
-    else:
-        with contextlib.suppress(Exception):
-            if writer.can_write_eof():
-                writer.write_eof()
-    return moved
-
-async def _pipe_down(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Splice, idle: float,
-                     observer: PassThrough | None = None) -> int:
-    moved = drained = 0
-    counted = False
-    loop = asyncio.get_running_loop()
-    state.client_writer = writer
-    try:
-        async with asyncio.timeout_at(loop.time() + idle) as window:
-            state.down_window = window
-            while True:
-                if state.gone:
-                    remaining = state.drain_remaining()
-                    if remaining <= 0:
-                        break  # too many drains already, or the drain's time is up
-                    window.reschedule(loop.time() + min(DRAIN_QUIET, remaining))
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    if not state.gone:
-                        with contextlib.suppress(Exception):
-                            if writer.can_write_eof():
-                                writer.write_eof()
-                    break
-                moved += len(data)
-                if observer is not None:
-                    observer.down(data)
-                if state.gone:
-                    drained += len(data)
-                    if not counted:  # the client left while its answer was still coming
-                        state.stats.drains += 1
-                        counted = True
-                    if drained > DRAIN_BYTES:
-                        break
-                    continue
-                try:
-                    writer.write(data)
-                    await writer.drain()
-                except (ConnectionError, OSError):
-                    if not state.metered:
-                        raise
-                    state.client_left()  # the client left mid-response: drain the rest
-                    continue
-                window.reschedule(loop.time() + idle)
-    except TimeoutError:  # idle too long, or the drain went quiet: done either way
-        if not state.gone:
-            writer.transport.abort()
-    except (ConnectionError, OSError):
-        writer.transport.abort()
-    finally:
-        state.down_window = None
-    return moved
 
 
-class Splice:
-    """What the two pipes of one tunnel share: whether the client left, and the drain that follows."""
+class _Side(asyncio.Protocol):
+    """One socket of the tunnel: the client's (`up`: what it reads goes up) or the upstream's."""
 
-    __slots__ = ("metered", "slot", "stats", "gone", "deadline", "down_window", "client_writer")
+    __slots__ = ("tunnel", "up")
 
-    def __init__(self, metered: bool, slot: Slot | None, stats: EdgeStats) -> None:
+    def __init__(self, tunnel: Tunnel, up: bool) -> None:
+        self.tunnel = tunnel
+        self.up = up
+
+    def data_received(self, data: bytes) -> None:
+        if self.up:
+            self.tunnel.from_client(data)
+        else:
+            self.tunnel.from_upstream(data)
+
+    def eof_received(self) -> bool:
+        if self.up:
+            self.tunnel.client_eof()
+        else:
+            self.tunnel.upstream_eof()
+        return True  # keep the socket open for the other direction
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.up:
+            self.tunnel.client_lost()
+        else:
+            self.tunnel.upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.tunnel.pause_reading(client=not self.up)
+
+    def resume_writing(self) -> None:
+        self.tunnel.resume_reading(client=not self.up)
+
+
+class Tunnel:
+    """Both directions of one tunnel, their timeouts and the drain that follows a client leaving."""
+
+    def __init__(self, stats: EdgeStats, idle: float, handshake: float, metered: bool, slot: Slot | None,
+                 observer: PassThrough | None) -> None:
+        self.stats = stats
+        self.idle = idle
+        self.handshake = handshake
         self.metered = metered
         self.slot = slot
-        self.stats = stats
-        self.gone = False
-        self.deadline = 0.0
-        self.down_window: asyncio.Timeout | None = None
-        self.client_writer: asyncio.StreamWriter | None = None
+        self.observer = observer
+        self.loop = asyncio.get_running_loop()
+        self.client: asyncio.Transport | None = None
+        self.upstream: asyncio.Transport | None = None
+        self.up_bytes = self.down_bytes = self.drained = 0
+        self.up_done = self.down_done = False
+        self.client_gone = self.upstream_gone = False  # the socket itself is lost
+        self.gone = False  # metered: the client left; the answer is read on for the meter only
+        self.drain_until: float | None = None  # loop time the drain must end by (None: no drain allowed)
+        self.counted = False
+        now = self.loop.time()
+        self.started = now
+        self.last_up: float | None = None  # the client's last byte (None: none yet)
+        self.last_down = now
+        self.timer: asyncio.TimerHandle | None = None
+        self.done: asyncio.Future[None] = self.loop.create_future()
+
+    async def run(self, a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
+                  b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter) -> tuple[int, int]:
+        client, upstream = cast(asyncio.Transport, a_writer.transport), cast(asyncio.Transport, b_writer.transport)
+        self.client, self.upstream = client, upstream
+        self.client_gone, self.upstream_gone = client.is_closing(), upstream.is_closing()
+        client.set_protocol(_Side(self, True))
+        upstream.set_protocol(_Side(self, False))
+        for transport in (client, upstream):
+            with contextlib.suppress(Exception):
+                transport.resume_reading()  # a stream may have paused it at its buffer limit
+        # What the streams read before the handover goes first: buffered bytes, then an end of file.
+        self._take_over(a_reader, up=True)
+        self._take_over(b_reader, up=False)
+        if self.client_gone and not self.up_done:
+            self.client_lost()
+        if self.upstream_gone and not self.down_done:
+            self.upstream_lost(None)
+        self._arm()
+        await self.done
+        return self.up_bytes, self.down_bytes
+
+    def _take_over(self, reader: asyncio.StreamReader, up: bool) -> None:
+        # The stream's unread bytes and the end of file it already saw: asyncio has no public way to take
+        # them over, so this reads its two attributes (present in every CPython asyncio since 3.4).
+        state = vars(reader)
+        buffered = bytes(state["_buffer"])
+        state["_buffer"].clear()
+        if buffered:
+            (self.from_client if up else self.from_upstream)(buffered)
+        if state["_eof"]:
+            (self.client_eof if up else self.upstream_eof)()
+        if reader.exception() is not None:
+            if up:
+                self.client_lost()
+            else:
+                self.upstream_lost(reader.exception())
+
+    # ---- data -------------------------------------------------------------------------------------
+
+    def from_client(self, data: bytes) -> None:
+        if self.up_done:
+            return
+        self.last_up = self.loop.time()
+        self.up_bytes += len(data)
+        if self.observer is not None:
+            self.observer.up(data)
+        if self.upstream_gone or self.upstream is None or self.upstream.is_closing():
+            self._up_failed()
+            return
+        self.upstream.write(data)
+
+    def from_upstream(self, data: bytes) -> None:
+        if self.down_done:
+            return
+        self.down_bytes += len(data)
+        if self.observer is not None:
+            self.observer.down(data)
+        self.last_down = self.loop.time()
+        if self.gone:
+            self.drained += len(data)
+            if not self.counted:  # the client left while its answer was still coming
+                self.stats.drains += 1
+                self.counted = True
+            if self.drained > DRAIN_BYTES:
+                self._end_down()
+            return
+        if self.client_gone or self.client is None or self.client.is_closing():
+            if not self.metered:
+                self._abort_client()
+                self._end_down()
+                return
+            self.client_left()  # the client left mid-response: drain the rest
+            return
+        self.client.write(data)
+
+    # ---- ends -------------------------------------------------------------------------------------
+
+    def client_eof(self) -> None:
+        if self.up_done:
+            return
+        if self.metered:
+            self._end_up()
+            self.client_left()
+        else:
+            self._end_up()
+            if not self.upstream_gone and self.upstream is not None and self.upstream.can_write_eof():
+                with contextlib.suppress(Exception):
+                    self.upstream.write_eof()
+
+    def client_lost(self) -> None:
+        self.client_gone = True
+        if not self.up_done:
+            self._up_failed()
+        if not self.down_done and not self.gone and not self.metered:
+            self._end_down()
+
+    def _up_failed(self) -> None:
+        """Reading the client or writing upstream failed."""
+        if self.up_done:
+            return
+        self._end_up()
+        if self.metered:
+            self.client_left()
+        else:
+            self._abort_upstream()
+
+    def upstream_eof(self) -> None:
+        if self.down_done:
+            return
+        if not self.gone and not self.client_gone and self.client is not None:
+            with contextlib.suppress(Exception):
+                if self.client.can_write_eof():
+                    self.client.write_eof()
+        self._end_down()
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        self.upstream_gone = True
+        if self.down_done:
+            return
+        if exc is None:
+            self.upstream_eof()  # closed (by us, after the other direction failed): as an end of file
+        else:
+            self._abort_client()
+            self._end_down()
 
     def client_left(self) -> None:
         """Metered tunnels only: keep reading the answer for the meter, within the drain bounds (or stop at
@@ -152,20 +245,91 @@ class Splice:
             return
         self.gone = True
         if self.slot is not None and self.stats.draining < MAX_DRAINS:
-            self.deadline = time.monotonic() + DRAIN_SECONDS
+            self.drain_until = self.loop.time() + DRAIN_SECONDS
             self.slot.start_draining()
-        window = self.down_window
-        if window is not None:  # wake the reading side's timer into drain mode
-            loop = asyncio.get_running_loop()
-            window.reschedule(loop.time() + (DRAIN_QUIET if self.deadline else 0))
+        self.last_down = self.loop.time()
+        if self.drain_until is None:
+            self._end_down()
+            return
+        self.resume_reading(client=False)  # nothing is written to the client any more
+        self._arm()
 
-    def abort_client(self) -> None:
-        """The client sent nothing in time (or went idle too long): end the whole tunnel now."""
-        if self.client_writer is not None:
-            self.client_writer.transport.abort()
-        window = self.down_window
-        if window is not None:
-            window.reschedule(asyncio.get_running_loop().time())
+    def _end_up(self) -> None:
+        self.up_done = True
+        self._check_done()
 
-    def drain_remaining(self) -> float:
-        return self.deadline - time.monotonic() if self.deadline else 0.0
+    def _end_down(self) -> None:
+        self.down_done = True
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self.up_done and self.down_done and not self.done.done():
+            self.done.set_result(None)
+
+    def _abort_client(self) -> None:
+        if self.client is not None:
+            self.client.abort()
+
+    def _abort_upstream(self) -> None:
+        if self.upstream is not None:
+            self.upstream.abort()
+
+    # ---- flow control -----------------------------------------------------------------------------
+
+    def pause_reading(self, client: bool) -> None:
+        transport = self.client if client else self.upstream
+        if transport is not None and not (not client and self.gone):
+            with contextlib.suppress(Exception):
+                transport.pause_reading()
+
+    def resume_reading(self, client: bool) -> None:
+        transport = self.client if client else self.upstream
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.resume_reading()
+
+    # ---- timeouts: one timer per tunnel, re-armed from the last byte when it fires -----------------
+
+    def _due(self) -> float:
+        """When the next timeout falls, from the state now."""
+        up = (self.started + min(self.idle, self.handshake) if self.last_up is None
+              else self.last_up + self.idle) if not self.up_done else float("inf")
+        if self.down_done:
+            down = float("inf")
+        elif self.gone:
+            down = min(self.last_down + DRAIN_QUIET, self.drain_until or 0.0)
+        else:
+            down = self.last_down + self.idle
+        return min(up, down)
+
+    def _arm(self) -> None:
+        if self.done.done():
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(self._due(), self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        if not self.up_done:
+            limit = self.started + min(self.idle, self.handshake) if self.last_up is None else self.last_up + self.idle
+            if now >= limit:  # the client sent nothing in time (or went idle too long): end the whole tunnel
+                self.up_done = True
+                self._abort_upstream()
+                self._abort_client()
+                self._end_down()
+                return
+        if not self.down_done:
+            if self.gone:
+                if now >= (self.drain_until or 0.0) or now >= self.last_down + DRAIN_QUIET:
+                    self._end_down()  # the drain's time is up, or it went quiet: done either way
+            elif now >= self.last_down + self.idle:
+                self._abort_client()  # idle too long
+                self._end_down()
+        self._arm()
+
+    def stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
