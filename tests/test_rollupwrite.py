@@ -143,6 +143,24 @@ def test_epoch_is_sqlites(moment: datetime.datetime, sep: str, tail: str) -> Non
     conn.close()
 
 
+ODD_STAMPS = ["2026-02-30T10:00:00Z", "2026-11-22T10:00:60Z", "2026-11-22T24:00:00Z", "2026-11-22T10:60:00Z",
+              "0000-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "2026-11-22T10:00:0\u0665Z",
+              "2026-11-22T10:0\u0665:00Z", "\uff12026-11-22T10:00:00Z", "2026-11-22t10:00:00Z"]
+
+
+@settings(max_examples=600)
+@given(st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(Z|\.[0-9]{1,6}Z)?\Z")
+       | st.text(alphabet="0123456789-T :.Z\u0665\uff15", min_size=16, max_size=24)
+       | st.sampled_from(ODD_STAMPS))
+def test_epoch_of_any_string_is_sqlites_or_none(stamp: str) -> None:
+    """Odd dates (Feb 30, second 60, hour 24), other digits, other shapes: None, or SQLite's own answer."""
+    conn = sqlite3.connect(":memory:")
+    got = epoch(stamp)
+    if got is not None:
+        assert got == _sql(conn, "CAST(strftime('%s', substr(?, 1, 19)) AS INTEGER)", stamp)
+    conn.close()
+
+
 @settings(max_examples=600)
 @given(st.one_of(st.floats(min_value=-1e9, max_value=4.5e12, allow_nan=False),
                  st.integers(min_value=0, max_value=10**9).map(lambda n: n / 2000),  # half microseconds

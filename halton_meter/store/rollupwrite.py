@@ -28,6 +28,7 @@ instead (`needs_triggers`): exact for any input, and the meter's own rows never 
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import re
 import sqlite3
@@ -41,7 +42,7 @@ from halton_meter.store.daycache import STABLE_SECONDS
 from halton_meter.store.rollup import BINS_PER_ROW, BUCKET_SECONDS, DAY_SECONDS, DIMENSIONS, SUMS, bin_floors
 
 IN_PROGRESS = "in_progress"
-_STAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d")
+_STAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d", re.ASCII)
 _EXACT_FLOAT = 2.0 ** 52  # below it, SQLite's round() and Python's add-a-half-and-truncate agree
 _FIELDS = ("id", "started_at", "endpoint_kind", "incomplete_reason", "project", "model", "model_requested",
            "provider", "client", "branch", "key_fingerprint", "billing", "input_tokens", "output_tokens",
@@ -85,8 +86,19 @@ def epoch(started_at: object) -> int | None:
     say (any other shape, a date Python refuses, a time before 1970)."""
     if not isinstance(started_at, str) or not _STAMP.match(started_at):
         return None
+    minute = _minute_epoch(started_at[:16])
+    second = int(started_at[17:19])
+    if minute is None or second > 59:
+        return None
+    return minute + second
+
+
+@functools.lru_cache(maxsize=4096)
+def _minute_epoch(prefix: str) -> int | None:
+    """`YYYY-MM-DD?HH:MM` as UTC epoch seconds (None: not a date, or before 1970). A batch's rows share a few
+    minutes, so each is worked out once."""
     try:
-        moment = datetime.datetime.fromisoformat(started_at[:19])
+        moment = datetime.datetime.fromisoformat(prefix + ":00")
     except ValueError:
         return None
     seconds = int(moment.replace(tzinfo=datetime.UTC).timestamp())
