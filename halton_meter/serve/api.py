@@ -36,7 +36,6 @@ import hmac
 import http
 import json
 import logging
-import resource
 import secrets
 import socket
 import time
@@ -291,6 +290,10 @@ def warm(paths: Paths) -> None:
 
 def connection_cap() -> int:
     """MAX_CONNECTIONS, or fewer when the descriptor limit is low (half of it: the rest is the meter's)."""
+    try:
+        import resource
+    except ImportError:  # Windows: no per-process descriptor limit of this kind
+        return MAX_CONNECTIONS
     try:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (OSError, ValueError):
