@@ -22,7 +22,7 @@ APP_PIP_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: init install-app uninstall serve test bench install install-test install-bench clean python-check
+.PHONY: init install-app uninstall serve test test-wheel bench install install-test install-bench clean python-check
 
 python-check:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null || { \
@@ -89,6 +89,11 @@ ifeq ($(strip $(PYTEST_ARGS)),)
 else
 	$(TEST_BIN)/python -m pytest $(PYTEST_ARGS)
 endif
+
+# `make test-wheel`: build the sdist and the wheel, install the wheel with pip on Python 3.12 and 3.13 and
+# with pipx and `uv tool`, and use each install from a throwaway HOME (CI runs it after `make test`).
+test-wheel:
+	bash .ci/wheel-smoke
 
 bench: install-bench
 	$(BIN)/python -m bench $(BENCH_ARGS)
