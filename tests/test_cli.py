@@ -12,7 +12,10 @@ from halton_meter.errors import EXIT_CODE_HELP, ExitCode
 
 def test_version(cli) -> None:
     result = cli("--version")
-    assert result.exit_code == 0 and result.stdout.strip() == f"halton-meter, version {__version__}"
+    from halton_meter.store.schema import LATEST_VERSION
+
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"halton-meter, version {__version__} (database schema v{LATEST_VERSION})"
 
 
 def test_help_lists_commands_and_every_exit_code(cli) -> None:

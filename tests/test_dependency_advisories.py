@@ -102,21 +102,11 @@ ADVISORIES: tuple[Advisory, ...] = (
     Advisory("jinja2", "GHSA-cpwx-vrp4-4pq7", "CVE-2025-27516", "3.1.6", "sandbox escape through |attr"),
 )
 
-OPEN_INSTALLED: dict[str, str] = {
-    "PYSEC-2026-4322": "brotli 1.2.1 is not installable with mitmproxy 12.2.x (it pins Brotli<=1.2.0); "
-                       "mitmproxy 12.3.1 requires Brotli==1.2.1: raise the floor to mitmproxy>=12.3.1",
-    "GHSA-g6cj-pr64-35w5": "mitmproxy 12.2.x pins cryptography<=48.1; mitmproxy 12.3.1 allows <=50.0.2. "
-                           "Not reachable from Halton Meter (it never decrypts PKCS#7), but ca.py imports "
-                           "cryptography directly without naming it in pyproject.toml",
-}
+OPEN_INSTALLED: dict[str, str] = {}
 """Advisories still affecting what is installed, with why. Applied only while the installed version is
 affected (see the module docstring)."""
 
-OPEN_FLOORS: dict[str, str] = {
-    "PYSEC-2026-4322": "pyproject.toml allows brotli 1.2.0 (out-of-bounds write fixed in 1.2.1): every "
-                       "mitmproxy 12.2.x pins Brotli<=1.2.0, and mitmproxy 12.3.1 needs a certifi release "
-                       "this registry does not have yet",
-}
+OPEN_FLOORS: dict[str, str] = {}
 """Advisories whose affected range pyproject.toml's floor still admits: bugs in this repository."""
 
 

@@ -17,6 +17,7 @@ import click
 
 from halton_meter import __version__
 from halton_meter.errors import EXIT_CODE_HELP, ExitCode, HaltonError
+from halton_meter.store.schema import LATEST_VERSION
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help shown in `--help` without importing the module)
@@ -86,7 +87,8 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="halton-meter")
+@click.version_option(__version__, "-V", "--version", prog_name="halton-meter",
+                      message=f"%(prog)s, version %(version)s (database schema v{LATEST_VERSION})")
 def cli() -> None:
     """Halton Meter: know what your AI coding tools cost.
 
