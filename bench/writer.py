@@ -19,7 +19,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def _record(final: bool, rid: str):  # type: ignore[no-untyped-def]
@@ -46,7 +49,9 @@ def measure(rows: int, burst: int) -> dict[str, float]:
         writer_module.PROVISIONAL_HOLD_SECONDS = hold
 
 
-def _measure(rows: int, burst: int) -> dict[str, float]:
+@contextmanager
+def _fresh_writer() -> Iterator[Any]:
+    """A started Writer on a new database in a temporary directory, closed afterwards."""
     from halton_meter.store.schema import migrate
     from halton_meter.store.writer import Writer
 
@@ -54,10 +59,25 @@ def _measure(rows: int, burst: int) -> dict[str, float]:
         db = Path(tmp) / "db.sqlite"
         migrate(db)
         writer = Writer(db, spool_dir=Path(tmp) / "spool").start()
+        try:
+            yield writer
+        finally:
+            writer.close(timeout=10)
+
+
+def _submit(writer: Any, records: list[Any]) -> float:
+    """Submit records one at a time, as the core does; the seconds `submit` took in all."""
+    started = time.perf_counter()
+    for record in records:
+        writer.submit(record)
+    return time.perf_counter() - started
+
+
+def _measure(rows: int, burst: int) -> dict[str, float]:
+    with _fresh_writer() as writer:
         for _ in range(20):  # warm-up: imports, pricing tables, statement cache
             rid = str(uuid.uuid4())
-            writer.submit(_record(False, rid))
-            writer.submit(_record(True, rid))
+            _submit(writer, [_record(False, rid), _record(True, rid)])
         _wait(writer, 40)
         base = writer.stats.committed
         tid = writer._thread.native_id
@@ -66,22 +86,13 @@ def _measure(rows: int, burst: int) -> dict[str, float]:
         in_submit = 0.0
         while sent < rows:
             ids = [str(uuid.uuid4()) for _ in range(burst // 2 or 1)]
-            records = [_record(False, rid) for rid in ids]
-            started = time.perf_counter()
-            for record in records:
-                writer.submit(record)
-            in_submit += time.perf_counter() - started
+            in_submit += _submit(writer, [_record(False, rid) for rid in ids])
             _wait(writer, base + sent + len(ids))
-            records = [_record(True, rid) for rid in ids]
-            started = time.perf_counter()
-            for record in records:
-                writer.submit(record)
-            in_submit += time.perf_counter() - started
+            in_submit += _submit(writer, [_record(True, rid) for rid in ids])
             sent += 2 * len(ids)
             _wait(writer, base + sent)
         cpu, wall = _thread_cpu(tid) - cpu0, time.perf_counter() - t0
         batches = writer.stats.batches
-        writer.close(timeout=10)
     return {"burst": burst, "rows": sent, "cpu_ms_per_row": cpu * 1000 / sent, "wall_ms_per_row": wall * 1000 / sent,
             "batches": batches, "submit_us_per_row": in_submit * 1e6 / sent}
 
@@ -90,15 +101,8 @@ def sustained(rows: int) -> dict[str, float]:
     """Rows per second when calls end faster than the writer can write them: final rows only (most calls
     are written once, their provisional row held back and replaced unwritten), submitted while the writer's
     queue is less than half full, so the writer takes them in batches as large as its queue offers."""
-    from halton_meter.store.schema import migrate
-    from halton_meter.store.writer import Writer
-
-    with tempfile.TemporaryDirectory(prefix="halton-bench-writer-") as tmp:
-        db = Path(tmp) / "db.sqlite"
-        migrate(db)
-        writer = Writer(db, spool_dir=Path(tmp) / "spool").start()
-        for _ in range(20):
-            writer.submit(_record(True, str(uuid.uuid4())))
+    with _fresh_writer() as writer:
+        _submit(writer, [_record(True, str(uuid.uuid4())) for _ in range(20)])
         _wait(writer, 20)
         records = [_record(True, str(uuid.uuid4())) for _ in range(rows)]
         tid = writer._thread.native_id
@@ -112,7 +116,6 @@ def sustained(rows: int) -> dict[str, float]:
         assert writer.stats.dropped == 0
         cpu, wall = _thread_cpu(tid) - cpu0, time.perf_counter() - t0
         batches = writer.stats.batches
-        writer.close(timeout=10)
     return {"rows": rows, "rows_per_s": rows / wall, "cpu_ms_per_row": cpu * 1000 / rows, "batches": batches}
 
 

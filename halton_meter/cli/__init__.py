@@ -17,7 +17,6 @@ import click
 
 from halton_meter import __version__
 from halton_meter.errors import EXIT_CODE_HELP, ExitCode, HaltonError
-from halton_meter.store.schema import LATEST_VERSION
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help shown in `--help` without importing the module)
@@ -86,9 +85,19 @@ class LazyGroup(click.Group):
             formatter.write_dl([(name, COMMANDS[name][1]) for name in sorted(COMMANDS)])
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """`--version`, importing the schema only when asked (every other command starts without it)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from halton_meter.store.schema import LATEST_VERSION
+
+    click.echo(f"halton-meter, version {__version__} (database schema v{LATEST_VERSION})")
+    ctx.exit()
+
+
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="halton-meter",
-                      message=f"%(prog)s, version %(version)s (database schema v{LATEST_VERSION})")
+@click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and the database schema it writes, and exit.")
 def cli() -> None:
     """Halton Meter: know what your AI coding tools cost.
 

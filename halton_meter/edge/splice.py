@@ -105,7 +105,6 @@ class Tunnel:
         self.client_gone = self.upstream_gone = False  # the socket itself is lost
         self.gone = False  # metered: the client left; the answer is read on for the meter only
         self.drain_until: float | None = None  # loop time the drain must end by (None: no drain allowed)
-        self.counted = False
         now = self.loop.time()
         self.started = now
         self.last_up: float | None = None  # the client's last byte (None: none yet)
@@ -172,10 +171,9 @@ class Tunnel:
             self.observer.down(data)
         self.last_down = self.loop.time()
         if self.gone:
-            self.drained += len(data)
-            if not self.counted:  # the client left while its answer was still coming
+            if not self.drained:  # the client left while its answer was still coming
                 self.stats.drains += 1
-                self.counted = True
+            self.drained += len(data)
             if self.drained > DRAIN_BYTES:
                 self._end_down()
             return
@@ -193,14 +191,12 @@ class Tunnel:
     def client_eof(self) -> None:
         if self.up_done:
             return
+        self._end_up()
         if self.metered:
-            self._end_up()
             self.client_left()
-        else:
-            self._end_up()
-            if not self.upstream_gone and self.upstream is not None and self.upstream.can_write_eof():
-                with contextlib.suppress(Exception):
-                    self.upstream.write_eof()
+        elif not self.upstream_gone and self.upstream is not None and self.upstream.can_write_eof():
+            with contextlib.suppress(Exception):
+                self.upstream.write_eof()
 
     def client_lost(self) -> None:
         self.client_gone = True
@@ -278,7 +274,7 @@ class Tunnel:
 
     def pause_reading(self, client: bool) -> None:
         transport = self.client if client else self.upstream
-        if transport is not None and not (not client and self.gone):
+        if transport is not None and (client or not self.gone):  # a drain reads on whatever the client does
             with contextlib.suppress(Exception):
                 transport.pause_reading()
 
@@ -290,43 +286,43 @@ class Tunnel:
 
     # ---- timeouts: one timer per tunnel, re-armed from the last byte when it fires -----------------
 
-    def _due(self) -> float:
-        """When the next timeout falls, from the state now."""
-        up = (self.started + min(self.idle, self.handshake) if self.last_up is None
-              else self.last_up + self.idle) if not self.up_done else float("inf")
+    def _up_due(self) -> float:
+        """When the client's silence ends the tunnel: the handshake timeout before its first byte, then idle."""
+        if self.up_done:
+            return float("inf")
+        if self.last_up is None:
+            return self.started + min(self.idle, self.handshake)
+        return self.last_up + self.idle
+
+    def _down_due(self) -> float:
+        """When the answer's silence ends its direction: idle, or while draining the quiet time or the drain's
+        end, whichever comes first."""
         if self.down_done:
-            down = float("inf")
-        elif self.gone:
-            down = min(self.last_down + DRAIN_QUIET, self.drain_until or 0.0)
-        else:
-            down = self.last_down + self.idle
-        return min(up, down)
+            return float("inf")
+        if self.gone:
+            return min(self.last_down + DRAIN_QUIET, self.drain_until or 0.0)
+        return self.last_down + self.idle
 
     def _arm(self) -> None:
         if self.done.done():
             return
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = self.loop.call_at(self._due(), self._tick)
+        self.timer = self.loop.call_at(min(self._up_due(), self._down_due()), self._tick)
 
     def _tick(self) -> None:
         self.timer = None
         now = self.loop.time()
-        if not self.up_done:
-            limit = self.started + min(self.idle, self.handshake) if self.last_up is None else self.last_up + self.idle
-            if now >= limit:  # the client sent nothing in time (or went idle too long): end the whole tunnel
-                self.up_done = True
-                self._abort_upstream()
-                self._abort_client()
-                self._end_down()
-                return
-        if not self.down_done:
-            if self.gone:
-                if now >= (self.drain_until or 0.0) or now >= self.last_down + DRAIN_QUIET:
-                    self._end_down()  # the drain's time is up, or it went quiet: done either way
-            elif now >= self.last_down + self.idle:
-                self._abort_client()  # idle too long
-                self._end_down()
+        if now >= self._up_due():  # the client sent nothing in time (or went idle too long): end the whole tunnel
+            self.up_done = True
+            self._abort_upstream()
+            self._abort_client()
+            self._end_down()
+            return
+        if now >= self._down_due():
+            if not self.gone:
+                self._abort_client()  # idle too long (a drain just ends: its time is up, or it went quiet)
+            self._end_down()
         self._arm()
 
     def stop_timer(self) -> None:
