@@ -12,6 +12,7 @@ drift apart; the parts are small and independent, read top to bottom.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -154,6 +155,9 @@ class Config:
     upstream_ca_bundle: Path | None = None
     upstream_resolve: tuple[ResolveRule, ...] = ()
     shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    core_workers: int | None = None
+    """`[core] workers`: how many core processes read metered traffic; None ("auto"): one per CPU, up to
+    MAX_AUTO_WORKERS (`workers()` says how many a start uses)."""
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     prices: Mapping[tuple[str, str], PriceOverride] = field(default_factory=dict)
     """Local price overrides keyed by (provider, model); model `*` covers every model of a provider."""
@@ -171,6 +175,20 @@ class Config:
     """`[[sync]]`: where rows are pushed (halton_meter.sync_config)."""
     source: Path | None = None
     """The file this came from, or None when no config.toml exists (all defaults)."""
+
+    def workers(self) -> int:
+        """The number of core processes `serve` starts: `HALTON_METER_WORKERS` when set, else `[core]
+        workers`, else one per CPU up to MAX_AUTO_WORKERS. The first core also owns the database; the others
+        hand it their records (docs/concepts/proxy.md, "Several cores")."""
+        env = os.environ.get(WORKERS_ENV, "").strip()
+        if env:
+            if env == "auto":
+                return auto_workers()
+            if not env.isdigit() or not 1 <= int(env) <= MAX_WORKERS:
+                raise ConfigError(f'{WORKERS_ENV} must be "auto" or an integer between 1 and {MAX_WORKERS}, '
+                                  f"not {env!r}; fix or unset it")
+            return int(env)
+        return self.core_workers or auto_workers()
 
     def plugin_config(self, name: str) -> Mapping[str, Any]:
         """The `[plugins.<name>]` block, empty when absent. Plugins validate their own block."""
@@ -257,6 +275,24 @@ def _passthrough_max(value: Any, key: str, _: Path) -> float:
     return float(value)
 
 
+MAX_WORKERS = 16
+MAX_AUTO_WORKERS = 4
+WORKERS_ENV = "HALTON_METER_WORKERS"
+
+
+def auto_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+
+
+def _workers(value: Any, key: str, _: Path) -> int | None:
+    """A number of core processes (1–16), or "auto" (None: one per CPU, up to 4)."""
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise ConfigError(f'config.toml: {key} must be "auto" or an integer between 1 and {MAX_WORKERS}, not {value!r}')
+    return value
+
+
 def _connections(value: Any, key: str, _: Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 16 <= value <= 100_000:
         raise ConfigError(f"config.toml: {key} must be an integer between 16 and 100000, not {value!r}")
@@ -305,7 +341,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "ca_bundle": ("upstream_ca_bundle", _existing_file),
         "resolve": ("upstream_resolve", _resolve_rules),
     },
-    "core": {"shutdown_grace_seconds": ("shutdown_grace_seconds", _positive_seconds)},
+    "core": {"shutdown_grace_seconds": ("shutdown_grace_seconds", _positive_seconds),
+             "workers": ("core_workers", _workers)},
     "capture": {
         "projects": ("capture_projects", _capture_projects),
         "max_bytes": ("capture_max_bytes", _capture_bytes),

@@ -89,6 +89,15 @@ class Paths:
         """Written by the core when it listens: its internal port, read by the edge."""
         return self.run_dir / "core.json"
 
+    def worker_state(self, index: int) -> Path:
+        """Written by core worker `index` (1, 2, …) when it listens, like `core_state` for the first core
+        (which also owns the database): its port, pid and secret, read by the edge."""
+        return self.run_dir / f"core-worker-{index}.json"
+
+    def core_states(self, workers: int) -> list[Path]:
+        """Where each of `workers` core processes publishes itself: the first core, then workers 1…N-1."""
+        return [self.core_state, *(self.worker_state(i) for i in range(1, max(1, workers)))]
+
     @property
     def spool(self) -> Path:
         """Durable buffers: records not yet committed (`records.jsonl`) and the edge's gaps (`gaps.jsonl`)."""

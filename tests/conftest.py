@@ -51,6 +51,9 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.setenv("HALTON_METER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "160")
+    # One core process per meter: the suite starts hundreds of meters on two CPUs. The modules that prove
+    # several cores (test_workers.py, test_load.py, test_faults.py) set their own count.
+    monkeypatch.setenv("HALTON_METER_WORKERS", "1")
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy",
                  "HALTON_METER_PLUGINS", "HALTON_METER_DISABLE_PLUGINS", "HALTON_METER_PROJECT"):
         monkeypatch.delenv(name, raising=False)
@@ -94,8 +97,9 @@ def start_meter(fake_provider: Any, tmp_path: Path) -> Iterator[Callable[..., An
 
     started: list[MeterProcess] = []
 
-    def start(home: Path | None = None, extra_config: str = "") -> MeterProcess:
-        meter = MeterProcess.start(home or tmp_path / f"home{len(started)}", fake_provider, extra_config=extra_config)
+    def start(home: Path | None = None, extra_config: str = "", env: dict[str, str] | None = None) -> MeterProcess:
+        meter = MeterProcess.start(home or tmp_path / f"home{len(started)}", fake_provider, extra_config=extra_config,
+                                   env=env)
         started.append(meter)
         return meter
 

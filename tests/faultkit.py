@@ -39,6 +39,7 @@ import httpx
 import pytest
 
 from halton_meter.serve.stats import CORE_STATS, EDGE_STATS, read_stats
+from halton_meter.testing.fake_provider import FakeProvider
 from halton_meter.testing.meter import MeterProcess
 
 ANTHROPIC = "https://api.anthropic.com"
@@ -533,3 +534,42 @@ def fill(directory: Path) -> Path:
                 break
     assert os.statvfs(directory).f_bavail == 0
     return filler
+
+
+class StreamCall:
+    """One streamed call on its own thread: what the client received, how it ended and when."""
+
+    def __init__(self, meter: MeterProcess, fake: FakeProvider, timeout: float = 30.0,
+                 read_for: float | None = None, model: str = "claude-sonnet-4-5") -> None:
+        self.meter, self.fake, self.timeout, self.read_for, self.model = meter, fake, timeout, read_for, model
+        self.status: int | None = None
+        self.body = bytearray()
+        self.error: str | None = None
+        self.ended: float | None = None
+        self.closed_early = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> StreamCall:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        began = time.monotonic()
+        try:
+            with one_shot_client(self.meter, self.fake.ca_pem, timeout=self.timeout) as client:
+                with client.stream("POST", MESSAGES, json=request_json(True, self.model), headers=HEADERS) as response:
+                    self.status = response.status_code
+                    for chunk in response.iter_raw():
+                        self.body += chunk
+                        if self.read_for is not None and time.monotonic() - began >= self.read_for:
+                            self.closed_early = True
+                            break  # leaving the block closes the response (and the connection) early
+        except httpx.HTTPError as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.ended = time.monotonic()
+
+    def join(self, timeout: float) -> StreamCall:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the client hung for more than {timeout} s"
+        return self

@@ -19,7 +19,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from faultkit import (
     PacedLoad,
     PeakRss,
     ResetServer,
+    StreamCall,
     assert_accounting,
     core_pid,
     edge_stats,
@@ -69,45 +69,6 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(autouse=True)
 def _fresh_routes(fake_provider: FakeProvider) -> None:
     fake_provider.clear()
-
-
-class StreamCall:
-    """One streamed call on its own thread: what the client received, how it ended and when."""
-
-    def __init__(self, meter: MeterProcess, fake: FakeProvider, timeout: float = 30.0,
-                 read_for: float | None = None, model: str = "claude-sonnet-4-5") -> None:
-        self.meter, self.fake, self.timeout, self.read_for, self.model = meter, fake, timeout, read_for, model
-        self.status: int | None = None
-        self.body = bytearray()
-        self.error: str | None = None
-        self.ended: float | None = None
-        self.closed_early = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> StreamCall:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        began = time.monotonic()
-        try:
-            with one_shot_client(self.meter, self.fake.ca_pem, timeout=self.timeout) as client:
-                with client.stream("POST", MESSAGES, json=request_json(True, self.model), headers=HEADERS) as response:
-                    self.status = response.status_code
-                    for chunk in response.iter_raw():
-                        self.body += chunk
-                        if self.read_for is not None and time.monotonic() - began >= self.read_for:
-                            self.closed_early = True
-                            break  # leaving the block closes the response (and the connection) early
-        except httpx.HTTPError as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            self.ended = time.monotonic()
-
-    def join(self, timeout: float) -> StreamCall:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), f"the client hung for more than {timeout} s"
-        return self
 
 
 def _wall(iso: str) -> float:

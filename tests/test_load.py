@@ -47,7 +47,8 @@ def load_fake() -> Iterator[FakeProvider]:
 
 @pytest.fixture
 def load_meter(load_fake: FakeProvider, tmp_path: Path) -> Iterator[MeterProcess]:
-    with MeterProcess.start(tmp_path / "home", load_fake) as meter:
+    """The meter as users run it on this machine: one core per CPU, up to four (docs/concepts/proxy.md)."""
+    with MeterProcess.start(tmp_path / "home", load_fake, env={"HALTON_METER_WORKERS": "auto"}) as meter:
         yield meter
 
 

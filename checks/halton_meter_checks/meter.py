@@ -103,7 +103,26 @@ def check_core(ctx: CheckContext) -> CheckResult:
                            f"hook failed {hook_errors} time(s) since the core started (those calls are stored)",
                            fix="halton-meter logs  (names the error); fix or disable the plugin "
                                "(HALTON_METER_DISABLE_PLUGINS=NAME), then halton-meter restart", details=details)
+    cores = _cores(ctx)
+    if cores > 1:
+        details["cores"] = cores
+        silent = [i for i in range(1, cores) if not core_answers(ctx.paths, worker=i)]
+        if silent:
+            details["silent_workers"] = silent
+            names = ", ".join(str(i) for i in silent)
+            return CheckResult("warn", f"metering, but core worker {names} of {cores - 1} does not answer (starting, "
+                               "restarting or wedged): the other cores take its calls", fix=fix, details=details)
+        return CheckResult("ok", f"metering on {cores} cores (the first: internal port {port}, pid {pid})",
+                           details=details)
     return CheckResult("ok", f"metering (internal port {port}, pid {pid})", details=details)
+
+
+def _cores(ctx: CheckContext) -> int:
+    """How many cores the running `serve` started (its runtime.json), 1 when it does not say."""
+    try:
+        return max(1, int((runtime(ctx) or {}).get("cores") or 1))
+    except (ValueError, TypeError):
+        return 1
 
 
 def check_api(ctx: CheckContext) -> CheckResult:

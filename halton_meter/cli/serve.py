@@ -27,6 +27,7 @@ def command(edge_port: int | None, api_port: int | None) -> int:
 
     config = load_config()
     PluginHost(config).load().validate_config()  # every config error before anything starts: one line, exit 2
+    config.workers()  # a bad HALTON_METER_WORKERS too
     configure_logging("serve")
     supervisor = Supervisor(
         config,
@@ -43,4 +44,6 @@ def serving(runtime: dict[str, Any]) -> None:
     console.print(f"  proxy  127.0.0.1:{runtime['edge_port']}   wrap a command: halton-meter run -- claude")
     console.print(f"  api    127.0.0.1:{runtime['api_port']}")
     console.print(f"  data   {runtime['db']}")
+    if runtime.get("cores", 1) != 1:
+        console.print(f"  cores  {runtime['cores']} (the first writes the database)")
     console.print("Stop with Ctrl-C.")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -35,7 +36,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from halton_meter.attribution.client_family import client_family
 from halton_meter.attribution.keys import credential_of, fingerprint
 from halton_meter.attribution.service import AttributionService, Resolution
-from halton_meter.core.budgetgate import BudgetGate
+from halton_meter.core.budgetgate import BudgetGate, Decision
 from halton_meter.core.connections import ConnectionInfo, parse_project, peers
 from halton_meter.core.pipeline import CallPipeline
 from halton_meter.core.routing import RoutingTable
@@ -263,33 +264,49 @@ class MeterAddon:
             return _hold_until(pending, ATTRIBUTION_HOLD_SECONDS)
         return None
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         meter: FlowMeter | None = flow.metadata.get("halton_meter")
         if meter is None:
-            return
+            return None
         call = meter.pipeline
         headers = {k.lower(): v for k, v in flow.request.headers.items()}
         try:
             body = call.read_request(flow.request.raw_content or b"", headers)
             local = call.provider.answer_locally(flow.request.method, call.bare_path, body)
             if local is None and self.gate is not None:  # a block budget may refuse it: never sent upstream
-                local = self.gate.check(call, len(body), self._dims(call, meter.connection))
-            if local is not None:
-                status, response_headers, response_body = local
-                flow.response = http.Response.make(status, response_body, response_headers)
-            else:
-                self.submit(call.provisional())
-            if self.capture_projects:
-                # Opt-in body capture for the projects named in [capture]: held (capped) while the call runs and
-                # kept only if the call's project, known once attribution finishes, is one of them. Redaction
-                # happens before anything is stored.
-                call.start_capture(body)
-            replacement = call.rewrite_request(body, headers)
-            if replacement is not None:
-                flow.request.content = replacement
+                decision = self.gate.check(call, len(body), self._dims(call, meter.connection))
+                if inspect.isawaitable(decision):  # a core worker asks the first core's ledger
+                    return self._request_admitted(flow, call, body, headers, decision)
+                local = decision
+            self._forward(flow, call, body, headers, local)
         except Exception as exc:  # a request we cannot read is still forwarded and still recorded
             call.request_failed(exc)
         call.request_sent()
+        return None
+
+    async def _request_admitted(self, flow: http.HTTPFlow, call: CallPipeline, body: bytes, headers: dict[str, str],
+                                decision: Awaitable[Decision]) -> None:
+        try:
+            self._forward(flow, call, body, headers, await decision)
+        except Exception as exc:
+            call.request_failed(exc)
+        call.request_sent()
+
+    def _forward(self, flow: http.HTTPFlow, call: CallPipeline, body: bytes, headers: dict[str, str],
+                 local: Decision) -> None:
+        if local is not None:
+            status, response_headers, response_body = local
+            flow.response = http.Response.make(status, response_body, response_headers)
+        else:
+            self.submit(call.provisional())
+        if self.capture_projects:
+            # Opt-in body capture for the projects named in [capture]: held (capped) while the call runs and
+            # kept only if the call's project, known once attribution finishes, is one of them. Redaction
+            # happens before anything is stored.
+            call.start_capture(body)
+        replacement = call.rewrite_request(body, headers)
+        if replacement is not None:
+            flow.request.content = replacement
 
     def _dims(self, call: CallPipeline, info: ConnectionInfo) -> dict[str, str | None]:
         """The call's budget scope values known now (project and branch once the process lookup is done)."""

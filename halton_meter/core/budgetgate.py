@@ -19,36 +19,49 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from halton_meter.budget_config import usd
 from halton_meter.budgets.ledger import Ledger, Refusal
 from halton_meter.core.pipeline import CallPipeline
 from halton_meter.types import BILLING_API, CallRecord
 
+if TYPE_CHECKING:
+    from halton_meter.core.link import RemoteLedger
+
 DEFAULT_OUTPUT_ESTIMATE = 4096
 ROLLING_RETRY_SECONDS = 300
 """`retry-after` for a rolling budget: its spend falls as calls age out; check again in 5 minutes."""
 ERROR_TYPE = "budget_exceeded"
+Decision = tuple[int, dict[str, str], bytes] | None
 
 
 class BudgetGate:
-    def __init__(self, ledger: Ledger, price: Callable[[CallRecord], int | None],
+    def __init__(self, ledger: Ledger | RemoteLedger, price: Callable[[CallRecord], int | None],
                  clock: Callable[[], float] = time.time) -> None:
         self.ledger = ledger
         self.price = price
         self.clock = clock
         self.refused = 0
 
-    def check(self, call: CallPipeline, body_size: int, dims: dict[str, str | None]) -> tuple[
-            int, dict[str, str], bytes] | None:
-        """The refusal to send instead of forwarding the call, or None to let it go (reserved)."""
+    def check(self, call: CallPipeline, body_size: int, dims: dict[str, str | None]) -> Decision | Awaitable[Decision]:
+        """The refusal to send instead of forwarding the call, or None to let it go (reserved). In a core
+        worker, an awaitable of that: the question goes to the first core's ledger (`core/link.py`)."""
         if not self.ledger.blocking or not call.endpoint.billable:
             return None
         per_token = (call.facts.billing or call.provider.billing) == BILLING_API
         # A subscription call spends no money (money budgets let it be) but uses its plan's windows.
-        refusal = self.ledger.admit(call.record_id, dims, self._estimate(call, body_size) if per_token else 0,
-                                    money=per_token)
+        estimate = self._estimate(call, body_size) if per_token else 0
+        if isinstance(self.ledger, Ledger):
+            return self._answer(call, self.ledger.admit(call.record_id, dims, estimate, money=per_token))
+        return self._ask(self.ledger, call, dims, estimate, per_token)  # a core worker: the first core decides
+
+    async def _ask(self, ledger: RemoteLedger, call: CallPipeline, dims: dict[str, str | None], estimate: int,
+                   money: bool) -> Decision:
+        return self._answer(call, await ledger.admit(call.record_id, dims, estimate, money=money))
+
+    def _answer(self, call: CallPipeline, refusal: Refusal | None) -> tuple[int, dict[str, str], bytes] | None:
         if refusal is None:
             return None
         self.refused += 1

@@ -27,6 +27,7 @@ from halton_meter.ca import ensure_ca, write_upstream_trust
 from halton_meter.config import Config, load_config
 from halton_meter.core.addon import MeterAddon
 from halton_meter.core.budgetgate import BudgetGate
+from halton_meter.core.link import LinkClient, LinkServer, RemoteLedger, wait_for_first_core
 from halton_meter.core.routing import RoutingTable
 from halton_meter.errors import DatabaseError, ExitCode, HaltonError
 from halton_meter.host import PluginHost
@@ -59,7 +60,11 @@ def _mitmproxy_addons() -> list[object]:
     ]
 
 
-async def serve_core(config: Config, host: PluginHost, writer: Writer, ledger: Ledger | None = None) -> int:
+async def serve_core(config: Config, host: PluginHost, writer: Writer | WorkerSink, ledger: Ledger | None = None,
+                     *, worker: LinkClient | None = None, index: int = 0) -> int:
+    """Run one core until stopped. The first core (`worker` None) owns `writer` and the `ledger`, and takes
+    the other cores' records over the link (`core/link.py`); a worker (`index` ≥ 1) sends its records to the
+    first core through `worker`, its link, and asks the first core's ledger about budgets."""
     from mitmproxy import options
     from mitmproxy.master import Master
 
@@ -74,14 +79,23 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer, ledger: L
     master = Master(opts)
     attribution = AttributionService(host.registries.attributors.ordered())
     secret = secrets.token_urlsafe(24)  # only the edge (which reads core.json, 0600) may use this core
+    state_path = paths.core_state if worker is None else paths.worker_state(index)
+    link_server: LinkServer | None = None
+    if worker is None:  # the first core: other cores send their records and budget questions here
+        link_server = LinkServer(secret.encode("ascii"), writer.submit, ledger)
+        link_port: int | None = await link_server.start()
+    else:
+        link_port = None
 
     def on_ready(port: int) -> None:
         ensure_private_dir(paths.run_dir)
         (paths.run_dir / CORE_ERROR).unlink(missing_ok=True)
-        state = {"port": port, "pid": os.getpid(), "secret": secret}
-        write_atomic(paths.core_state, json.dumps(state).encode(), mode=0o600)
+        state: dict[str, object] = {"port": port, "pid": os.getpid(), "secret": secret}
+        if link_port is not None:
+            state["link_port"] = link_port
+        write_atomic(state_path, json.dumps(state).encode(), mode=0o600)
         print(f"READY {port}", flush=True)
-        log.info("core listening", port=port)
+        log.info("core listening", port=port, worker=index)
 
     addon = MeterAddon(
         routing=RoutingTable(host.registries.providers),
@@ -93,7 +107,8 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer, ledger: L
         capture_max_bytes=config.capture_max_bytes,
         key_secret=load_secret(paths.home),
         secret=secret,
-        gate=BudgetGate(ledger, writer.estimate) if ledger is not None else None,
+        gate=(BudgetGate(ledger, writer.estimate) if ledger is not None else
+              BudgetGate(RemoteLedger(worker, config.budgets), writer.estimate) if worker is not None else None),
     )
     master.addons.add(*_mitmproxy_addons())
     master.addons.add(addon)
@@ -110,6 +125,8 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer, ledger: L
         writer.set_pricer(pricer)
         if ledger is not None and new.budgets != ledger.budgets:
             loop.run_in_executor(None, ledger.set_budgets, new.budgets)  # reads spend: off the event loop
+        if addon.gate is not None and isinstance(addon.gate.ledger, RemoteLedger):
+            addon.gate.ledger.set_budgets(new.budgets)
 
     watcher = ConfigWatcher(config, apply_config)
 
@@ -119,13 +136,16 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer, ledger: L
 
     async def graceful_stop() -> None:
         log.info("stopping: no new connections; draining in-flight calls", in_flight=addon.in_flight)
-        # Tell the edge first (it sends new calls direct once core.json is gone), then stop listening.
-        paths.core_state.unlink(missing_ok=True)
+        # Tell the edge first (it sends new calls elsewhere once our state file is gone), then stop listening.
+        state_path.unlink(missing_ok=True)
         master.options.update(server=False)
         drained = await addon.drain(config.shutdown_grace_seconds)
         if not drained:
             log.warning("grace period over; cutting remaining calls", in_flight=addon.in_flight)
             addon.shutting_down = True  # their records say `shutdown`
+        if worker is not None and not await worker.flush(LINK_FLUSH_SECONDS):
+            log.warning("the first core did not acknowledge every record; they stay in this worker's journal",
+                        unacked=worker.unacked)
         master.shutdown()
 
     def on_signal() -> None:
@@ -142,6 +162,8 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer, ledger: L
         """A database truncated, replaced or deleted under the writer: say so, stop gracefully and exit 3,
         so the supervisor restarts a core that checks the file (and refuses it while it stays broken)."""
         nonlocal exit_code
+        if not isinstance(writer, Writer):
+            return
         while writer.fatal is None:
             await asyncio.sleep(1.0)
         print(f"halton-meter core: {writer.fatal}", file=sys.stderr, flush=True)
@@ -164,7 +186,17 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer, ledger: L
     writer_watch = loop.create_task(watch_writer())
     config_watch = loop.create_task(watch(watcher))
 
+    if worker is not None:
+        def lost(reason: str) -> None:
+            nonlocal exit_code
+            exit_code = int(ExitCode.INTERNAL)
+            on_signal()
+        worker.on_lost = lost
+        if worker.lost is not None:
+            lost(worker.lost)
+
     def snapshot() -> dict[str, object]:
+        assert isinstance(writer, Writer)
         stats = writer.stats
         return {
             "writer": {"submitted": stats.submitted, "committed": stats.committed, "dropped": stats.dropped,
@@ -172,31 +204,50 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer, ledger: L
                        "last_error": stats.last_error, "last_error_at": stats.last_error_at,
                        "last_success_at": stats.last_success_at, "recovered": stats.recovered,
                        "journal_problem": writer.journal_problem, "hook_errors": stats.hook_errors},
-            "calls": {"in_flight": addon.in_flight, "metered": addon.metered},
+            "calls": {"in_flight": addon.in_flight + (link_server.in_flight() if link_server else 0),
+                      "metered": addon.metered + (link_server.metered() if link_server else 0)},
+            "workers": {"configured": config.workers(), "linked": link_server.snapshot() if link_server else [],
+                        "crashed_calls": link_server.crashed if link_server else 0},
             "budgets": ledger.status() if ledger is not None else [],
             "config": watcher.state.to_json(),
         }
 
     ensure_private_dir(paths.run_dir)
-    publisher = Publisher(paths.run_dir / CORE_STATS, snapshot).start()
+    publisher = Publisher(paths.run_dir / CORE_STATS, snapshot).start() if worker is None else None
+
+    async def report_to_first_core() -> None:
+        while worker is not None:
+            worker.report({"in_flight": addon.in_flight, "metered": addon.metered, "pid": os.getpid()})
+            await asyncio.sleep(1.0)
+
+    reporter = loop.create_task(report_to_first_core())
 
     try:
         await master.run()
     finally:
+        reporter.cancel()
+        if link_server is not None:
+            link_server.close()
         orphan_watch.cancel()
         budget_watch.cancel()
         writer_watch.cancel()
         config_watch.cancel()
-        publisher.stop()
+        if publisher is not None:
+            publisher.stop()
         attribution.close()
         try:
-            paths.core_state.unlink(missing_ok=True)
+            state_path.unlink(missing_ok=True)
         except OSError:
             pass
     return exit_code
 
 
 CORE_ERROR = "core-error.json"
+LINK_FLUSH_SECONDS = 5.0
+"""How long a stopping worker waits for the first core to acknowledge its last records (then they go to its
+own journal, replayed at the first core's next start)."""
+FIRST_CORE_WAIT_SECONDS = 30.0
+"""How long a starting worker waits for the first core to publish its link."""
 BUDGET_REFRESH_SECONDS = 2.0
 """How soon the core sees a `budgets override` (and re-checks rolling budgets' spend)."""
 
@@ -239,7 +290,68 @@ def start_sync(config: Config, host: PluginHost) -> SyncEngine | None:
         return None
 
 
+class WorkerSink:
+    """What a worker's addon and budget gate see of a writer: records go over the link to the first core;
+    reservations are priced here (the same compiled prices the first core uses)."""
+
+    def __init__(self, link: LinkClient, pricer: Pricer) -> None:
+        self.link = link
+        self._pricer = pricer
+
+    def submit(self, record: CallRecord) -> bool:
+        return self.link.submit(record)
+
+    def estimate(self, record: CallRecord) -> int | None:
+        return self._pricer.price(record).cost_nanos
+
+    def set_pricer(self, pricer: Pricer) -> None:
+        self._pricer = pricer
+
+
+def worker_main(index: int) -> int:
+    """`python -m halton_meter.core --worker N`: a core that meters traffic and hands its records to the
+    first core (which the supervisor started first). Exit codes as the first core's."""
+    configure_logging(f"core-{index}")
+    logging.getLogger("mitmproxy").setLevel(logging.WARNING)
+    try:
+        config = load_config()
+        host = PluginHost(config).load().validate_config()
+    except HaltonError as exc:
+        print(f"halton-meter core worker {index}: {exc.message}", file=sys.stderr, flush=True)
+        return int(exc.exit_code)
+    _ = host.registries
+    first = wait_for_first_core(config.paths.core_state, FIRST_CORE_WAIT_SECONDS)
+    if first is None:
+        print(f"halton-meter core worker {index}: the first core did not start within "
+              f"{FIRST_CORE_WAIT_SECONDS:.0f} s; see `halton-meter status`", file=sys.stderr, flush=True)
+        return int(ExitCode.INTERNAL)
+
+    async def run() -> int:
+        link = LinkClient(config.paths.spool, index, on_lost=lambda reason: None)
+        try:
+            await link.connect(*first)
+        except (OSError, TimeoutError) as exc:
+            print(f"halton-meter core worker {index}: cannot reach the first core ({exc}); it is restarted",
+                  file=sys.stderr, flush=True)
+            return int(ExitCode.INTERNAL)
+        try:
+            return await serve_core(config, host, WorkerSink(link, Pricer(config)), worker=link, index=index)
+        finally:
+            link.close()
+
+    try:
+        return asyncio.run(run())
+    except HaltonError as exc:
+        print(f"halton-meter core worker {index}: {exc.message}", file=sys.stderr, flush=True)
+        return int(exc.exit_code)
+    except Exception:
+        log.exception("core worker crashed", worker=index)
+        return int(ExitCode.INTERNAL)
+
+
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker" and sys.argv[2].isdigit() and int(sys.argv[2]) >= 1:
+        return worker_main(int(sys.argv[2]))
     configure_logging("core")
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)
     try:

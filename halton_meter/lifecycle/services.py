@@ -87,20 +87,22 @@ def edge_answers(port: int, timeout: float = LIVENESS_TIMEOUT) -> bool:
     return _ask(port, f"GET {HEALTH_PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".encode(), b"HTTP/1.1 200", timeout)
 
 
-def core_state(paths: Paths) -> dict[str, Any] | None:
+def core_state(paths: Paths, worker: int = 0) -> dict[str, Any] | None:
+    """What the first core (or core worker `worker`) published about itself: port, pid, secret."""
     try:
-        data = json.loads(paths.core_state.read_text())
+        data = json.loads((paths.worker_state(worker) if worker else paths.core_state).read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and isinstance(data.get("port"), int) else None
 
 
-def core_answers(paths: Paths, timeout: float = LIVENESS_TIMEOUT) -> bool:
-    """The core answers the canary question the edge asks before every metered CONNECT (with the core's
-    secret, from its 0600 state file): the same test that decides whether calls are metered."""
+def core_answers(paths: Paths, timeout: float = LIVENESS_TIMEOUT, worker: int = 0) -> bool:
+    """The core (or core worker `worker`) answers the canary question the edge asks before every metered
+    CONNECT (with that core's secret, from its 0600 state file): the same test that decides whether calls
+    are metered."""
     from halton_meter.lifecycle.selftest import CANARY_HOST
 
-    state = core_state(paths)
+    state = core_state(paths, worker)
     if state is None:
         return False
     question = (f"CONNECT {CANARY_HOST}:443 HTTP/1.1\r\nhost: {CANARY_HOST}:443\r\n"

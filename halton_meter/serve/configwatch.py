@@ -27,8 +27,9 @@ log = structlog.get_logger("halton_meter.configwatch")
 POLL_SECONDS = 1.0
 RESTART_FIELDS = {"edge_port": "[edge] port", "api_port": "[api] port",
                   "upstream_ca_bundle": "[upstream] ca_bundle", "shutdown_grace_seconds": "[core] shutdown_grace_seconds",
-                  "sync": "[[sync]]"}
-"""What a running meter cannot take without a restart (its ports, its TLS trust, its own shutdown)."""
+                  "sync": "[[sync]]", "core_workers": "[core] workers"}
+"""What a running meter cannot take without a restart (its ports, its TLS trust, its own shutdown, how many
+core processes it runs)."""
 FIELD_NAMES = {
     "edge_idle_timeout_seconds": "[edge] idle_timeout_seconds", "edge_max_connections": "[edge] max_connections",
     "edge_passthrough_quiet_seconds": "[edge] passthrough_quiet_seconds",

@@ -151,6 +151,7 @@ class Supervisor:
         self.announce = announce
         self._stop = asyncio.Event()
         self._fallback: asyncio.Task[None] | None = None
+        self.workers: list[Child] = []
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -183,22 +184,30 @@ class Supervisor:
         api = Api(api_port, token=ensure_token(paths), paths=paths)
         api.start(api_sock)
         env = self._child_env()
+        count = self.config.workers()
         core = Child("core", ["-m", "halton_meter.core"], env)
+        self.workers = [Child(f"core-worker-{i}", ["-m", "halton_meter.core", "--worker", str(i)], env)
+                        for i in range(1, count)]
         edge = Child(
             "edge",
-            ["-m", "halton_meter.edge", "--listen-fd", str(edge_sock.fileno()), "--api-port", str(api_port)],
+            ["-m", "halton_meter.edge", "--listen-fd", str(edge_sock.fileno()), "--api-port", str(api_port),
+             "--cores", str(count)],
             env,
             pass_fds=(edge_sock.fileno(),),
         )
-        paths.core_state.unlink(missing_ok=True)
+        for path in paths.core_states(count + 1):
+            path.unlink(missing_ok=True)
         try:
             if not await core.start():
                 # A database it cannot use, a port, a bug: the core says why on stderr (and in
                 # core-error.json for `status`). Traffic must not wait for it: the edge starts anyway and the
-                # core is retried with backoff.
+                # core is retried with backoff (its workers start once it runs: they need its link).
                 log.error("the core cannot start; the proxy passes traffic through unmetered (counted as gaps) "
                           "and the core is retried with backoff", code=core.last_exit)
+            else:
+                await self._start_workers()
             if not await edge.start():
+                await self._stop_workers(self.config.shutdown_grace_seconds)
                 await core.stop(self.config.shutdown_grace_seconds)
                 return _child_failure(edge)
             runtime = {
@@ -209,6 +218,7 @@ class Supervisor:
                 "pid": os.getpid(),
                 "version": __version__,
                 "db": str(paths.db),
+                "cores": count,
                 "started_at": utc_stamp(),
             }
             write_atomic(paths.runtime, json.dumps(runtime, indent=2).encode(), mode=0o600)
@@ -219,19 +229,35 @@ class Supervisor:
                 self._fallback.cancel()
             log.info("stopping")
             grace = self.config.shutdown_grace_seconds + 5
-            # The core first: it drains the calls in flight while the edge keeps their tunnels open (and
-            # passes new calls through); then the edge, which has nothing left to cut.
+            # The cores first: they drain the calls in flight while the edge keeps their tunnels open (and
+            # passes new calls through); the workers before the first core, which writes their last records;
+            # then the edge, which has nothing left to cut.
+            await self._stop_workers(grace)
             await core.stop(grace)
             await edge.stop(grace)
             await api.stop()
             _remove_runtime(paths.runtime)
-            paths.core_state.unlink(missing_ok=True)
+            for path in paths.core_states(count):
+                path.unlink(missing_ok=True)
         return 0
 
+    async def _start_workers(self) -> None:
+        """Start the workers side by side (each waits for the first core's link, which is up by now)."""
+        results = await asyncio.gather(*(w.start() for w in self.workers if w.proc is None or
+                                         w.proc.returncode is not None))
+        if not all(results):
+            log.error("a core worker cannot start; the other cores take its share and it is retried",
+                      codes=[w.last_exit for w in self.workers if w.proc is None or w.proc.returncode is not None])
+
+    async def _stop_workers(self, grace: float) -> None:
+        await asyncio.gather(*(w.stop(grace) for w in self.workers))
+
     async def _watch(self, children: list[Child], edge_sock: socket.socket | None = None) -> None:
+        children = [*children, *self.workers]
         backoff = {c.name: BACKOFF_START for c in children}
         while not self._stop.is_set():
-            waits = {asyncio.ensure_future(c.proc.wait()): c for c in children if c.proc is not None}
+            waits = {asyncio.ensure_future(c.proc.wait()): c for c in children
+                     if c.proc is not None and (c.name == "core" or c.name == "edge" or self._core_running(children))}
             stop_wait = asyncio.ensure_future(self._stop.wait())
             done, _ = await asyncio.wait([*waits, stop_wait], return_when=asyncio.FIRST_COMPLETED)
             for fut in waits:
@@ -254,11 +280,24 @@ class Supervisor:
                     pass
                 backoff[child.name] = min(delay * 2, BACKOFF_MAX)
                 child.restarts += 1
+                if child.name == "core":
+                    # The first core owns the database: its workers stop with it (they journal what it had not
+                    # acknowledged, and finish their calls), and only once they are gone does a new one start,
+                    # so its recovery replays their journals. Then the workers start again.
+                    await self._stop_workers(self.config.shutdown_grace_seconds + 5)
+                if child.name.startswith("core-worker-") and not self._core_running(children):
+                    continue  # restarted with the first core
                 started = await child.start()
                 if not started:
                     log.error("child failed to restart", child=child.name, code=child.last_exit)
+                elif child.name == "core":
+                    await self._start_workers()
                 if child.name == "edge" and edge_sock is not None:
                     self._refuse_while_edge_down(edge_sock, down=not started)
+
+    @staticmethod
+    def _core_running(children: list[Child]) -> bool:
+        return any(c.name == "core" and c.proc is not None and c.proc.returncode is None for c in children)
 
     def _refuse_while_edge_down(self, sock: socket.socket, down: bool) -> None:
         """While no edge can start, answer the proxy port ourselves with an immediate 503, so clients fail
