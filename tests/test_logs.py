@@ -183,3 +183,13 @@ def test_tail_leaves_a_partial_line_for_later(tmp_path: Path) -> None:
     path.write_text("a\nb\nc\npart")
     lines, offset = logread.tail(path, 2)
     assert lines == ["b", "c"] and offset == len("a\nb\nc\n")
+
+
+def test_core_workers_logs_are_merged_with_the_first_cores(cli, paths: Paths, new_york) -> None:
+    """Core workers write core-1.log, core-2.log, …: `--process core` shows them with the first core's."""
+    worker = ["timestamp='2026-12-03T14:46:43.000000Z' process='core-1' level='info' event='core listening' "
+              "port=40001 worker=1"]
+    write_logs(paths, core=CORE[:1], edge=EDGE, **{"core-1": worker})
+    result = cli("logs", "--raw", "--process", "core")
+    assert result.stdout.splitlines() == [CORE[0], worker[0]]
+    assert worker[0] in cli("logs", "--raw").stdout.splitlines()

@@ -22,14 +22,16 @@ POLL_S = 0.25
 @click.option("--raw", is_flag=True, help="Print the lines exactly as the log files hold them (still merged in "
                                           "time order).")
 def command(follow: bool, lines: int, only: str | None, raw: bool) -> int:
-    """Show the meter's logs (serve, core, edge) merged in time order: local time, process, level, message
+    """Show the meter's logs (serve, the cores, edge) merged in time order: local time, process, level, message
     and its key=value details. Size-rotated files in $HALTON_METER_HOME/logs, mode 0600; they never contain
     API keys, prompts or responses. A foreground `serve` logs to the terminal instead."""
     from halton_meter import logread, terminal
-    from halton_meter.config import load_config
+    from halton_meter.config import MAX_WORKERS, load_config
 
     logs = load_config().paths.logs
     files = [logs / f"{name}.log" for name in PROCESSES if only in (None, name)]
+    if only in (None, "core"):  # core workers log as core-1, core-2, … (docs/concepts/proxy.md, "Several cores")
+        files += [logs / f"core-{i}.log" for i in range(1, MAX_WORKERS)]
     existing = [f for f in files if f.exists()]
     if not existing and not follow:
         terminal.line(f"No logs in {logs} yet (a foreground `halton-meter serve` logs to its terminal).")
