@@ -221,7 +221,7 @@ class Child:
     proc: subprocess.Popen[bytes]
     port: int
     pids: dict[str, int] = field(default_factory=dict)
-    """The processes to measure for this path, by role (for Halton Meter: edge, core, serve)."""
+    """The processes to measure for this path, by role (for Halton Meter: edge, core, worker1…, serve)."""
     extra: dict[str, object] = field(default_factory=dict)
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -321,36 +321,85 @@ def start_mitmdump(upstream_ca: str, workdir: Path) -> Child:
     return child
 
 
-def start_meter(upstream_ca: str, resolve: list[str], workdir: Path) -> Child:
-    """`halton-meter serve` with its own home under `workdir`: real edge, core, writer and database,
-    upstream routed to the fake by `[upstream] resolve` and trusted by `[upstream] ca_bundle`."""
+WORKER_ROLE = re.compile(r"^worker(\d+)$")
+
+
+def worker_role(index: int) -> str:
+    """The role of core worker `index` (`python -m halton_meter.core --worker index`): `worker1`, …"""
+    return f"worker{index}"
+
+
+def is_core_role(role: str) -> bool:
+    """The first core (`core`, which owns the database) or one of its workers (`worker1`, …)."""
+    return role == "core" or WORKER_ROLE.match(role) is not None
+
+
+def proc_key(path: str, role: str) -> str:
+    """The name of a process across paths (idle RSS and CPU, the whole run's peaks): its role, except for
+    the second meter (`meter1`), whose processes have the same roles as the first's: `meter1.edge`, …"""
+    return role if path != "meter1" else f"{path}.{role}"
+
+
+def _core_index(cmdline: list[str]) -> int | None:
+    """0 for the first core, K for `halton_meter.core --worker K`, None for anything else."""
+    if "halton_meter.core" not in cmdline:
+        return None
+    if "--worker" in cmdline:
+        at = cmdline.index("--worker") + 1
+        return int(cmdline[at]) if at < len(cmdline) and cmdline[at].isdigit() else None
+    return 0
+
+
+def start_meter(upstream_ca: str, resolve: list[str], workdir: Path, *, name: str = "meter",
+                workers: str | None = None) -> Child:
+    """`halton-meter serve` with its own home under `workdir`: real edge, cores, writer and database,
+    upstream routed to the fake by `[upstream] resolve` and trusted by `[upstream] ca_bundle`.
+
+    `workers` is the serve's `HALTON_METER_WORKERS` (None: the meter's default, "auto" unless this
+    environment sets it). Roles: `edge`, `core` (the first core, which owns the database), `worker1` …
+    `workerK` (`halton_meter.core --worker K`), `serve`; all of `runtime.json`'s `cores` are waited for."""
     import psutil
 
     from halton_meter.testing.meter import MeterProcess, write_config
 
-    home = workdir / "meter-home"
+    home = workdir / f"{name}-home"
     write_config(home, ca_bundle=Path(upstream_ca), resolve=resolve)
-    meter = MeterProcess.start(home)
+    meter = MeterProcess.start(home, env={"HALTON_METER_WORKERS": workers} if workers else None)
+    cores = int(meter.runtime.get("cores") or 1)
+    wanted = {"edge", "core", *(worker_role(k) for k in range(1, cores))}
     serve = psutil.Process(meter.proc.pid)
     deadline = time.monotonic() + READY_TIMEOUT
     roles: dict[str, int] = {}
-    while time.monotonic() < deadline and len(roles) < 2:
+    while time.monotonic() < deadline and set(roles) != wanted:
         for kid in serve.children():
             with contextlib.suppress(psutil.Error):
-                line = " ".join(kid.cmdline())
-                if "halton_meter.edge" in line:
+                argv = kid.cmdline()
+                index = _core_index(argv)
+                if "halton_meter.edge" in argv:
                     roles["edge"] = kid.pid
-                elif "halton_meter.core" in line:
+                elif index == 0:
                     roles["core"] = kid.pid
-        time.sleep(0.05)
-    if len(roles) < 2:
+                elif index is not None:
+                    roles[worker_role(index)] = kid.pid
+        if set(roles) != wanted:
+            time.sleep(0.05)
+    if set(roles) != wanted:
         meter.stop()
-        raise RuntimeError(f"could not find the edge and core processes of serve (found {roles})")
-    child = Child("meter", meter.proc, meter.edge_port,
-                  pids={"edge": roles["edge"], "core": roles["core"], "serve": meter.proc.pid})
+        raise RuntimeError(f"could not find the edge and the {cores} core processes of serve "
+                           f"(runtime.json cores={cores}; found {roles})")
+    ordered = {role: roles[role] for role in sorted(wanted, key=_role_order)}
+    child = Child(name, meter.proc, meter.edge_port, pids={**ordered, "serve": meter.proc.pid})
     child.extra.update(ca=str(meter.runtime["ca_cert"]), home=str(home), db=str(home / "db.sqlite"),
-                       meter=meter)
+                       meter=meter, cores=cores)
     return child
+
+
+def _role_order(role: str) -> tuple[int, int]:
+    """edge, core, worker1, worker2, …"""
+    if role == "edge":
+        return (0, 0)
+    match = WORKER_ROLE.match(role)
+    return (1, int(match.group(1)) if match else 0)
 
 
 def make_ca(workdir: Path) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """The benchmark runner: every path side by side in one run, interleaved, repeated; medians in a table.
 
-    .venv/bin/python -m bench            # the full run (about 20 minutes on a 2-core machine)
-    .venv/bin/python -m bench --quick    # a smoke run (about 3 minutes)
+    .venv/bin/python -m bench            # the full run (about 25 minutes on a 2-core machine)
+    .venv/bin/python -m bench --quick    # a smoke run (about 5 minutes)
     .venv/bin/python bench/run.py ...    # the same
 
 Paths, all to the same loopback fake provider (bench/fake.py), all over TLS with keep-alive:
@@ -9,7 +9,11 @@ Paths, all to the same loopback fake provider (bench/fake.py), all over TLS with
 * `direct`   — the client talks to the fake itself;
 * `tunnel`   — through a minimal asyncio CONNECT tunnel (bench/tunnel.py), the baseline of the edge hop;
 * `mitmdump` — through bare mitmdump: no addon, every body streamed (`stream_large_bodies=1`);
-* `meter`    — through Halton Meter (`halton-meter serve`: edge + core, metering on, rows written).
+* `meter`    — through Halton Meter (`halton-meter serve`: edge + its cores, metering on, rows written),
+               with the default number of core processes (`HALTON_METER_WORKERS` auto: one per CPU, up to 4;
+               `--workers` sets another);
+* `meter1`   — the same meter forced to one core process (`HALTON_METER_WORKERS=1`): the baseline that
+               shows what the extra cores buy, in the same run.
 
 Each round runs every scenario on every path in turn (the path order rotates from round to round), so
 drift on a shared machine hits all paths alike; figures are medians over rounds, and "added" figures are
@@ -44,8 +48,13 @@ from bench import procs  # noqa: E402
 from bench.client import BadResponse, Conn, Route, client_context, fresh_call, subject_of_pem  # noqa: E402
 from bench.fake import HOST  # noqa: E402
 
-PATHS = ("direct", "tunnel", "mitmdump", "meter")
-PROXY_ROLES = {"direct": (), "tunnel": ("tunnel",), "mitmdump": ("mitmdump",), "meter": ("edge", "core", "serve")}
+PATHS = ("direct", "tunnel", "mitmdump", "meter", "meter1")
+METER_PATHS = ("meter", "meter1")
+"""Paths through Halton Meter: each has its own serve, home and database, and its rows are checked."""
+PROXY_ROLES = {"direct": (), "tunnel": ("tunnel",), "mitmdump": ("mitmdump",), "meter": ("edge", "core", "serve"),
+               "meter1": ("edge", "core", "serve")}
+"""The roles every run has; a meter with several cores adds `worker1` … (procs.start_meter; records list
+their own roles)."""
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -71,6 +80,9 @@ class Plan:
     help_runs: int = 15
     report_calls: int = 1_000_000
     paths: tuple[str, ...] = PATHS
+    meter_workers: str | None = None
+    """`HALTON_METER_WORKERS` for the `meter` path (None: the meter's default, auto unless the environment
+    sets it); `meter1` always runs one core."""
     quick: bool = False
     settle_timeout: float = 60.0
     pause_after_warmup: float = 2.0
@@ -95,6 +107,18 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+@dataclass
+class Rows:
+    """What one meter's database owes: a final, complete row per call its cores metered."""
+
+    db: str
+    calls: int = 0
+    """Calls sent through this meter and metered (each owes a row)."""
+    unmetered: int = 0
+    """Calls the edge passed through unmetered (the client got the fake's own certificate): lost rows."""
+    gaps_seen: int = 0
+
+
 class Bench:
     def __init__(self, plan: Plan, workdir: Path, log: Any = print) -> None:
         self.plan = plan
@@ -104,12 +128,9 @@ class Bench:
         self.routes: dict[str, Route] = {}
         self.pids: dict[str, dict[str, int]] = {}
         self.records: list[dict[str, Any]] = []
-        self.meter_calls = 0
+        self.rows: dict[str, Rows] = {}
+        """Per meter path: the calls its database owes rows for."""
         self.rows_checks: list[dict[str, Any]] = []
-        self._gaps_seen = 0
-        self.unmetered_calls = 0
-        """Calls sent to the meter that the edge passed through unmetered (the client got the fake's own
-        certificate): lost rows."""
         self.info: dict[str, Any] = {}
 
     # ---- processes ---------------------------------------------------------------------------------
@@ -127,55 +148,64 @@ class Bench:
                 "tunnel", "bench.tunnel", "--resolve", f"{HOST}:443=127.0.0.1:{fake.port}", workdir=wd)
             self.routes["tunnel"] = Route("tunnel", client_context(ca), proxy=("127.0.0.1", tunnel.port))
             self.pids["tunnel"] = dict(tunnel.pids)
-        # bare mitmdump and the meter start side by side (both mostly wait on imports and key generation)
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            mitm_future = pool.submit(procs.start_mitmdump, ca, wd) if "mitmdump" in self.plan.paths else None
-            meter_future = (pool.submit(procs.start_meter, ca, [f"{HOST}:443:127.0.0.1:{fake.port}"], wd)
-                            if "meter" in self.plan.paths else None)
+        # bare mitmdump and the meters start side by side (all mostly wait on imports and key generation)
+        resolve = [f"{HOST}:443:127.0.0.1:{fake.port}"]
+        workers = {"meter": self.plan.meter_workers, "meter1": "1"}
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            futures: dict[str, concurrent.futures.Future[procs.Child]] = {}
+            if "mitmdump" in self.plan.paths:
+                futures["mitmdump"] = pool.submit(procs.start_mitmdump, ca, wd)
+            for path in self.meter_paths():
+                futures[path] = pool.submit(procs.start_meter, ca, resolve, wd, name=path, workers=workers[path])
             errors = []
-            for name, future in (("mitmdump", mitm_future), ("meter", meter_future)):
-                if future is None:
-                    continue
+            for name, future in futures.items():
                 try:
                     self.children[name] = future.result()
                 except Exception as exc:  # stop() then stops whatever did start
                     errors.append(exc)
             if errors:
                 raise errors[0]
-        if mitm_future is not None:
+        if "mitmdump" in futures:
             # mitmproxy's eager upstream connection goes where the CONNECT says; the client's SNI (HOST)
             # becomes the upstream SNI, which the fake's certificate covers. No addon, no DNS override.
             mitm = self.children["mitmdump"]
             self.routes["mitmdump"] = Route("mitmdump", client_context(str(mitm.extra["ca"])),
                                             proxy=("127.0.0.1", mitm.port), authority=f"127.0.0.1:{fake.port}")
             self.pids["mitmdump"] = dict(mitm.pids)
-        if meter_future is not None:
-            meter = self.children["meter"]
+        for path in self.meter_paths():
+            meter = self.children[path]
             # Trust the fake's CA too, as a real client trusts public roots: a call the edge passes through
             # unmetered (a gap) then still completes, and is counted as a lost row instead of an error.
-            self.routes["meter"] = Route("meter", client_context(str(meter.extra["ca"]), ca),
-                                         proxy=("127.0.0.1", meter.port))
-            self.pids["meter"] = dict(meter.pids)
+            self.routes[path] = Route(path, client_context(str(meter.extra["ca"]), ca),
+                                      proxy=("127.0.0.1", meter.port))
+            self.pids[path] = dict(meter.pids)
+            self.rows[path] = Rows(str(meter.extra["db"]))
+            self.info.setdefault("cores", {})[path] = meter.extra["cores"]
+            self.info.setdefault("roles", {})[path] = list(meter.pids)
         self.fake_pid = fake.proc.pid
+
+    def meter_paths(self) -> list[str]:
+        return [p for p in METER_PATHS if p in self.plan.paths]
 
     def stop(self) -> None:
         """SIGTERM to every child at once (the meter finishes its rows first), then wait for each."""
-        children = [self.children.pop(n) for n in ("meter", "mitmdump", "tunnel", "fake") if n in self.children]
+        children = [self.children.pop(n) for n in (*METER_PATHS, "mitmdump", "tunnel", "fake") if n in self.children]
         with concurrent.futures.ThreadPoolExecutor(max(1, len(children))) as pool:
             for future in [pool.submit(child.stop) for child in children]:
                 with contextlib.suppress(Exception):
                     future.result()
 
     def all_proxy_pids(self) -> dict[str, int]:
+        """Every proxy process of the run, by `procs.proc_key` (the two meters' roles kept apart)."""
         out: dict[str, int] = {}
         for path in self.plan.paths:
-            out.update(self.pids.get(path, {}))
+            out.update({procs.proc_key(path, role): pid for role, pid in self.pids.get(path, {}).items()})
         return out
 
     # ---- rows --------------------------------------------------------------------------------------
 
-    def ledger(self) -> dict[str, int]:
-        db = self.children["meter"].extra["db"]
+    def ledger(self, path: str) -> dict[str, int]:
+        db = self.rows[path].db
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
         try:
             final, pending = conn.execute(
@@ -187,38 +217,39 @@ class Bench:
             conn.close()
         return {"rows": int(final), "in_progress": int(pending), "gaps": int(gaps), "complete": int(complete)}
 
-    async def settle_rows(self, label: str, unmetered: int = 0) -> dict[str, Any]:
-        """Wait (bounded) until every call that went through the meter's core so far has its final row;
-        stops early once nothing has moved for 3 s. `unmetered`: calls of this measurement that the edge
-        passed through unmetered (they never get a row)."""
-        self.unmetered_calls += unmetered
+    async def settle_rows(self, path: str, label: str, unmetered: int = 0) -> dict[str, Any]:
+        """Wait (bounded) until every call that went through this meter path's cores so far has its final
+        row; stops early once nothing has moved for 3 s. `unmetered`: calls of this measurement that the
+        edge passed through unmetered (they never get a row)."""
+        owed = self.rows[path]
+        owed.unmetered += unmetered
         t0 = time.perf_counter()
         deadline = t0 + self.plan.settle_timeout
         last, last_change = None, t0
         while True:
-            state = self.ledger()
+            state = self.ledger(path)
             now = time.perf_counter()
-            if state["rows"] >= self.meter_calls and state["in_progress"] == 0:
+            if state["rows"] >= owed.calls and state["in_progress"] == 0:
                 break
             if state != last:
                 last, last_change = state, now
             elif now - last_change > 3.0 or now > deadline:
                 break
             await asyncio.sleep(0.05)
-        new_gaps = state["gaps"] - self._gaps_seen
-        self._gaps_seen = state["gaps"]
-        check = {"label": label, "calls": self.meter_calls + self.unmetered_calls, "metered_calls": self.meter_calls,
+        new_gaps = state["gaps"] - owed.gaps_seen
+        owed.gaps_seen = state["gaps"]
+        check = {"path": path, "label": label, "calls": owed.calls + owed.unmetered, "metered_calls": owed.calls,
                  "unmetered": unmetered, **state, "new_gaps": new_gaps, "settle_s": time.perf_counter() - t0,
-                 "ok": state["rows"] == self.meter_calls and not unmetered and not new_gaps
+                 "ok": state["rows"] == owed.calls and not unmetered and not new_gaps
                  and state["in_progress"] == 0 and state["complete"] == state["rows"]}
         self.rows_checks.append(check)
         return check
 
-    def _account(self, conns: list[Conn]) -> int:
-        """Adds the calls of these meter connections to the expected rows; returns how many went through
-        unmetered."""
+    def _account(self, path: str, conns: list[Conn]) -> int:
+        """Adds the calls of these connections through meter `path` to its expected rows; returns how many
+        went through unmetered."""
         metered = sum(c.calls for c in conns if c.issuer != self.fake_issuer)
-        self.meter_calls += metered
+        self.rows[path].calls += metered
         return sum(c.calls for c in conns) - metered
 
     # ---- one measurement ---------------------------------------------------------------------------
@@ -228,7 +259,8 @@ class Bench:
         pids = dict(self.pids[path])
         context = {"fake": self.fake_pid, "client": os.getpid()}
         watch = procs.PeakWatch(self.pids[path])
-        record: dict[str, Any] = {"round": round_, "path": path, "scenario": scenario, "c": concurrency}
+        record: dict[str, Any] = {"round": round_, "path": path, "scenario": scenario, "c": concurrency,
+                                  "roles": list(pids)}
         calls = errors = 0
         latencies: list[float] = []
         firsts: list[float] = []
@@ -311,13 +343,13 @@ class Bench:
                 await asyncio.gather(*(c.aclose() for c in conns), return_exceptions=True)
                 used += conns
                 conns = []
-            if path == "meter":
+            if path in METER_PATHS:
                 if scenario == "newconn":
                     unmetered = sum(1 for i in fresh_issuers if i == self.fake_issuer)
-                    self.meter_calls += len(fresh_issuers) - unmetered
+                    self.rows[path].calls += len(fresh_issuers) - unmetered
                 else:
-                    unmetered = self._account(used)
-                check = await self.settle_rows(f"r{round_} {scenario} c{concurrency}", unmetered)
+                    unmetered = self._account(path, used)
+                check = await self.settle_rows(path, f"r{round_} {scenario} c{concurrency}", unmetered)
                 record["gaps"] = check["new_gaps"]
                 record["unmetered_calls"] = unmetered
                 record["settle_s"] = check["settle_s"]
@@ -358,8 +390,8 @@ class Bench:
             await conn.json_call()
             await conn.sse_call(0)
             await conn.aclose()
-            if path == "meter":
-                await self.settle_rows("warm-up", self._account([conn]))
+            if path in METER_PATHS:
+                await self.settle_rows(path, "warm-up", self._account(path, [conn]))
 
     async def rounds(self) -> None:
         paths = list(self.plan.paths)
@@ -391,12 +423,13 @@ class Bench:
         delta = procs.cpu_delta(before, procs.cpu_snapshot(pids))
         return {name: 100 * v / seconds for name, v in delta.items()}
 
-    async def growth(self) -> dict[str, Any]:
-        """RSS of the meter's processes over `growth_calls` calls (1 in 10 a stream), at checkpoints."""
-        route = self.routes["meter"]
+    async def growth(self, path: str = "meter") -> dict[str, Any]:
+        """RSS of a meter's processes (every core included) over `growth_calls` calls (1 in 10 a stream), at
+        checkpoints."""
+        route = self.routes[path]
         total = self.plan.growth_calls
         c = self.plan.growth_concurrency
-        pids = self.pids["meter"]
+        pids = self.pids[path]
         checkpoints: list[dict[str, Any]] = [{"calls": 0, **{k: procs.rss_kb(p) for k, p in pids.items()}}]
         step = max(1, total // 10)
         sent = 0
@@ -425,12 +458,12 @@ class Bench:
         elapsed = time.perf_counter() - t0
         for conn in conns:
             await conn.aclose()
-        unmetered = self._account(conns)
-        rows = await self.settle_rows(f"growth {total}", unmetered)
+        unmetered = self._account(path, conns)
+        rows = await self.settle_rows(path, f"growth {total}", unmetered)
         first = checkpoints[1] if len(checkpoints) > 1 else checkpoints[0]
         last = checkpoints[-1]
         return {
-            "calls": sent, "errors": errors, "seconds": elapsed, "checkpoints": checkpoints, "rows": rows,
+            "path": path, "calls": sent, "errors": errors, "seconds": elapsed, "checkpoints": checkpoints, "rows": rows,
             "unmetered_calls": unmetered,
             "growth_kb": {k: last[k] - first[k] for k in pids},
             "baseline_calls": first["calls"],
@@ -489,20 +522,25 @@ async def _main_async(bench: Bench, plan: Plan, skip: set[str]) -> dict[str, Any
         log(f"  idle CPU over {plan.idle_seconds:.0f} s ...")
         out["idle_cpu_pct"] = await bench.idle_cpu()
         out["idle_seconds"] = plan.idle_seconds
-    if "growth" not in skip and "meter" in plan.paths:
-        log(f"  RSS growth over {plan.growth_calls} calls through the meter ...")
-        out["growth"] = await bench.growth()
-    if "meter" in plan.paths:
+    meters = bench.meter_paths()
+    if "growth" not in skip and meters:
+        log(f"  RSS growth over {plan.growth_calls} calls through {meters[0]} ...")
+        out["growth"] = await bench.growth(meters[0])
+    if meters:
         from halton_meter.serve.stats import CORE_STATS, EDGE_STATS, read_stats
 
-        run_dir = Path(str(bench.children["meter"].extra["home"])) / "run"
+        out["stats"] = {}
         asked = time.time()
-        for _ in range(60):  # both publish every 2 s: wait for a fresh copy of each
-            edge, core = read_stats(run_dir / EDGE_STATS) or {}, read_stats(run_dir / CORE_STATS) or {}
-            if min(edge.get("updated_at", 0), core.get("updated_at", 0)) > asked:
-                break
-            await asyncio.sleep(0.05)
-        out["edge_stats"], out["core_stats"] = edge, core
+        for path in meters:
+            run_dir = Path(str(bench.children[path].extra["home"])) / "run"
+            for _ in range(60):  # both publish every 2 s: wait for a fresh copy of each
+                edge, core = read_stats(run_dir / EDGE_STATS) or {}, read_stats(run_dir / CORE_STATS) or {}
+                if min(edge.get("updated_at", 0), core.get("updated_at", 0)) > asked:
+                    break
+                await asyncio.sleep(0.05)
+            out["stats"][path] = {"edge": edge, "core": core}
+        # the first meter path's, under the names earlier results used
+        out["edge_stats"], out["core_stats"] = out["stats"][meters[0]]["edge"], out["stats"][meters[0]]["core"]
     return out
 
 
@@ -519,6 +557,9 @@ def run(plan: Plan, *, skip: set[str] = frozenset(), log: Any = print, workdir: 
     try:
         log(f"starting fake provider and paths: {', '.join(plan.paths)}")
         bench.start()
+        for path, cores in bench.info.get("cores", {}).items():
+            log(f"  {path}: {cores} core process{'es' if cores != 1 else ''} "
+                f"({', '.join(f'{r} {pid}' for r, pid in bench.pids[path].items())})")
         results.update(asyncio.run(_main_async(bench, plan, set(skip))))
     finally:
         bench.stop()
@@ -527,8 +568,11 @@ def run(plan: Plan, *, skip: set[str] = frozenset(), log: Any = print, workdir: 
                 tmp.cleanup()
     results["records"] = bench.records
     results["rows_checks"] = bench.rows_checks
-    results["meter_calls"] = bench.meter_calls
-    results["unmetered_calls"] = bench.unmetered_calls
+    results["meter_calls"] = {path: rows.calls for path, rows in bench.rows.items()}
+    results["unmetered_calls"] = {path: rows.unmetered for path, rows in bench.rows.items()}
+    results["workers_env"] = os.environ.get("HALTON_METER_WORKERS")  # the `meter` path's, unless plan.meter_workers
+    results["cores"] = dict(bench.info.get("cores", {}))  # core processes per meter path (runtime.json)
+    results["roles"] = dict(bench.info.get("roles", {}))  # per meter path: edge, core, worker1 …, serve
     if "cold" not in skip:
         log("  `halton-meter --help` cold start ...")
         results["cold_start"] = bench.cold_start()
@@ -563,11 +607,14 @@ def main(argv: list[str] | None = None) -> int:
     from bench import table
 
     parser = argparse.ArgumentParser(prog="python -m bench", description="Halton Meter benchmark (issue 7).")
-    parser.add_argument("--quick", action="store_true", help="short smoke run (about 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="short smoke run (about 5 minutes)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5; quick 2)")
     parser.add_argument("--seconds", type=float, help="measured window per keep-alive JSON measurement")
     parser.add_argument("--paths", help=f"comma-separated subset of {','.join(PATHS)} (direct is always run)")
     parser.add_argument("--concurrency", help="comma-separated concurrencies (default 1,8,64)")
+    parser.add_argument("--workers", help="HALTON_METER_WORKERS for the `meter` path: an integer or auto (default: "
+                                          "the meter's own default, auto unless the environment sets it); "
+                                          "`meter1` always runs one core")
     parser.add_argument("--idle-seconds", type=float)
     parser.add_argument("--growth-calls", type=int)
     parser.add_argument("--report-calls", type=int, help="synthetic calls for `report --month` and the dashboard "
@@ -590,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         plan.paths = tuple(p for p in PATHS if p in chosen or p == "direct")
     if args.concurrency:
         plan.concurrencies = tuple(int(c) for c in args.concurrency.split(","))
+    if args.workers:
+        plan.meter_workers = args.workers.strip()
     if args.idle_seconds is not None:
         plan.idle_seconds = args.idle_seconds
     if args.growth_calls is not None:
