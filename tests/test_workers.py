@@ -68,8 +68,12 @@ def serving(pid: int, fake: FakeProvider) -> bool:
         return False
 
 
+def gated_events(fake: FakeProvider) -> list[bytes]:
+    return bodies.anthropic_stream_events(input_tokens=700, output_tokens=90)
+
+
 def gated_stream(fake: FakeProvider, gate: Gate) -> list[bytes]:
-    events = bodies.anthropic_stream_events(input_tokens=700, output_tokens=90)
+    events = gated_events(fake)
     fake.add("POST", "/v1/messages", lambda received: Reply(
         pieces=[*events[:3], gate, *events[3:]], sse=True) if received.json().get("stream")
         else Reply(body=bodies.anthropic_message(input_tokens=5, output_tokens=2)))
@@ -84,6 +88,9 @@ def two_streams_one_per_core(meter: MeterProcess, fake: FakeProvider, gate: Gate
     pids = (core_pid(meter), worker_pid(meter))
     wait_until(lambda: all(p is not None and serving(p, fake) for p in pids), 15,
                what="each core carrying one stream")
+    head = len(b"".join(gated_events(fake)[:3]))
+    wait_until(lambda: len(first.body) >= head and len(second.body) >= head, 15,
+               what="the first events at both clients")
     return first, second
 
 
@@ -100,9 +107,13 @@ def test_two_cores_share_the_calls_and_every_call_is_one_row(two_cores, fake_pro
     assert ledger.gaps == 0
     rows = [r for r in meter.rows() if r["endpoint_kind"] == "messages"]
     assert len(rows) == 30 and all(r["complete"] == 1 and r["input_tokens"] == 11 for r in rows)
-    # Both cores metered some of them; the first core wrote them all.
-    stats = wait_until(lambda: (s := core_stats(meter))["workers"]["linked"] and
-                       s["workers"]["linked"][0].get("metered") is not None and s, 5, what="worker counters")
+    # Both cores metered some of them (the counters are published once a second); the first wrote them all.
+    def settled() -> dict[str, Any] | None:
+        stats = core_stats(meter)
+        linked = stats["workers"]["linked"]
+        return stats if linked and stats["calls"]["metered"] >= 30 and linked[0].get("metered") else None
+
+    stats = wait_until(settled, 10, what="every core's counters")
     [linked] = stats["workers"]["linked"]
     assert linked["index"] == 1 and linked["pid"] == worker_pid(meter)
     assert linked["records"] >= 2 * 5  # a provisional and a final record per call it carried, at least 5 calls

@@ -4,7 +4,9 @@ Event flow for a metered request:
 
 * `http_connect`: the edge's CONNECT names the client's address; attribution starts on a worker thread.
 * `requestheaders`: the routing table (built once, no pluggy) picks the provider and endpoint.
-* `request`: the whole request body is here; the provider reads the model and stream intent.
+* `request`: the whole request body is here; the provider reads the model and stream intent, and a block
+  budget may refuse the call (in a core worker, after asking the first core's ledger: the hook then returns
+  an awaitable, which mitmproxy waits for).
 * `responseheaders`: a parser is chosen and `flow.response.stream` is set to a tee, so every chunk goes
   to the client as it arrives and a copy goes (decoded, capped) into the parser.
 * `response` (body ended) or `error` (cut, reset, client gone): the record is finalised once and queued
@@ -16,6 +18,9 @@ The per-call steps themselves (request facts, parser, tee, record, degraded reco
 `CallPipeline` per flow (halton_meter/core/pipeline.py), which the test kit drives too; this module adds
 mitmproxy, the target policy, attribution, capture and the writer around it. A client connection's state
 is in halton_meter/core/connections.py.
+
+Why this module is long: it is every mitmproxy event of a metered call in the order they happen, so one
+call's path reads top to bottom; the per-call logic it would split off already lives in pipeline.py.
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ What survives what:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime
 import hmac
@@ -395,16 +394,3 @@ class RemoteLedger:
         end = answer.get("period_end")
         return Refusal(budget, int(answer.get("spent") or 0), int(answer.get("reserved") or 0),
                        datetime.datetime.fromisoformat(end) if end else None, answer.get("utilization"))
-
-
-def wait_for_first_core(path: os.PathLike[str] | str, timeout: float) -> tuple[int, bytes] | None:
-    """(link port, secret) from `run/core.json`, waiting (bounded) for the first core to publish it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            state = json.loads(_path(path).read_text())
-            if state.get("link_port"):
-                return int(state["link_port"]), str(state["secret"]).encode("ascii")
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.05)

@@ -13,9 +13,9 @@ import json
 import logging
 import os
 import secrets
-import signal
 import sys
 import time
+from typing import Protocol
 
 import structlog
 
@@ -27,7 +27,7 @@ from halton_meter.ca import ensure_ca, write_upstream_trust
 from halton_meter.config import Config, load_config
 from halton_meter.core.addon import MeterAddon
 from halton_meter.core.budgetgate import BudgetGate
-from halton_meter.core.link import LinkClient, LinkServer, RemoteLedger, wait_for_first_core
+from halton_meter.core.link import LinkClient, LinkServer, RemoteLedger
 from halton_meter.core.routing import RoutingTable
 from halton_meter.errors import DatabaseError, ExitCode, HaltonError
 from halton_meter.host import PluginHost
@@ -35,13 +35,24 @@ from halton_meter.logs import configure_logging
 from halton_meter.paths import Paths, ensure_private_dir, write_atomic
 from halton_meter.pricing import Pricer
 from halton_meter.serve.configwatch import ConfigWatcher, watch
-from halton_meter.serve.process import QuietLoopErrors, watch_parent
+from halton_meter.serve.process import QuietLoopErrors, install_stop_handlers, watch_parent, watch_stdin
 from halton_meter.serve.stats import CORE_STATS, Publisher
 from halton_meter.store.schema import migrate
 from halton_meter.store.writer import Writer
 from halton_meter.sync.engine import SyncEngine
 from halton_meter.sync_config import SyncSettings, machine_id
 from halton_meter.types import CallRecord, SyncSink
+
+
+class RecordSink(Protocol):
+    """What the addon and the budget gate need of a writer: the first core's `Writer`, or a worker's
+    `worker.WorkerSink`, which sends records to the first core."""
+
+    def submit(self, record: CallRecord) -> bool: ...
+
+    def estimate(self, record: CallRecord) -> int | None: ...
+
+    def set_pricer(self, pricer: Pricer) -> None: ...
 
 log = structlog.get_logger("halton_meter.core")
 
@@ -60,7 +71,7 @@ def _mitmproxy_addons() -> list[object]:
     ]
 
 
-async def serve_core(config: Config, host: PluginHost, writer: Writer | WorkerSink, ledger: Ledger | None = None,
+async def serve_core(config: Config, host: PluginHost, writer: Writer | RecordSink, ledger: Ledger | None = None,
                      *, worker: LinkClient | None = None, index: int = 0) -> int:
     """Run one core until stopped. The first core (`worker` None) owns `writer` and the `ledger`, and takes
     the other cores' records over the link (`core/link.py`); a worker (`index` ≥ 1) sends its records to the
@@ -153,8 +164,8 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer | WorkerSi
             stopping.set()
             loop.create_task(graceful_stop())
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+    install_stop_handlers(loop, on_signal)
+    watch_stdin(loop, on_signal)  # the portable stop: the supervisor closes our stdin
     orphan_watch = loop.create_task(watch_parent(on_signal))
     exit_code = 0
 
@@ -246,8 +257,6 @@ CORE_ERROR = "core-error.json"
 LINK_FLUSH_SECONDS = 5.0
 """How long a stopping worker waits for the first core to acknowledge its last records (then they go to its
 own journal, replayed at the first core's next start)."""
-FIRST_CORE_WAIT_SECONDS = 30.0
-"""How long a starting worker waits for the first core to publish its link."""
 BUDGET_REFRESH_SECONDS = 2.0
 """How soon the core sees a `budgets override` (and re-checks rolling budgets' spend)."""
 
@@ -290,68 +299,7 @@ def start_sync(config: Config, host: PluginHost) -> SyncEngine | None:
         return None
 
 
-class WorkerSink:
-    """What a worker's addon and budget gate see of a writer: records go over the link to the first core;
-    reservations are priced here (the same compiled prices the first core uses)."""
-
-    def __init__(self, link: LinkClient, pricer: Pricer) -> None:
-        self.link = link
-        self._pricer = pricer
-
-    def submit(self, record: CallRecord) -> bool:
-        return self.link.submit(record)
-
-    def estimate(self, record: CallRecord) -> int | None:
-        return self._pricer.price(record).cost_nanos
-
-    def set_pricer(self, pricer: Pricer) -> None:
-        self._pricer = pricer
-
-
-def worker_main(index: int) -> int:
-    """`python -m halton_meter.core --worker N`: a core that meters traffic and hands its records to the
-    first core (which the supervisor started first). Exit codes as the first core's."""
-    configure_logging(f"core-{index}")
-    logging.getLogger("mitmproxy").setLevel(logging.WARNING)
-    try:
-        config = load_config()
-        host = PluginHost(config).load().validate_config()
-    except HaltonError as exc:
-        print(f"halton-meter core worker {index}: {exc.message}", file=sys.stderr, flush=True)
-        return int(exc.exit_code)
-    _ = host.registries
-    first = wait_for_first_core(config.paths.core_state, FIRST_CORE_WAIT_SECONDS)
-    if first is None:
-        print(f"halton-meter core worker {index}: the first core did not start within "
-              f"{FIRST_CORE_WAIT_SECONDS:.0f} s; see `halton-meter status`", file=sys.stderr, flush=True)
-        return int(ExitCode.INTERNAL)
-
-    async def run() -> int:
-        link = LinkClient(config.paths.spool, index, on_lost=lambda reason: None)
-        try:
-            await link.connect(*first)
-        except (OSError, TimeoutError) as exc:
-            print(f"halton-meter core worker {index}: cannot reach the first core ({exc}); it is restarted",
-                  file=sys.stderr, flush=True)
-            return int(ExitCode.INTERNAL)
-        try:
-            return await serve_core(config, host, WorkerSink(link, Pricer(config)), worker=link, index=index)
-        finally:
-            link.close()
-
-    try:
-        return asyncio.run(run())
-    except HaltonError as exc:
-        print(f"halton-meter core worker {index}: {exc.message}", file=sys.stderr, flush=True)
-        return int(exc.exit_code)
-    except Exception:
-        log.exception("core worker crashed", worker=index)
-        return int(ExitCode.INTERNAL)
-
-
 def main() -> int:
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker" and sys.argv[2].isdigit() and int(sys.argv[2]) >= 1:
-        return worker_main(int(sys.argv[2]))
     configure_logging("core")
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)
     try:

@@ -1,5 +1,5 @@
-"""The edge's link to the core: where it listens and the secret it wants (`CoreLocator`), and whether calls
-should go to it at all (`CoreHealth`)."""
+"""The edge's link to a core: where it listens and the secret it wants (`CoreLocator`), and whether calls
+should go to it at all (`CoreHealth`). Which core takes the next metered call is `pool.py`."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ RESTART_POLL = 0.1
 
 
 class CoreLocator:
-    """Where the core listens and the secret it wants, from `run/core.json`; re-read only when it changes."""
+    """Where a core listens and the secret it wants, from its state file (`run/core.json` for the first
+    core, `run/core-worker-N.json` for the others); re-read only when it changes."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -48,6 +49,10 @@ class CoreLocator:
         self._port: int | None = None
         self._pid: int | None = None
         self._secret: bytes = b""
+
+    @property
+    def path(self) -> Path:
+        return self._path
 
     def _load(self) -> None:
         try:
@@ -107,10 +112,12 @@ class CoreHealth:
     process is gone rather than wedged, calls first wait RESTART_GRACE for its successor.
     """
 
-    def __init__(self, locator: CoreLocator, stats: EdgeStats) -> None:
+    def __init__(self, locator: CoreLocator, stats: EdgeStats, name: str = "core") -> None:
         self.locator = locator
         self.stats = stats
+        self.name = name
         self.down_reason: str | None = None
+        self.down_since: float | None = None
         self._probe: asyncio.Task[None] | None = None
         self._fresh_until = 0.0
         self._busy_since: float | None = None
@@ -118,24 +125,47 @@ class CoreHealth:
         self._restart_until = 0.0
         self._back: asyncio.Event | None = None
         self.on_up: Callable[[], None] | None = None
+        self.on_change: Callable[[CoreHealth], None] | None = None
+        """Set by a `CorePool`: told when this core goes down, comes back, or stops being worth waiting for.
+        The pool then publishes whether metering is down; a core on its own publishes that itself."""
+        self.alone = True
+        """The only core: while it is down, metered hosts pass through (with others, the others take them)."""
         self.restart_grace = RESTART_GRACE
 
     @property
     def up(self) -> bool:
         return self.down_reason is None
 
+    @property
+    def restarting(self) -> bool:
+        """Down because its process is gone, and still within the grace its successor gets to come up."""
+        return self.down_reason is not None and time.monotonic() < self._restart_until
+
+    @property
+    def restart_until(self) -> float:
+        return self._restart_until
+
     async def usable(self) -> bool:
-        if self.down_reason is None:
-            if time.monotonic() < self._fresh_until:
-                return True
-            if await self.answers_or_busy():
-                self._fresh_until = time.monotonic() + PROBE_FRESH
-                return True
-            alive = self.locator.alive()
-            restarting = not alive and not self.locator.failing()
-            self.mark_down("core did not answer the probe" if alive else
-                           "core restarting" if restarting else "core cannot start", restarting=restarting)
+        if await self.ready():
+            return True
         return await self.wait_for_restart()
+
+    async def ready(self) -> bool:
+        """Up and vouched for: by a recent probe, or by one now. A core that does not answer it is marked
+        down here; this never waits for a restart (the caller decides whether another core can take the
+        call instead)."""
+        if self.down_reason is not None:
+            return False
+        if time.monotonic() < self._fresh_until:
+            return True
+        if await self.answers_or_busy():
+            self._fresh_until = time.monotonic() + PROBE_FRESH
+            return True
+        alive = self.locator.alive()
+        restarting = not alive and not self.locator.failing()
+        self.mark_down("core did not answer the probe" if alive else
+                       "core restarting" if restarting else "core cannot start", restarting=restarting)
+        return False
 
     async def wait_for_restart(self) -> bool:
         """Within a restart's grace, wait (bounded) for the new core; True when it answered in time."""
@@ -152,26 +182,42 @@ class CoreHealth:
         return self.down_reason is None
 
     def mark_down(self, reason: str, restarting: bool = False) -> None:
-        if self.down_reason is None:
-            log.warning("core unavailable: metered hosts pass through until it answers again", reason=reason)
-            self.stats.core_down_since = time.time()
+        transition = self.down_reason is None
+        if transition:
+            if self.alone:
+                log.warning("core unavailable: metered hosts pass through until it answers again",
+                            reason=reason)
+            else:
+                log.warning("core unavailable: its calls go to the other cores until it answers again",
+                            core=self.name, reason=reason)
+            self.down_since = time.time()
             self._restart_until = time.monotonic() + self.restart_grace if restarting else 0.0
             self._back = asyncio.Event()
         self.down_reason = reason
         self._fresh_until = 0.0
         if self._probe is None or self._probe.done():
             self._probe = asyncio.get_running_loop().create_task(self._watch())
+        if transition:
+            self._changed()
 
     def _mark_up(self) -> None:
-        log.info("core answers again: metering resumed")
+        log.info("core answers again: metering resumed" if self.alone else "core answers again",
+                 core=self.name)
         self.down_reason = None
-        self.stats.core_down_since = None
+        self.down_since = None
         self._fresh_until = time.monotonic() + PROBE_FRESH
         self._restart_until = 0.0
         if self._back is not None:
             self._back.set()
+        self._changed()
         if self.on_up is not None:
             self.on_up()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
+        else:
+            self.stats.core_down_since = self.down_since
 
     async def _watch(self) -> None:
         while self.down_reason is not None:
@@ -180,6 +226,7 @@ class CoreHealth:
                 self._restart_until, restarting = 0.0, False
                 if self._back is not None:
                     self._back.set()
+                self._changed()
             await asyncio.sleep(RESTART_POLL if restarting else PROBE_INTERVAL)
             if (not restarting or self.locator.alive()) and await self.probe():
                 self._mark_up()

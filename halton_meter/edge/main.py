@@ -17,8 +17,14 @@ from halton_meter.edge.corelink import CoreLocator
 from halton_meter.edge.gaps import GapRecorder
 from halton_meter.edge.limits import connection_cap
 from halton_meter.edge.server import Edge, run_edge
+from halton_meter.errors import ExitCode
+from halton_meter.serve.process import bind_own_port
 
 log = structlog.get_logger("halton_meter.edge")
+
+MAX_CORES = 64
+"""A sanity bound on `--cores`: choosing a core looks at every one, which is cheap for the handful a machine
+runs, not for thousands."""
 
 
 def _routing_and_config() -> tuple[Any, Any, Callable[[str, int], bool], str | None]:
@@ -58,6 +64,13 @@ def _routing_and_config() -> tuple[Any, Any, Callable[[str, int], bool], str | N
     return config, host, routing.claims, problem
 
 
+def _core_count(text: str) -> int:
+    count = int(text)
+    if not 1 <= count <= MAX_CORES:
+        raise argparse.ArgumentTypeError(f"between 1 and {MAX_CORES}")
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     from halton_meter.logs import configure_logging
 
@@ -65,21 +78,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen-fd", type=int, help="an already-bound listening socket (from the supervisor)")
     parser.add_argument("--port", type=int, help="bind 127.0.0.1:PORT instead of --listen-fd")
     parser.add_argument("--api-port", type=int, default=None)
+    parser.add_argument("--cores", type=_core_count, default=1, metavar="N",
+                        help="core processes to balance metered calls over (their run/core*.json files)")
     args = parser.parse_args(argv)
     configure_logging("edge")
     config, host, claims, problem = _routing_and_config()
     if args.listen_fd is not None:
         sock = socket.socket(fileno=args.listen_fd)
-    else:
-        sock = socket.create_server(("127.0.0.1", args.port if args.port is not None else config.edge_port))
+    else:  # the portable path (serve/process.py): the edge binds the port the supervisor chose
+        port = args.port if args.port is not None else config.edge_port
+        try:
+            sock = bind_own_port(port)
+        except OSError as exc:
+            print(f"halton-meter edge: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); stop what holds "
+                  "it or choose another port with --edge-port N", file=sys.stderr, flush=True)
+            return int(ExitCode.PORT_IN_USE)
     own = {sock.getsockname()[1]}
     if args.api_port:
         own.add(args.api_port)
     from halton_meter.attribution.service import AttributionService
 
     attribution = AttributionService(host.registries.attributors.ordered(), workers=1)
-    edge = Edge(claims=claims, core=CoreLocator(config.paths.core_state), resolve=config.resolve_map(),
-                own_ports=own, idle_timeout=config.edge_idle_timeout_seconds,
+    cores = [CoreLocator(path) for path in config.paths.core_states(args.cores)]
+    edge = Edge(claims=claims, core=cores[0], cores=cores, resolve=config.resolve_map(), own_ports=own,
+                idle_timeout=config.edge_idle_timeout_seconds,
                 max_connections=connection_cap(config.edge_max_connections),
                 gaps=GapRecorder(config.paths.spool, attribution),
                 passthrough_quiet=config.edge_passthrough_quiet_seconds,

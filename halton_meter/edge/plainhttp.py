@@ -4,11 +4,11 @@ A client may send absolute-form requests (`POST http://host/path HTTP/1.1`) on a
 each to a different host. Handing the whole connection to whoever got the first request would let the
 second one go anywhere — through the core, an unrestricted proxy, to this machine's services or cloud
 metadata. So every request is framed on its own (h11, mitmproxy's HTTP/1 library, does the framing), checked
-against the target policy, and routed on its own: a claimed host's request to the core (with the core's
-secret and the client's address), any other host's straight to the origin, each on a fresh upstream
-connection asked to close after the answer. Bodies stream both ways as they arrive; nothing is buffered.
-A metered host's request that cannot go through the core is passed through and written to the gap log as
-exactly one call.
+against the target policy, and routed on its own: a claimed host's request to a core (the one the core
+pool picks, with that core's secret and the client's address), any other host's straight to the origin,
+each on a fresh upstream connection asked to close after the answer. Bodies stream both ways as they
+arrive; nothing is buffered. A metered host's request that no core can take is passed through and written
+to the gap log as exactly one call.
 """
 
 from __future__ import annotations
@@ -98,9 +98,9 @@ class PlainHttp:
         headers.append((b"connection", b"close"))
         if to_core is not None:
             self.edge.stats.metered += 1
-            up_reader, up_writer = to_core
+            up_reader, up_writer = to_core.reader, to_core.writer
             sockname = self.writer.get_extra_info("sockname")
-            for line in meter_headers(self.peer, project, sockname, self.edge.core.secret()):
+            for line in meter_headers(self.peer, project, sockname, to_core.secret()):
                 name, _, value = line.partition(b": ")
                 headers.append((name, value))
             upstream_target = request.target
@@ -123,6 +123,8 @@ class PlainHttp:
         finally:
             with contextlib.suppress(Exception):
                 up_writer.close()
+            if to_core is not None:
+                to_core.release()
             if gap is not None:
                 await self.edge.gaps.closed(gap, moved[0], moved[1])
         return True

@@ -1,30 +1,32 @@
 """The edge: a small asyncio proxy front on the user-visible port (default 127.0.0.1:8081).
 
-* CONNECT to a host a provider claims → handed to the core (mitmproxy), with the client's address so the
-  core can attribute the call. If the core is restarting, the CONNECT waits a short grace for it; if it is
-  down or wedged, the edge tunnels directly instead and records the tunnel as a gap: traffic never stops
-  because the meter is down. Such a pass-through tunnel is closed at its first idle moment once the core
-  answers again (`passthrough.py`), so the client's next request is metered.
+* CONNECT to a host a provider claims → handed to a core (mitmproxy), with the client's address so the
+  core can attribute the call. With several cores, the up core with the fewest tunnels open takes it; one
+  that does not answer is marked down and the next is tried. If every core is down and one is restarting,
+  the CONNECT waits a short grace for it; otherwise the edge tunnels directly instead and records the
+  tunnel as a gap: traffic never stops because the meter is down. Such a pass-through tunnel is closed at
+  its first idle moment once a core answers again (`passthrough.py`), so the client's next request is
+  metered.
 * CONNECT to any other host → a direct TCP tunnel. Its TLS is never terminated; we never see inside.
 * Plain-HTTP absolute-form requests → routed one request at a time (h11 frames them): a claimed host's
-  request goes to the core, any other host's straight to the origin, and every request on a kept-alive
+  request goes to a core, any other host's straight to the origin, and every request on a kept-alive
   connection is checked against the target policy again.
 * Never a relay to local services: targets on this machine, link-local and cloud metadata addresses are
   refused, before and after DNS, here and again in the core.
-* Only the edge may use the core: every request it sends there carries the core's per-start secret.
+* Only the edge may use a core: every request it sends there carries that core's per-start secret.
 
 Only the standard library, h11 (mitmproxy's own HTTP/1 framing library) and the routing table; the edge
-must stay small and start fast. The pieces: `corelink` (where the core is, whether it answers), `gaps`
-(the gap log), `splice` (copying a tunnel both ways), `http1` (headers and short answers), `plainhttp`
-(plain-HTTP requests), `passthrough` (closing pass-through tunnels once the core is back), `limits`,
-`counters`; the target policy is `halton_meter.targets`, shared with the core; `main` is the process.
+must stay small and start fast. The pieces: `corelink` (where the cores are, whether they answer, which one
+takes a call), `gaps` (the gap log), `splice` (copying a tunnel both ways), `http1` (headers and short
+answers), `plainhttp` (plain-HTTP requests), `passthrough` (closing pass-through tunnels once a core is
+back), `limits`, `counters`; the target policy is `halton_meter.targets`, shared with the core; `main` is
+the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -48,9 +50,10 @@ from halton_meter.edge.limits import (
     REAP_INTERVAL,
 )
 from halton_meter.edge.passthrough import MAX_SECONDS, QUIET_SECONDS, STREAM_QUIET_SECONDS, PassThrough
+from halton_meter.edge.pool import CoreLease, CorePool, locator_name
 from halton_meter.edge.splice import splice
 from halton_meter.protocol import HEALTH_PATH
-from halton_meter.serve.process import QuietLoopErrors, watch_parent
+from halton_meter.serve.process import QuietLoopErrors, install_stop_handlers, watch_parent, watch_stdin
 from halton_meter.targets import Refused, check_target, ip_of, parse_authority, refuse_address
 
 log = structlog.get_logger("halton_meter.edge")
@@ -71,19 +74,23 @@ class Edge:
     passthrough_stream_quiet: float = STREAM_QUIET_SECONDS
     passthrough_max_seconds: float = MAX_SECONDS
     handshake_timeout: float = HANDSHAKE_TIMEOUT
+    cores: list[CoreLocator] = field(default_factory=list)
+    """Every core metered calls are balanced over, `core` first; empty: `core` alone."""
 
     def __post_init__(self) -> None:
         if self.health is None:
-            self.health = CoreHealth(self.core, self.stats)
-        self.health.on_up = self._wake_reaper
+            self.health = CoreHealth(self.core, self.stats, locator_name(self.core))
+        others = [locator for locator in self.cores if locator is not self.core]
+        self.pool = CorePool([self.health, *(CoreHealth(locator, self.stats, locator_name(locator))
+                                             for locator in others)], self.stats)
+        self.pool.on_up = self._wake_reaper
         self._passthrough: dict[PassThrough, Callable[[], None]] = {}
         self._reaper: asyncio.Task[None] | None = None
 
     # ---- policy ------------------------------------------------------------------------------------
 
     def check_target(self, host: str, port: int) -> None:
-        core_port = self.core.port()
-        check_target(host, port, self.resolve, self.own_ports | ({core_port} if core_port else set()))
+        check_target(host, port, self.resolve, self.own_ports | self.pool.ports())
 
     def upstream_address(self, host: str, port: int) -> tuple[str, int]:
         return self.resolve.get((host, port), (host, port))
@@ -169,11 +176,14 @@ class Edge:
         if self.claims(host, port):
             upstream = await self._open_core_tunnel(host, port, peer, project, writer.get_extra_info("sockname"))
             if upstream is not None:
-                self.stats.metered += 1
-                core_reader, core_writer, reply = upstream
-                writer.write(reply)
-                await writer.drain()
-                await self._splice(reader, writer, core_reader, core_writer, metered=True, slot=slot)
+                lease, reply = upstream
+                try:
+                    self.stats.metered += 1
+                    writer.write(reply)
+                    await writer.drain()
+                    await self._splice(reader, writer, lease.reader, lease.writer, metered=True, slot=slot)
+                finally:
+                    lease.release()
                 return
             await self._pass_through(reader, writer, host, port, peer, project)
             return
@@ -207,7 +217,7 @@ class Edge:
             await self.gaps.closed(gap, tunnel.bytes_up, tunnel.bytes_down, tunnel.calls_estimated)
 
     def _note_passthrough(self, host: str) -> str:
-        reason = self.health.down_reason or "core unavailable"  # type: ignore[union-attr]
+        reason = self.pool.down_reason() or "core unavailable"
         self.stats.passthrough += 1
         self.stats.last_gap_reason = reason
         log.warning("passing a metered host through unmetered", host=host, reason=reason)
@@ -232,38 +242,34 @@ class Edge:
         except OSError as exc:
             raise Refused(502, f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
 
-    async def core_connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        """A fresh connection to a core that answers (waiting out a restart's grace), or None: go direct."""
-        health = self.health
-        assert health is not None
-        for _ in range(2):  # a core found gone on connecting gets one wait for its successor
-            if not await health.usable():
-                return None
-            core_port = self.core.port()
-            if core_port is None:
-                health.mark_down("core not running", restarting=not self.core.failing())
-                continue
-            try:
-                return await asyncio.wait_for(
-                    asyncio.open_connection("127.0.0.1", core_port, limit=MAX_HEAD_BYTES * 4), CORE_TIMEOUT)
-            except (OSError, TimeoutError) as exc:
-                health.mark_down(f"core unreachable ({type(exc).__name__})",
-                                 restarting=not self.core.alive() and not self.core.failing())
-        return None
+    async def core_connection(self) -> CoreLease | None:
+        """A fresh connection to a core that answers (waiting out a restart's grace when every core is
+        down), or None: go direct. The caller releases it when its call ends."""
+        return await self.pool.connection()
 
     async def _open_core_tunnel(
         self, host: str, port: int, peer: object, project: str | None = None, server: object = None
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes] | None:
-        """CONNECT through the core; None (the call then goes direct, as a gap) when the core is down or
-        does not answer within CORE_TIMEOUT."""
-        health = self.health
-        assert health is not None
-        opened = await self.core_connection()
-        if opened is None:
-            return None
-        core_reader, core_writer = opened
+    ) -> tuple[CoreLease, bytes] | None:
+        """CONNECT through a core; None (the call then goes direct, as a gap) when no core is up, or none of
+        those tried answered within CORE_TIMEOUT. A core that fails mid-CONNECT is marked down and the next
+        up core is tried (without a restart wait: that is for finding every core down before asking)."""
+        search = self.pool.search()
+        lease = await search.next()
+        while lease is not None:
+            opened = await self._core_connect(lease, host, port, peer, project, server)
+            if opened is not None:
+                return lease, opened
+            lease = await search.next(wait=False)
+        return None
+
+    async def _core_connect(self, lease: CoreLease, host: str, port: int, peer: object, project: str | None,
+                            server: object) -> bytes | None:
+        """Ask the leased core for the tunnel: its `200` answer, or None (released, the core marked down)
+        when it did not answer; a refusal is the client's answer."""
+        health, locator = lease.health, lease.core.locator
+        core_reader, core_writer = lease.reader, lease.writer
         authority = f"{format_host(host)}:{port}"
-        extra = b"".join(line + b"\r\n" for line in meter_headers(peer, project, server, self.core.secret()))
+        extra = b"".join(line + b"\r\n" for line in meter_headers(peer, project, server, lease.secret()))
         core_writer.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n".encode() + extra + b"\r\n")
         try:
             await core_writer.drain()
@@ -271,8 +277,8 @@ class Edge:
             done, _ = await asyncio.wait({reply_task}, timeout=0.05)
             if not done:
                 # A slow answer is normal (the core connects upstream first), so ask the canary at the same
-                # time: a core that does not even answer that is wedged, and this call goes direct, having
-                # waited at most one probe timeout.
+                # time: a core that does not even answer that is wedged, and this call goes elsewhere (or
+                # direct), having waited at most one probe timeout.
                 probe_task = asyncio.ensure_future(health.answers_or_busy(timeout=CORE_TIMEOUT - 0.05))
                 waiting: set[asyncio.Future[Any]] = {reply_task, probe_task}
                 finished, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -283,19 +289,22 @@ class Edge:
                     probe_task.cancel()
             reply = await asyncio.wait_for(reply_task, CORE_CONNECT_REPLY_TIMEOUT)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            core_writer.close()
+            lease.release()
             health.mark_down(f"core did not answer ({type(exc).__name__})",
-                             restarting=not self.core.alive() and not self.core.failing())
+                             restarting=not locator.alive() and not locator.failing())
             return None
+        except BaseException:
+            lease.release()
+            raise
         if not reply.startswith(b"HTTP/1.1 200"):
             # The core refused (its own policy) or could not reach the provider: the client gets that answer.
             status = reply.split(b" ", 2)[1:2]
-            core_writer.close()
+            lease.release()
             raise Refused(int(status[0]) if status and status[0].isdigit() else 502,
                           "the meter's core refused or could not open this tunnel")
-        return core_reader, core_writer, reply
+        return reply
 
-    # ---- pass-through tunnels: closed at their first idle moment once the core is back ---------------
+    # ---- pass-through tunnels: closed at their first idle moment once a core is back ----------------
 
     def _watch_passthrough(self, tunnel: PassThrough, close: Callable[[], None]) -> None:
         self._passthrough[tunnel] = close
@@ -308,12 +317,12 @@ class Edge:
             self._reaper = asyncio.get_running_loop().create_task(self._reap())
 
     async def _reap(self) -> None:
-        """While pass-through tunnels exist: close those that may be closed (core back, or at their maximum
+        """While pass-through tunnels exist: close those that may be closed (a core back, or at their maximum
         age) at their first idle moment. Bounded: it ends when the last one is gone."""
         while self._passthrough:
             await asyncio.sleep(REAP_INTERVAL)
             now = time.monotonic()
-            core_up = self.health is not None and self.health.up
+            core_up = self.pool.any_up
             for tunnel, close in list(self._passthrough.items()):
                 if not core_up and now - tunnel.opened < self.passthrough_max_seconds:
                     continue
@@ -341,8 +350,8 @@ async def run_edge(edge: Edge, sock: socket.socket, grace: float, stats_path: Pa
     loop.set_exception_handler(QuietLoopErrors(log))
     server = await asyncio.start_server(edge.handle, sock=sock, limit=MAX_HEAD_BYTES, backlog=1024)
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    install_stop_handlers(loop, stop.set)
+    watch_stdin(loop, stop.set)  # the portable stop: the supervisor closes our stdin
     orphan_watch = loop.create_task(watch_parent(stop.set))
     publisher = None
     if stats_path is not None:
@@ -351,7 +360,7 @@ async def run_edge(edge: Edge, sock: socket.socket, grace: float, stats_path: Pa
         from halton_meter.serve.stats import Publisher
 
         publisher = Publisher(stats_path, lambda: {
-            **asdict(edge.stats), "max_connections": edge.max_connections,
+            **asdict(edge.stats), "max_connections": edge.max_connections, "core_pool": edge.pool.snapshot(),
             "config": watcher.state.to_json() if watcher is not None else None}).start()
     config_watch = None
     if watcher is not None:

@@ -34,7 +34,7 @@ from halton_meter.config import Config
 from halton_meter.errors import ExitCode, HaltonError, PortInUseError
 from halton_meter.paths import ensure_private_dir, write_atomic
 from halton_meter.serve.api import Api, ensure_token
-from halton_meter.serve.process import PARENT_PID_ENV
+from halton_meter.serve.process import CONTROL_ENV, PARENT_PID_ENV, install_stop_handlers, portable
 
 log = structlog.get_logger("halton_meter.supervisor")
 
@@ -95,10 +95,12 @@ class Child:
     _drain: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> bool:
-        """Start and wait for READY. False when the process exits (or stays silent) first."""
+        """Start and wait for READY. False when the process exits (or stays silent) first. The child's stdin
+        is a pipe we hold: closing it is the portable stop (serve/process.py)."""
+        extra: dict[str, object] = {"pass_fds": self.pass_fds} if self.pass_fds else {}
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            env=self.env, pass_fds=self.pass_fds,
+            sys.executable, *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env={**self.env, CONTROL_ENV: "stdin"}, **extra,  # type: ignore[arg-type]
         )
         self.started_at = time.monotonic()
         assert self.proc.stdout is not None
@@ -131,8 +133,11 @@ class Child:
     async def stop(self, grace: float) -> None:
         if self.proc is None or self.proc.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # end-of-file on the child's stdin: stop (every platform)
+        if not portable():
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(self.proc.wait(), grace)
         except TimeoutError:
@@ -178,9 +183,13 @@ class Supervisor:
     async def _serve(self, edge_sock: socket.socket, api_sock: socket.socket) -> int:
         paths = self.paths
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+        install_stop_handlers(loop, self._stop.set)
         edge_port, api_port = edge_sock.getsockname()[1], api_sock.getsockname()[1]
+        handoff = not portable()
+        if not handoff:
+            # The edge binds the port itself (Windows cannot pass a listening socket to a child this way): we
+            # checked it is free, and keep the number, so a restarted edge binds the same one.
+            edge_sock.close()
         api = Api(api_port, token=ensure_token(paths), paths=paths)
         api.start(api_sock)
         env = self._child_env()
@@ -188,12 +197,12 @@ class Supervisor:
         core = Child("core", ["-m", "halton_meter.core"], env)
         self.workers = [Child(f"core-worker-{i}", ["-m", "halton_meter.core", "--worker", str(i)], env)
                         for i in range(1, count)]
+        listen = ["--listen-fd", str(edge_sock.fileno())] if handoff else ["--port", str(edge_port)]
         edge = Child(
             "edge",
-            ["-m", "halton_meter.edge", "--listen-fd", str(edge_sock.fileno()), "--api-port", str(api_port),
-             "--cores", str(count)],
+            ["-m", "halton_meter.edge", *listen, "--api-port", str(api_port), "--cores", str(count)],
             env,
-            pass_fds=(edge_sock.fileno(),),
+            pass_fds=(edge_sock.fileno(),) if handoff else (),
         )
         for path in paths.core_states(count + 1):
             path.unlink(missing_ok=True)
@@ -223,7 +232,7 @@ class Supervisor:
             }
             write_atomic(paths.runtime, json.dumps(runtime, indent=2).encode(), mode=0o600)
             self.announce(runtime)
-            await self._watch([core, edge], edge_sock)
+            await self._watch([core, edge], edge_sock if handoff else None)
         finally:
             if self._fallback is not None:
                 self._fallback.cancel()
@@ -342,11 +351,15 @@ def _child_failure(child: Child) -> int:
 def _acquire_lock(path: Path, runtime: Path) -> IO[str]:
     handle = open(path, "a+")  # noqa: SIM115 - held for the life of serve
     try:
-        import fcntl
+        if sys.platform == "win32":  # lock the file's first byte (released when we exit)
+            import msvcrt
 
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # pragma: no cover - Windows: the port bind below catches a second instance
-        return handle
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
         pid = "?"
