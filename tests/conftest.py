@@ -27,6 +27,11 @@ restart fits in its grace. Bounds of several seconds (init, the 2 s live tail) h
 
 
 
+# One core process per meter, for meters of any fixture scope (a module's shared meter starts before any
+# test's monkeypatch): the suite starts hundreds of meters on two CPUs. The modules that prove several cores
+# (test_workers.py, test_load.py, test_portable_serve.py, the K2 variants) ask for theirs explicitly.
+os.environ["HALTON_METER_WORKERS"] = "1"
+
 SECRET_CANARIES = (b"CANARY", b"SECRETKEY")
 """Every credential and prompt the suite sends contains one of these (tests/test_secrets_at_rest.py)."""
 
@@ -51,9 +56,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.setenv("HALTON_METER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "160")
-    # One core process per meter: the suite starts hundreds of meters on two CPUs. The modules that prove
-    # several cores (test_workers.py, test_load.py, test_faults.py) set their own count.
-    monkeypatch.setenv("HALTON_METER_WORKERS", "1")
+    monkeypatch.setenv("HALTON_METER_WORKERS", "1")  # as above, even for a test that changed the environment
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy",
                  "HALTON_METER_PLUGINS", "HALTON_METER_DISABLE_PLUGINS", "HALTON_METER_PROJECT"):
         monkeypatch.delenv(name, raising=False)

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from halton_meter.budget_config import parse_budgets
 from halton_meter.budgets.ledger import Refusal
-from halton_meter.core.link import LinkClient, LinkServer, RemoteLedger, decode_record, wait_for_first_core
+from halton_meter.core.link import LinkClient, LinkServer, RemoteLedger, decode_record
+from halton_meter.core.worker import wait_for_first_core
 from halton_meter.store import journal
 from halton_meter.types import CallRecord
 

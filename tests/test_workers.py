@@ -155,7 +155,7 @@ def test_a_worker_killed_mid_stream_leaves_a_core_crash_row_and_comes_back(two_c
     sent = 2 + len(later)
     ledger = assert_accounting(meter, sent, received=received_since(fake_provider, base))
     assert ledger.gaps == 0 and ledger.landed == sent
-    assert core_stats(meter)["workers"]["crashed_calls"] == 1
+    wait_until(lambda: core_stats(meter)["workers"]["crashed_calls"] == 1, 5, what="the crash counted")
 
 
 def test_the_first_core_killed_loses_nothing_its_workers_carried(two_cores, fake_provider) -> None:
