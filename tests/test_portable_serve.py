@@ -219,3 +219,20 @@ def test_portable_serve_names_a_taken_port(tmp_path: Path) -> None:
     assert result.returncode == 4, result
     assert f"port {port} (edge) is in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("portable", [False, True], ids=["posix", "portable"])
+def test_children_stop_when_serve_is_killed(start_meter, fake_provider, portable: bool) -> None:
+    """`serve` killed with SIGKILL can clean nothing up: its edge and cores notice the end of their control
+    pipe, stop and release the ports on their own, well within the grace."""
+    import psutil
+
+    meter = start_meter(env={"HALTON_METER_WORKERS": "2", **(PORTABLE if portable else {})})
+    wait_until(lambda: (meter.home / "run" / "core-worker-1.json").exists(), 30, what="the worker")
+    children = psutil.Process(meter.proc.pid).children()
+    assert len(children) == 3  # edge, first core, worker
+    meter.proc.kill()
+    meter.proc.wait(10)
+    gone, alive = psutil.wait_procs(children, timeout=20)
+    assert alive == [], [p.cmdline() for p in alive]

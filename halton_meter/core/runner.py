@@ -227,8 +227,13 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer | RecordSi
     publisher = Publisher(paths.run_dir / CORE_STATS, snapshot).start() if worker is None else None
 
     async def report_to_first_core() -> None:
+        """The worker's counters for the first core's stats: when they change, checked once a second."""
+        last: dict[str, int] = {}
         while worker is not None:
-            worker.report({"in_flight": addon.in_flight, "metered": addon.metered, "pid": os.getpid()})
+            counters = {"in_flight": addon.in_flight, "metered": addon.metered, "pid": os.getpid()}
+            if counters != last:
+                worker.report(counters)
+                last = counters
             await asyncio.sleep(1.0)
 
     reporter = loop.create_task(report_to_first_core())

@@ -109,8 +109,8 @@ async def watch_parent(on_orphaned: Callable[[], None], interval: float = 1.0) -
     """Call `on_orphaned` once if the supervisor that started us disappears (even by SIGKILL), so no
     orphaned edge or core keeps holding ports after `serve` is gone."""
     expected = os.environ.get(PARENT_PID_ENV)
-    if not expected or not expected.isdigit():
-        return
+    if not expected or not expected.isdigit() or os.environ.get(CONTROL_ENV) == "stdin":
+        return  # with a control pipe, the supervisor's death is its end-of-file: no need to poll (`watch_stdin`)
     while True:
         await asyncio.sleep(interval)
         if os.getppid() != int(expected):
