@@ -398,7 +398,7 @@ def render(results: dict[str, Any]) -> str:
     add("")
 
     # ---- targets
-    add("## Issue-7 targets")
+    add("## Targets")
     add("")
     add("Same run, medians of interleaved rounds; differences against bare mitmdump are medians of per-round "
         "differences. Halton Meter figures are the default path's (all its cores); `n/a`: not measured, or a "

@@ -144,7 +144,7 @@ def test_every_metered_call_landed_as_one_complete_row(results) -> None:
 def test_the_report_has_every_section_and_a_verdict_per_target(results) -> None:
     text = table.render(results)
     for heading in ("Keep-alive JSON calls", "SSE streams", "New connection per call", "Proxy CPU per call",
-                    "Footprint", "Rows = calls", "Issue-7 targets"):
+                    "Footprint", "Rows = calls", "Targets"):
         assert f"## {heading}" in text
     assert "Halton Meter runs 2 cores" in text
     assert "| Halton Meter: core worker 1 |" in text and "| Halton Meter, 1 core: core |" in text

@@ -83,6 +83,12 @@ class ConfigWatcher:
         stamp = file_stamp(config)
         self.state = ConfigState(stamp=list(stamp) if stamp else None)
 
+    def changed(self) -> bool:
+        """Whether config.toml's stamp differs from the one last seen: one stat, cheap enough for an event
+        loop (an idle meter then never hops to a thread just to find nothing changed)."""
+        stamp = file_stamp(self.config)
+        return (list(stamp) if stamp else None) != self.state.stamp
+
     def poll(self) -> bool:
         """Look once; True when something changed (applied or refused)."""
         stamp = file_stamp(self.config)
@@ -123,6 +129,7 @@ async def watch(watcher: ConfigWatcher, interval: float = POLL_SECONDS) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await loop.run_in_executor(None, watcher.poll)
+            if watcher.changed():
+                await loop.run_in_executor(None, watcher.poll)
         except Exception as exc:  # never let the watch stop the process
             log.error("config watch failed", error=f"{type(exc).__name__}: {exc}")

@@ -1,4 +1,4 @@
-"""Small JSON files in `run/` where the edge and the core publish their counters every two seconds, so
+"""Small JSON files in `run/` where the edge and the core publish their counters (every two seconds when they change, every four when not), so
 `status` and `doctor` can report pending writes, the last write error and pass-through gaps without any
 IPC. Each file is replaced atomically; a stale `updated_at` means the process is gone or wedged."""
 
@@ -15,6 +15,9 @@ from typing import Any
 from halton_meter.paths import write_atomic
 
 INTERVAL = 2.0
+REFRESH = 4.0
+"""Unchanged counters are rewritten this often, so their `updated_at` shows the process is alive (`doctor`
+calls counters older than 10 s stale)."""
 SLOT = 16 * 1024
 """Fixed size of a counters file, allocated once so later rewrites need no new disk blocks."""
 CORE_STATS = "core-stats.json"
@@ -42,17 +45,25 @@ class Publisher:
         self._snapshot = snapshot
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"publish-{path.stem}", daemon=True)
+        self._last: dict[str, Any] | None = None
+        self._written = 0.0
 
     def start(self) -> Publisher:
         self._write()  # at once: `status` right after a start must not see "no counters yet"
         self._thread.start()
         return self
 
-    def _write(self) -> None:
+    def _write(self, force: bool = True) -> None:
         """Rewrite the file in place, inside blocks it already owns: on a full disk (when `status` matters
-        most) a new file could not be written at all."""
+        most) a new file could not be written at all. Without `force`, only when the counters changed or
+        REFRESH has passed (an idle meter writes nothing new every two seconds)."""
         try:
-            data = json.dumps({"updated_at": time.time(), "pid": os.getpid(), **self._snapshot()}).encode()
+            snapshot = self._snapshot()
+            now = time.monotonic()
+            if not force and snapshot == self._last and now - self._written < REFRESH:
+                return
+            self._last, self._written = snapshot, now
+            data = json.dumps({"updated_at": time.time(), "pid": os.getpid(), **snapshot}).encode()
             if len(data) < SLOT and self._path.exists() and self._path.stat().st_size == SLOT:
                 fd = os.open(self._path, os.O_WRONLY)
                 try:
@@ -66,7 +77,7 @@ class Publisher:
 
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL):
-            self._write()
+            self._write(force=False)
 
     def stop(self) -> None:
         self._stop.set()
