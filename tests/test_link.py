@@ -34,6 +34,13 @@ def record(i: int, *, provisional: bool = False, **extra: Any) -> CallRecord:
                       incomplete_reason="in_progress" if provisional else None, complete=not provisional, **extra)
 
 
+def keep(got: list[CallRecord], record: CallRecord, line: bytes) -> bool:
+    """The first core's writer, standing in: the journal line it is handed is exactly the record's."""
+    assert line == journal.encode(record)
+    got.append(record)
+    return True
+
+
 class FakeLedger:
     """Stands in for budgets.ledger.Ledger: refuses calls whose dims name the project `over`."""
 
@@ -52,7 +59,7 @@ class FakeLedger:
 async def _pair(tmp_path: Path, ledger: Any = None) -> tuple[LinkServer, LinkClient, list[CallRecord], list[str]]:
     got: list[CallRecord] = []
     lost: list[str] = []
-    server = LinkServer(SECRET, lambda r: got.append(r) or True, ledger)
+    server = LinkServer(SECRET, lambda r, line: keep(got, r, line), ledger)
     port = await server.start()
     client = LinkClient(tmp_path / "spool", 1, on_lost=lost.append)
     await client.connect(port, SECRET)
@@ -118,7 +125,7 @@ def test_first_core_gone_puts_unacknowledged_records_in_the_workers_journal(tmp_
     async def scenario() -> None:
         got: list[CallRecord] = []
         lost: list[str] = []
-        server = LinkServer(SECRET, lambda r: got.append(r) or True, None)
+        server = LinkServer(SECRET, lambda r, line: keep(got, r, line), None)
         port = await server.start()
         client = LinkClient(tmp_path / "spool", 2, on_lost=lost.append)
         await client.connect(port, SECRET)
@@ -147,7 +154,7 @@ def test_first_core_gone_puts_unacknowledged_records_in_the_workers_journal(tmp_
 def test_a_wrong_secret_is_refused(tmp_path: Path) -> None:
     async def scenario() -> None:
         got: list[CallRecord] = []
-        server = LinkServer(SECRET, lambda r: got.append(r) or True, None)
+        server = LinkServer(SECRET, lambda r, line: keep(got, r, line), None)
         port = await server.start()
         lost: list[str] = []
         client = LinkClient(tmp_path / "spool", 1, on_lost=lost.append)

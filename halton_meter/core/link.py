@@ -83,7 +83,7 @@ class WorkerState:
 class LinkServer:
     """Accepts workers, hands their records to the writer, answers their budget questions."""
 
-    def __init__(self, secret: bytes, submit: Callable[[CallRecord], bool], ledger: Ledger | None) -> None:
+    def __init__(self, secret: bytes, submit: Callable[[CallRecord, bytes], bool], ledger: Ledger | None) -> None:
         self.secret = secret
         self.submit = submit
         self.ledger = ledger
@@ -164,7 +164,7 @@ class _ServerConnection(asyncio.Protocol):
             try:
                 if kind == b"R":
                     _, seq, payload = line.split(b" ", 2)
-                    self._record(decode_record(json.loads(payload)))
+                    self._record(decode_record(json.loads(payload)), payload + b"\n")
                     acked = int(seq)
                 elif kind == b"A":
                     _, ident, payload = line.split(b" ", 2)
@@ -192,14 +192,14 @@ class _ServerConnection(asyncio.Protocol):
         log.info("core worker linked", worker=index, pid=pid)
         return True
 
-    def _record(self, record: CallRecord) -> None:
+    def _record(self, record: CallRecord, line: bytes) -> None:
         if record.incomplete_reason == IN_PROGRESS:
             self.open[record.id] = record
         else:
             self.open.pop(record.id, None)
         assert self.worker is not None
         self.worker.records += 1
-        self.server.submit(record)
+        self.server.submit(record, line)  # the journal line as received: the first core does not encode it again
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._conns.discard(self)
@@ -208,7 +208,8 @@ class _ServerConnection(asyncio.Protocol):
         if self.server.workers.get(self.worker.index) is self.worker:
             del self.server.workers[self.worker.index]
         for record in self.open.values():
-            self.server.submit(dataclasses.replace(record, incomplete_reason=CRASHED, complete=False))
+            crashed = dataclasses.replace(record, incomplete_reason=CRASHED, complete=False)
+            self.server.submit(crashed, journal.encode(crashed))
         self.server.crashed += len(self.open)
         if self.open:
             log.error("a core worker went away in the middle of calls; they are recorded as core_crash",

@@ -93,6 +93,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer | RecordSi
     state_path = paths.core_state if worker is None else paths.worker_state(index)
     link_server: LinkServer | None = None
     if worker is None:  # the first core: other cores send their records and budget questions here
+        assert isinstance(writer, Writer)
         link_server = LinkServer(secret.encode("ascii"), writer.submit, ledger)
         link_port: int | None = await link_server.start()
     else:

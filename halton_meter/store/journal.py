@@ -152,9 +152,10 @@ class Journal:
 
     # ---- event loop side ---------------------------------------------------------------------------
 
-    def append(self, record: CallRecord) -> int | None:
-        """Journal one record; its sequence number, or None when it could not be journaled (counted)."""
-        line = encode(record)
+    def append(self, record: CallRecord, line: bytes | None = None) -> int | None:
+        """Journal one record; its sequence number, or None when it could not be journaled (counted).
+        `line`: the record already encoded (`encode`), as a core worker sends it: not encoded twice."""
+        line = line if line is not None else encode(record)
         with self._lock:
             segment = self._room_for(len(line) + 1)
             if segment is None:

@@ -212,14 +212,15 @@ class Writer:
             self._leftovers = self._journal.leftovers()  # before ours exist: everything here is an earlier core's
             self._journal.open()
 
-    def submit(self, record: CallRecord) -> bool:
+    def submit(self, record: CallRecord, line: bytes | None = None) -> bool:
         """Journal and queue a record without waiting for the database. False when the queue is full (the
-        record is then counted as a gap)."""
+        record is then counted as a gap). `line`: the record's journal line when it came encoded (from a
+        core worker)."""
         with self._submit_lock:  # journal order is queue order, whichever thread submits
             if self._queue.qsize() >= self._max_queue:
                 self._drop(record)
                 return False
-            seq = self._journal.append(record) if self._journal.available else None
+            seq = self._journal.append(record, line) if self._journal.available else None
             if seq is None:
                 self.stats.unsaved += 1
             self._queue.put_nowait((seq, record))
