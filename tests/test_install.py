@@ -50,3 +50,31 @@ def test_make_install_app_puts_a_copy_on_the_path_of_a_new_shell(tmp_path: Path)
     import_check = subprocess.run([str(app / "bin/python"), "-c", "import halton_meter; print(halton_meter.__file__)"],
                                   capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert import_check.stdout.strip().startswith(str(app_site)), import_check.stdout  # a copy, not the clone
+
+
+@pytest.mark.parametrize("prefix,expected", [
+    ("/home/ada/.cache/uv/archive-v0/e3Tb5REHC9rRYBx3", "/home/ada/.cache/uv/archive-v0"),
+    ("/Users/ada/Library/Caches/uv/builds-v0/.tmpAbc", "/Users/ada/Library/Caches/uv/builds-v0"),
+    ("C:\\Users\\Ada\\AppData\\Local\\uv\\cache\\archive-v0\\x1", "C:\\Users\\Ada\\AppData\\Local\\uv\\cache\\archive-v0"),
+    ("/home/ada/.local/share/uv/tools/halton-meter", None),  # `uv tool install`: stays
+    ("/home/ada/.local/pipx/venvs/halton-meter", None),
+    ("/home/ada/.local/share/halton-meter/app", None),
+    ("/srv/archive-vault/venv", None),
+])
+def test_uvx_environments_are_recognised(prefix: str, expected: str | None) -> None:
+    from halton_meter.cli.init import throwaway_environment
+
+    assert throwaway_environment(prefix) == expected
+
+
+def test_init_from_uvx_refuses_in_one_line_and_changes_nothing(cli, monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    """`uvx halton-meter init` would leave a service pointing into uv's cache: one line, exit 2, the fix."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HALTON_METER_HOME", str(home))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "cache/uv/archive-v0/abc123"))
+    result = cli("init", "--non-interactive")
+    assert result.exit_code == 2, result
+    assert result.stderr.count("\n") == 1 and "uv tool install halton-meter" in result.stderr
+    assert not home.exists()
+    assert cli("init", "--dry-run").exit_code == 0  # looking is harmless

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import click
 from rich.text import Text
 
@@ -37,6 +39,12 @@ def command(mode: str, no_shell_rc: bool, trust_system: bool, non_interactive: b
     from halton_meter.lifecycle.context import build_context, state_path
     from halton_meter.lifecycle.init import InitOptions, plan, run_init, undo_all
 
+    throwaway = throwaway_environment(sys.prefix)
+    if throwaway is not None and not dry_run:
+        raise UsageError(
+            f"this halton-meter runs from {throwaway}, a temporary environment (uvx): the service init sets up "
+            "would stop working when it is cleaned; install it first with `uv tool install halton-meter` "
+            "(or `pipx install halton-meter`), then run `halton-meter init`")
     options = InitOptions(mode=mode, shell_rc=not no_shell_rc, non_interactive=non_interactive,
                           trust_system=trust_system, dry_run=dry_run)
     ctx, host = build_context(options)
@@ -102,3 +110,13 @@ def init_done(ok: bool, message: str) -> None:
     style = "bold green" if ok else "bold red"
     terminal.console().print(Text.assemble(("✓ " if ok else "✗ ", style), (message, style if not ok else "")),
                              soft_wrap=True)
+
+
+def throwaway_environment(prefix: str) -> str | None:
+    """The uv cache directory `prefix` lies in, when this Python is one of uv's temporary environments
+    (`uvx`, `uv tool run`: `…/uv/archive-v0/HASH`, `…/uv/builds-v0/…`), which uv may delete at any time;
+    None for an installed environment (pipx, `uv tool install`, a virtualenv)."""
+    import re
+
+    found = re.match(r"(.*?[\\/](?:archive|builds)-v\d+)(?:[\\/]|$)", prefix)  # either separator: Windows too
+    return found.group(1) if found else None
