@@ -1184,3 +1184,76 @@ def test_windows_rollback_and_uninstall_restore_everything(tmp_path: Path) -> No
     undo_all(later, {s.id: s for s in chosen})
     assert take_calls(later) == expected
     assert fake.os_state() == before
+
+
+# ==================================================================================================
+# Every platform and mode: whatever init changes, uninstall undoes
+# ==================================================================================================
+
+
+class Observed:
+    """Wraps a fake OS's command runner: which commands changed the simulated OS (its `os_state`)."""
+
+    def __init__(self, fake: Any) -> None:
+        self.fake = fake
+        self.changed: list[tuple[str, ...]] = []
+        self.failed: list[tuple[str, ...]] = []
+        runner = fake.runner()
+        runner.script = {name: self._watch(answer) for name, answer in runner.script.items()}
+        self.runner = runner
+
+    def _watch(self, answer: Any) -> Any:
+        def run(argv: tuple[str, ...]) -> CommandResult:
+            before = self.fake.os_state()
+            result = answer(argv)
+            if self.fake.os_state() != before:
+                self.changed.append(argv)
+            if not result.ok:
+                self.failed.append(argv)
+            return result
+        return run
+
+
+PLATFORM_MODES = [("macos", "env"), ("macos", "apps"), ("macos", "full"), ("windows", "env"), ("windows", "apps")]
+
+
+@pytest.mark.parametrize("system,mode", PLATFORM_MODES, ids=[f"{s}-{m}" for s, m in PLATFORM_MODES])
+def test_every_change_init_makes_is_undone_by_uninstall(tmp_path: Path, system: str, mode: str) -> None:
+    """The OS trust, the service, the environment and (macOS --full) the system proxy, in each mode: every
+    command that changed the simulated OS during init has its undo recorded, and uninstall — from the saved
+    state, as a later process runs it — leaves the OS exactly as it was, with no command failing."""
+    fake: Any = office_mac() if system == "macos" else FakeWindows()
+    if system == "macos":
+        fake.env = {"HTTPS_PROXY": "http://corp:3128"}
+    else:
+        fake.set(ENV, "HTTP_PROXY", "REG_SZ", "http://old:8080")
+    before = fake.os_state()
+    make = mac if system == "macos" else win
+    observed = Observed(fake)
+    ctx = make(tmp_path, fake, mode=mode)
+    ctx.runner = observed.runner
+    ensure_ca(ctx.paths)
+    trust = InitStep("init.os-trust", "OS trust", lambda c: False, lambda c: c.installer.trust_ca(c))
+    chosen = [trust, *steps(INSTALLER_CALLS)]
+    result = run_init(ctx, chosen, on_step=lambda outcome: None)
+    assert result.failed is None, result.failed
+    changed_by_init = list(observed.changed)
+    assert changed_by_init, "init changed nothing: the test would prove nothing"
+    assert fake.os_state() != before
+    # each command that changed the OS belongs to a recorded change with an undo
+    undo_count = sum(len(undo) for undo in recorded_undo(ctx))
+    assert undo_count >= 1 and all(undo for undo in recorded_undo(ctx))
+    ctx.state.save(tmp_path / "system_state.json")
+
+    later_observed = Observed(fake)
+    later = make(tmp_path, fake, mode=mode)
+    later.runner = later_observed.runner
+    later.state = SystemState.load(tmp_path / "system_state.json")
+    expected_undo = reversed_undo_commands(later)
+    undo_all(later, {s.id: s for s in chosen})
+    assert fake.os_state() == before, (changed_by_init, later_observed.changed)
+    assert later.state.changes == []
+    ran = calls(later)
+    assert [argv for argv in ran if argv in expected_undo] == expected_undo  # every recorded undo ran, in order
+    assert later_observed.changed, "uninstall changed nothing back"
+    assert all(argv in ran for argv in later_observed.changed)
