@@ -12,7 +12,9 @@ POSIX and Windows differ in three things `serve` needs (docs/testing.md, "Other 
 * **The proxy port.** On POSIX the supervisor binds it and passes the socket to the edge by descriptor, so it
   never closes while `serve` lives. Windows cannot inherit a listening socket that way, so there the edge
   binds the port itself, exclusively (`SO_EXCLUSIVEADDRUSE`: no other process can bind it while it is held),
-  at the port the supervisor chose (`bind_own_port`).
+  at the port the supervisor chose (`bind_own_port`). The cost: while the edge restarts (about a second
+  after it crashed) nothing listens, so a client connecting then is refused and retries, where on POSIX it
+  would wait in the supervisor's socket.
 
 `HALTON_METER_PORTABLE=1` makes `serve` take the Windows path on POSIX as well, so CI runs it on Linux.
 """
