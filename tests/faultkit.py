@@ -39,7 +39,8 @@ import httpx
 import pytest
 
 from halton_meter.serve.stats import CORE_STATS, EDGE_STATS, read_stats
-from halton_meter.testing.fake_provider import FakeProvider
+from halton_meter.testing import bodies
+from halton_meter.testing.fake_provider import FakeProvider, Gate, Reply
 from halton_meter.testing.meter import MeterProcess
 
 ANTHROPIC = "https://api.anthropic.com"
@@ -573,3 +574,15 @@ class StreamCall:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), f"the client hung for more than {timeout} s"
         return self
+
+
+GATED_EVENTS = bodies.anthropic_stream_events(input_tokens=700, output_tokens=90)
+"""The stream `gated_stream` answers with: three events, then the gate, then the rest."""
+
+
+def gated_stream(fake: FakeProvider, gate: Gate) -> list[bytes]:
+    """Streamed messages answer with GATED_EVENTS held at `gate` after the third event; others with JSON."""
+    fake.add("POST", "/v1/messages", lambda received: Reply(
+        pieces=[*GATED_EVENTS[:3], gate, *GATED_EVENTS[3:]], sse=True) if received.json().get("stream")
+        else Reply(body=bodies.anthropic_message(input_tokens=5, output_tokens=2)))
+    return GATED_EVENTS

@@ -21,6 +21,7 @@ from faultkit import (
     StreamCall,
     assert_accounting,
     core_pid,
+    gated_stream,
     one_shot_client,
     received_since,
     timed_call,
@@ -30,7 +31,7 @@ from faultkit import (
 from halton_meter.serve import process
 from halton_meter.serve.process import CONTROL_ENV, bind_own_port, install_stop_handlers
 from halton_meter.testing import bodies
-from halton_meter.testing.fake_provider import FakeProvider, Gate, Reply
+from halton_meter.testing.fake_provider import Gate, Reply
 from halton_meter.testing.meter import MeterProcess
 
 CHILD = textwrap.dedent("""
@@ -132,14 +133,6 @@ def edge_pid(meter: MeterProcess) -> int | None:
         return int(json.loads((meter.home / "run" / "edge-stats.json").read_text())["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def gated_stream(fake: FakeProvider, gate: Gate) -> list[bytes]:
-    events = bodies.anthropic_stream_events(input_tokens=700, output_tokens=90)
-    fake.add("POST", "/v1/messages", lambda received: Reply(
-        pieces=[*events[:3], gate, *events[3:]], sse=True) if received.json().get("stream")
-        else Reply(body=bodies.anthropic_message(input_tokens=5, output_tokens=2)))
-    return events
 
 
 @pytest.mark.e2e

@@ -14,9 +14,11 @@ from typing import Any
 import psutil
 import pytest
 from faultkit import (
+    GATED_EVENTS,
     StreamCall,
     assert_accounting,
     core_pid,
+    gated_stream,
     one_shot_client,
     received_since,
     timed_call,
@@ -68,18 +70,6 @@ def serving(pid: int, fake: FakeProvider) -> bool:
         return False
 
 
-def gated_events(fake: FakeProvider) -> list[bytes]:
-    return bodies.anthropic_stream_events(input_tokens=700, output_tokens=90)
-
-
-def gated_stream(fake: FakeProvider, gate: Gate) -> list[bytes]:
-    events = gated_events(fake)
-    fake.add("POST", "/v1/messages", lambda received: Reply(
-        pieces=[*events[:3], gate, *events[3:]], sse=True) if received.json().get("stream")
-        else Reply(body=bodies.anthropic_message(input_tokens=5, output_tokens=2)))
-    return events
-
-
 def two_streams_one_per_core(meter: MeterProcess, fake: FakeProvider, gate: Gate) -> tuple[StreamCall, StreamCall]:
     """Two streams held at the gate: the edge gives the second to the core without a tunnel open."""
     first = StreamCall(meter, fake).start()
@@ -88,7 +78,7 @@ def two_streams_one_per_core(meter: MeterProcess, fake: FakeProvider, gate: Gate
     pids = (core_pid(meter), worker_pid(meter))
     wait_until(lambda: all(p is not None and serving(p, fake) for p in pids), 15,
                what="each core carrying one stream")
-    head = len(b"".join(gated_events(fake)[:3]))
+    head = len(b"".join(GATED_EVENTS[:3]))
     wait_until(lambda: len(first.body) >= head and len(second.body) >= head, 15,
                what="the first events at both clients")
     return first, second
