@@ -1257,3 +1257,13 @@ def test_every_change_init_makes_is_undone_by_uninstall(tmp_path: Path, system: 
     assert [argv for argv in ran if argv in expected_undo] == expected_undo  # every recorded undo ran, in order
     assert later_observed.changed, "uninstall changed nothing back"
     assert all(argv in ran for argv in later_observed.changed)
+
+
+def test_windows_apps_mode_says_how_to_route_winhttp_programs_and_runs_nothing_for_them(tmp_path: Path) -> None:
+    """WinHTTP's proxy is machine-wide and needs an administrator: init prints the netsh line, never runs it."""
+    fake = FakeWindows()
+    ctx = win(tmp_path, fake)
+    ctx.installer.persist_env(ctx, {"HTTPS_PROXY": f"http://127.0.0.1:{EDGE_PORT}"})
+    advice = [line for line in ctx.reported if "netsh winhttp import proxy source=ie" in line]  # type: ignore[attr-defined]
+    assert advice == [windows.WINHTTP_ADVICE] and "netsh winhttp reset proxy" in advice[0]
+    assert not any(argv[0] == "netsh" for argv in calls(ctx))

@@ -13,7 +13,9 @@ administrator rights are ever asked for, and nothing is written under HKLM or Pr
   `ProxyServer`, `ProxyOverride` under `HKCU\\…\\Internet Settings`) points at the edge; each value's
   previous content (or absence) is read first and restored exactly on uninstall. Running programs are then
   told (WM_SETTINGCHANGE "Environment", and WinINet's settings-changed/refresh options) through a short
-  PowerShell P/Invoke passed with `-EncodedCommand`, so no quoting can go wrong.
+  PowerShell P/Invoke passed with `-EncodedCommand`, so no quoting can go wrong. Programs built on WinHTTP
+  read neither: init prints the `netsh winhttp import proxy source=ie` line that routes them (it needs an
+  administrator and is machine-wide, so init never runs it).
 * Full mode (a machine-wide proxy) is not offered.
 
 Why this module is long: the Windows installer is one unit (task XML, its launcher, the registry and
@@ -270,6 +272,13 @@ def edge_answers(paths: Paths) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
+WINHTTP_ADVICE = ("programs built on WinHTTP follow neither HTTPS_PROXY nor your per-user proxy; to meter them "
+                  "too, run `netsh winhttp import proxy source=ie` in an administrator prompt (machine-wide, so "
+                  "init never does it; `netsh winhttp reset proxy` undoes it)")
+"""WinHTTP (some Windows services and command-line tools) has its own machine-wide proxy setting, which needs
+an administrator: init only says how to copy the per-user proxy into it."""
+
+
 class WindowsInstaller:
     id = "installer.windows"
     kind = "task-scheduler"
@@ -432,6 +441,7 @@ class WindowsInstaller:
         if previous[(INTERNET_SETTINGS, "AutoConfigURL")] is not None:
             ctx.report("a proxy auto-config script (AutoConfigURL) is set: apps that follow it do not use the "
                        "meter's per-user proxy; HTTPS_PROXY still routes the apps that read it")
+        ctx.report(WINHTTP_ADVICE)
 
     def set_system_proxy(self, ctx: InitContext, port: int) -> None:
         raise UnsupportedOnPlatform(
