@@ -61,7 +61,7 @@ class BudgetGate:
                    money: bool) -> Decision:
         return self._answer(call, await ledger.admit(call.record_id, dims, estimate, money=money))
 
-    def _answer(self, call: CallPipeline, refusal: Refusal | None) -> tuple[int, dict[str, str], bytes] | None:
+    def _answer(self, call: CallPipeline, refusal: Refusal | None) -> Decision:
         if refusal is None:
             return None
         self.refused += 1

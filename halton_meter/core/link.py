@@ -37,6 +37,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -45,11 +46,11 @@ from halton_meter.budget_config import Budget
 from halton_meter.budgets.ledger import Ledger, Refusal
 from halton_meter.store import journal
 from halton_meter.store.journal import FIELDS, Journal
+from halton_meter.store.writer import IN_PROGRESS
 from halton_meter.types import CallRecord
 
 log = structlog.get_logger("halton_meter.link")
 
-IN_PROGRESS = "in_progress"
 CRASHED = "core_crash"
 ADMIT_TIMEOUT = 0.25
 """How long a worker waits for the ledger's answer before letting the call pass."""
@@ -58,8 +59,17 @@ MAX_UNACKED = 50_000
 treated as gone (the worker journals them itself and stops)."""
 MAX_LINE = 8 * 1024 * 1024
 """A longer line is not ours (a captured body is capped far below this): the connection is closed."""
-_FIELD_INDEX = {name: i for i, name in enumerate(FIELDS)}
-_RECORD_FIELDS = frozenset(FIELDS)
+
+
+def take_lines(buffer: bytearray, data: bytes) -> list[bytes]:
+    """Append `data` to `buffer` and take out the complete lines it now holds (without their newline)."""
+    buffer += data
+    end = buffer.rfind(b"\n")
+    if end < 0:
+        return []
+    lines = bytes(buffer[:end]).split(b"\n")
+    del buffer[:end + 1]
+    return lines
 
 
 def decode_record(values: list[Any]) -> CallRecord:
@@ -75,7 +85,6 @@ def decode_record(values: list[Any]) -> CallRecord:
 class WorkerState:
     index: int
     pid: int
-    connected_at: float
     records: int = 0
     counters: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -145,14 +154,7 @@ class _ServerConnection(asyncio.Protocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        end = self.buffer.rfind(b"\n")
-        if end < 0:
-            if len(self.buffer) > MAX_LINE:
-                self.abort()
-            return
-        lines = bytes(self.buffer[:end]).split(b"\n")
-        del self.buffer[:end + 1]
+        lines = take_lines(self.buffer, data)
         acked = -1
         for line in lines:
             kind = line[:1]
@@ -178,6 +180,8 @@ class _ServerConnection(asyncio.Protocol):
                           error=f"{type(exc).__name__}: {exc}")
         if acked >= 0 and self.transport is not None:
             self.transport.write(b"K %d\n" % acked)
+        if len(self.buffer) > MAX_LINE:  # an unfinished line this long is not ours
+            self.abort()
 
     def _hello(self, line: bytes) -> bool:
         parts = line.split(b" ")
@@ -187,7 +191,7 @@ class _ServerConnection(asyncio.Protocol):
             index, pid = int(parts[2]), int(parts[3])
         except ValueError:
             return False
-        self.worker = WorkerState(index=index, pid=pid, connected_at=time.time())
+        self.worker = WorkerState(index=index, pid=pid)
         self.server.workers[index] = self.worker
         log.info("core worker linked", worker=index, pid=pid)
         return True
@@ -227,7 +231,7 @@ class _ServerConnection(asyncio.Protocol):
 class LinkClient(asyncio.Protocol):
     """A worker's record sink: `submit` sends a record to the first core and keeps it until acknowledged."""
 
-    def __init__(self, spool: os.PathLike[str] | str, index: int, on_lost: Callable[[str], None]) -> None:
+    def __init__(self, spool: Path, index: int, on_lost: Callable[[str], None]) -> None:
         self.spool = spool
         self.index = index
         self.on_lost = on_lost
@@ -240,7 +244,6 @@ class LinkClient(asyncio.Protocol):
         self._answers: dict[int, asyncio.Future[Any]] = {}
         self._next_question = 0
         self._journal: Journal | None = None
-        self.sent = 0
         self.journaled = 0
 
     async def connect(self, port: int, secret: bytes, timeout: float = 5.0) -> None:
@@ -256,13 +259,7 @@ class LinkClient(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        end = self._buffer.rfind(b"\n")
-        if end < 0:
-            return
-        lines = bytes(self._buffer[:end]).split(b"\n")
-        del self._buffer[:end + 1]
-        for line in lines:
+        for line in take_lines(self._buffer, data):
             if line.startswith(b"K "):
                 upto = int(line[2:])
                 for seq in [s for s in self._unacked if s <= upto]:
@@ -298,7 +295,6 @@ class LinkClient(asyncio.Protocol):
         self._seq += 1
         self._unacked[self._seq] = record
         self.transport.write(b"R %d " % self._seq + journal.encode(record))
-        self.sent += 1
         if len(self._unacked) > MAX_UNACKED:
             self.transport.abort()
             self._lose(f"the first core acknowledged none of the last {MAX_UNACKED} records")
@@ -307,7 +303,7 @@ class LinkClient(asyncio.Protocol):
     def _keep(self, record: CallRecord) -> bool:
         """Our own journal, for the first core's next start to replay (opened on first use)."""
         if self._journal is None:
-            self._journal = Journal(_path(self.spool)).open()
+            self._journal = Journal(self.spool).open()
         if self._journal.append(record) is None:
             log.error("record could not be journaled; counted as lost", record_id=record.id)
             return False
@@ -362,16 +358,8 @@ class LinkClient(asyncio.Protocol):
             self.transport.write(b"S " + json.dumps(dict(counters)).encode() + b"\n")
 
 
-def _path(value: os.PathLike[str] | str) -> Any:
-    from pathlib import Path
-
-    return Path(value)
-
-
 class RemoteLedger:
     """A worker's view of the budgets: the decision is the first core's ledger's, asked over the link."""
-
-    remote = True
 
     def __init__(self, link: LinkClient, budgets: tuple[Budget, ...]) -> None:
         self.link = link

@@ -72,10 +72,10 @@ def _mitmproxy_addons() -> list[object]:
 
 
 async def serve_core(config: Config, host: PluginHost, writer: Writer | RecordSink, ledger: Ledger | None = None,
-                     *, worker: LinkClient | None = None, index: int = 0) -> int:
+                     *, worker: LinkClient | None = None) -> int:
     """Run one core until stopped. The first core (`worker` None) owns `writer` and the `ledger`, and takes
-    the other cores' records over the link (`core/link.py`); a worker (`index` ≥ 1) sends its records to the
-    first core through `worker`, its link, and asks the first core's ledger about budgets."""
+    the other cores' records over the link (`core/link.py`); a worker sends its records to the first core
+    through `worker`, its link, and asks the first core's ledger about budgets."""
     from mitmproxy import options
     from mitmproxy.master import Master
 
@@ -90,6 +90,7 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer | RecordSi
     master = Master(opts)
     attribution = AttributionService(host.registries.attributors.ordered())
     secret = secrets.token_urlsafe(24)  # only the edge (which reads core.json, 0600) may use this core
+    index = 0 if worker is None else worker.index
     state_path = paths.core_state if worker is None else paths.worker_state(index)
     link_server: LinkServer | None = None
     if worker is None:  # the first core: other cores send their records and budget questions here
@@ -230,19 +231,21 @@ async def serve_core(config: Config, host: PluginHost, writer: Writer | RecordSi
     async def report_to_first_core() -> None:
         """The worker's counters for the first core's stats: when they change, checked once a second."""
         last: dict[str, int] = {}
-        while worker is not None:
-            counters = {"in_flight": addon.in_flight, "metered": addon.metered, "pid": os.getpid()}
+        assert worker is not None
+        while True:
+            counters = {"in_flight": addon.in_flight, "metered": addon.metered}
             if counters != last:
                 worker.report(counters)
                 last = counters
             await asyncio.sleep(1.0)
 
-    reporter = loop.create_task(report_to_first_core())
+    reporter = loop.create_task(report_to_first_core()) if worker is not None else None
 
     try:
         await master.run()
     finally:
-        reporter.cancel()
+        if reporter is not None:
+            reporter.cancel()
         if link_server is not None:
             link_server.close()
         orphan_watch.cancel()

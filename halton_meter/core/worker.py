@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -76,7 +75,7 @@ def worker_main(index: int) -> int:
                   file=sys.stderr, flush=True)
             return int(ExitCode.INTERNAL)
         try:
-            return await serve_core(config, host, WorkerSink(link, Pricer(config)), worker=link, index=index)
+            return await serve_core(config, host, WorkerSink(link, Pricer(config)), worker=link)
         finally:
             link.close()
 
@@ -90,12 +89,12 @@ def worker_main(index: int) -> int:
         return int(ExitCode.INTERNAL)
 
 
-def wait_for_first_core(path: os.PathLike[str] | str, timeout: float) -> tuple[int, bytes] | None:
+def wait_for_first_core(path: Path, timeout: float) -> tuple[int, bytes] | None:
     """(link port, secret) from `run/core.json`, waiting (bounded) for the first core to publish it."""
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            state = json.loads(Path(path).read_text())
+            state = json.loads(path.read_text())
             if state.get("link_port"):
                 return int(state["link_port"]), str(state["secret"]).encode("ascii")
         if time.monotonic() >= deadline:

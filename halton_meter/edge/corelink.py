@@ -4,7 +4,6 @@ should go to it at all (`CoreHealth`). Which core takes the next metered call is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -109,7 +108,8 @@ class CoreHealth:
     core: a CONNECT to the self-test canary, which the core answers itself with no upstream involved. No
     answer within CORE_TIMEOUT marks the core down; from then on metered hosts go direct at once, with no
     per-call wait, while a background probe marks it up again as soon as it answers. When the core's
-    process is gone rather than wedged, calls first wait RESTART_GRACE for its successor.
+    process is gone rather than wedged, its successor gets RESTART_GRACE (`restarting`): the pool
+    (`pool.py`) holds calls that long when no other core answers.
     """
 
     def __init__(self, locator: CoreLocator, stats: EdgeStats, name: str = "core") -> None:
@@ -123,8 +123,6 @@ class CoreHealth:
         self._busy_since: float | None = None
         self._proc: Any = None
         self._restart_until = 0.0
-        self._back: asyncio.Event | None = None
-        self.on_up: Callable[[], None] | None = None
         self.on_change: Callable[[CoreHealth], None] | None = None
         """Set by a `CorePool`: told when this core goes down, comes back, or stops being worth waiting for.
         The pool then publishes whether metering is down; a core on its own publishes that itself."""
@@ -145,11 +143,6 @@ class CoreHealth:
     def restart_until(self) -> float:
         return self._restart_until
 
-    async def usable(self) -> bool:
-        if await self.ready():
-            return True
-        return await self.wait_for_restart()
-
     async def ready(self) -> bool:
         """Up and vouched for: by a recent probe, or by one now. A core that does not answer it is marked
         down here; this never waits for a restart (the caller decides whether another core can take the
@@ -167,20 +160,6 @@ class CoreHealth:
                        "core restarting" if restarting else "core cannot start", restarting=restarting)
         return False
 
-    async def wait_for_restart(self) -> bool:
-        """Within a restart's grace, wait (bounded) for the new core; True when it answered in time."""
-        remaining = self._restart_until - time.monotonic()
-        if self.down_reason is None:
-            return True
-        if remaining <= 0:
-            return False
-        self.stats.restart_waits += 1
-        if self._back is None:
-            self._back = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._back.wait(), remaining)
-        return self.down_reason is None
-
     def mark_down(self, reason: str, restarting: bool = False) -> None:
         transition = self.down_reason is None
         if transition:
@@ -192,7 +171,6 @@ class CoreHealth:
                             core=self.name, reason=reason)
             self.down_since = time.time()
             self._restart_until = time.monotonic() + self.restart_grace if restarting else 0.0
-            self._back = asyncio.Event()
         self.down_reason = reason
         self._fresh_until = 0.0
         if self._probe is None or self._probe.done():
@@ -207,11 +185,7 @@ class CoreHealth:
         self.down_since = None
         self._fresh_until = time.monotonic() + PROBE_FRESH
         self._restart_until = 0.0
-        if self._back is not None:
-            self._back.set()
         self._changed()
-        if self.on_up is not None:
-            self.on_up()
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -224,8 +198,6 @@ class CoreHealth:
             restarting = time.monotonic() < self._restart_until
             if restarting and self.locator.failing():  # the successor cannot start: stop holding calls
                 self._restart_until, restarting = 0.0, False
-                if self._back is not None:
-                    self._back.set()
                 self._changed()
             await asyncio.sleep(RESTART_POLL if restarting else PROBE_INTERVAL)
             if (not restarting or self.locator.alive()) and await self.probe():

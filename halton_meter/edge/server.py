@@ -16,8 +16,8 @@
 * Only the edge may use a core: every request it sends there carries that core's per-start secret.
 
 Only the standard library, h11 (mitmproxy's own HTTP/1 framing library) and the routing table; the edge
-must stay small and start fast. The pieces: `corelink` (where the cores are, whether they answer, which one
-takes a call), `gaps` (the gap log), `splice` (copying a tunnel both ways), `http1` (headers and short
+must stay small and start fast. The pieces: `corelink` (where each core is, whether it answers), `pool`
+(which core takes a call), `gaps` (the gap log), `splice` (copying a tunnel both ways), `http1` (headers and short
 answers), `plainhttp` (plain-HTTP requests), `passthrough` (closing pass-through tunnels once a core is
 back), `limits`, `counters`; the target policy is `halton_meter.targets`, shared with the core; `main` is
 the process.

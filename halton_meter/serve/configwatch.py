@@ -80,21 +80,23 @@ class ConfigWatcher:
         self.config = config
         self._started = config
         self._apply = apply
-        stamp = file_stamp(config)
-        self.state = ConfigState(stamp=list(stamp) if stamp else None)
+        self.state = ConfigState(stamp=self._stamp())
+
+    def _stamp(self) -> list[int] | None:
+        stamp = file_stamp(self.config)
+        return list(stamp) if stamp else None
 
     def changed(self) -> bool:
         """Whether config.toml's stamp differs from the one last seen: one stat, cheap enough for an event
         loop (an idle meter then never hops to a thread just to find nothing changed)."""
-        stamp = file_stamp(self.config)
-        return (list(stamp) if stamp else None) != self.state.stamp
+        return self._stamp() != self.state.stamp
 
     def poll(self) -> bool:
         """Look once; True when something changed (applied or refused)."""
-        stamp = file_stamp(self.config)
-        if (list(stamp) if stamp else None) == self.state.stamp:
+        stamp = self._stamp()
+        if stamp == self.state.stamp:
             return False
-        self.state.stamp = list(stamp) if stamp else None
+        self.state.stamp = stamp
         try:
             new = load_config(self.config.paths)
         except HaltonError as exc:

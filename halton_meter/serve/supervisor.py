@@ -30,7 +30,7 @@ import structlog
 from halton_meter import __version__
 from halton_meter.ca import ensure_ca
 from halton_meter.clock import utc_stamp
-from halton_meter.config import Config
+from halton_meter.config import MAX_WORKERS, Config
 from halton_meter.errors import ExitCode, HaltonError, PortInUseError
 from halton_meter.paths import ensure_private_dir, write_atomic
 from halton_meter.serve.api import Api, ensure_token
@@ -204,7 +204,7 @@ class Supervisor:
             env,
             pass_fds=(edge_sock.fileno(),) if handoff else (),
         )
-        for path in paths.core_states(count + 1):
+        for path in paths.core_states(MAX_WORKERS):  # what any earlier serve left, whatever its count
             path.unlink(missing_ok=True)
         try:
             if not await core.start():
@@ -252,11 +252,11 @@ class Supervisor:
 
     async def _start_workers(self) -> None:
         """Start the workers side by side (each waits for the first core's link, which is up by now)."""
-        results = await asyncio.gather(*(w.start() for w in self.workers if w.proc is None or
-                                         w.proc.returncode is not None))
+        stopped = [w for w in self.workers if w.proc is None or w.proc.returncode is not None]
+        results = await asyncio.gather(*(w.start() for w in stopped))
         if not all(results):
             log.error("a core worker cannot start; the other cores take its share and it is retried",
-                      codes=[w.last_exit for w in self.workers if w.proc is None or w.proc.returncode is not None])
+                      codes=[w.last_exit for w, started in zip(stopped, results, strict=True) if not started])
 
     async def _stop_workers(self, grace: float) -> None:
         await asyncio.gather(*(w.stop(grace) for w in self.workers))
@@ -265,8 +265,8 @@ class Supervisor:
         children = [*children, *self.workers]
         backoff = {c.name: BACKOFF_START for c in children}
         while not self._stop.is_set():
-            waits = {asyncio.ensure_future(c.proc.wait()): c for c in children
-                     if c.proc is not None and (c.name == "core" or c.name == "edge" or self._core_running(children))}
+            waits = {asyncio.ensure_future(c.proc.wait()): c for c in children  # workers only while the first core runs
+                     if c.proc is not None and (c not in self.workers or self._core_running(children))}
             stop_wait = asyncio.ensure_future(self._stop.wait())
             done, _ = await asyncio.wait([*waits, stop_wait], return_when=asyncio.FIRST_COMPLETED)
             for fut in waits:
